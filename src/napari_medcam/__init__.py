@@ -1,0 +1,30 @@
+"""napari-medcam: Med-CAM minimal-evidence explanations for image classifiers.
+
+The public API (DESIGN.md §4); napari itself is only imported by the plugin layer.
+"""
+
+from napari_medcam._version import __version__
+from napari_medcam.classifiers import Classifier, demo_classifier, load_classifier
+from napari_medcam.data import synthetic_tile
+from napari_medcam.engine import (
+    Explanation,
+    ExplanationCancelled,
+    MedCAMConfig,
+    ProgressEvent,
+    explain,
+    iter_explain,
+)
+
+__all__ = [
+    "Classifier",
+    "Explanation",
+    "ExplanationCancelled",
+    "MedCAMConfig",
+    "ProgressEvent",
+    "__version__",
+    "demo_classifier",
+    "explain",
+    "iter_explain",
+    "load_classifier",
+    "synthetic_tile",
+]

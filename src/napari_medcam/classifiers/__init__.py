@@ -1,0 +1,7 @@
+"""Classifiers to explain: the `Classifier` wrapper, loaders, registry and demo model."""
+
+from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.classifiers.demo import demo_classifier
+from napari_medcam.classifiers.loading import load_classifier, registered_classifiers
+
+__all__ = ["Classifier", "demo_classifier", "load_classifier", "registered_classifiers"]

@@ -1,0 +1,229 @@
+"""`Classifier`: a frozen torch model plus everything needed to feed it an image.
+
+The engine never guesses how a model wants its input: size, normalisation,
+channel count, class names and the layers used for activation matching all live
+here, once, so every entry point (API, CLI, widget) prepares images identically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+MIN_SIDE = 8
+
+
+class Classifier:
+    """Wrap any `torch.nn.Module` classifier for explanation.
+
+    The module is put in eval mode and its parameters are frozen. Images are
+    prepared by :meth:`preprocess`: integer images are scaled to [0, 1] by their
+    dtype's range (float images are taken as already in [0, 1]), RGBA drops alpha,
+    grey is repeated to the model's channel count, then ``(x - mean) / std``.
+
+    Activation-matching layers (``layers``) are names of sub-modules (as in
+    ``module.named_modules()``). When none are given, the default is chosen by
+    :meth:`default_layers`: the module's top-level children whose output is a
+    feature map (a 4-D tensor for 2-D models, 5-D for 3-D models), at most four of
+    them evenly spaced from shallow to deep, the deepest always included. A
+    TorchScript model cannot be hooked: it is then explained by its outputs only
+    (KL + CE + robustness), and :attr:`hookable` is False.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        input_size: Sequence[int] = (224, 224),
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.25, 0.25, 0.25),
+        class_names: Sequence[str] | None = None,
+        layers: Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(module, nn.Module):
+            raise ValueError(f"Classifier needs a torch.nn.Module, got {type(module).__name__}")
+        self.module = module.eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.input_size = tuple(int(s) for s in input_size)
+        if len(self.input_size) not in (2, 3) or min(self.input_size) < MIN_SIDE:
+            raise ValueError(f"input_size must be (H, W) or (D, H, W), got {input_size!r}")
+        if len(mean) != len(std) or not len(mean):
+            raise ValueError("mean and std must have one value per input channel")
+        if any(s <= 0 for s in std):
+            raise ValueError("std must be positive")
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.name = name or type(module).__name__
+        self.hookable = not isinstance(module, torch.jit.ScriptModule)
+        n_out = self._probe_outputs()
+        if class_names is None:
+            class_names = [f"class {i}" for i in range(n_out)]
+        if len(class_names) != n_out:
+            raise ValueError(
+                f"{len(class_names)} class names given but the model outputs {n_out} classes"
+            )
+        self.class_names = [str(c) for c in class_names]
+        if layers is None:
+            layers = self.default_layers() if self.hookable else []
+        elif layers and not self.hookable:
+            raise ValueError("a TorchScript model cannot be hooked: pass layers=[]")
+        known = dict(self.module.named_modules())
+        missing = [name for name in layers if name not in known]
+        if missing:
+            raise ValueError(f"layers not found in the model: {missing}; known: {list(known)[:20]}")
+        self.layers = list(layers)
+
+    # ------------------------------------------------------------------ shape facts
+    @property
+    def channels(self) -> int:
+        return len(self.mean)
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 for an image classifier, 3 for a volume classifier."""
+        return len(self.input_size)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __repr__(self) -> str:
+        return (
+            f"Classifier({self.name!r}, input_size={self.input_size}, "
+            f"classes={self.class_names}, layers={self.layers})"
+        )
+
+    def _probe_outputs(self) -> int:
+        x = torch.zeros((1, self.channels, *self.input_size))
+        try:
+            with torch.no_grad():
+                out = self.module(x)
+        except Exception as err:  # the model's own message is the useful part
+            raise ValueError(
+                f"the model does not accept a {tuple(x.shape)} input "
+                f"(input_size/mean/std mismatch?): {err}"
+            ) from err
+        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1:
+            raise ValueError("the model must return logits of shape (batch, classes)")
+        if out.shape[1] < 2:
+            raise ValueError("the model must output at least two classes")
+        return int(out.shape[1])
+
+    def default_layers(self) -> list[str]:
+        """Top-level children producing feature maps, up to four, deepest included."""
+        shapes: dict[str, int] = {}
+        handles = [
+            child.register_forward_hook(
+                lambda _m, _i, o, n=name: shapes.__setitem__(n, getattr(o, "ndim", 0))
+            )
+            for name, child in self.module.named_children()
+        ]
+        try:
+            with torch.no_grad():
+                self.module(torch.zeros((1, self.channels, *self.input_size)))
+        finally:
+            for h in handles:
+                h.remove()
+        maps = [n for n, nd in shapes.items() if nd == 2 + self.spatial_dims]
+        if len(maps) <= 4:
+            return maps
+        picks = np.linspace(0, len(maps) - 1, 4).round().astype(int)
+        return [maps[i] for i in sorted(set(picks))]
+
+    # ----------------------------------------------------------------- preparation
+    def class_index(self, target: int | str | None) -> int | None:
+        """Resolve a class index or name; None stays None (= predicted class)."""
+        if target is None:
+            return None
+        if isinstance(target, str):
+            if target in self.class_names:
+                return self.class_names.index(target)
+            if target.lstrip("-").isdigit():
+                target = int(target)
+            else:
+                raise ValueError(
+                    f"unknown class name {target!r}; the classes are {self.class_names}"
+                )
+        if isinstance(target, (bool, float)) or not isinstance(target, (int, np.integer)):
+            raise ValueError(f"target must be a class index or name, got {target!r}")
+        if not 0 <= int(target) < self.num_classes:
+            raise ValueError(
+                f"target {int(target)} is out of range: the classifier has "
+                f"{self.num_classes} classes (0..{self.num_classes - 1})"
+            )
+        return int(target)
+
+    def to_unit_range(self, image: np.ndarray) -> np.ndarray:
+        """Validate an image and return it as float32 channels-last in [0, 1].
+
+        Accepts grey (spatial only), or channels-last with 1, 3 or 4 channels
+        (4 = RGBA, alpha dropped). Raises ValueError with a clear reason otherwise.
+        """
+        image = np.asarray(image)
+        sd = self.spatial_dims
+        if image.size == 0:
+            raise ValueError("the image is empty")
+        if image.dtype == bool or not (
+            np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)
+        ):
+            raise ValueError(f"unsupported image dtype {image.dtype}: use uint8, uint16 or float")
+        if image.ndim == sd:
+            image = image[..., None]
+        elif image.ndim != sd + 1:
+            kind = "D×H×W[×C] volume" if sd == 3 else "H×W grey or H×W×C colour image"
+            raise ValueError(
+                f"expected a {kind} for this {sd}-D classifier, got an array of shape "
+                f"{image.shape}"
+            )
+        c = image.shape[-1]
+        if c == 4 and self.channels == 3:
+            image = image[..., :3]
+        elif c == 1 and self.channels > 1:
+            image = np.repeat(image, self.channels, axis=-1)
+        elif c != self.channels:
+            raise ValueError(
+                f"the image has {c} channels; the classifier takes {self.channels} "
+                "(grey and RGBA are converted, other channel counts are not)"
+            )
+        if min(image.shape[:-1]) < MIN_SIDE:
+            raise ValueError(
+                f"the image is too small ({image.shape[:-1]}): at least {MIN_SIDE} pixels a side"
+            )
+        if np.issubdtype(image.dtype, np.floating):
+            if not np.isfinite(image).all():
+                raise ValueError("the image contains NaN or infinite values")
+            out = image.astype(np.float32)
+            lo, hi = float(out.min()), float(out.max())
+            if lo < 0 or hi > 1:  # e.g. 0..255 stored as float: rescale by its range
+                out = (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
+            return out
+        info = np.iinfo(image.dtype)
+        return ((image.astype(np.float32) - info.min) / (info.max - info.min)).astype(np.float32)
+
+    def normalise(self, unit: torch.Tensor) -> torch.Tensor:
+        """(B, C, *spatial) in [0, 1] → the model's normalised space."""
+        shape = (1, -1) + (1,) * self.spatial_dims
+        mean = torch.tensor(self.mean, dtype=unit.dtype, device=unit.device).view(shape)
+        std = torch.tensor(self.std, dtype=unit.dtype, device=unit.device).view(shape)
+        return (unit - mean) / std
+
+    def to(self, device: torch.device | str) -> Classifier:
+        self.module.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        p = next(self.module.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    def predict_proba(self, image: np.ndarray) -> np.ndarray:
+        """Class probabilities for one image (resized to the input size)."""
+        from napari_medcam.engine.prepare import prepare_input
+
+        x = prepare_input(image, self)
+        with torch.no_grad():
+            return torch.softmax(self.module(x.to(self.device)), 1)[0].cpu().numpy()

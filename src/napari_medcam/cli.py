@@ -1,0 +1,136 @@
+"""The ``napari-medcam`` command: explain images and run the demo without a GUI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; silent when stderr is not a TTY."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.last = -1
+
+    def __call__(self, event: Any) -> None:
+        if not self.enabled:
+            return
+        pct = int(100 * event.fraction)
+        if pct == self.last:
+            return
+        self.last = pct
+        bar = "#" * (pct // 4) + "-" * (25 - pct // 4)
+        tiles = f" tile {event.tile + 1}/{event.tiles}" if event.tiles > 1 else ""
+        sys.stderr.write(
+            f"\r[{bar}] {pct:3d} %{tiles} step {event.step}/{event.total} "
+            f"p={event.masked_confidence:.3f} area={100 * event.area_fraction:.1f}%"
+        )
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled and self.last >= 0:
+            sys.stderr.write("\n")
+
+
+def _parse_target(value: str | None) -> int | str | None:
+    if value is None:
+        return None
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def _run_explain(args: argparse.Namespace) -> int:
+    import napari_medcam as mc
+    from napari_medcam.io import read_image, write_mask_tiff
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists: pass --overwrite to replace it")
+    image = read_image(args.image)
+    clf = mc.load_classifier(args.classifier, weights=args.weights)
+    config = mc.MedCAMConfig.preset(args.preset, seed=args.seed)
+    progress = _Progress(not args.json)
+    try:
+        exp = mc.explain(image, clf, _parse_target(args.target), config, device=args.device,
+                         progress=progress)
+    finally:
+        progress.done()
+    summary = exp.summary()
+    summary["image"] = str(args.image)
+    write_mask_tiff(out, exp.mask, summary, overwrite=args.overwrite)
+    if args.json:
+        print(json.dumps({**summary, "mask": str(out)}))
+    else:
+        print(f"{exp.one_line()} → {out}")
+    return 0 if exp.valid or not args.strict else 1
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from napari_medcam.demo import run_demo
+
+    paths, exp = run_demo(Path(args.out), seed=args.seed, device=args.device,
+                          overwrite=args.overwrite, progress=_Progress(True))
+    print(exp.one_line())
+    for kind, p in paths.items():
+        print(f"  {kind:8s} {p}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from napari_medcam._version import __version__
+
+    p = argparse.ArgumentParser(
+        prog="napari-medcam",
+        description="Med-CAM: the minimal evidence an image classifier used for its decision.",
+    )
+    p.add_argument("--version", action="version", version=f"napari-medcam {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("explain", help="explain one image; write its evidence mask as TIFF")
+    e.add_argument("image", help="TIFF, PNG or JPEG image")
+    e.add_argument("--classifier", default="demo",
+                   help="registered name, TorchScript file or package.module:factory "
+                        "(default: demo)")
+    e.add_argument("--weights", help="state-dict file for a factory classifier")
+    e.add_argument("--target", help="class index or name (default: the predicted class)")
+    e.add_argument("--preset", choices=["fast", "paper"], default="fast")
+    e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", required=True, help="mask TIFF to write (uint8 0/1)")
+    e.add_argument("--json", action="store_true", help="print the summary as JSON")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    e.add_argument("--strict", action="store_true",
+                   help="exit 1 when the explanation is not valid")
+    e.set_defaults(run=_run_explain)
+
+    d = sub.add_parser("demo", help="explain a synthetic tile with the demo classifier")
+    d.add_argument("--out", default="medcam-demo", help="folder for the results")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--device", default="auto")
+    d.add_argument("--overwrite", action="store_true")
+    d.set_defaults(run=_run_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, FileExistsError, FileNotFoundError) as err:
+        print(f"napari-medcam: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("\nnapari-medcam: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""Synthetic data with known evidence, for tests, demos and training the demo models."""
+
+from napari_medcam.data.synthetic import synthetic_tile
+
+__all__ = ["synthetic_tile"]

@@ -1,0 +1,121 @@
+"""`MedCAMConfig`: every knob of one Med-CAM optimisation, with named presets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+BASELINES = ("mean", "blur", "background", "constant")
+NOISES = ("normal", "uniform", "zeros", "blur")
+
+
+@dataclass(frozen=True)
+class MedCAMConfig:
+    """Loss weights, explainer size and optimisation schedule.
+
+    Loss (DESIGN.md §1): ``λ_act·L_act + λ_ce·L_CE + λ_kl·L_KL`` (keep the evidence)
+    ``+ λ_area·L_area + λ_bin·L_bin + λ_tv·L_tv`` (minimal) ``+ λ_rob·L_rob`` (robust).
+
+    ``fast()`` is the default, tuned for interactive use on a laptop CPU; ``paper()``
+    is the authors' ImageNet recipe. See README "Choosing the fast preset".
+    """
+
+    # loss weights
+    lambda_act: float = 10.0
+    lambda_ce: float = 15.0
+    lambda_kl: float = 5.0
+    lambda_area: float = 100.0
+    lambda_bin: float = 1.0
+    lambda_tv: float = 500.0
+    lambda_rob: float = 100.0
+    temperature: float = 2.0
+    layer_weights: tuple[float, ...] | None = None  # None: 1, 2, 4, ... shallow → deep
+    # explainer network
+    unet_channels: tuple[int, ...] = (32, 64, 128, 256, 512)
+    mask_scale: float = 1.0  # mask resolution relative to the classifier input
+    init_fill: float = 0.5  # initial soft-mask value everywhere (sigmoid of the bias)
+    # optimisation
+    steps: int = 880
+    min_steps: int = 880
+    lr: float = 5e-5
+    warmup_steps: int = 0
+    ramp_steps: int = 0  # minimality weights ramp linearly from 0 over these steps
+    threshold: float = 0.5
+    patience: int = 0  # early stop: steps the mask must stay stable (0 = never)
+    stable_change: float = 0.002  # fraction of pixels that may flip and still be "stable"
+    # robustness and baseline
+    n_backgrounds: int = 4
+    noises: tuple[str, ...] = ("zeros", "normal", "uniform", "blur")
+    baseline: str = "mean"
+    blur_sigma: float = 10.0
+    # validity thresholds
+    min_area: float = 0.001
+    max_area: float = 0.9
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = []
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name.startswith("lambda_") and (not isinstance(v, (int, float)) or v < 0):
+                problems.append(f"{f.name} must be a number ≥ 0, got {v!r}")
+        if self.steps < 1:
+            problems.append(f"steps must be ≥ 1, got {self.steps}")
+        if self.lr <= 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        if not 0 < self.threshold < 1:
+            problems.append(f"threshold must be in (0, 1), got {self.threshold}")
+        if not 0 < self.init_fill < 1:
+            problems.append(f"init_fill must be in (0, 1), got {self.init_fill}")
+        if not 0 < self.mask_scale <= 1:
+            problems.append(f"mask_scale must be in (0, 1], got {self.mask_scale}")
+        if not self.unet_channels or min(self.unet_channels) < 1:
+            problems.append("unet_channels must be a non-empty tuple of positive ints")
+        if self.temperature <= 0:
+            problems.append("temperature must be > 0")
+        if self.baseline not in BASELINES:
+            problems.append(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
+        bad = [n for n in self.noises if n not in NOISES]
+        if bad or not self.noises:
+            problems.append(f"noises must be a non-empty subset of {NOISES}, got {self.noises}")
+        if self.n_backgrounds < 0:
+            problems.append("n_backgrounds must be ≥ 0")
+        if problems:
+            raise ValueError("invalid MedCAMConfig: " + "; ".join(problems))
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> MedCAMConfig:
+        """The authors' recipe (DESIGN.md §1): minutes per image on a CPU."""
+        return replace(cls(), **overrides)
+
+    @classmethod
+    def fast(cls, **overrides: Any) -> MedCAMConfig:
+        """Interactive default: a small U-Net at quarter resolution, a few seconds on a CPU."""
+        return replace(cls(**FAST), **overrides)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> MedCAMConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        return getattr(cls, name)(**overrides)
+
+    def replace(self, **changes: Any) -> MedCAMConfig:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+FAST: dict[str, Any] = dict(
+    unet_channels=(16, 32, 64),
+    mask_scale=0.25,
+    init_fill=0.9,
+    steps=150,
+    min_steps=40,
+    lr=3e-3,
+    warmup_steps=10,
+    ramp_steps=30,
+    patience=15,
+)
+PRESETS = ("fast", "paper")

@@ -1,0 +1,89 @@
+"""What one explanation returns, and the progress it reports on the way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class ProgressEvent:
+    """One optimisation step: yielded by `iter_explain` for progress bars and plots."""
+
+    step: int
+    total: int
+    losses: dict[str, float]
+    masked_confidence: float
+    area_fraction: float
+    tile: int = 0
+    tiles: int = 1
+
+    @property
+    def fraction(self) -> float:
+        """Overall progress in [0, 1], across tiles."""
+        return min(1.0, (self.tile + self.step / max(self.total, 1)) / max(self.tiles, 1))
+
+
+@dataclass
+class Explanation:
+    """A Med-CAM explanation of one image (DESIGN.md §4).
+
+    ``valid`` is False, with the reason in ``status``, when the mask should not be
+    trusted: empty or near-full mask, decision lost on the binary mask, or no
+    neutral baseline (the classifier already gives the class to a blank image).
+    """
+
+    mask: np.ndarray
+    soft_mask: np.ndarray
+    target: int
+    class_name: str
+    original_confidence: float
+    masked_confidence: float
+    robust_confidence: float
+    deletion_confidence: float
+    area_fraction: float
+    seconds: float
+    valid: bool
+    status: str
+    probabilities: list[float]
+    masked_probabilities: list[float]
+    baseline: str
+    steps: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    tiles: int = 1
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready facts about the result (no arrays, no history)."""
+        return {
+            "target": self.target,
+            "class_name": self.class_name,
+            "original_confidence": round(self.original_confidence, 6),
+            "masked_confidence": round(self.masked_confidence, 6),
+            "robust_confidence": round(self.robust_confidence, 6),
+            "deletion_confidence": round(self.deletion_confidence, 6),
+            "area_fraction": round(self.area_fraction, 6),
+            "seconds": round(self.seconds, 3),
+            "valid": self.valid,
+            "status": self.status,
+            "probabilities": [round(p, 6) for p in self.probabilities],
+            "masked_probabilities": [round(p, 6) for p in self.masked_probabilities],
+            "baseline": self.baseline,
+            "steps": self.steps,
+            "tiles": self.tiles,
+            "shape": list(self.mask.shape),
+            "provenance": self.provenance,
+            "config": self.config,
+        }
+
+    def one_line(self) -> str:
+        """`lesion: 0.998 → 0.994 (robust 0.97), area 4.1 %, 3.2 s, valid`."""
+        state = "valid" if self.valid else f"INVALID ({self.status})"
+        return (
+            f"{self.class_name}: {self.original_confidence:.3f} → {self.masked_confidence:.3f} "
+            f"(robust {self.robust_confidence:.3f}), area {100 * self.area_fraction:.1f} %, "
+            f"{self.seconds:.1f} s, {state}"
+        )
