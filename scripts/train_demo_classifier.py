@@ -94,7 +94,9 @@ def main() -> None:
     # float64: a float32 sum over ~10^8 values loses whole units
     mean = unit.mean((0, 1, 2), dtype=np.float64).astype(np.float32)
     std = unit.std((0, 1, 2), dtype=np.float64).astype(np.float32)
-    print(f"{len(imgs)} tiles in {time.time() - t0:.0f} s; mean {mean.round(3)}, std {std.round(3)}")
+    print(
+        f"{len(imgs)} tiles in {time.time() - t0:.0f} s; mean {mean.round(3)}, std {std.round(3)}"
+    )
     xs = torch.from_numpy((unit - mean) / std).permute(0, 3, 1, 2).contiguous()
     ys = torch.from_numpy(labels)
     net = DemoTissueNet(width=args.width)

@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
@@ -59,8 +57,9 @@ def _run_explain(args: argparse.Namespace) -> int:
     config = mc.MedCAMConfig.preset(args.preset, seed=args.seed)
     progress = _Progress(not args.json)
     try:
-        exp = mc.explain(image, clf, _parse_target(args.target), config, device=args.device,
-                         progress=progress)
+        exp = mc.explain(
+            image, clf, _parse_target(args.target), config, device=args.device, progress=progress
+        )
     finally:
         progress.done()
     summary = exp.summary()
@@ -76,8 +75,13 @@ def _run_explain(args: argparse.Namespace) -> int:
 def _run_demo(args: argparse.Namespace) -> int:
     from napari_medcam.demo import run_demo
 
-    paths, exp = run_demo(Path(args.out), seed=args.seed, device=args.device,
-                          overwrite=args.overwrite, progress=_Progress(True))
+    paths, exp = run_demo(
+        Path(args.out),
+        seed=args.seed,
+        device=args.device,
+        overwrite=args.overwrite,
+        progress=_Progress(True),
+    )
     print(exp.one_line())
     for kind, p in paths.items():
         print(f"  {kind:8s} {p}")
@@ -96,9 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("explain", help="explain one image; write its evidence mask as TIFF")
     e.add_argument("image", help="TIFF, PNG or JPEG image")
-    e.add_argument("--classifier", default="demo",
-                   help="registered name, TorchScript file or package.module:factory "
-                        "(default: demo)")
+    e.add_argument(
+        "--classifier",
+        default="demo",
+        help="registered name, TorchScript file or package.module:factory (default: demo)",
+    )
     e.add_argument("--weights", help="state-dict file for a factory classifier")
     e.add_argument("--target", help="class index or name (default: the predicted class)")
     e.add_argument("--preset", choices=["fast", "paper"], default="fast")
@@ -107,8 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="mask TIFF to write (uint8 0/1)")
     e.add_argument("--json", action="store_true", help="print the summary as JSON")
     e.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    e.add_argument("--strict", action="store_true",
-                   help="exit 1 when the explanation is not valid")
+    e.add_argument("--strict", action="store_true", help="exit 1 when the explanation is not valid")
     e.set_defaults(run=_run_explain)
 
     d = sub.add_parser("demo", help="explain a synthetic tile with the demo classifier")

@@ -81,7 +81,8 @@ def run_demo(
     write_atomic(paths["image"], lambda p: Image.fromarray(image).save(p, format="PNG"), overwrite)
     write_mask_tiff(paths["mask"], exp.mask, report, overwrite=overwrite)
     panel = overlay_panel(image, exp.mask, heat, truth)
-    write_atomic(paths["overlay"], lambda p: Image.fromarray(panel).save(p, format="PNG"),
-                 overwrite)
+    write_atomic(
+        paths["overlay"], lambda p: Image.fromarray(panel).save(p, format="PNG"), overwrite
+    )
     write_atomic(paths["report"], lambda p: p.write_text(json.dumps(report, indent=2)), overwrite)
     return paths, exp

@@ -86,8 +86,9 @@ def write_mask_tiff(
         kwargs["resolution"] = (1.0 / pixel_size[-1], 1.0 / pixel_size[-2])
 
     def _write(tmp: Path) -> None:
-        tifffile.imwrite(tmp, data, compression="zlib", description=description,
-                         metadata=None, **kwargs)
+        tifffile.imwrite(
+            tmp, data, compression="zlib", description=description, metadata=None, **kwargs
+        )
 
     return write_atomic(path, _write, overwrite)
 
@@ -131,9 +132,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ValueError(f"cannot read image {path}: {err}") from err
 
 
-def mask_to_geojson(
-    mask: np.ndarray, properties: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def mask_to_geojson(mask: np.ndarray, properties: dict[str, Any] | None = None) -> dict[str, Any]:
     """Polygons of a 2-D mask's regions, in image pixel coordinates (x right, y down).
 
     A FeatureCollection of QuPath-importable annotations, one Polygon per connected
@@ -160,16 +159,18 @@ def mask_to_geojson(
         if not rings:
             continue
         rings.sort(key=lambda r: -abs(_ring_area(r)))
-        features.append({
-            "type": "Feature",
-            "geometry": {"type": "Polygon", "coordinates": rings},
-            "properties": {
-                "objectType": "annotation",
-                "classification": {"name": (properties or {}).get("class_name", "Med-CAM")},
-                "area_pixels": int(region.area),
-                **_jsonable(properties or {}),
-            },
-        })
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": rings},
+                "properties": {
+                    "objectType": "annotation",
+                    "classification": {"name": (properties or {}).get("class_name", "Med-CAM")},
+                    "area_pixels": int(region.area),
+                    **_jsonable(properties or {}),
+                },
+            }
+        )
     return {"type": "FeatureCollection", "features": features}
 
 

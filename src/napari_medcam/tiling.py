@@ -22,8 +22,7 @@ def tile_grid(
 ) -> list[tuple[slice, ...]]:
     """Slices of a regular grid of ``tile``-sized windows covering ``shape`` (any dims)."""
     per_axis = [
-        [slice(s, s + min(t, n)) for s in axis_starts(n, t, overlap)]
-        for n, t in zip(shape, tile)
+        [slice(s, s + min(t, n)) for s in axis_starts(n, t, overlap)] for n, t in zip(shape, tile)
     ]
     grids = np.meshgrid(*[np.arange(len(a)) for a in per_axis], indexing="ij")
     return [
@@ -51,5 +50,7 @@ class Stitcher:
         self.hard[where] |= hard
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
-        soft = np.divide(self.soft, self.weight, out=np.zeros_like(self.soft), where=self.weight > 0)
+        soft = np.divide(
+            self.soft, self.weight, out=np.zeros_like(self.soft), where=self.weight > 0
+        )
         return self.hard, soft

@@ -176,8 +176,7 @@ class Classifier:
         elif image.ndim != sd + 1:
             kind = "D×H×W[×C] volume" if sd == 3 else "H×W grey or H×W×C colour image"
             raise ValueError(
-                f"expected a {kind} for this {sd}-D classifier, got an array of shape "
-                f"{image.shape}"
+                f"expected a {kind} for this {sd}-D classifier, got an array of shape {image.shape}"
             )
         c = image.shape[-1]
         if c == 4 and self.channels == 3:

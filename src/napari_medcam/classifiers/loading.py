@@ -41,7 +41,9 @@ def _load_state_dict(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"cannot read weights file {path}: not a torch state dict ({err})") from err
+        raise ValueError(
+            f"cannot read weights file {path}: not a torch state dict ({err})"
+        ) from err
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -82,7 +84,9 @@ def _from_torchscript(path: Path, kwargs: dict[str, Any]) -> Classifier:
     return Classifier(module, name=kwargs.pop("name", path.name), **kwargs)
 
 
-def load_classifier(spec: str | Path, weights: str | Path | None = None, **kwargs: Any) -> Classifier:
+def load_classifier(
+    spec: str | Path, weights: str | Path | None = None, **kwargs: Any
+) -> Classifier:
     """Load a classifier from a spec.
 
     - a registered name (``"demo"``, or any name in the ``napari_medcam.classifiers``

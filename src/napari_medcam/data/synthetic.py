@@ -125,8 +125,9 @@ def synthetic_tile(
         radius, colour, irregular = 2.4 * size / TILE_SIZE, _NUCLEUS, 0.15
     n_cluster = max(3, int(region.sum() * 0.55 / (np.pi * radius * radius)))
     for i in rng.permutation(len(ys))[:n_cluster]:
-        fp = _stamp_nucleus(img, rng, ys[i], xs[i], radius * rng.uniform(0.8, 1.25), colour,
-                            irregular)
+        fp = _stamp_nucleus(
+            img, rng, ys[i], xs[i], radius * rng.uniform(0.8, 1.25), colour, irregular
+        )
         if label == 1:
             evidence |= fp
     if label == 1:

@@ -33,8 +33,9 @@ def gaussian_blur(t: torch.Tensor, sigma: float) -> torch.Tensor:
         shape[axis] = len(k)
         pad = [0, 0] * sd
         pad[2 * (sd - 1 - axis)] = pad[2 * (sd - 1 - axis) + 1] = r
-        out = conv(F.pad(out, pad, mode="reflect"), k.view(1, 1, *shape).repeat(c, 1, *[1] * sd),
-                   groups=c)
+        out = conv(
+            F.pad(out, pad, mode="reflect"), k.view(1, 1, *shape).repeat(c, 1, *[1] * sd), groups=c
+        )
     return out
 
 

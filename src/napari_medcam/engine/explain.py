@@ -63,13 +63,21 @@ def _explain_input(
     }
     if choice.problem:
         empty = torch.zeros((1, 1, *x.shape[2:]), device=x.device)
-        facts.update(soft=empty, hard=empty, steps=0, history=[], found_valid=False,
-                     problem=choice.problem)
+        facts.update(
+            soft=empty, hard=empty, steps=0, history=[], found_valid=False, problem=choice.problem
+        )
     else:
-        result = yield from optimise_mask(x, classifier, target, config, choice,
-                                          tile=tile, tiles=tiles)
-        facts.update(soft=result.soft, hard=result.hard, steps=result.steps,
-                     history=result.history, found_valid=result.found_valid, problem="")
+        result = yield from optimise_mask(
+            x, classifier, target, config, choice, tile=tile, tiles=tiles
+        )
+        facts.update(
+            soft=result.soft,
+            hard=result.hard,
+            steps=result.steps,
+            history=result.history,
+            found_valid=result.found_valid,
+            problem="",
+        )
     facts["eval"] = evaluate_mask(x, facts["hard"], classifier, target, choice, config)
     return facts
 
@@ -156,12 +164,25 @@ def iter_explain(
         with torch.no_grad():
             probs = torch.softmax(classifier.module(torch.cat(inputs)), 1).mean(0).tolist()
         return Explanation(
-            mask=mask, soft_mask=soft, target=target_idx, class_name=name,
-            original_confidence=probs[target_idx], masked_confidence=0.0,
-            robust_confidence=0.0, deletion_confidence=probs[target_idx], area_fraction=0.0,
-            seconds=seconds, valid=False, status=f"no tile is classified '{name}'",
-            probabilities=probs, masked_probabilities=[0.0] * len(probs), baseline="",
-            steps=0, config=config.to_dict(), provenance=provenance, tiles=len(windows),
+            mask=mask,
+            soft_mask=soft,
+            target=target_idx,
+            class_name=name,
+            original_confidence=probs[target_idx],
+            masked_confidence=0.0,
+            robust_confidence=0.0,
+            deletion_confidence=probs[target_idx],
+            area_fraction=0.0,
+            seconds=seconds,
+            valid=False,
+            status=f"no tile is classified '{name}'",
+            probabilities=probs,
+            masked_probabilities=[0.0] * len(probs),
+            baseline="",
+            steps=0,
+            config=config.to_dict(),
+            provenance=provenance,
+            tiles=len(windows),
         )
     verdicts = [_verdict(f, config, f["area"], name) for f in per_tile]
     if len(per_tile) == 1:
@@ -191,7 +212,9 @@ def iter_explain(
         valid=any(not v for v in verdicts) and (len(per_tile) > 1 or not verdicts[0]),
         status=status,
         probabilities=list(np.mean([f["probabilities"] for f in per_tile], 0)),
-        masked_probabilities=list(np.mean([f["eval"]["masked_probabilities"] for f in per_tile], 0)),
+        masked_probabilities=list(
+            np.mean([f["eval"]["masked_probabilities"] for f in per_tile], 0)
+        ),
         baseline=",".join(dict.fromkeys(f["baseline"] for f in per_tile)),
         steps=int(sum(f["steps"] for f in per_tile)),
         history=per_tile[0]["history"] if len(per_tile) == 1 else [],
@@ -201,7 +224,9 @@ def iter_explain(
     )
 
 
-def _finding_target(inputs: list[torch.Tensor], classifier: Classifier, config: MedCAMConfig) -> int:
+def _finding_target(
+    inputs: list[torch.Tensor], classifier: Classifier, config: MedCAMConfig
+) -> int:
     """Default target of a tiled image: its most confident finding.
 
     The class, other than the one the classifier gives a blank (mean-colour) image,

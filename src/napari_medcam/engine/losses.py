@@ -43,7 +43,9 @@ def activation_loss(
     return total
 
 
-def kl_loss(logits_ref: torch.Tensor, logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+def kl_loss(
+    logits_ref: torch.Tensor, logits: torch.Tensor, temperature: float = 2.0
+) -> torch.Tensor:
     """L_KL = KL(softmax(f(x)/T) ‖ softmax(f(e)/T)), averaged over the batch."""
     log_p = F.log_softmax(logits_ref / temperature, 1)
     log_q = F.log_softmax(logits / temperature, 1)

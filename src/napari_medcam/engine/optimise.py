@@ -173,7 +173,11 @@ def optimise_mask(
             "tv": losses.tv_loss(soft),
             "rob": losses.robustness_loss(logits[1:], target) if len(r) else soft.new_zeros(()),
         }
-        keep = cfg.lambda_act * terms["act"] + cfg.lambda_ce * terms["ce"] + cfg.lambda_kl * terms["kl"]
+        keep = (
+            cfg.lambda_act * terms["act"]
+            + cfg.lambda_ce * terms["ce"]
+            + cfg.lambda_kl * terms["kl"]
+        )
         minimal = (
             cfg.lambda_area * terms["area"]
             + cfg.lambda_bin * terms["bin"]

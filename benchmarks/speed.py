@@ -1,0 +1,94 @@
+"""Seconds per 224×224 tile for the fast and paper presets, as ratios measured in one run.
+
+    python benchmarks/speed.py [--tiles 4] [--device auto] [--paper-steps N]
+
+Baselines timed in the same process on the same tiles: one classifier
+forward+backward pass, and Grad-CAM. Prints a Markdown table (paste it into
+BENCHMARKS.md with the machine line it prints).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+
+import napari_medcam as mc
+from napari_medcam.baselines import gradcam
+from napari_medcam.engine.prepare import prepare_input, resolve_device
+
+
+def timed(fn, repeat: int = 1) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tiles", type=int, default=4)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument(
+        "--paper-steps",
+        type=int,
+        default=None,
+        help="cap the paper preset's 880 steps (time scales linearly)",
+    )
+    args = ap.parse_args()
+    dev = resolve_device(args.device)
+    clf = mc.demo_classifier().to(dev)
+    tiles = [mc.synthetic_tile(20_000 + i, 1)[0] for i in range(args.tiles)]
+
+    def fwd_bwd(img):
+        x = prepare_input(img, clf).to(dev).requires_grad_(True)
+        clf.module(x)[0].max().backward()
+
+    fwd_bwd(tiles[0])  # warm-up
+    t_pass = np.mean([timed(lambda im=im: fwd_bwd(im), 5) for im in tiles])
+    t_cam = np.mean([timed(lambda im=im: gradcam(im, clf), 5) for im in tiles])
+    rows = []
+    paper = mc.MedCAMConfig.paper()
+    if args.paper_steps:
+        paper = paper.replace(steps=args.paper_steps, min_steps=args.paper_steps)
+    for name, cfg in (("fast", mc.MedCAMConfig.fast()), ("paper", paper)):
+        secs, steps, masked, valid = [], [], [], []
+        for im in tiles:
+            exp = mc.explain(im, clf, config=cfg, device=dev)
+            secs.append(exp.seconds)
+            steps.append(exp.steps)
+            masked.append(exp.masked_confidence)
+            valid.append(exp.valid)
+        s = float(np.mean(secs))
+        if name == "paper" and args.paper_steps:
+            s_full = s * 880 / args.paper_steps
+            steps = args.paper_steps
+            name = f"paper ({steps} of 880 steps; ×{880 / steps:.1f} → {s_full:.1f} s)"
+        rows.append((name, s, float(np.mean(steps)), float(np.mean(masked)), sum(valid)))
+    cpu = platform.processor() or platform.machine()
+    print(
+        f"machine: {platform.system()} {cpu}, {os.cpu_count()} cores, torch "
+        f"{torch.__version__}, device {dev}"
+        + (f" ({torch.cuda.get_device_name()})" if dev.type == "cuda" else "")
+    )
+    print(f"one forward+backward: {1000 * t_pass:.1f} ms; Grad-CAM: {1000 * t_cam:.1f} ms\n")
+    print("| method | s / tile | steps | × fwd+bwd | × Grad-CAM | masked conf. | valid |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| Grad-CAM | {t_cam:.3f} | 1 | {t_cam / t_pass:.1f} | 1.0 | – | – |")
+    for name, s, st, m, v in rows:
+        print(
+            f"| Med-CAM {name} | {s:.2f} | {st:.0f} | {s / t_pass:.0f} | {s / t_cam:.0f} "
+            f"| {m:.3f} | {v}/{len(tiles)} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1166 @@
+"""The Med-CAM dock widget: gather settings, run the engine in the background, add layers.
+
+No engine logic lives here: the widget picks the image region (`layers.find_region`),
+builds a `MedCAMConfig` from the form, starts a worker (`worker.py`) and turns
+its result into layers aligned with the image. The form is made of magicgui
+widgets (typed settings become controls) inside a plain QWidget.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import logging
+import re
+import time
+import weakref
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    create_widget,
+)
+from qtpy.QtCore import QEvent, QObject, Qt
+from qtpy.QtWidgets import (
+    QApplication,
+    QFileDialog,
+    QGroupBox,
+    QLabel,
+    QMessageBox,
+    QSizePolicy,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_medcam.plugin.layers import (
+    META_KEY,
+    Region,
+    data_hash,
+    embed,
+    find_region,
+    insert_above,
+    region_of,
+    region_pixels,
+    result_name,
+    transform_kwargs,
+)
+from napari_medcam.plugin.worker import (
+    ExplainJob,
+    JobResult,
+    check_worker,
+    default_threads,
+    explanation_worker,
+)
+from napari_medcam.plugin.writer import pixel_size
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+logger = logging.getLogger(__name__)
+
+FILE_CHOICE = ("file", "")
+FACTORY_CHOICE = ("factory", "")
+
+#: (field, type, label, magicgui options) of the Advanced section
+ADVANCED: list[tuple[str, type, str, dict[str, Any]]] = [
+    ("lambda_act", float, "λ activations", {"min": 0.0, "max": 1e5, "step": 0.5}),
+    ("lambda_ce", float, "λ cross-entropy", {"min": 0.0, "max": 1e5, "step": 0.5}),
+    ("lambda_kl", float, "λ KL", {"min": 0.0, "max": 1e5, "step": 0.5}),
+    ("lambda_area", float, "λ area", {"min": 0.0, "max": 1e5, "step": 1.0}),
+    ("lambda_bin", float, "λ binary", {"min": 0.0, "max": 1e5, "step": 0.5}),
+    ("lambda_tv", float, "λ smoothness (TV)", {"min": 0.0, "max": 1e5, "step": 10.0}),
+    ("lambda_rob", float, "λ robustness", {"min": 0.0, "max": 1e5, "step": 1.0}),
+    ("steps", int, "max steps", {"min": 1, "max": 100_000}),
+    ("lr", float, "learning rate", {"min": 1e-6, "max": 1.0, "step": 1e-5}),
+    ("threshold", float, "mask threshold", {"min": 0.01, "max": 0.99, "step": 0.05}),
+    ("seed", int, "seed", {"min": 0, "max": 2**31 - 1}),
+]
+
+
+@dataclass
+class RunContext:
+    """What the GUI knew when a run started (the user may change things meanwhile)."""
+
+    layer_ref: Any  # weakref to the image layer
+    layer_name: str
+    region: Region
+    transforms: dict[str, Any]
+    classifier: Any
+    classifier_label: str
+    config: Any
+    add_soft: bool
+    add_gradcam: bool
+    replace: bool
+    job: ExplainJob
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class ResultRecord:
+    """Facts kept for a result layer (arrays stay out of the layer's metadata)."""
+
+    source_ref: Any  # weakref to the image layer
+    source_name: str
+    region: Region
+    classifier: Any
+    classifier_label: str
+    target: int
+    class_name: str
+    config: Any
+    data_hash: str
+    gradcam: np.ndarray | None = None
+    extras: list[Any] = field(default_factory=list)  # weakrefs to soft/Grad-CAM layers
+
+
+def _group(title: str, *widgets: Any) -> QGroupBox:
+    box = QGroupBox(title)
+    lay = QVBoxLayout(box)
+    lay.setContentsMargins(6, 4, 6, 6)
+    lay.setSpacing(2)
+    for w in widgets:
+        lay.addWidget(w if isinstance(w, QWidget) else w.native)
+    return box
+
+
+def _wrap(label: Label | QLabel) -> None:
+    native = label.native if isinstance(label, Label) else label
+    native.setWordWrap(True)
+    native.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    native.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+
+
+def _safe_filename(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "mask"
+
+
+class MedCAMWidget(QWidget):
+    """Explain the displayed tile, slice or volume and add an aligned, editable mask."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self._classifier_cache: dict[tuple[str, str, str, str], Any] = {}
+        self.classifier: Any = None
+        self.classifier_label = ""
+        self.worker: Any = None  # running explanation
+        self.check_worker: Any = None  # running edited-mask check
+        self._ctx: RunContext | None = None
+        self._pbar: Any = None
+        self._records: weakref.WeakKeyDictionary[Any, ResultRecord] = weakref.WeakKeyDictionary()
+        self._edited: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._rejected: Any = None  # weakref to a selected non-image layer
+        self._side: dict[str, Any] | None = None
+        self._closed = False
+        self.last_result: JobResult | None = None
+        self.last_check: dict[str, Any] | None = None
+        self.last_scores: list[dict[str, Any]] = []
+
+        self._build()
+        self._connect()
+        self._refresh_layer_choices()
+        self._on_active()
+        self._load_classifier(notify=False)
+        self._apply_preset()
+        self._update_device_info()
+
+    # ---------------------------------------------------------------- building
+    def _build(self) -> None:
+        from napari_medcam.classifiers import registered_classifiers
+        from napari_medcam.engine.prepare import available_devices
+
+        # input
+        self.image_combo = ComboBox(label="Image", choices=self._image_choices, nullable=True,
+                                    tooltip="The image layer to explain (follows the selection)")
+        self.region_label = Label(value="")
+        _wrap(self.region_label)
+        # classifier
+        names = sorted(registered_classifiers())
+        if "demo" in names:
+            names.remove("demo")
+            names.insert(0, "demo")
+        clf_choices = [(n, ("registered", n)) for n in names]
+        clf_choices += [("TorchScript file…", FILE_CHOICE), ("Python factory…", FACTORY_CHOICE)]
+        self.classifier_combo = ComboBox(label="Classifier", choices=clf_choices)
+        self.model_file = FileEdit(label="Model file", mode="r", nullable=True,
+                                   filter="Models (*.pt *.pth *.ts *.zip)")
+        self.factory_spec = LineEdit(label="Factory", value="",
+                                     tooltip="package.module:function returning a torch module")
+        self.weights_file = FileEdit(label="Weights", mode="r", nullable=True,
+                                     filter="State dicts (*.pt *.pth)")
+        self.class_names_edit = LineEdit(label="Class names", value="",
+                                         tooltip="Comma-separated, when the model has none")
+        self.load_button = PushButton(text="Load model")
+        self.file_box = Container(widgets=[self.model_file, self.factory_spec, self.weights_file,
+                                           self.class_names_edit, self.load_button])
+        self.file_box.margins = (0, 0, 0, 0)
+        self.classifier_label_w = Label(value="")
+        _wrap(self.classifier_label_w)
+        self.target_combo = ComboBox(label="Explain class", choices=[("predicted class", None)])
+        self.model_form = Container(widgets=[self.classifier_combo, self.target_combo])
+        self.model_form.margins = (0, 0, 0, 0)
+        # settings
+        self.preset_combo = ComboBox(label="Preset", choices=["fast", "paper"], value="fast",
+                                     tooltip="fast: seconds on a CPU · paper: the authors' recipe")
+        self.device_combo = ComboBox(label="Device", choices=available_devices(), value="auto")
+        self.device_info = Label(value="")
+        self.advanced: dict[str, Any] = {}
+        adv_widgets = []
+        for name, typ, label, opts in ADVANCED:
+            w = create_widget(value=typ(opts.get("min", 0)), annotation=typ, name=name,
+                              label=label, options=dict(opts))
+            self.advanced[name] = w
+            adv_widgets.append(w)
+        self.threads_spin = create_widget(value=default_threads(), annotation=int, name="threads",
+                                          label="CPU threads", options={"min": 1, "max": 256})
+        self.threads_spin.tooltip = "torch threads for a run; fewer keep napari responsive"
+        adv_widgets.append(self.threads_spin)
+        self.advanced_box = Container(widgets=adv_widgets)
+        self.advanced_box.margins = (12, 0, 0, 0)
+        self.advanced_box.visible = False
+        self.advanced_toggle = QToolButton()
+        self.advanced_toggle.setText("Advanced")
+        self.advanced_toggle.setCheckable(True)
+        self.advanced_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.advanced_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.advanced_toggle.setAutoRaise(True)
+        self.settings_form = Container(widgets=[self.preset_combo, self.device_combo,
+                                                self.device_info])
+        self.settings_form.margins = (0, 0, 0, 0)
+        self.add_soft = CheckBox(text="add soft-mask layer", value=False)
+        self.add_gradcam = CheckBox(text="add Grad-CAM layer", value=False)
+        self.replace_unedited = CheckBox(text="replace my previous result if unedited", value=True)
+        options = Container(widgets=[self.add_soft, self.add_gradcam, self.replace_unedited])
+        options.margins = (0, 0, 0, 0)
+        # run
+        self.run_button = PushButton(text="Explain")
+        self.run_button.native.setMinimumHeight(32)
+        self.progress = ProgressBar(min=0, max=100, value=0, visible=False)
+        self.status_label = Label(value="")
+        _wrap(self.status_label)
+        # results
+        self.summary = QLabel("No explanation yet.")
+        _wrap(self.summary)
+        self.summary.setTextFormat(Qt.TextFormat.RichText)
+        self.result_combo = ComboBox(label="Mask", choices=self._result_choices, nullable=True)
+        self.check_button = PushButton(text="Check edited mask")
+        self.check_label = QLabel("")
+        _wrap(self.check_label)
+        self.reference_combo = ComboBox(label="Compare with", choices=self._reference_choices,
+                                        nullable=True)
+        self.compare_button = PushButton(text="Compare")
+        self.copy_button = PushButton(text="Copy")
+        self.csv_button = PushButton(text="Save CSV…")
+        self.side_by_side = CheckBox(text="side by side (grid)", value=False)
+        self.scores_label = QLabel("")
+        _wrap(self.scores_label)
+        self.scores_label.setTextFormat(Qt.TextFormat.RichText)
+        self.geojson_check = CheckBox(text="also GeoJSON (QuPath)", value=True)
+        self.save_button = PushButton(text="Save mask…")
+        result_form = Container(widgets=[self.result_combo, self.reference_combo])
+        result_form.margins = (0, 0, 0, 0)
+        compare_row = Container(widgets=[self.check_button, self.compare_button],
+                                layout="horizontal", labels=False)
+        compare_row.margins = (0, 0, 0, 0)
+        export_row = Container(widgets=[self.copy_button, self.csv_button, self.side_by_side],
+                               layout="horizontal", labels=False)
+        export_row.margins = (0, 0, 0, 0)
+        save_row = Container(widgets=[self.save_button, self.geojson_check], layout="horizontal",
+                             labels=False)
+        save_row.margins = (0, 0, 0, 0)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.setSpacing(6)
+        input_form = Container(widgets=[self.image_combo])
+        input_form.margins = (0, 0, 0, 0)
+        layout.addWidget(_group("Input", input_form, self.region_label))
+        layout.addWidget(_group("Classifier", self.model_form, self.file_box,
+                                self.classifier_label_w))
+        layout.addWidget(_group("Settings", self.settings_form, self.advanced_toggle,
+                                self.advanced_box, options))
+        layout.addWidget(self.run_button.native)
+        layout.addWidget(self.progress.native)
+        layout.addWidget(self.status_label.native)
+        layout.addWidget(_group("Result", self.summary))
+        layout.addWidget(_group("Check and compare", result_form, compare_row, self.check_label,
+                                self.scores_label, export_row, save_row))
+        layout.addStretch(1)
+        self.setMinimumWidth(340)
+        self._update_classifier_inputs()
+
+    def _connect(self) -> None:
+        v = self.viewer
+        v.layers.selection.events.active.connect(self._on_active)
+        v.layers.events.inserted.connect(self._on_layers_changed)
+        v.layers.events.removed.connect(self._on_layers_changed)
+        v.layers.events.moved.connect(self._on_layers_changed)
+        for layer in v.layers:
+            layer.events.name.connect(self._on_layers_changed)
+        v.dims.events.point.connect(self._update_region)
+        v.dims.events.ndisplay.connect(self._update_region)
+        v.dims.events.order.connect(self._update_region)
+        self.image_combo.changed.connect(self._on_image_chosen)
+        self.classifier_combo.changed.connect(self._on_classifier_choice)
+        self.load_button.clicked.connect(lambda: self._load_classifier(notify=True))
+        self.preset_combo.changed.connect(self._apply_preset)
+        self.device_combo.changed.connect(self._update_device_info)
+        self.advanced_toggle.toggled.connect(self._toggle_advanced)
+        self.run_button.clicked.connect(self._on_run_clicked)
+        self.check_button.clicked.connect(self.check_edited_mask)
+        self.compare_button.clicked.connect(self.compare)
+        self.copy_button.clicked.connect(self.copy_scores)
+        self.csv_button.clicked.connect(self._save_csv_dialog)
+        self.side_by_side.changed.connect(self.set_side_by_side)
+        self.save_button.clicked.connect(self._save_dialog)
+        self.result_combo.changed.connect(self._update_buttons)
+        self.reference_combo.changed.connect(self._update_buttons)
+        qt_window = getattr(getattr(v, "window", None), "_qt_window", None)
+        if qt_window is not None:
+            qt_window.installEventFilter(self)
+
+    # ----------------------------------------------------------- layer choices
+    def _image_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
+        from napari.layers import Image
+
+        return [(ly.name, ly) for ly in self.viewer.layers if isinstance(ly, Image)]
+
+    def _result_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
+        return [(ly.name, ly) for ly in self.viewer.layers if ly in self._records]
+
+    def _reference_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
+        from napari.layers import Labels
+
+        return [(ly.name, ly) for ly in self.viewer.layers
+                if isinstance(ly, Labels) and ly not in self._records]
+
+    def _on_layers_changed(self, event: Any = None) -> None:
+        if self._closed:
+            return
+        if event is not None and getattr(event, "type", "") == "inserted":
+            event.value.events.name.connect(self._on_layers_changed)
+        self._refresh_layer_choices()
+
+    def _refresh_layer_choices(self) -> None:
+        image = self.image_combo.value
+        for combo in (self.image_combo, self.result_combo, self.reference_combo):
+            with combo.changed.blocked():
+                combo.reset_choices()
+        if self.reference_combo.value is None:
+            refs = self._reference_choices()
+            if refs:
+                with self.reference_combo.changed.blocked():
+                    self.reference_combo.value = refs[-1][1]
+        if self.image_combo.value is not image or image is None:
+            self._update_region()
+        self._update_buttons()
+
+    def _on_active(self, event: Any = None) -> None:
+        """Follow the active layer: an image is chosen; a result selects its image."""
+        if self._closed:
+            return
+        from napari.layers import Image
+
+        layer = self.viewer.layers.selection.active
+        if layer is None:
+            return
+        if isinstance(layer, Image):
+            self._rejected = None
+            self.image_combo.value = layer
+        elif layer in self._records:
+            self._rejected = None
+            with self.result_combo.changed.blocked():
+                self.result_combo.value = layer
+            source = self._records[layer].source_ref()
+            if source is not None and source in self.viewer.layers:
+                self.image_combo.value = source
+        else:
+            self._rejected = weakref.ref(layer)
+            self.image_combo.value = None
+        self._update_region()
+
+    def _on_image_chosen(self, _value: Any = None) -> None:
+        if self.image_combo.value is not None:
+            self._rejected = None
+        self._update_region()
+
+    # ------------------------------------------------------------------ region
+    def current_region(self) -> Region:
+        layer = self.image_combo.value
+        if layer is None and self._rejected is not None:
+            layer = self._rejected()
+        clf = self.classifier
+        sd = clf.spatial_dims if clf is not None else 2
+        size = clf.input_size if clf is not None else None
+        try:
+            return find_region(layer, self.viewer.dims, sd, size)
+        except Exception as err:  # an exotic layer/transform: say so, don't crash
+            logger.debug("region failed", exc_info=True)
+            return Region(problem=f"cannot tell what to explain: {err}")
+
+    def _update_region(self, event: Any = None) -> None:
+        if self._closed:
+            return
+        region = self.current_region()
+        if region.ok:
+            self.region_label.value = f"Explains: {region.description}"
+        else:
+            self.region_label.value = f"⚠ {region.problem}"
+        self._update_buttons(region=region)
+
+    def _update_buttons(self, _v: Any = None, region: Region | None = None) -> None:
+        if self._closed:
+            return
+        busy = self.worker is not None
+        if not busy:
+            region = region if region is not None else self.current_region()
+            can = region.ok and self.classifier is not None
+            self.run_button.enabled = can
+            self.run_button.tooltip = "" if can else (
+                region.problem or "load a classifier first")
+        result = self.result_combo.value
+        checking = self.check_worker is not None
+        self.check_button.enabled = result is not None and not busy and not checking
+        self.compare_button.enabled = result is not None and self.reference_combo.value is not None
+        self.save_button.enabled = result is not None
+        self.copy_button.enabled = bool(self.last_scores)
+        self.csv_button.enabled = bool(self.last_scores)
+
+    # -------------------------------------------------------------- classifier
+    def _update_classifier_inputs(self) -> None:
+        kind = self.classifier_combo.value[0]
+        self.file_box.visible = kind != "registered"
+        self.model_file.visible = kind == "file"
+        self.factory_spec.visible = kind == "factory"
+        self.weights_file.visible = kind == "factory"
+
+    def _on_classifier_choice(self, _v: Any = None) -> None:
+        self._update_classifier_inputs()
+        if self.classifier_combo.value[0] == "registered":
+            self._load_classifier(notify=True)
+        else:
+            self._set_classifier(None, "choose the model, then press Load model")
+
+    def _classifier_spec(self) -> tuple[str, str, str, str]:
+        kind, name = self.classifier_combo.value
+        names = self.class_names_edit.value.strip()
+        if kind == "registered":
+            return ("registered", name, "", "")
+        if kind == "file":
+            path = self.model_file.value
+            return ("file", str(path) if path else "", "", names)
+        weights = self.weights_file.value
+        return ("factory", self.factory_spec.value.strip(), str(weights) if weights else "", names)
+
+    def _load_classifier(self, notify: bool = True) -> Any:
+        """Load (or take from the cache) the chosen classifier; None with a message if not."""
+        from napari_medcam.classifiers import load_classifier, registered_classifiers
+
+        spec = self._classifier_spec()
+        kind, name, weights, names = spec
+        if spec in self._classifier_cache:
+            self._set_classifier(self._classifier_cache[spec], "")
+            return self.classifier
+        kwargs: dict[str, Any] = {}
+        if names:
+            kwargs["class_names"] = [c.strip() for c in names.split(",") if c.strip()]
+        try:
+            if kind == "registered":
+                clf = registered_classifiers()[name].load()()
+                label = name
+            elif not name:
+                raise ValueError("choose a model file" if kind == "file"
+                                 else "enter a factory as package.module:function")
+            else:
+                clf = load_classifier(name, weights=weights or None, **kwargs)
+                label = Path(name).name if kind == "file" else name
+        except Exception as err:
+            msg = f"cannot load classifier: {err}"
+            self._set_classifier(None, msg)
+            if notify:
+                self._notify_error(msg)
+            return None
+        clf.name = getattr(clf, "name", label) or label
+        self._classifier_cache[spec] = clf
+        self.classifier_label = label
+        self._set_classifier(clf, "")
+        return clf
+
+    def _set_classifier(self, clf: Any, message: str) -> None:
+        self.classifier = clf
+        if clf is None:
+            self.classifier_label_w.value = f"⚠ {message}" if message else ""
+            choices: list[tuple[str, Any]] = [("predicted class", None)]
+        else:
+            size = " × ".join(str(s) for s in clf.input_size)
+            hook = "" if getattr(clf, "hookable", True) and clf.layers else \
+                " · output-only (no hookable layers)"
+            self.classifier_label_w.value = (
+                f"Classes: {', '.join(clf.class_names)}\n"
+                f"Input {size}, {clf.channels} channel{'s' * (clf.channels != 1)}{hook}"
+            )
+            choices = [("predicted class", None)] + [(c, i) for i, c in enumerate(clf.class_names)]
+        self.target_combo.choices = choices
+        self._update_region()
+
+    # ---------------------------------------------------------------- settings
+    def _apply_preset(self, _v: Any = None) -> None:
+        from napari_medcam import MedCAMConfig
+
+        cfg = MedCAMConfig.preset(self.preset_combo.value)
+        for name, w in self.advanced.items():
+            w.value = getattr(cfg, name)
+
+    def _toggle_advanced(self, on: bool) -> None:
+        self.advanced_box.visible = on
+        self.advanced_toggle.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+
+    def _update_device_info(self, _v: Any = None) -> None:
+        from napari_medcam.engine.prepare import resolve_device
+
+        spec = self.device_combo.value
+        try:
+            dev = resolve_device(spec)
+            text = f"auto → {dev}" if spec == "auto" else f"{dev} available"
+        except ValueError as err:
+            text = f"⚠ {err}"
+        self.device_info.value = text
+
+    def build_config(self) -> Any:
+        """The `MedCAMConfig` of the form: the preset with the Advanced values."""
+        from napari_medcam import MedCAMConfig
+
+        changes = {name: w.value for name, w in self.advanced.items()}
+        return MedCAMConfig.preset(self.preset_combo.value).replace(**changes)
+
+    def set_settings(self, preset: str = "fast", **values: Any) -> None:
+        """Set the preset and any Advanced field (or ``threads``) programmatically."""
+        self.preset_combo.value = preset
+        self._apply_preset()
+        for name, value in values.items():
+            if name == "threads":
+                self.threads_spin.value = value
+            elif name in self.advanced:
+                self.advanced[name].value = value
+            else:
+                raise ValueError(f"unknown setting {name!r}; known: {list(self.advanced)}")
+
+    # -------------------------------------------------------------------- run
+    def _on_run_clicked(self, _v: Any = None) -> None:
+        if self.worker is not None:
+            self.cancel()
+        else:
+            self.explain()
+
+    def explain(self) -> Any:
+        """Start explaining the chosen image region; returns the worker (or None)."""
+        if self.worker is not None:
+            self._notify_info("Med-CAM is already running: cancel it first")
+            return None
+        region = self.current_region()
+        layer = self.image_combo.value
+        if not region.ok or layer is None:
+            self._notify_error(region.problem or "choose an image layer")
+            return None
+        clf = self.classifier or self._load_classifier(notify=True)
+        if clf is None:
+            return None
+        try:
+            config = self.build_config()
+            image = region_pixels(layer, region)
+        except (ValueError, MemoryError) as err:
+            self._notify_error(str(err))
+            return None
+        job = ExplainJob(
+            image=image,
+            classifier=clf,
+            target=self.target_combo.value,
+            config=config,
+            device=self.device_combo.value,
+            threads=int(self.threads_spin.value),
+            gradcam=bool(getattr(clf, "hookable", True) and clf.layers),
+        )
+        self._ctx = RunContext(
+            layer_ref=weakref.ref(layer),
+            layer_name=layer.name,
+            region=region,
+            transforms=transform_kwargs(layer),
+            classifier=clf,
+            classifier_label=self.classifier_label or clf.name,
+            config=config,
+            add_soft=bool(self.add_soft.value),
+            add_gradcam=bool(self.add_gradcam.value),
+            replace=bool(self.replace_unedited.value),
+            job=job,
+        )
+        worker = explanation_worker(job)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(partial(self._on_returned, self._ctx))
+        worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(partial(self._on_finished, worker))
+        self.worker = worker
+        self._start_progress(f"Med-CAM: {layer.name}")
+        self._set_busy(True)
+        self.status_label.value = f"Explaining {region.description} of '{layer.name}'…"
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Stop the running explanation at its next step; no layer is added."""
+        if self.worker is None or self._ctx is None:
+            return
+        self._ctx.job.cancel.set()
+        self.run_button.text = "Cancelling…"
+        self.run_button.enabled = False
+
+    def _start_progress(self, desc: str) -> None:
+        from napari.utils import progress
+
+        self.progress.value = 0
+        self.progress.visible = True
+        try:
+            self._pbar = progress(total=100, desc=desc)
+        except Exception:  # the activity dock is a nicety
+            self._pbar = None
+
+    def _stop_progress(self) -> None:
+        if self._pbar is not None:
+            try:
+                self._pbar.close()
+            except Exception:
+                logger.debug("progress close failed", exc_info=True)
+            self._pbar = None
+        if not self._closed:
+            self.progress.visible = False
+
+    def _set_busy(self, busy: bool) -> None:
+        self.run_button.text = "Cancel" if busy else "Explain"
+        self.run_button.enabled = True
+        for w in (self.classifier_combo, self.load_button, self.preset_combo,
+                  self.device_combo, self.target_combo):
+            w.enabled = not busy
+        self._update_buttons()
+
+    def _on_progress(self, event: Any) -> None:
+        if self._closed:
+            return
+        pct = int(round(100 * float(event.fraction)))
+        self.progress.value = pct
+        if self._pbar is not None and pct > self._pbar.n:
+            self._pbar.update(pct - self._pbar.n)
+        tile = f"tile {event.tile + 1}/{event.tiles} · " if event.tiles > 1 else ""
+        self.status_label.value = (
+            f"{tile}step {event.step}/{event.total} · p(masked) {event.masked_confidence:.2f}"
+            f" · area {100 * event.area_fraction:.1f} %"
+        )
+
+    def _on_aborted(self) -> None:
+        if not self._closed:
+            self.status_label.value = "Cancelled: no layer added."
+
+    def _on_finished(self, worker: Any) -> None:
+        if worker is not self.worker:
+            return
+        self.worker = None
+        self._ctx = None
+        self._stop_progress()
+        if not self._closed:
+            self._set_busy(False)
+
+    def _on_returned(self, ctx: RunContext, result: JobResult) -> None:
+        if self._closed:
+            return
+        self.last_result = result
+        if result.cancelled:
+            self.status_label.value = "Cancelled: no layer added."
+            return
+        if result.error:
+            self.status_label.value = f"⚠ {result.error}"
+            self._notify_error(f"Med-CAM: {result.error}")
+            return
+        exp = result.explanation
+        try:
+            layer = self._add_result(ctx, result)
+        except Exception as err:  # e.g. the viewer is being torn down
+            logger.debug("adding result failed", exc_info=True)
+            self._notify_error(f"Med-CAM could not add the result: {err}")
+            return
+        self._show_summary(exp, layer.name)
+        self.status_label.value = f"Done: '{layer.name}' ({exp.seconds:.1f} s)"
+        if not exp.valid:
+            self._notify_warning(f"Med-CAM: the mask is not trustworthy: {exp.status}")
+        if result.gradcam_note and ctx.add_gradcam:
+            self._notify_info(result.gradcam_note)
+
+    # ---------------------------------------------------------------- results
+    def is_edited(self, layer: Any) -> bool:
+        """Has the user changed this result layer since the widget made it?"""
+        if layer in self._edited:
+            return True
+        rec = self._records.get(layer)
+        return rec is not None and data_hash(layer.data) != rec.data_hash
+
+    def _on_paint(self, event: Any) -> None:
+        source = getattr(event, "source", None)
+        if source is not None:
+            self._edited.add(source)
+
+    def _previous_result(self, ctx: RunContext, class_name: str) -> Any:
+        source = ctx.layer_ref()
+        for layer in reversed(list(self.viewer.layers)):
+            rec = self._records.get(layer)
+            if (
+                rec is not None
+                and rec.source_ref() is source
+                and rec.class_name == class_name
+                and rec.region.key == ctx.region.key
+                and rec.region.layer_shape == ctx.region.layer_shape
+            ):
+                return layer
+        return None
+
+    def _add_result(self, ctx: RunContext, result: JobResult) -> Any:
+        from napari.layers import Image, Labels
+
+        exp = result.explanation
+        region = ctx.region
+        mask = exp.mask.astype(np.uint8)
+        data = mask if region.is_full else embed(region, mask, np.uint8)
+        summary = exp.summary()
+        meta = {
+            META_KEY: {
+                "summary": summary,
+                "config": exp.config,
+                "source_layer": ctx.layer_name,
+                "region": region.to_meta(),
+                "classifier": ctx.classifier_label,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+        }
+        gradcam = result.gradcam
+        extras: list[Any] = []
+        if ctx.add_soft:
+            soft = exp.soft_mask if region.is_full else embed(region, exp.soft_mask, np.float32)
+            extras.append(Image(
+                soft.astype(np.float32), name=result_name(ctx.layer_name, exp.class_name,
+                                                          "Med-CAM soft"),
+                colormap="magma", contrast_limits=(0.0, 1.0), blending="additive",
+                opacity=0.7, **ctx.transforms,
+            ))
+        if ctx.add_gradcam and gradcam is not None:
+            g = gradcam if region.is_full else embed(region, gradcam, np.float32)
+            extras.append(Image(
+                g.astype(np.float32), name=result_name(ctx.layer_name, exp.class_name, "Grad-CAM"),
+                colormap="inferno", contrast_limits=(0.0, 1.0), blending="additive",
+                opacity=0.7, **ctx.transforms,
+            ))
+        record = ResultRecord(
+            source_ref=ctx.layer_ref,
+            source_name=ctx.layer_name,
+            region=region,
+            classifier=ctx.classifier,
+            classifier_label=ctx.classifier_label,
+            target=int(exp.target),
+            class_name=exp.class_name,
+            config=ctx.config,
+            data_hash=data_hash(data),
+            gradcam=gradcam,
+            extras=[weakref.ref(e) for e in extras],
+        )
+        previous = self._previous_result(ctx, exp.class_name)
+        source = ctx.layer_ref()
+        if previous is not None and ctx.replace and not self.is_edited(previous):
+            old = self._records.get(previous)
+            for ref in old.extras if old else []:
+                extra = ref()
+                if extra is not None and extra in self.viewer.layers:
+                    self.viewer.layers.remove(extra)
+            self._records[previous] = record
+            previous.data = data
+            previous.metadata = meta
+            record.data_hash = data_hash(previous.data)
+            insert_above(self.viewer, source, extras)
+            if extras:  # keep the mask on top of its extras
+                self.viewer.layers.move(self.viewer.layers.index(previous),
+                                        self.viewer.layers.index(extras[-1]) + 1)
+            layer = previous
+        else:
+            if previous is not None and self.is_edited(previous):
+                self._notify_info(
+                    f"Kept your edited '{previous.name}'; the new result is a new layer")
+            layer = Labels(data, name=result_name(ctx.layer_name, exp.class_name), metadata=meta,
+                           opacity=0.6, **ctx.transforms)
+            self._records[layer] = record
+            layer.events.paint.connect(self._on_paint)
+            insert_above(self.viewer, source, [*extras, layer])
+        self._refresh_layer_choices()
+        with self.result_combo.changed.blocked():
+            self.result_combo.value = layer
+        self._update_buttons()
+        return layer
+
+    def _show_summary(self, exp: Any, layer_name: str) -> None:
+        state = ('<span style="color:#5cb85c">valid</span>' if exp.valid
+                 else f'<span style="color:#f0ad4e">not valid</span>: {exp.status}')
+        names = (self.classifier.class_names if self.classifier is not None
+                 and len(self.classifier.class_names) == len(exp.probabilities)
+                 else [f"class {i}" for i in range(len(exp.probabilities))])
+        rows = "".join(
+            f"<tr><td>{'<b>' + n + '</b>' if i == exp.target else n}</td>"
+            f"<td align='right'>{p:.3f}</td><td align='right'>{q:.3f}</td></tr>"
+            for i, (n, p, q) in enumerate(zip(names, exp.probabilities, exp.masked_probabilities))
+        )
+        tiles = f" · {exp.tiles} tiles" if exp.tiles > 1 else ""
+        self.summary.setText(
+            f"<b>{exp.class_name}</b> — {state}<br>"
+            f"p({exp.class_name}): {exp.original_confidence:.3f} → "
+            f"<b>{exp.masked_confidence:.3f}</b> on the mask<br>"
+            f"robust {exp.robust_confidence:.3f} · "
+            f"without the mask {exp.deletion_confidence:.3f}<br>"
+            f"area {100 * exp.area_fraction:.1f} % · {exp.seconds:.1f} s · {exp.steps} steps{tiles}"
+            f"<table cellspacing='0' cellpadding='1' style='margin-top:4px'>"
+            f"<tr><td><i>class</i>&nbsp;&nbsp;</td><td><i>image</i>&nbsp;&nbsp;</td>"
+            f"<td><i>mask</i></td></tr>{rows}</table>"
+        )
+        self.summary.setToolTip(exp.one_line())
+
+    # ------------------------------------------------------------ check edits
+    def _record(self, layer: Any) -> ResultRecord | None:
+        if layer is None:
+            self._notify_info("Choose a Med-CAM mask layer first")
+            return None
+        rec = self._records.get(layer)
+        if rec is None:
+            self._notify_error(f"'{layer.name}' is not a Med-CAM result of this session")
+        return rec
+
+    def check_edited_mask(self, _v: Any = None) -> Any:
+        """Recompute masked and robust confidence for the (edited) mask; returns the worker."""
+        layer = self.result_combo.value
+        rec = self._record(layer)
+        if rec is None or self.check_worker is not None:
+            return None
+        source = rec.source_ref()
+        if source is None or source not in self.viewer.layers:
+            self._notify_error(f"the image '{rec.source_name}' is no longer open")
+            return None
+        try:
+            image = region_pixels(source, rec.region)
+            mask = region_of(layer.data, rec.region)
+        except Exception as err:
+            self._notify_error(f"cannot read the mask: {err}")
+            return None
+        worker = check_worker(image, mask, rec.classifier, rec.target, rec.config,
+                              int(self.threads_spin.value))
+        worker.returned.connect(partial(self._on_checked, layer, rec))
+        worker.finished.connect(partial(self._on_check_finished, worker))
+        self.check_worker = worker
+        self.check_label.setText("Checking the edited mask…")
+        self._update_buttons()
+        worker.start()
+        return worker
+
+    def _on_check_finished(self, worker: Any) -> None:
+        if worker is self.check_worker:
+            self.check_worker = None
+            if not self._closed:
+                self._update_buttons()
+
+    def _on_checked(self, layer: Any, rec: ResultRecord, res: dict[str, Any]) -> None:
+        if self._closed:
+            return
+        self.last_check = res
+        if "error" in res:
+            self.check_label.setText(f"⚠ {res['error']}")
+            self._notify_error(f"Med-CAM check: {res['error']}")
+            return
+        meta = layer.metadata.get(META_KEY, {})
+        before = meta.get("summary", {})
+        held = "decision <b>held</b>" if res["held"] else \
+            "<span style='color:#f0ad4e'>decision <b>lost</b></span>"
+        was = before.get("masked_confidence")
+        was_txt = f"{was:.3f} → " if isinstance(was, (int, float)) else ""
+        self.check_label.setTextFormat(Qt.TextFormat.RichText)
+        self.check_label.setText(
+            f"Edited mask: p({rec.class_name}) {was_txt}<b>{res['masked']:.3f}</b>, "
+            f"robust {res['robust']:.3f}, area {100 * res['area_fraction']:.1f} % · {held}"
+        )
+        new_meta = dict(layer.metadata)
+        entry = dict(new_meta.get(META_KEY, {}))
+        entry["check"] = {k: (bool(v) if k == "held" else float(v)) for k, v in res.items()}
+        new_meta[META_KEY] = entry
+        layer.metadata = new_meta
+
+    # --------------------------------------------------------------- compare
+    def compare(self, _v: Any = None) -> list[dict[str, Any]] | None:
+        """Dice/IoU/precision/recall of the mask and of Grad-CAM at equal area vs a reference."""
+        from napari_medcam.metrics import overlap_scores, threshold_to_area
+
+        layer = self.result_combo.value
+        ref = self.reference_combo.value
+        rec = self._record(layer)
+        if rec is None:
+            return None
+        if ref is None:
+            self._notify_info("Choose a reference Labels layer under 'Compare with'")
+            return None
+        mask = region_of(layer.data, rec.region)
+        ref_data = np.asarray(ref.data)
+        if ref_data.shape == tuple(rec.region.layer_shape):
+            reference = region_of(ref_data, rec.region)
+        elif ref_data.shape == tuple(rec.region.shape):
+            reference = ref_data
+        else:
+            self._notify_error(
+                f"reference '{ref.name}' has shape {ref_data.shape}; the mask has "
+                f"{tuple(rec.region.layer_shape)} (or {tuple(rec.region.shape)} for its plane)"
+            )
+            return None
+        if not (np.allclose(ref.scale[-mask.ndim:], layer.scale[-mask.ndim:])
+                and np.allclose(ref.translate[-mask.ndim:], layer.translate[-mask.ndim:])):
+            self._notify_warning(
+                f"'{ref.name}' is placed differently from the mask (scale/translate): "
+                "the scores compare pixel by pixel")
+        area = float((mask > 0).mean())
+        rows = [{"method": "Med-CAM", "area_percent": 100 * area,
+                 **overlap_scores(mask, reference)}]
+        if rec.gradcam is not None:
+            g = threshold_to_area(rec.gradcam, area)
+            rows.append({"method": "Grad-CAM (equal area)", "area_percent": 100 * float(g.mean()),
+                         **overlap_scores(g, reference)})
+        for r in rows:
+            r.update(mask=layer.name, reference=ref.name)
+        self.last_scores = rows
+        head = "".join(f"<td align='right'><i>{h}</i>&nbsp;</td>"
+                       for h in ("Dice", "IoU", "prec.", "recall"))
+        body = "".join(
+            f"<tr><td>{r['method']}&nbsp;</td>"
+            + "".join(f"<td align='right'>{r[k]:.3f}&nbsp;</td>"
+                      for k in ("dice", "iou", "precision", "recall"))
+            + "</tr>"
+            for r in rows
+        )
+        note = "" if rec.gradcam is not None else "<br>Grad-CAM n/a for this model"
+        self.scores_label.setText(
+            f"vs <b>{ref.name}</b>:<table cellspacing='0' cellpadding='1'>"
+            f"<tr><td></td>{head}</tr>{body}</table>{note}")
+        self._update_buttons()
+        return rows
+
+    def scores_csv(self) -> str:
+        buf = _io.StringIO()
+        keys = ["method", "dice", "iou", "precision", "recall", "area_percent", "mask", "reference"]
+        writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for r in self.last_scores:
+            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
+        return buf.getvalue()
+
+    def copy_scores(self, _v: Any = None) -> None:
+        if self.last_scores:
+            QApplication.clipboard().setText(self.scores_csv())
+            self.status_label.value = "Scores copied to the clipboard (CSV)."
+
+    def save_scores(self, path: str | Path, overwrite: bool = False) -> Path:
+        from napari_medcam.io import write_atomic
+
+        text = self.scores_csv()
+        return write_atomic(path, lambda tmp: tmp.write_text(text), overwrite)
+
+    def _save_csv_dialog(self, _v: Any = None) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save scores", str(Path.home() / "scores.csv"),
+                                              "CSV (*.csv)")
+        if path:
+            try:  # the dialog has asked before replacing a file
+                self.save_scores(path, overwrite=True)
+            except (OSError, ValueError) as err:
+                self._notify_error(f"cannot save scores: {err}")
+
+    # ----------------------------------------------------------- side by side
+    def set_side_by_side(self, on: bool) -> None:
+        """Grid view: image + Med-CAM mask in one pane, image + reference in the other."""
+        on = bool(on)
+        if on and self._side is None:
+            self._enter_side_by_side()
+        elif not on and self._side is not None:
+            self._leave_side_by_side()
+
+    def _enter_side_by_side(self) -> None:
+        from napari.layers import Layer
+
+        layer = self.result_combo.value
+        rec = self._records.get(layer) if layer is not None else None
+        ref = self.reference_combo.value
+        source = rec.source_ref() if rec is not None else None
+        if rec is None or ref is None or source is None or source not in self.viewer.layers:
+            self._notify_info("Side by side needs a Med-CAM mask, its image and a reference "
+                              "('Compare with')")
+            with self.side_by_side.changed.blocked():
+                self.side_by_side.value = False
+            return
+        layers = self.viewer.layers
+        grid = self.viewer.grid
+        state = {
+            "order": list(layers),
+            "visible": {id(ly): ly.visible for ly in layers},
+            "grid": (grid.enabled, grid.stride, grid.shape),
+        }
+        data, meta, kind = source.as_layer_data_tuple()
+        meta = dict(meta, name=f"{source.name} (side by side)")
+        twin = Layer.create(data, meta, kind)
+        layers.append(twin)
+        state["twin"] = twin
+        self._side = state
+        for i, ly in enumerate([source, layer, twin, ref]):
+            layers.move(layers.index(ly), i)
+        keep = {id(source), id(layer), id(twin), id(ref)}
+        for ly in layers:
+            ly.visible = id(ly) in keep
+        grid.stride = 2
+        grid.shape = (-1, -1)
+        grid.enabled = True
+
+    def _leave_side_by_side(self) -> None:
+        state, self._side = self._side, None
+        layers = self.viewer.layers
+        twin = state["twin"]
+        if twin in layers:
+            layers.remove(twin)
+        order = [ly for ly in state["order"] if ly in layers]
+        for i, ly in enumerate(order):
+            layers.move(layers.index(ly), i)
+        for ly in layers:
+            if id(ly) in state["visible"]:
+                ly.visible = state["visible"][id(ly)]
+        enabled, stride, shape = state["grid"]
+        self.viewer.grid.stride = stride
+        self.viewer.grid.shape = shape
+        self.viewer.grid.enabled = enabled
+        with self.side_by_side.changed.blocked():
+            self.side_by_side.value = False
+
+    # ------------------------------------------------------------------ save
+    def save_mask(
+        self,
+        path: str | Path,
+        geojson: bool | None = None,
+        overwrite: bool = False,
+        layer: Any = None,
+    ) -> list[Path]:
+        """Write the mask as TIFF (+ GeoJSON of its explained plane), atomically.
+
+        An existing file is kept (FileExistsError) unless ``overwrite``.
+        """
+        from napari_medcam.io import write_geojson, write_mask_tiff
+
+        layer = layer if layer is not None else self.result_combo.value
+        if layer is None:
+            raise ValueError("no Med-CAM mask layer to save")
+        geojson = bool(self.geojson_check.value) if geojson is None else geojson
+        path = Path(path)
+        if path.suffix.lower() not in (".tif", ".tiff"):
+            path = path.with_suffix(".tif")
+        data = np.asarray(layer.data)
+        written = [write_mask_tiff(path, data, metadata=dict(layer.metadata),
+                                   pixel_size=pixel_size(layer.scale), overwrite=overwrite)]
+        if geojson:
+            rec = self._records.get(layer)
+            plane = region_of(data, rec.region) if rec is not None else data
+            if plane.ndim != 2:
+                raise ValueError("GeoJSON needs a 2-D mask; this one is "
+                                 f"{plane.ndim}-D (the TIFF was written)")
+            summary = layer.metadata.get(META_KEY, {}).get("summary", {})
+            props = {
+                "class_name": summary.get("class_name", "Med-CAM"),
+                "source_layer": layer.metadata.get(META_KEY, {}).get("source_layer", ""),
+                "fixed_axes": rec.region.to_meta()["fixed_axes"] if rec is not None else {},
+                "masked_confidence": summary.get("masked_confidence"),
+                "original_confidence": summary.get("original_confidence"),
+                "valid": summary.get("valid"),
+            }
+            written.append(write_geojson(path.with_suffix(".geojson"), plane > 0, props,
+                                         overwrite=overwrite))
+        return written
+
+    def _save_dialog(self, _v: Any = None) -> None:
+        layer = self.result_combo.value
+        if layer is None:
+            self._notify_info("Choose a Med-CAM mask layer first")
+            return
+        default = Path.home() / f"{_safe_filename(layer.name)}.tif"
+        path, _ = QFileDialog.getSaveFileName(self, "Save Med-CAM mask", str(default),
+                                              "TIFF (*.tif *.tiff)")
+        if not path:
+            return
+        path = Path(path)
+        if path.suffix.lower() not in (".tif", ".tiff"):
+            path = path.with_suffix(".tif")
+            if path.exists() and not self._confirm_replace(path):
+                return
+        geo = bool(self.geojson_check.value)
+        if geo and path.with_suffix(".geojson").exists() and not self._confirm_replace(
+                path.with_suffix(".geojson")):
+            return
+        try:  # the file dialog (or we) asked before replacing anything
+            written = self.save_mask(path, geojson=geo, overwrite=True, layer=layer)
+        except (OSError, ValueError) as err:
+            self._notify_error(f"cannot save the mask: {err}")
+            return
+        self.status_label.value = "Saved " + ", ".join(p.name for p in written)
+
+    def _confirm_replace(self, path: Path) -> bool:
+        answer = QMessageBox.question(self, "Replace file?", f"{path} exists. Replace it?")
+        return answer == QMessageBox.StandardButton.Yes
+
+    # ------------------------------------------------------------ messages
+    def _notify_error(self, message: str) -> None:
+        from napari.utils.notifications import show_error
+
+        if not self._closed:
+            show_error(message)
+
+    def _notify_warning(self, message: str) -> None:
+        from napari.utils.notifications import show_warning
+
+        if not self._closed:
+            show_warning(message)
+
+    def _notify_info(self, message: str) -> None:
+        from napari.utils.notifications import show_info
+
+        if not self._closed:
+            show_info(message)
+
+    # ------------------------------------------------------------- shutdown
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt name)
+        if event.type() == QEvent.Type.Close and not self._closed:
+            self.shutdown()
+        return False
+
+    def shutdown(self, timeout: float = 10.0) -> bool:
+        """Stop any run (the viewer is closing); True when the worker ended in time."""
+        self._closed = True
+        ctx = self._ctx
+        done = True
+        if self.worker is not None and ctx is not None:
+            ctx.job.cancel.set()
+            if self.worker.is_running:
+                done = ctx.job.done.wait(timeout)
+        self._stop_progress()
+        return done
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
+        self.shutdown()
+        super().closeEvent(event)
+

@@ -1,0 +1,155 @@
+"""Background work for the widget: the explanation and the edited-mask check.
+
+The generator `run_explanation` is plain Python (testable without Qt); the
+``*_worker`` functions wrap it in a napari ``thread_worker`` so that the GUI
+stays responsive, progress reaches napari's activity dock, and a Cancel
+(``worker.quit()``) takes effect at the next optimisation step.
+
+Failures never raise into the GUI thread: they come back as a `JobResult` with
+``error`` set, which the widget shows as a napari notification.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def default_threads() -> int:
+    """Torch threads for a run beside a GUI: leave one core to the event loop."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Limit torch's intra-op threads in *this* thread for the duration (restored after)."""
+    import torch
+
+    if not n:
+        yield
+        return
+    before = torch.get_num_threads()
+    owner = threading.get_ident()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        # a generator closed by the garbage collector may finish on another thread
+        if threading.get_ident() == owner:
+            torch.set_num_threads(before)
+
+
+@dataclass
+class ExplainJob:
+    """Everything one run needs, gathered in the GUI thread before it starts."""
+
+    image: np.ndarray
+    classifier: Any  # napari_medcam.Classifier
+    target: int | None
+    config: Any  # napari_medcam.MedCAMConfig
+    device: str = "auto"
+    threads: int | None = None
+    gradcam: bool = True
+    #: set by the GUI to stop at the next step (no result is made)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    #: set by the worker thread when it has let go of the job (finished or stopped)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class JobResult:
+    explanation: Any = None  # napari_medcam.Explanation
+    gradcam: np.ndarray | None = None
+    gradcam_note: str = ""
+    error: str = ""
+    cancelled: bool = False
+
+
+def _message(err: BaseException) -> str:
+    if isinstance(err, (ValueError, FileNotFoundError)):
+        return str(err)
+    if isinstance(err, MemoryError) or "out of memory" in str(err).lower():
+        return f"out of memory: {err}. Try a smaller image, the CPU, or the fast preset"
+    return f"{type(err).__name__}: {err}"
+
+
+def run_explanation(job: ExplainJob) -> Generator[Any, None, JobResult]:
+    """Yield the engine's `ProgressEvent`s; return a `JobResult` (never raises).
+
+    ``job.cancel`` is checked before every step: the engine's generator is then
+    closed and a cancelled result returned. ``job.done`` is set on the way out.
+    """
+    import napari_medcam as mc
+    from napari_medcam.baselines import gradcam
+
+    try:
+        with torch_threads(job.threads):
+            try:
+                gen = mc.iter_explain(job.image, job.classifier, job.target, job.config,
+                                      device=job.device)
+                while True:
+                    if job.cancel.is_set():
+                        gen.close()
+                        return JobResult(cancelled=True)
+                    try:
+                        event = next(gen)
+                    except StopIteration as stop:
+                        explanation = stop.value
+                        break
+                    yield event
+            except Exception as err:  # shown to the user as a notification
+                logger.debug("Med-CAM run failed", exc_info=True)
+                return JobResult(error=_message(err))
+            if job.cancel.is_set():
+                return JobResult(cancelled=True)
+            result = JobResult(explanation=explanation)
+            if job.gradcam:
+                try:
+                    result.gradcam = gradcam(job.image, job.classifier, explanation.target)
+                except Exception as err:  # Grad-CAM is a comparison, not the result
+                    result.gradcam_note = f"Grad-CAM unavailable: {_message(err)}"
+            return result
+    finally:
+        job.done.set()
+
+
+def run_check(
+    image: np.ndarray,
+    mask: np.ndarray,
+    classifier: Any,
+    target: int | None,
+    config: Any,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """`metrics.mask_confidences` for an edited mask; ``{'error': ...}`` on failure."""
+    from napari_medcam.metrics import mask_confidences
+
+    with torch_threads(threads):
+        try:
+            return mask_confidences(image, mask, classifier, target, config)
+        except Exception as err:
+            logger.debug("Med-CAM check failed", exc_info=True)
+            return {"error": _message(err)}
+
+
+def explanation_worker(job: ExplainJob):
+    """A napari ``GeneratorWorker`` (not yet started) running `run_explanation`."""
+    from napari.qt.threading import thread_worker
+
+    return thread_worker(run_explanation, start_thread=False, ignore_errors=True)(job)
+
+
+def check_worker(*args: Any, **kwargs: Any):
+    """A napari ``FunctionWorker`` (not yet started) running `run_check`."""
+    from napari.qt.threading import thread_worker
+
+    return thread_worker(run_check, start_thread=False, ignore_errors=True)(*args, **kwargs)
