@@ -28,7 +28,8 @@ class Classifier:
     ``module.named_modules()``). When none are given, the default is chosen by
     :meth:`default_layers`: the module's top-level children whose output is a
     feature map (a 4-D tensor for 2-D models, 5-D for 3-D models), at most four of
-    them evenly spaced from shallow to deep, the deepest always included. A
+    them evenly spaced from shallow to deep, the deepest always included (outputs
+    pooled to a single position do not count). A
     TorchScript model cannot be hooked: it is then explained by its outputs only
     (KL + CE + robustness), and :attr:`hookable` is False.
     """
@@ -115,10 +116,10 @@ class Classifier:
 
     def default_layers(self) -> list[str]:
         """Top-level children producing feature maps, up to four, deepest included."""
-        shapes: dict[str, int] = {}
+        shapes: dict[str, tuple[int, ...]] = {}
         handles = [
             child.register_forward_hook(
-                lambda _m, _i, o, n=name: shapes.__setitem__(n, getattr(o, "ndim", 0))
+                lambda _m, _i, o, n=name: shapes.__setitem__(n, tuple(getattr(o, "shape", ())))
             )
             for name, child in self.module.named_children()
         ]
@@ -128,7 +129,12 @@ class Classifier:
         finally:
             for h in handles:
                 h.remove()
-        maps = [n for n, nd in shapes.items() if nd == 2 + self.spatial_dims]
+        # a feature map has spatial extent: a pooled (B, C, 1, 1) output is not one
+        maps = [
+            n
+            for n, shape in shapes.items()
+            if len(shape) == 2 + self.spatial_dims and max(shape[2:]) > 1
+        ]
         if len(maps) <= 4:
             return maps
         picks = np.linspace(0, len(maps) - 1, 4).round().astype(int)

@@ -66,11 +66,16 @@ def sample_backgrounds(
     x: torch.Tensor,
     blurred: torch.Tensor,
     generator: torch.Generator,
+    offset: int = 0,
 ) -> torch.Tensor:
-    """``count`` random backgrounds, cycling through ``kinds`` (zeros/normal/uniform/blur)."""
+    """``count`` random backgrounds, cycling through ``kinds`` (zeros/normal/uniform/blur).
+
+    ``offset`` rotates the cycle, so that with fewer backgrounds per step than kinds
+    every kind still takes its turn over consecutive steps.
+    """
     out = []
     for i in range(count):
-        kind = kinds[i % len(kinds)]
+        kind = kinds[(i + offset) % len(kinds)]
         if kind == "zeros":
             out.append(torch.zeros_like(x))
         elif kind == "normal":

@@ -107,15 +107,17 @@ class MedCAMConfig:
         return asdict(self)
 
 
+# Chosen on seeds 1000-1007 (never used by tests): see README "The fast preset".
 FAST: dict[str, Any] = dict(
-    unet_channels=(16, 32, 64),
-    mask_scale=0.25,
-    init_fill=0.9,
-    steps=150,
-    min_steps=40,
-    lr=3e-3,
+    unet_channels=(16, 32, 64),  # 0.1 M parameters instead of 7.8 M
+    mask_scale=0.25,  # the U-Net works at 56×56 for a 224×224 input; the mask is upsampled
+    init_fill=0.65,  # starts full (decision held) but crosses 0.5 within a few dozen steps
+    steps=100,
+    min_steps=25,
+    lr=3e-3,  # 60× the paper's; warm-up + ramp keep the area term from emptying the mask
     warmup_steps=10,
     ramp_steps=30,
-    patience=15,
+    patience=10,
+    n_backgrounds=2,  # two random backgrounds per step, rotating through all kinds
 )
 PRESETS = ("fast", "paper")

@@ -159,7 +159,9 @@ def optimise_mask(
         soft = resize(torch.sigmoid(unet(x_small)), tuple(x.shape[2:]))
         hard = losses.binarize(soft, cfg.threshold)
         e = hard * x + (1 - hard) * b
-        noise = sample_backgrounds(choice.noises, cfg.n_backgrounds, x, blurred, gen)
+        noise = sample_backgrounds(
+            choice.noises, cfg.n_backgrounds, x, blurred, gen, offset=step * cfg.n_backgrounds
+        )
         r = hard * x + (1 - hard) * noise
         with record_activations(model, layers) as acts:
             logits = model(torch.cat([e, r]))
@@ -198,8 +200,8 @@ def optimise_mask(
                 best = (objective, soft.detach().clone(), hard.detach().clone())
             flipped = 1.0 if prev_hard is None else float((hard != prev_hard).float().mean())
             prev_hard = hard.detach()
-        record = {k: float(v) for k, v in terms.items()}
-        record.update(loss=float(loss), masked=p_masked, robust=p_robust, area=area)
+        record = {k: float(v.detach()) for k, v in terms.items()}
+        record.update(loss=float(loss.detach()), masked=p_masked, robust=p_robust, mask_area=area)
         history.append(record)
 
         opt.zero_grad(set_to_none=True)

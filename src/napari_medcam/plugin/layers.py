@@ -56,12 +56,16 @@ class Region:
         return not self.fixed
 
     def to_meta(self) -> dict[str, Any]:
-        """JSON-ready description, stored with the result."""
+        """JSON-ready description, stored with the result.
+
+        No key is called "shape": tifffile takes a JSON description containing
+        ``"shape":`` for its own format and then fails to read the file.
+        """
         return {
             "layer": self.layer_name,
             "fixed_axes": {str(a): int(i) for a, i in self.fixed.items()},
             "layer_shape": [int(s) for s in self.layer_shape],
-            "shape": [int(s) for s in self.shape],
+            "plane_shape": [int(s) for s in self.shape],
             "description": self.description,
             "tiles": self.tiles,
         }
@@ -109,7 +113,7 @@ def find_region(
     if layer is None:
         return Region(problem="no image layer: open an image or pick one above")
     if not isinstance(layer, Image):
-        kind = type(layer).__name__
+        kind = layer.__class__.__name__
         return Region(
             layer_name=layer.name,
             problem=f"'{layer.name}' is a {kind} layer, not an image: select an image layer",

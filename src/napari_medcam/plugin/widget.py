@@ -31,7 +31,7 @@ from magicgui.widgets import (
     PushButton,
     create_widget,
 )
-from qtpy.QtCore import QEvent, QObject, Qt
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QApplication,
     QFileDialog,
@@ -62,6 +62,7 @@ from napari_medcam.plugin.worker import (
     check_worker,
     default_threads,
     explanation_worker,
+    start_warm_up,
 )
 from napari_medcam.plugin.writer import pixel_size
 
@@ -83,7 +84,7 @@ ADVANCED: list[tuple[str, type, str, dict[str, Any]]] = [
     ("lambda_tv", float, "λ smoothness (TV)", {"min": 0.0, "max": 1e5, "step": 10.0}),
     ("lambda_rob", float, "λ robustness", {"min": 0.0, "max": 1e5, "step": 1.0}),
     ("steps", int, "max steps", {"min": 1, "max": 100_000}),
-    ("lr", float, "learning rate", {"min": 1e-6, "max": 1.0, "step": 1e-5}),
+    ("lr", float, "learning rate", {"min": 1e-5, "max": 1.0, "step": 1e-5}),
     ("threshold", float, "mask threshold", {"min": 0.01, "max": 0.99, "step": 0.05}),
     ("seed", int, "seed", {"min": 0, "max": 2**31 - 1}),
 ]
@@ -124,6 +125,30 @@ class ResultRecord:
     extras: list[Any] = field(default_factory=list)  # weakrefs to soft/Grad-CAM layers
 
 
+class _Session:
+    """What Qt slots may need after the widget's C++ object is gone (viewer closing)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.job: ExplainJob | None = None
+        self.worker: Any = None
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Mark closed, cancel the run and wait (≤ ``timeout`` s) until its thread lets go."""
+        self.closed = True
+        job, worker = self.job, self.worker
+        if job is None or worker is None:
+            return True
+        job.cancel.set()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if job.done.is_set() or not worker.is_running:
+                return True
+            time.sleep(0.01)
+        logger.warning("Med-CAM worker did not stop within %.0f s", timeout)
+        return False
+
+
 def _group(title: str, *widgets: Any) -> QGroupBox:
     box = QGroupBox(title)
     lay = QVBoxLayout(box)
@@ -150,7 +175,10 @@ class MedCAMWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
-        self.viewer = napari_viewer
+        # napari hands plugins a PublicOnlyProxy; its layers are new proxy objects on
+        # every access, which breaks identity (``is``) and weak references to layers.
+        # We only use public API, so keep the viewer itself.
+        self.viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
         self._classifier_cache: dict[tuple[str, str, str, str], Any] = {}
         self.classifier: Any = None
         self.classifier_label = ""
@@ -162,7 +190,9 @@ class MedCAMWidget(QWidget):
         self._edited: weakref.WeakSet[Any] = weakref.WeakSet()
         self._rejected: Any = None  # weakref to a selected non-image layer
         self._side: dict[str, Any] | None = None
-        self._closed = False
+        self._session = _Session()
+        # stop a run when the widget goes (its dock or the whole viewer is closed)
+        self.destroyed.connect(lambda *_a, s=self._session: s.stop())
         self.last_result: JobResult | None = None
         self.last_check: dict[str, Any] | None = None
         self.last_scores: list[dict[str, Any]] = []
@@ -174,6 +204,7 @@ class MedCAMWidget(QWidget):
         self._load_classifier(notify=False)
         self._apply_preset()
         self._update_device_info()
+        start_warm_up(int(self.threads_spin.value))
 
     # ---------------------------------------------------------------- building
     def _build(self) -> None:
@@ -326,9 +357,6 @@ class MedCAMWidget(QWidget):
         self.save_button.clicked.connect(self._save_dialog)
         self.result_combo.changed.connect(self._update_buttons)
         self.reference_combo.changed.connect(self._update_buttons)
-        qt_window = getattr(getattr(v, "window", None), "_qt_window", None)
-        if qt_window is not None:
-            qt_window.installEventFilter(self)
 
     # ----------------------------------------------------------- layer choices
     def _image_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
@@ -610,6 +638,7 @@ class MedCAMWidget(QWidget):
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(partial(self._on_finished, worker))
         self.worker = worker
+        self._session.job, self._session.worker = job, worker
         self._start_progress(f"Med-CAM: {layer.name}")
         self._set_busy(True)
         self.status_label.value = f"Explaining {region.description} of '{layer.name}'…"
@@ -674,6 +703,7 @@ class MedCAMWidget(QWidget):
             return
         self.worker = None
         self._ctx = None
+        self._session.job = self._session.worker = None
         self._stop_progress()
         if not self._closed:
             self._set_busy(False)
@@ -738,6 +768,8 @@ class MedCAMWidget(QWidget):
         mask = exp.mask.astype(np.uint8)
         data = mask if region.is_full else embed(region, mask, np.uint8)
         summary = exp.summary()
+        # a '"shape":' in a TIFF's JSON description makes tifffile misread the file
+        summary["mask_shape"] = summary.pop("shape", list(exp.mask.shape))
         meta = {
             META_KEY: {
                 "summary": summary,
@@ -1143,24 +1175,12 @@ class MedCAMWidget(QWidget):
             show_info(message)
 
     # ------------------------------------------------------------- shutdown
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt name)
-        if event.type() == QEvent.Type.Close and not self._closed:
-            self.shutdown()
-        return False
+    @property
+    def _closed(self) -> bool:
+        return self._session.closed
 
     def shutdown(self, timeout: float = 10.0) -> bool:
-        """Stop any run (the viewer is closing); True when the worker ended in time."""
-        self._closed = True
-        ctx = self._ctx
-        done = True
-        if self.worker is not None and ctx is not None:
-            ctx.job.cancel.set()
-            if self.worker.is_running:
-                done = ctx.job.done.wait(timeout)
+        """Stop any run for good (the viewer is closing); True when its thread let go in time."""
+        done = self._session.stop(timeout)
         self._stop_progress()
         return done
-
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
-        self.shutdown()
-        super().closeEvent(event)
-

@@ -48,6 +48,48 @@ def torch_threads(n: int | None) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+_warm_lock = threading.Lock()
+_warm_started = False
+#: set once the background warm-up has finished (see `start_warm_up`)
+warm_up_done = threading.Event()
+
+
+def _warm_up(threads: int | None) -> None:
+    import torch
+
+    with torch_threads(threads):
+        try:
+            # the first optimiser pulls in torch._dynamo (sympy, ...): ~2 s of imports
+            p = torch.zeros(4, requires_grad=True)
+            opt = torch.optim.Adam([p], lr=1e-3)
+            conv = torch.nn.Conv2d(3, 4, 3)
+            loss = conv(torch.zeros(1, 3, 8, 8)).mean() + p.sum()
+            loss.backward()
+            opt.step()
+        except Exception:  # only a head start; a real run reports real errors
+            logger.debug("warm-up failed", exc_info=True)
+    try:  # napari's first Labels layer imports pandas (~0.7 s) in the GUI thread
+        import pandas  # noqa: F401
+    except ImportError:
+        pass
+    warm_up_done.set()
+
+
+def start_warm_up(threads: int | None = None) -> None:
+    """Pay one-off lazy imports in the background, once per process.
+
+    torch's first optimiser imports torch._dynamo and napari's first Labels layer
+    imports pandas; done during the first run (or in the GUI thread when the
+    result arrives) they would stall the GUI by 0.3–0.9 s.
+    """
+    global _warm_started
+    with _warm_lock:
+        if _warm_started:
+            return
+        _warm_started = True
+    threading.Thread(target=_warm_up, args=(threads,), name="medcam-warm-up", daemon=True).start()
+
+
 @dataclass
 class ExplainJob:
     """Everything one run needs, gathered in the GUI thread before it starts."""

@@ -1,0 +1,149 @@
+"""Runs in the background: aligned results, slice-only writes, cancel, close, responsiveness."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from qtpy.QtCore import QTimer
+
+import napari_medcam as mc
+from napari_medcam.plugin.worker import warm_up_done
+from tests.conftest import run_explanation, wait_for_run
+
+
+def _world_points(layer, coords: np.ndarray) -> np.ndarray:
+    return np.array([layer.data_to_world(c) for c in coords])
+
+
+def test_mask_lines_up_with_scaled_translated_image(medcam, qtbot, lesion_tile):
+    viewer, widget = medcam
+    image, evidence = lesion_tile
+    # a non-trivial placement: anisotropic pixels, an offset, and a small rotation
+    layer = viewer.add_image(image, name="tile", rgb=True, scale=(0.5, 0.25),
+                             translate=(100.0, -40.0), rotate=10.0)
+    viewer.add_points(np.array([[0.0, 0.0]]), name="other")  # something above the image
+    widget.image_combo.value = layer
+    widget.set_settings("fast")  # the real default: the mask must find the evidence
+    result = run_explanation(qtbot, widget)
+    exp = result.explanation
+    assert exp.valid, exp.status
+    labels = viewer.layers[viewer.layers.index(layer) + 1]
+    assert labels.name == "tile · Med-CAM · lesion"
+    np.testing.assert_allclose(labels.scale, layer.scale)
+    np.testing.assert_allclose(labels.translate, layer.translate)
+    np.testing.assert_allclose(labels.rotate, layer.rotate)
+    np.testing.assert_allclose(labels.affine.affine_matrix, layer.affine.affine_matrix)
+    # mask pixels, taken to world coordinates through the labels layer and back into
+    # the image through the image layer, land on the planted evidence
+    coords = np.argwhere(labels.data > 0)
+    assert len(coords) > 20
+    pick = coords[np.linspace(0, len(coords) - 1, 200).astype(int)]
+    world = _world_points(labels, pick)
+    back = np.array([layer.world_to_data(w) for w in world])
+    idx = np.clip(np.round(back).astype(int), 0, np.array(evidence.shape) - 1)
+    precision = evidence[idx[:, 0], idx[:, 1]].mean()
+    assert precision > 0.6, precision
+
+
+def test_stack_explains_the_displayed_slice_only(medcam, qtbot):
+    viewer, widget = medcam
+    tiles = [mc.synthetic_tile(seed=s, label=1 if s == 3 else 0)[0] for s in range(5)]
+    stack = np.stack(tiles)  # 5 × 224 × 224 × 3
+    layer = viewer.add_image(stack, name="stack", rgb=True, scale=(4.0, 0.5, 0.5),
+                             translate=(-8.0, 3.0, 0.0))
+    k = 3
+    viewer.dims.set_point(0, -8.0 + 4.0 * k)
+    assert f"current slice (z = {k})" in widget.region_label.value
+    result = run_explanation(qtbot, widget)
+    labels = viewer.layers[viewer.layers.index(layer) + 1]
+    assert labels.data.shape == stack.shape[:3]
+    np.testing.assert_allclose(labels.scale, layer.scale)
+    np.testing.assert_allclose(labels.translate, layer.translate)
+    filled = [int(labels.data[z].sum()) for z in range(5)]
+    assert filled[k] > 0, filled
+    assert all(filled[z] == 0 for z in range(5) if z != k), filled
+    np.testing.assert_array_equal(labels.data[k] > 0, result.explanation.mask)
+    assert labels.metadata["medcam"]["region"]["fixed_axes"] == {"0": k}
+
+
+def test_cancel_mid_run_adds_no_layer(medcam, qtbot, lesion_tile):
+    viewer, widget = medcam
+    viewer.add_image(lesion_tile[0], name="tile", rgb=True)
+    widget.set_settings("paper", steps=400)  # long enough to be caught mid-run
+    n_layers = len(viewer.layers)
+    steps: list[int] = []
+    worker = widget.explain()
+    worker.yielded.connect(lambda ev: steps.append(ev.step))
+    qtbot.waitUntil(lambda: len(steps) >= 2, timeout=60_000)
+    assert widget.run_button.text == "Cancel"
+    widget.run_button.clicked()  # the Explain button is now Cancel
+    wait_for_run(qtbot, widget, timeout=30_000)
+    assert len(viewer.layers) == n_layers
+    assert widget.last_result is not None and widget.last_result.cancelled
+    assert max(steps) < 400
+    assert "Cancelled" in widget.status_label.value
+    assert widget.run_button.text == "Explain"
+
+
+def measure_gui_gaps(qtbot, viewer, widget) -> dict[str, float]:
+    """Run an explanation while a 10 ms QTimer ticks; the largest gaps between ticks (s)."""
+    stamps: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: stamps.append(time.perf_counter()))
+    returned: list[float] = []
+    worker = widget.explain()
+    assert worker is not None
+    worker.returned.connect(lambda _r: returned.append(time.perf_counter()))
+    timer.start()
+    try:
+        wait_for_run(qtbot, widget)
+        qtbot.wait(100)
+    finally:
+        timer.stop()
+    assert returned, "the run did not finish"
+    run = np.diff([t for t in stamps if t <= returned[0]])
+    total = np.diff(stamps)
+    return {"run": float(run.max()), "with_result": float(total.max()),
+            "median": float(np.median(run)), "seconds": returned[0] - stamps[0],
+            "ticks": len(run)}
+
+
+def test_gui_stays_responsive_during_a_run(make_napari_viewer, qtbot, lesion_tile, capsys):
+    viewer = make_napari_viewer(show=True)
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medcam", "Med-CAM")
+    viewer.add_image(lesion_tile[0], name="tile", rgb=True)
+    widget.set_settings("fast", steps=60)
+    # the widget pays torch's and napari's one-off imports in the background when it
+    # opens (a user takes longer than that to press Explain)
+    assert warm_up_done.wait(60)
+    gaps = measure_gui_gaps(qtbot, viewer, widget)
+    with capsys.disabled():
+        print(f"\n[GUI] {gaps['seconds']:.1f} s run, {widget.threads_spin.value} torch thread(s): "
+              f"{gaps['ticks']} ticks of a 10 ms timer, largest gap {1000 * gaps['run']:.0f} ms "
+              f"(median {1000 * gaps['median']:.0f} ms); including adding the result layer "
+              f"{1000 * gaps['with_result']:.0f} ms")
+    assert gaps["ticks"] > 20
+    assert gaps["run"] < 0.25, f"event loop stalled for {1000 * gaps['run']:.0f} ms"
+
+
+def test_closing_the_viewer_mid_run_stops_the_worker(make_napari_viewer, qtbot, lesion_tile):
+    viewer = make_napari_viewer()
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medcam", "Med-CAM")
+    viewer.add_image(lesion_tile[0], name="tile", rgb=True)
+    widget.set_settings("paper", steps=400)
+    steps: list[int] = []
+    worker = widget.explain()
+    job = widget._ctx.job
+    finished: list[bool] = []
+    worker.yielded.connect(lambda ev: steps.append(ev.step))
+    worker.finished.connect(lambda: finished.append(True))
+    qtbot.waitUntil(lambda: len(steps) >= 2, timeout=60_000)
+    viewer.close()
+    # the worker thread let go within a step or two, and nothing was added anywhere
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
+    assert job.cancel.is_set() or worker.abort_requested
+    assert max(steps) < 400
+    qtbot.waitUntil(lambda: bool(finished), timeout=10_000)
+    assert len(viewer.layers) == 0
