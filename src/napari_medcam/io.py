@@ -1,7 +1,8 @@
 """Reading images and writing masks: atomic, never overwriting unless asked.
 
 A mask TIFF is uint8 (0/1), zlib-compressed, with the explanation summary as
-JSON in the ImageDescription and the pixel size (if known) as resolution tags.
+JSON in the ImageDescription (tifffile's shaped-description convention, under the
+key "napari_medcam") and the pixel size (if known) as resolution tags.
 """
 
 from __future__ import annotations
@@ -80,15 +81,15 @@ def write_mask_tiff(
         data = mask.astype(np.uint8)
     else:
         raise ValueError("mask values above 255 do not fit a uint8 TIFF")
-    description = json.dumps(_jsonable({"napari_medcam": metadata or {}}))
+    # tifffile's own JSON ("shaped") description: {"shape": ..., "napari_medcam": {...}},
+    # which tifffile, napari and QuPath read without surprise
+    meta = {"napari_medcam": _jsonable(metadata or {})}
     kwargs: dict[str, Any] = {}
     if pixel_size is not None and len(pixel_size) >= 2 and all(p > 0 for p in pixel_size[-2:]):
         kwargs["resolution"] = (1.0 / pixel_size[-1], 1.0 / pixel_size[-2])
 
     def _write(tmp: Path) -> None:
-        tifffile.imwrite(
-            tmp, data, compression="zlib", description=description, metadata=None, **kwargs
-        )
+        tifffile.imwrite(tmp, data, compression="zlib", metadata=meta, **kwargs)
 
     return write_atomic(path, _write, overwrite)
 
@@ -99,12 +100,8 @@ def read_mask_tiff(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
 
     with tifffile.TiffFile(path) as tif:
         data = tif.asarray()
-        desc = tif.pages[0].description
-    try:
-        meta = json.loads(desc).get("napari_medcam", {})
-    except (json.JSONDecodeError, AttributeError):
-        meta = {}
-    return data, meta
+        shaped = tif.shaped_metadata or ({},)
+    return data, dict(shaped[0].get("napari_medcam", {}))
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -8,18 +8,13 @@ widgets (typed settings become controls) inside a plain QWidget.
 
 from __future__ import annotations
 
-import csv
-import io as _io
 import logging
-import re
 import time
 import weakref
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -33,38 +28,24 @@ from magicgui.widgets import (
 )
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QApplication,
-    QFileDialog,
     QGroupBox,
     QLabel,
-    QMessageBox,
     QSizePolicy,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
-from napari_medcam.plugin.layers import (
-    META_KEY,
-    Region,
-    data_hash,
-    embed,
-    find_region,
-    insert_above,
-    region_of,
-    region_pixels,
-    result_name,
-    transform_kwargs,
-)
+from napari_medcam.plugin.layers import Region, find_region, region_pixels, transform_kwargs
+from napari_medcam.plugin.results import ResultStore, RunContext
+from napari_medcam.plugin.review import ReviewMixin
 from napari_medcam.plugin.worker import (
     ExplainJob,
     JobResult,
-    check_worker,
     default_threads,
     explanation_worker,
     start_warm_up,
 )
-from napari_medcam.plugin.writer import pixel_size
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -88,41 +69,6 @@ ADVANCED: list[tuple[str, type, str, dict[str, Any]]] = [
     ("threshold", float, "mask threshold", {"min": 0.01, "max": 0.99, "step": 0.05}),
     ("seed", int, "seed", {"min": 0, "max": 2**31 - 1}),
 ]
-
-
-@dataclass
-class RunContext:
-    """What the GUI knew when a run started (the user may change things meanwhile)."""
-
-    layer_ref: Any  # weakref to the image layer
-    layer_name: str
-    region: Region
-    transforms: dict[str, Any]
-    classifier: Any
-    classifier_label: str
-    config: Any
-    add_soft: bool
-    add_gradcam: bool
-    replace: bool
-    job: ExplainJob
-    started: float = field(default_factory=time.perf_counter)
-
-
-@dataclass
-class ResultRecord:
-    """Facts kept for a result layer (arrays stay out of the layer's metadata)."""
-
-    source_ref: Any  # weakref to the image layer
-    source_name: str
-    region: Region
-    classifier: Any
-    classifier_label: str
-    target: int
-    class_name: str
-    config: Any
-    data_hash: str
-    gradcam: np.ndarray | None = None
-    extras: list[Any] = field(default_factory=list)  # weakrefs to soft/Grad-CAM layers
 
 
 class _Session:
@@ -166,11 +112,7 @@ def _wrap(label: Label | QLabel) -> None:
     native.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
 
 
-def _safe_filename(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "mask"
-
-
-class MedCAMWidget(QWidget):
+class MedCAMWidget(ReviewMixin, QWidget):
     """Explain the displayed tile, slice or volume and add an aligned, editable mask."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
@@ -186,8 +128,7 @@ class MedCAMWidget(QWidget):
         self.check_worker: Any = None  # running edited-mask check
         self._ctx: RunContext | None = None
         self._pbar: Any = None
-        self._records: weakref.WeakKeyDictionary[Any, ResultRecord] = weakref.WeakKeyDictionary()
-        self._edited: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.results = ResultStore(self.viewer)
         self._rejected: Any = None  # weakref to a selected non-image layer
         self._side: dict[str, Any] | None = None
         self._session = _Session()
@@ -365,13 +306,13 @@ class MedCAMWidget(QWidget):
         return [(ly.name, ly) for ly in self.viewer.layers if isinstance(ly, Image)]
 
     def _result_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
-        return [(ly.name, ly) for ly in self.viewer.layers if ly in self._records]
+        return [(ly.name, ly) for ly in self.results.layers()]
 
     def _reference_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
         from napari.layers import Labels
 
         return [(ly.name, ly) for ly in self.viewer.layers
-                if isinstance(ly, Labels) and ly not in self._records]
+                if isinstance(ly, Labels) and ly not in self.results]
 
     def _on_layers_changed(self, event: Any = None) -> None:
         if self._closed:
@@ -406,11 +347,11 @@ class MedCAMWidget(QWidget):
         if isinstance(layer, Image):
             self._rejected = None
             self.image_combo.value = layer
-        elif layer in self._records:
+        elif layer in self.results:
             self._rejected = None
             with self.result_combo.changed.blocked():
                 self.result_combo.value = layer
-            source = self._records[layer].source_ref()
+            source = self.results.get(layer).source()
             if source is not None and source in self.viewer.layers:
                 self.image_combo.value = source
         else:
@@ -736,111 +677,18 @@ class MedCAMWidget(QWidget):
     # ---------------------------------------------------------------- results
     def is_edited(self, layer: Any) -> bool:
         """Has the user changed this result layer since the widget made it?"""
-        if layer in self._edited:
-            return True
-        rec = self._records.get(layer)
-        return rec is not None and data_hash(layer.data) != rec.data_hash
-
-    def _on_paint(self, event: Any) -> None:
-        source = getattr(event, "source", None)
-        if source is not None:
-            self._edited.add(source)
-
-    def _previous_result(self, ctx: RunContext, class_name: str) -> Any:
-        source = ctx.layer_ref()
-        for layer in reversed(list(self.viewer.layers)):
-            rec = self._records.get(layer)
-            if (
-                rec is not None
-                and rec.source_ref() is source
-                and rec.class_name == class_name
-                and rec.region.key == ctx.region.key
-                and rec.region.layer_shape == ctx.region.layer_shape
-            ):
-                return layer
-        return None
+        return self.results.is_edited(layer)
 
     def _add_result(self, ctx: RunContext, result: JobResult) -> Any:
-        from napari.layers import Image, Labels
-
-        exp = result.explanation
-        region = ctx.region
-        mask = exp.mask.astype(np.uint8)
-        data = mask if region.is_full else embed(region, mask, np.uint8)
-        summary = exp.summary()
-        # a '"shape":' in a TIFF's JSON description makes tifffile misread the file
-        summary["mask_shape"] = summary.pop("shape", list(exp.mask.shape))
-        meta = {
-            META_KEY: {
-                "summary": summary,
-                "config": exp.config,
-                "source_layer": ctx.layer_name,
-                "region": region.to_meta(),
-                "classifier": ctx.classifier_label,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            }
-        }
-        gradcam = result.gradcam
-        extras: list[Any] = []
-        if ctx.add_soft:
-            soft = exp.soft_mask if region.is_full else embed(region, exp.soft_mask, np.float32)
-            extras.append(Image(
-                soft.astype(np.float32), name=result_name(ctx.layer_name, exp.class_name,
-                                                          "Med-CAM soft"),
-                colormap="magma", contrast_limits=(0.0, 1.0), blending="additive",
-                opacity=0.7, **ctx.transforms,
-            ))
-        if ctx.add_gradcam and gradcam is not None:
-            g = gradcam if region.is_full else embed(region, gradcam, np.float32)
-            extras.append(Image(
-                g.astype(np.float32), name=result_name(ctx.layer_name, exp.class_name, "Grad-CAM"),
-                colormap="inferno", contrast_limits=(0.0, 1.0), blending="additive",
-                opacity=0.7, **ctx.transforms,
-            ))
-        record = ResultRecord(
-            source_ref=ctx.layer_ref,
-            source_name=ctx.layer_name,
-            region=region,
-            classifier=ctx.classifier,
-            classifier_label=ctx.classifier_label,
-            target=int(exp.target),
-            class_name=exp.class_name,
-            config=ctx.config,
-            data_hash=data_hash(data),
-            gradcam=gradcam,
-            extras=[weakref.ref(e) for e in extras],
-        )
-        previous = self._previous_result(ctx, exp.class_name)
-        source = ctx.layer_ref()
-        if previous is not None and ctx.replace and not self.is_edited(previous):
-            old = self._records.get(previous)
-            for ref in old.extras if old else []:
-                extra = ref()
-                if extra is not None and extra in self.viewer.layers:
-                    self.viewer.layers.remove(extra)
-            self._records[previous] = record
-            previous.data = data
-            previous.metadata = meta
-            record.data_hash = data_hash(previous.data)
-            insert_above(self.viewer, source, extras)
-            if extras:  # keep the mask on top of its extras
-                self.viewer.layers.move(self.viewer.layers.index(previous),
-                                        self.viewer.layers.index(extras[-1]) + 1)
-            layer = previous
-        else:
-            if previous is not None and self.is_edited(previous):
-                self._notify_info(
-                    f"Kept your edited '{previous.name}'; the new result is a new layer")
-            layer = Labels(data, name=result_name(ctx.layer_name, exp.class_name), metadata=meta,
-                           opacity=0.6, **ctx.transforms)
-            self._records[layer] = record
-            layer.events.paint.connect(self._on_paint)
-            insert_above(self.viewer, source, [*extras, layer])
+        placed = self.results.place(ctx, result)
+        if placed.kept_edited is not None:
+            self._notify_info(f"Kept your edited '{placed.kept_edited.name}'; "
+                              "the new result is a new layer")
         self._refresh_layer_choices()
         with self.result_combo.changed.blocked():
-            self.result_combo.value = layer
+            self.result_combo.value = placed.layer
         self._update_buttons()
-        return layer
+        return placed.layer
 
     def _show_summary(self, exp: Any, layer_name: str) -> None:
         state = ('<span style="color:#5cb85c">valid</span>' if exp.valid
@@ -866,294 +714,6 @@ class MedCAMWidget(QWidget):
             f"<td><i>mask</i></td></tr>{rows}</table>"
         )
         self.summary.setToolTip(exp.one_line())
-
-    # ------------------------------------------------------------ check edits
-    def _record(self, layer: Any) -> ResultRecord | None:
-        if layer is None:
-            self._notify_info("Choose a Med-CAM mask layer first")
-            return None
-        rec = self._records.get(layer)
-        if rec is None:
-            self._notify_error(f"'{layer.name}' is not a Med-CAM result of this session")
-        return rec
-
-    def check_edited_mask(self, _v: Any = None) -> Any:
-        """Recompute masked and robust confidence for the (edited) mask; returns the worker."""
-        layer = self.result_combo.value
-        rec = self._record(layer)
-        if rec is None or self.check_worker is not None:
-            return None
-        source = rec.source_ref()
-        if source is None or source not in self.viewer.layers:
-            self._notify_error(f"the image '{rec.source_name}' is no longer open")
-            return None
-        try:
-            image = region_pixels(source, rec.region)
-            mask = region_of(layer.data, rec.region)
-        except Exception as err:
-            self._notify_error(f"cannot read the mask: {err}")
-            return None
-        worker = check_worker(image, mask, rec.classifier, rec.target, rec.config,
-                              int(self.threads_spin.value))
-        worker.returned.connect(partial(self._on_checked, layer, rec))
-        worker.finished.connect(partial(self._on_check_finished, worker))
-        self.check_worker = worker
-        self.check_label.setText("Checking the edited mask…")
-        self._update_buttons()
-        worker.start()
-        return worker
-
-    def _on_check_finished(self, worker: Any) -> None:
-        if worker is self.check_worker:
-            self.check_worker = None
-            if not self._closed:
-                self._update_buttons()
-
-    def _on_checked(self, layer: Any, rec: ResultRecord, res: dict[str, Any]) -> None:
-        if self._closed:
-            return
-        self.last_check = res
-        if "error" in res:
-            self.check_label.setText(f"⚠ {res['error']}")
-            self._notify_error(f"Med-CAM check: {res['error']}")
-            return
-        meta = layer.metadata.get(META_KEY, {})
-        before = meta.get("summary", {})
-        held = "decision <b>held</b>" if res["held"] else \
-            "<span style='color:#f0ad4e'>decision <b>lost</b></span>"
-        was = before.get("masked_confidence")
-        was_txt = f"{was:.3f} → " if isinstance(was, (int, float)) else ""
-        self.check_label.setTextFormat(Qt.TextFormat.RichText)
-        self.check_label.setText(
-            f"Edited mask: p({rec.class_name}) {was_txt}<b>{res['masked']:.3f}</b>, "
-            f"robust {res['robust']:.3f}, area {100 * res['area_fraction']:.1f} % · {held}"
-        )
-        new_meta = dict(layer.metadata)
-        entry = dict(new_meta.get(META_KEY, {}))
-        entry["check"] = {k: (bool(v) if k == "held" else float(v)) for k, v in res.items()}
-        new_meta[META_KEY] = entry
-        layer.metadata = new_meta
-
-    # --------------------------------------------------------------- compare
-    def compare(self, _v: Any = None) -> list[dict[str, Any]] | None:
-        """Dice/IoU/precision/recall of the mask and of Grad-CAM at equal area vs a reference."""
-        from napari_medcam.metrics import overlap_scores, threshold_to_area
-
-        layer = self.result_combo.value
-        ref = self.reference_combo.value
-        rec = self._record(layer)
-        if rec is None:
-            return None
-        if ref is None:
-            self._notify_info("Choose a reference Labels layer under 'Compare with'")
-            return None
-        mask = region_of(layer.data, rec.region)
-        ref_data = np.asarray(ref.data)
-        if ref_data.shape == tuple(rec.region.layer_shape):
-            reference = region_of(ref_data, rec.region)
-        elif ref_data.shape == tuple(rec.region.shape):
-            reference = ref_data
-        else:
-            self._notify_error(
-                f"reference '{ref.name}' has shape {ref_data.shape}; the mask has "
-                f"{tuple(rec.region.layer_shape)} (or {tuple(rec.region.shape)} for its plane)"
-            )
-            return None
-        if not (np.allclose(ref.scale[-mask.ndim:], layer.scale[-mask.ndim:])
-                and np.allclose(ref.translate[-mask.ndim:], layer.translate[-mask.ndim:])):
-            self._notify_warning(
-                f"'{ref.name}' is placed differently from the mask (scale/translate): "
-                "the scores compare pixel by pixel")
-        area = float((mask > 0).mean())
-        rows = [{"method": "Med-CAM", "area_percent": 100 * area,
-                 **overlap_scores(mask, reference)}]
-        if rec.gradcam is not None:
-            g = threshold_to_area(rec.gradcam, area)
-            rows.append({"method": "Grad-CAM (equal area)", "area_percent": 100 * float(g.mean()),
-                         **overlap_scores(g, reference)})
-        for r in rows:
-            r.update(mask=layer.name, reference=ref.name)
-        self.last_scores = rows
-        head = "".join(f"<td align='right'><i>{h}</i>&nbsp;</td>"
-                       for h in ("Dice", "IoU", "prec.", "recall"))
-        body = "".join(
-            f"<tr><td>{r['method']}&nbsp;</td>"
-            + "".join(f"<td align='right'>{r[k]:.3f}&nbsp;</td>"
-                      for k in ("dice", "iou", "precision", "recall"))
-            + "</tr>"
-            for r in rows
-        )
-        note = "" if rec.gradcam is not None else "<br>Grad-CAM n/a for this model"
-        self.scores_label.setText(
-            f"vs <b>{ref.name}</b>:<table cellspacing='0' cellpadding='1'>"
-            f"<tr><td></td>{head}</tr>{body}</table>{note}")
-        self._update_buttons()
-        return rows
-
-    def scores_csv(self) -> str:
-        buf = _io.StringIO()
-        keys = ["method", "dice", "iou", "precision", "recall", "area_percent", "mask", "reference"]
-        writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        for r in self.last_scores:
-            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
-        return buf.getvalue()
-
-    def copy_scores(self, _v: Any = None) -> None:
-        if self.last_scores:
-            QApplication.clipboard().setText(self.scores_csv())
-            self.status_label.value = "Scores copied to the clipboard (CSV)."
-
-    def save_scores(self, path: str | Path, overwrite: bool = False) -> Path:
-        from napari_medcam.io import write_atomic
-
-        text = self.scores_csv()
-        return write_atomic(path, lambda tmp: tmp.write_text(text), overwrite)
-
-    def _save_csv_dialog(self, _v: Any = None) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save scores", str(Path.home() / "scores.csv"),
-                                              "CSV (*.csv)")
-        if path:
-            try:  # the dialog has asked before replacing a file
-                self.save_scores(path, overwrite=True)
-            except (OSError, ValueError) as err:
-                self._notify_error(f"cannot save scores: {err}")
-
-    # ----------------------------------------------------------- side by side
-    def set_side_by_side(self, on: bool) -> None:
-        """Grid view: image + Med-CAM mask in one pane, image + reference in the other."""
-        on = bool(on)
-        if on and self._side is None:
-            self._enter_side_by_side()
-        elif not on and self._side is not None:
-            self._leave_side_by_side()
-
-    def _enter_side_by_side(self) -> None:
-        from napari.layers import Layer
-
-        layer = self.result_combo.value
-        rec = self._records.get(layer) if layer is not None else None
-        ref = self.reference_combo.value
-        source = rec.source_ref() if rec is not None else None
-        if rec is None or ref is None or source is None or source not in self.viewer.layers:
-            self._notify_info("Side by side needs a Med-CAM mask, its image and a reference "
-                              "('Compare with')")
-            with self.side_by_side.changed.blocked():
-                self.side_by_side.value = False
-            return
-        layers = self.viewer.layers
-        grid = self.viewer.grid
-        state = {
-            "order": list(layers),
-            "visible": {id(ly): ly.visible for ly in layers},
-            "grid": (grid.enabled, grid.stride, grid.shape),
-        }
-        data, meta, kind = source.as_layer_data_tuple()
-        meta = dict(meta, name=f"{source.name} (side by side)")
-        twin = Layer.create(data, meta, kind)
-        layers.append(twin)
-        state["twin"] = twin
-        self._side = state
-        for i, ly in enumerate([source, layer, twin, ref]):
-            layers.move(layers.index(ly), i)
-        keep = {id(source), id(layer), id(twin), id(ref)}
-        for ly in layers:
-            ly.visible = id(ly) in keep
-        grid.stride = 2
-        grid.shape = (-1, -1)
-        grid.enabled = True
-
-    def _leave_side_by_side(self) -> None:
-        state, self._side = self._side, None
-        layers = self.viewer.layers
-        twin = state["twin"]
-        if twin in layers:
-            layers.remove(twin)
-        order = [ly for ly in state["order"] if ly in layers]
-        for i, ly in enumerate(order):
-            layers.move(layers.index(ly), i)
-        for ly in layers:
-            if id(ly) in state["visible"]:
-                ly.visible = state["visible"][id(ly)]
-        enabled, stride, shape = state["grid"]
-        self.viewer.grid.stride = stride
-        self.viewer.grid.shape = shape
-        self.viewer.grid.enabled = enabled
-        with self.side_by_side.changed.blocked():
-            self.side_by_side.value = False
-
-    # ------------------------------------------------------------------ save
-    def save_mask(
-        self,
-        path: str | Path,
-        geojson: bool | None = None,
-        overwrite: bool = False,
-        layer: Any = None,
-    ) -> list[Path]:
-        """Write the mask as TIFF (+ GeoJSON of its explained plane), atomically.
-
-        An existing file is kept (FileExistsError) unless ``overwrite``.
-        """
-        from napari_medcam.io import write_geojson, write_mask_tiff
-
-        layer = layer if layer is not None else self.result_combo.value
-        if layer is None:
-            raise ValueError("no Med-CAM mask layer to save")
-        geojson = bool(self.geojson_check.value) if geojson is None else geojson
-        path = Path(path)
-        if path.suffix.lower() not in (".tif", ".tiff"):
-            path = path.with_suffix(".tif")
-        data = np.asarray(layer.data)
-        written = [write_mask_tiff(path, data, metadata=dict(layer.metadata),
-                                   pixel_size=pixel_size(layer.scale), overwrite=overwrite)]
-        if geojson:
-            rec = self._records.get(layer)
-            plane = region_of(data, rec.region) if rec is not None else data
-            if plane.ndim != 2:
-                raise ValueError("GeoJSON needs a 2-D mask; this one is "
-                                 f"{plane.ndim}-D (the TIFF was written)")
-            summary = layer.metadata.get(META_KEY, {}).get("summary", {})
-            props = {
-                "class_name": summary.get("class_name", "Med-CAM"),
-                "source_layer": layer.metadata.get(META_KEY, {}).get("source_layer", ""),
-                "fixed_axes": rec.region.to_meta()["fixed_axes"] if rec is not None else {},
-                "masked_confidence": summary.get("masked_confidence"),
-                "original_confidence": summary.get("original_confidence"),
-                "valid": summary.get("valid"),
-            }
-            written.append(write_geojson(path.with_suffix(".geojson"), plane > 0, props,
-                                         overwrite=overwrite))
-        return written
-
-    def _save_dialog(self, _v: Any = None) -> None:
-        layer = self.result_combo.value
-        if layer is None:
-            self._notify_info("Choose a Med-CAM mask layer first")
-            return
-        default = Path.home() / f"{_safe_filename(layer.name)}.tif"
-        path, _ = QFileDialog.getSaveFileName(self, "Save Med-CAM mask", str(default),
-                                              "TIFF (*.tif *.tiff)")
-        if not path:
-            return
-        path = Path(path)
-        if path.suffix.lower() not in (".tif", ".tiff"):
-            path = path.with_suffix(".tif")
-            if path.exists() and not self._confirm_replace(path):
-                return
-        geo = bool(self.geojson_check.value)
-        if geo and path.with_suffix(".geojson").exists() and not self._confirm_replace(
-                path.with_suffix(".geojson")):
-            return
-        try:  # the file dialog (or we) asked before replacing anything
-            written = self.save_mask(path, geojson=geo, overwrite=True, layer=layer)
-        except (OSError, ValueError) as err:
-            self._notify_error(f"cannot save the mask: {err}")
-            return
-        self.status_label.value = "Saved " + ", ".join(p.name for p in written)
-
-    def _confirm_replace(self, path: Path) -> bool:
-        answer = QMessageBox.question(self, "Replace file?", f"{path} exists. Replace it?")
-        return answer == QMessageBox.StandardButton.Yes
 
     # ------------------------------------------------------------ messages
     def _notify_error(self, message: str) -> None:

@@ -11,6 +11,7 @@ Failures never raise into the GUI thread: they come back as a `JobResult` with
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -68,10 +69,9 @@ def _warm_up(threads: int | None) -> None:
             opt.step()
         except Exception:  # only a head start; a real run reports real errors
             logger.debug("warm-up failed", exc_info=True)
-    try:  # napari's first Labels layer imports pandas (~0.7 s) in the GUI thread
+    # napari's first Labels layer imports pandas (~0.7 s) in the GUI thread
+    with contextlib.suppress(ImportError):
         import pandas  # noqa: F401
-    except ImportError:
-        pass
     warm_up_done.set()
 
 

@@ -1,0 +1,210 @@
+"""Turning a finished run into layers, and remembering which layers the user edited.
+
+`ResultStore` places a result as a Labels layer aligned with its image (plus the
+optional soft-mask and Grad-CAM Image layers), and keeps, for every result layer,
+the facts the widget needs later (image region, classifier, target, Grad-CAM
+heatmap). Its rule: a rerun may replace a result only when the user has not
+edited it; an edited result is never touched — the new result becomes a new layer.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_medcam.plugin.layers import (
+    META_KEY,
+    Region,
+    data_hash,
+    embed,
+    insert_above,
+    result_name,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+    from napari_medcam.plugin.worker import ExplainJob, JobResult
+
+#: Med-CAM evidence in cyan; anything the user paints with another label in yellow
+MASK_COLORS = {0: "transparent", 1: "#00e5ff", None: "#ffd400"}
+
+
+@dataclass
+class RunContext:
+    """What the GUI knew when a run started (the user may change things meanwhile)."""
+
+    layer_ref: Any  # weakref to the image layer
+    layer_name: str
+    region: Region
+    transforms: dict[str, Any]
+    classifier: Any
+    classifier_label: str
+    config: Any
+    add_soft: bool
+    add_gradcam: bool
+    replace: bool
+    job: ExplainJob
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class ResultRecord:
+    """Facts kept for a result layer (arrays stay out of the layer's metadata)."""
+
+    source_ref: Any  # weakref to the image layer
+    source_name: str
+    region: Region
+    classifier: Any
+    classifier_label: str
+    target: int
+    class_name: str
+    config: Any
+    data_hash: str
+    gradcam: np.ndarray | None = None
+    extras: list[Any] = field(default_factory=list)  # weakrefs to soft/Grad-CAM layers
+
+    def source(self) -> Any:
+        return self.source_ref()
+
+
+@dataclass
+class Placement:
+    layer: Any
+    replaced: bool = False
+    kept_edited: Any = None  # an edited earlier result that was left alone
+
+
+def result_metadata(ctx: RunContext, exp: Any) -> dict[str, Any]:
+    """The result layer's metadata: the explanation summary, its config, where it came from."""
+    summary = exp.summary()
+    # a '"shape":' in a TIFF's JSON description makes tifffile misread the file
+    summary["mask_shape"] = summary.pop("shape", list(exp.mask.shape))
+    return {
+        META_KEY: {
+            "summary": summary,
+            "config": exp.config,
+            "source_layer": ctx.layer_name,
+            "region": ctx.region.to_meta(),
+            "classifier": ctx.classifier_label,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+    }
+
+
+class ResultStore:
+    """Result layers of one widget, their records and whether the user edited them."""
+
+    def __init__(self, viewer: napari.Viewer) -> None:
+        self.viewer = viewer
+        self._records: weakref.WeakKeyDictionary[Any, ResultRecord] = weakref.WeakKeyDictionary()
+        self._edited: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def __contains__(self, layer: Any) -> bool:
+        return layer is not None and layer in self._records
+
+    def get(self, layer: Any) -> ResultRecord | None:
+        return self._records.get(layer) if layer is not None else None
+
+    def layers(self) -> list[Any]:
+        return [ly for ly in self.viewer.layers if ly in self._records]
+
+    # ------------------------------------------------------------------ edits
+    def _on_paint(self, event: Any) -> None:
+        source = getattr(event, "source", None)
+        if source is not None:
+            self._edited.add(source)
+
+    def is_edited(self, layer: Any) -> bool:
+        """Has the user changed this result since it was made? (paint events or content)"""
+        if layer in self._edited:
+            return True
+        rec = self.get(layer)
+        return rec is not None and data_hash(layer.data) != rec.data_hash
+
+    def previous(self, ctx: RunContext, class_name: str) -> Any:
+        """The latest result of the same image, region and class, if any."""
+        source = ctx.layer_ref()
+        for layer in reversed(list(self.viewer.layers)):
+            rec = self.get(layer)
+            if (
+                rec is not None
+                and rec.source() is source
+                and rec.class_name == class_name
+                and rec.region.key == ctx.region.key
+                and rec.region.layer_shape == ctx.region.layer_shape
+            ):
+                return layer
+        return None
+
+    # -------------------------------------------------------------- placing
+    def _extras(self, ctx: RunContext, result: JobResult) -> list[Any]:
+        from napari.layers import Image
+
+        exp = result.explanation
+        region = ctx.region
+        out = []
+        wanted = [("Med-CAM soft", ctx.add_soft, exp.soft_mask, "magma"),
+                  ("Grad-CAM", ctx.add_gradcam, result.gradcam, "inferno")]
+        for kind, on, values, cmap in wanted:
+            if not on or values is None:
+                continue
+            data = values if region.is_full else embed(region, values, np.float32)
+            name = result_name(ctx.layer_name, exp.class_name, kind)
+            out.append(Image(
+                np.asarray(data, np.float32), name=name, colormap=cmap, contrast_limits=(0.0, 1.0), blending="additive", opacity=0.7,
+                **ctx.transforms,
+            ))
+        return out
+
+    def place(self, ctx: RunContext, result: JobResult) -> Placement:
+        """Add (or replace, when allowed) the result layers right above the image."""
+        from napari.layers import Labels
+
+        exp = result.explanation
+        region = ctx.region
+        mask = exp.mask.astype(np.uint8)
+        data = mask if region.is_full else embed(region, mask, np.uint8)
+        meta = result_metadata(ctx, exp)
+        extras = self._extras(ctx, result)
+        record = ResultRecord(
+            source_ref=ctx.layer_ref,
+            source_name=ctx.layer_name,
+            region=region,
+            classifier=ctx.classifier,
+            classifier_label=ctx.classifier_label,
+            target=int(exp.target),
+            class_name=exp.class_name,
+            config=ctx.config,
+            data_hash=data_hash(data),
+            gradcam=result.gradcam,
+            extras=[weakref.ref(e) for e in extras],
+        )
+        layers = self.viewer.layers
+        source = ctx.layer_ref()
+        previous = self.previous(ctx, exp.class_name)
+        if previous is not None and ctx.replace and not self.is_edited(previous):
+            old = self.get(previous)
+            for ref in old.extras if old else []:
+                extra = ref()
+                if extra is not None and extra in layers:
+                    layers.remove(extra)
+            self._records[previous] = record
+            previous.data = data
+            previous.metadata = meta
+            record.data_hash = data_hash(previous.data)
+            insert_above(self.viewer, source, extras)
+            if extras:  # keep the mask on top of its extras
+                layers.move(layers.index(previous), layers.index(extras[-1]) + 1)
+            return Placement(previous, replaced=True)
+        kept = previous if previous is not None and self.is_edited(previous) else None
+        layer = Labels(data, name=result_name(ctx.layer_name, exp.class_name), metadata=meta,
+                       opacity=0.55, colormap=dict(MASK_COLORS), **ctx.transforms)
+        self._records[layer] = record
+        layer.events.paint.connect(self._on_paint)
+        insert_above(self.viewer, source, [*extras, layer])
+        return Placement(layer, kept_edited=kept)

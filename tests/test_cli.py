@@ -1,0 +1,74 @@
+"""The command line: masks with metadata, JSON, the demo, and never clobbering files."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+import napari_medcam as mc
+from napari_medcam.cli import main
+from napari_medcam.io import read_mask_tiff
+
+
+@pytest.fixture()
+def tile_png(tmp_path):
+    img, evidence = mc.synthetic_tile(7600, 1)
+    path = tmp_path / "tile.png"
+    Image.fromarray(img).save(path)
+    return path, evidence
+
+
+def test_explain_writes_compressed_mask_with_metadata(tile_png, tmp_path, capsys):
+    path, evidence = tile_png
+    out = tmp_path / "mask.tif"
+    assert main(["explain", str(path), "--out", str(out)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("lesion: ") and "→" in line and "area" in line and str(out) in line
+    mask, meta = read_mask_tiff(out)
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+    assert mask.shape == evidence.shape and mask.any()
+    assert meta["class_name"] == "lesion" and meta["valid"] is True
+    assert meta["image"] == str(path)
+    with tifffile.TiffFile(out) as tif:
+        assert tif.pages[0].compression != 1  # compressed
+
+
+def test_explain_json_and_overwrite_rules(tile_png, tmp_path, capsys):
+    path, _ = tile_png
+    out = tmp_path / "mask.tif"
+    out.write_bytes(b"precious")
+    assert main(["explain", str(path), "--out", str(out), "--json"]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert out.read_bytes() == b"precious"
+    code = main(["explain", str(path), "--out", str(out), "--json", "--overwrite",
+                 "--target", "lesion", "--seed", "1"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["target"] == 1 and summary["mask"] == str(out)
+    assert summary["config"]["seed"] == 1
+    assert read_mask_tiff(out)[0].shape == (224, 224)
+
+
+def test_demo_writes_all_outputs_and_says_where(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_medcam.cli", "demo", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in ("tile.png", "mask.tif", "overlay.png", "report.json"):
+        assert (out / name).is_file()
+        assert str(out / name) in proc.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["valid"] and report["mask_precision_vs_truth"] > 0.8
+    overlay = np.asarray(Image.open(out / "overlay.png"))
+    assert overlay.shape == (224, 3 * 224 + 8, 3)
+    again = subprocess.run(
+        [sys.executable, "-m", "napari_medcam.cli", "demo", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert again.returncode == 2 and "--overwrite" in again.stderr
