@@ -55,7 +55,7 @@ def test_compare_with_reference_and_side_by_side(explained, tmp_path):
     reference = viewer.layers["true evidence"]
     widget.reference_combo.value = reference
     rows = widget.compare()
-    assert [r["method"] for r in rows] == ["Med-CAM", "Grad-CAM (equal area)"]
+    assert [r["method"] for r in rows] == ["Med-CAM", "Grad-CAM"]
     for r in rows:
         assert {"dice", "iou", "precision", "recall"} <= set(r)
         assert 0.0 <= r["dice"] <= 1.0

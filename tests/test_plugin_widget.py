@@ -16,7 +16,7 @@ def test_widget_opens_through_manifest(medcam):
     assert "lesion" in widget.classifier_label_w.value
     assert [c for c in widget.target_combo.choices] == [None, 0, 1]
     assert "auto" in widget.device_combo.choices and "cpu" in widget.device_combo.choices
-    assert widget.device_info.value.startswith("auto → ")
+    assert widget.device_combo.native.currentText() == "auto → cpu"
     # nothing to explain yet: a clear message, Explain disabled
     assert not widget.run_button.enabled
     assert "no image layer" in widget.region_label.value

@@ -156,8 +156,8 @@ class ResultStore:
             data = values if region.is_full else embed(region, values, np.float32)
             name = result_name(ctx.layer_name, exp.class_name, kind)
             out.append(Image(
-                np.asarray(data, np.float32), name=name, colormap=cmap, contrast_limits=(0.0, 1.0), blending="additive", opacity=0.7,
-                **ctx.transforms,
+                np.asarray(data, np.float32), name=name, colormap=cmap,
+                contrast_limits=(0.0, 1.0), blending="additive", opacity=0.7, **ctx.transforms,
             ))
         return out
 

@@ -8,6 +8,7 @@ its `ResultStore` (``results``) and its notification helpers.
 from __future__ import annotations
 
 import csv
+import html
 import io as _io
 import re
 from functools import partial
@@ -140,24 +141,23 @@ class ReviewMixin:
                  **overlap_scores(mask, reference)}]
         if rec.gradcam is not None:
             g = threshold_to_area(rec.gradcam, area)
-            rows.append({"method": "Grad-CAM (equal area)", "area_percent": 100 * float(g.mean()),
+            rows.append({"method": "Grad-CAM", "area_percent": 100 * float(g.mean()),
                          **overlap_scores(g, reference)})
         for r in rows:
             r.update(mask=layer.name, reference=ref.name)
         self.last_scores = rows
-        head = "".join(f"<td align='right'><i>{h}</i>&nbsp;</td>"
+        head = "".join(f"<td align='right' style='color:gray'>&nbsp;{h}</td>"
                        for h in ("Dice", "IoU", "prec.", "recall"))
         body = "".join(
-            f"<tr><td>{r['method']}&nbsp;</td>"
-            + "".join(f"<td align='right'>{r[k]:.3f}&nbsp;</td>"
-                      for k in ("dice", "iou", "precision", "recall"))
+            f"<tr><td>{html.escape(r['method'])}</td>"
+            + "".join(f"<td align='right'>&nbsp;{r[k]:.3f}</td>" for k in SCORE_KEYS)
             + "</tr>"
             for r in rows
         )
-        note = "" if rec.gradcam is not None else "<br>Grad-CAM n/a for this model"
+        note = "" if rec.gradcam is not None else "<br>Grad-CAM: n/a for this model"
         self.scores_label.setText(
-            f"vs <b>{ref.name}</b>:<table cellspacing='0' cellpadding='1'>"
-            f"<tr><td></td>{head}</tr>{body}</table>{note}")
+            f"vs <b>{html.escape(ref.name)}</b> (Grad-CAM thresholded to the same area):"
+            f"<table cellspacing='0' cellpadding='2'><tr><td></td>{head}</tr>{body}</table>{note}")
         self._update_buttons()
         return rows
 

@@ -8,6 +8,7 @@ widgets (typed settings become controls) inside a plain QWidget.
 
 from __future__ import annotations
 
+import html
 import logging
 import time
 import weakref
@@ -144,7 +145,6 @@ class MedCAMWidget(ReviewMixin, QWidget):
         self._on_active()
         self._load_classifier(notify=False)
         self._apply_preset()
-        self._update_device_info()
         start_warm_up(int(self.threads_spin.value))
 
     # ---------------------------------------------------------------- building
@@ -185,8 +185,9 @@ class MedCAMWidget(ReviewMixin, QWidget):
         # settings
         self.preset_combo = ComboBox(label="Preset", choices=["fast", "paper"], value="fast",
                                      tooltip="fast: seconds on a CPU · paper: the authors' recipe")
-        self.device_combo = ComboBox(label="Device", choices=available_devices(), value="auto")
-        self.device_info = Label(value="")
+        self.device_combo = ComboBox(label="Device", value="auto",
+                                     choices=self._device_choices(available_devices()),
+                                     tooltip="auto: CUDA, then MPS, then the CPU")
         self.advanced: dict[str, Any] = {}
         adv_widgets = []
         for name, typ, label, opts in ADVANCED:
@@ -207,8 +208,7 @@ class MedCAMWidget(ReviewMixin, QWidget):
         self.advanced_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.advanced_toggle.setArrowType(Qt.ArrowType.RightArrow)
         self.advanced_toggle.setAutoRaise(True)
-        self.settings_form = Container(widgets=[self.preset_combo, self.device_combo,
-                                                self.device_info])
+        self.settings_form = Container(widgets=[self.preset_combo, self.device_combo])
         self.settings_form.margins = (0, 0, 0, 0)
         self.add_soft = CheckBox(text="add soft-mask layer", value=False)
         self.add_gradcam = CheckBox(text="add Grad-CAM layer", value=False)
@@ -287,7 +287,6 @@ class MedCAMWidget(ReviewMixin, QWidget):
         self.classifier_combo.changed.connect(self._on_classifier_choice)
         self.load_button.clicked.connect(lambda: self._load_classifier(notify=True))
         self.preset_combo.changed.connect(self._apply_preset)
-        self.device_combo.changed.connect(self._update_device_info)
         self.advanced_toggle.toggled.connect(self._toggle_advanced)
         self.run_button.clicked.connect(self._on_run_clicked)
         self.check_button.clicked.connect(self.check_edited_mask)
@@ -495,16 +494,16 @@ class MedCAMWidget(ReviewMixin, QWidget):
         self.advanced_box.visible = on
         self.advanced_toggle.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
 
-    def _update_device_info(self, _v: Any = None) -> None:
+    @staticmethod
+    def _device_choices(devices: list[str]) -> list[tuple[str, str]]:
+        """Choices showing what ``auto`` resolves to, e.g. ``auto → cpu``."""
         from napari_medcam.engine.prepare import resolve_device
 
-        spec = self.device_combo.value
         try:
-            dev = resolve_device(spec)
-            text = f"auto → {dev}" if spec == "auto" else f"{dev} available"
-        except ValueError as err:
-            text = f"⚠ {err}"
-        self.device_info.value = text
+            auto = str(resolve_device("auto"))
+        except ValueError:
+            auto = "?"
+        return [(f"auto → {auto}" if d == "auto" else d, d) for d in devices]
 
     def build_config(self) -> Any:
         """The `MedCAMConfig` of the form: the preset with the Advanced values."""
@@ -667,7 +666,7 @@ class MedCAMWidget(ReviewMixin, QWidget):
             logger.debug("adding result failed", exc_info=True)
             self._notify_error(f"Med-CAM could not add the result: {err}")
             return
-        self._show_summary(exp, layer.name)
+        self._show_summary(exp, list(ctx.classifier.class_names))
         self.status_label.value = f"Done: '{layer.name}' ({exp.seconds:.1f} s)"
         if not exp.valid:
             self._notify_warning(f"Med-CAM: the mask is not trustworthy: {exp.status}")
@@ -690,28 +689,40 @@ class MedCAMWidget(ReviewMixin, QWidget):
         self._update_buttons()
         return placed.layer
 
-    def _show_summary(self, exp: Any, layer_name: str) -> None:
-        state = ('<span style="color:#5cb85c">valid</span>' if exp.valid
-                 else f'<span style="color:#f0ad4e">not valid</span>: {exp.status}')
-        names = (self.classifier.class_names if self.classifier is not None
-                 and len(self.classifier.class_names) == len(exp.probabilities)
-                 else [f"class {i}" for i in range(len(exp.probabilities))])
-        rows = "".join(
-            f"<tr><td>{'<b>' + n + '</b>' if i == exp.target else n}</td>"
-            f"<td align='right'>{p:.3f}</td><td align='right'>{q:.3f}</td></tr>"
-            for i, (n, p, q) in enumerate(zip(names, exp.probabilities, exp.masked_probabilities))
-        )
+    def _show_summary(self, exp: Any, class_names: list[str]) -> None:
+        """The result panel: decision kept?, confidences, area, time, every class."""
+        esc = html.escape
+        if len(class_names) != len(exp.probabilities):
+            class_names = [f"class {i}" for i in range(len(exp.probabilities))]
+        state = ("<span style='color:#5cb85c'><b>valid</b></span>" if exp.valid
+                 else f"<span style='color:#f0ad4e'><b>not valid</b></span>: {esc(exp.status)}")
         tiles = f" · {exp.tiles} tiles" if exp.tiles > 1 else ""
+        facts = [
+            ("class", f"<b>{esc(exp.class_name)}</b> — {state}"),
+            ("confidence", f"{exp.original_confidence:.3f} → <b>{exp.masked_confidence:.3f}</b>"
+                           " on the mask"),
+            ("robust", f"{exp.robust_confidence:.3f} on random backgrounds"),
+            ("mask removed", f"{exp.deletion_confidence:.3f}"),
+            ("area", f"{100 * exp.area_fraction:.1f} % of the image"),
+            ("time", f"{exp.seconds:.1f} s · {exp.steps} steps{tiles}"),
+        ]
+        head = "".join(
+            f"<tr><td style='color:gray'>{k}</td><td>{v}</td></tr>" for k, v in facts)
+        bold = ["<b>" + esc(n) + "</b>" if i == exp.target else esc(n)
+                for i, n in enumerate(class_names)]
+        probs = "".join(
+            f"<tr><td>{bold[i]}</td>"
+            f"<td align='right'>{p:.3f}</td><td align='right'>{q:.3f}</td></tr>"
+            for i, (n, p, q) in enumerate(zip(class_names, exp.probabilities,
+                                              exp.masked_probabilities))
+        )
         self.summary.setText(
-            f"<b>{exp.class_name}</b> — {state}<br>"
-            f"p({exp.class_name}): {exp.original_confidence:.3f} → "
-            f"<b>{exp.masked_confidence:.3f}</b> on the mask<br>"
-            f"robust {exp.robust_confidence:.3f} · "
-            f"without the mask {exp.deletion_confidence:.3f}<br>"
-            f"area {100 * exp.area_fraction:.1f} % · {exp.seconds:.1f} s · {exp.steps} steps{tiles}"
-            f"<table cellspacing='0' cellpadding='1' style='margin-top:4px'>"
-            f"<tr><td><i>class</i>&nbsp;&nbsp;</td><td><i>image</i>&nbsp;&nbsp;</td>"
-            f"<td><i>mask</i></td></tr>{rows}</table>"
+            f"<table cellspacing='0' cellpadding='2'>{head}</table>"
+            "<table cellspacing='0' cellpadding='2' style='margin-top:6px'>"
+            "<tr><td style='color:gray'>p(class)&nbsp;&nbsp;&nbsp;</td>"
+            "<td style='color:gray' align='right'>&nbsp;image&nbsp;</td>"
+            "<td style='color:gray' align='right'>&nbsp;&nbsp;mask</td></tr>"
+            f"{probs}</table>"
         )
         self.summary.setToolTip(exp.one_line())
 
