@@ -55,7 +55,7 @@ def main(out: Path) -> int:
     mask = widget.result_combo.value
     widget.reference_combo.value = evidence
     widget.compare()
-    evidence.visible = True
+    evidence.contour = 2  # the planted evidence as an outline over the cyan mask
     viewer.layers.selection.active = mask
     viewer.reset_view()
     wait(lambda: True, 0)

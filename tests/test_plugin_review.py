@@ -27,8 +27,11 @@ def explained(medcam, qtbot):
 
 
 def test_erasing_the_evidence_lowers_masked_confidence(explained, qtbot):
-    viewer, widget, image, mask = explained
+    viewer, widget, image, _quick = explained
     evidence = viewer.layers["true evidence"].data > 0
+    widget.set_settings("fast")  # a real mask: the decision must hold on it
+    run_explanation(qtbot, widget)
+    mask = widget.result_combo.value
     # the mask as the widget made it: the classifier keeps its decision
     worker = widget.check_edited_mask()
     with qtbot.waitSignal(worker.finished, timeout=30_000):
@@ -134,7 +137,40 @@ def test_rerun_never_overwrites_an_edited_mask(explained, qtbot):
     assert widget.is_edited(new)
     run_explanation(qtbot, widget)
     assert len(viewer.layers) == n + 2
+    newest = widget.result_combo.value
+    assert newest is not new and newest is not mask
     # asking not to replace: a new layer even when unedited
     widget.replace_unedited.value = False
     run_explanation(qtbot, widget)
     assert len(viewer.layers) == n + 3
+
+
+def test_save_dialog_asks_before_replacing(explained, tmp_path, monkeypatch):
+    from qtpy.QtWidgets import QFileDialog, QMessageBox
+
+    viewer, widget, image, mask = explained
+    target = tmp_path / "m.tif"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        staticmethod(lambda *a, **k: (str(target), "TIFF (*.tif *.tiff)")))
+    asked: list[str] = []
+
+    def answer(reply):
+        def question(_parent, _title, text, *a, **k):
+            asked.append(text)
+            return reply
+        return staticmethod(question)
+
+    widget.geojson_check.value = True
+    widget.save_button.clicked()
+    assert target.exists() and target.with_suffix(".geojson").exists()
+    assert not asked
+    before = target.read_bytes()
+    # the GeoJSON exists: the widget asks; "No" leaves both files alone
+    mask.data = np.zeros_like(mask.data)
+    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.No))
+    widget.save_button.clicked()
+    assert len(asked) == 1 and "m.geojson" in asked[0]
+    assert target.read_bytes() == before
+    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.Yes))
+    widget.save_button.clicked()
+    assert read_mask_tiff(target)[0].max() == 0

@@ -114,7 +114,7 @@ def test_gui_stays_responsive_during_a_run(make_napari_viewer, qtbot, lesion_til
     viewer = make_napari_viewer(show=True)
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-medcam", "Med-CAM")
     viewer.add_image(lesion_tile[0], name="tile", rgb=True)
-    widget.set_settings("fast", steps=60)
+    widget.set_settings("fast", steps=40)
     # the widget pays torch's and napari's one-off imports in the background when it
     # opens (a user takes longer than that to press Explain)
     assert warm_up_done.wait(60)

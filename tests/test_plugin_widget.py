@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from napari_medcam.plugin.widget import MedCAMWidget
-from tests.conftest import run_explanation
 
 
 def test_widget_opens_through_manifest(medcam):
@@ -104,18 +103,55 @@ def test_errors_become_notifications_not_tracebacks(medcam, qtbot, tmp_path):
     assert widget.build_config().lr > 0
 
 
-def test_explain_adds_layer_and_summary(medcam, qtbot, lesion_tile):
+def test_explain_a_chosen_class_with_extra_layers(medcam, qtbot, lesion_tile):
+    from napari.layers import Image, Labels
+    from napari.utils import progress
+
     viewer, widget = medcam
     image, _ = lesion_tile
-    layer = viewer.add_image(image, name="tile", rgb=True)
-    result = run_explanation(qtbot, widget)
-    exp = result.explanation
-    labels = viewer.layers[viewer.layers.index(layer) + 1]
-    assert labels.name == f"tile · Med-CAM · {exp.class_name}"
-    assert labels.data.shape == image.shape[:2]
-    assert "original_confidence" in labels.metadata["medcam"]["summary"]
-    assert labels.metadata["medcam"]["config"]["steps"] == 30
+    layer = viewer.add_image(image, name="tile", rgb=True, scale=(2.0, 2.0))
+    widget.target_combo.value = 0  # "normal" instead of the predicted class
+    widget.add_soft.value = True
+    widget.add_gradcam.value = True
+    worker = widget.explain()
+    assert worker is not None
+    # progress reaches napari's activity dock
+    assert widget._pbar is not None and widget._pbar in progress._all_instances
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+    exp = widget.last_result.explanation
+    assert exp.class_name == "normal"
+    i = viewer.layers.index(layer)
+    soft, gradcam, labels = viewer.layers[i + 1: i + 4]
+    assert isinstance(soft, Image) and soft.name == "tile · Med-CAM soft · normal"
+    assert isinstance(gradcam, Image) and gradcam.name == "tile · Grad-CAM · normal"
+    assert isinstance(labels, Labels) and labels.name == "tile · Med-CAM · normal"
+    for extra in (soft, gradcam, labels):
+        np.testing.assert_allclose(extra.scale, layer.scale)
+        assert extra.data.shape == image.shape[:2]
+    assert gradcam.data.min() >= 0.0 and gradcam.data.max() <= 1.0
+    assert labels.metadata["medcam"]["summary"]["target"] == 0
     text = widget.summary.text()
-    assert exp.class_name in text and "normal" in text and "%" in text
+    assert "normal" in text and "lesion" in text and "% of the image" in text
     assert widget.run_button.text == "Explain" and widget.run_button.enabled
     assert not widget.progress.visible
+    assert widget._pbar is None
+
+
+def test_region_for_multiscale_and_volume_classifiers(medcam):
+    from napari_medcam.plugin.layers import find_region
+
+    viewer, widget = medcam
+    pyramid = [np.zeros((512, 512), np.uint8), np.zeros((256, 256), np.uint8)]
+    ms = viewer.add_image(pyramid, multiscale=True, name="pyramid")
+    region = widget.current_region()
+    assert region.shape == (512, 512) and region.tiles == 9
+    assert "full resolution" in region.description
+    viewer.layers.remove(ms)
+    vol = viewer.add_image(np.zeros((2, 40, 48, 56), np.uint8), name="tv")
+    viewer.dims.set_point(0, 1)
+    region = find_region(vol, viewer.dims, spatial_dims=3, input_size=(32, 32, 32))
+    assert region.key == (1, slice(None), slice(None), slice(None))
+    assert region.shape == (40, 48, 56) and region.tiles == 8
+    assert region.description.startswith("volume at t = 1, 8 tiles")
+    flat = viewer.add_image(np.zeros((40, 40), np.uint8), name="flat")
+    assert "needs a 3-D image" in find_region(flat, viewer.dims, spatial_dims=3).problem

@@ -1,10 +1,16 @@
-"""Tile grids over images larger than the classifier's input, and stitching."""
+"""Tile grids over images larger than the classifier's input, tissue detection, stitching."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+
+# A pixel is tissue when its HSV saturation (max − min of RGB, over max) exceeds this:
+# stained tissue (H&E, IHC) is clearly coloured, glass and white background are not.
+TISSUE_SATURATION = 0.07
+# A tile is explained only when at least this fraction of its pixels is tissue.
+MIN_TISSUE_FRACTION = 0.05
 
 
 def axis_starts(length: int, tile: int, overlap: int = 0) -> list[int]:
@@ -36,21 +42,49 @@ def needs_tiling(shape: Sequence[int], tile: Sequence[int]) -> bool:
     return any(n > t for n, t in zip(shape, tile))
 
 
+def tissue_fraction(unit_rgb: np.ndarray) -> float:
+    """Fraction of tissue pixels (saturation > `TISSUE_SATURATION`) in an H×W×3 [0, 1] tile.
+
+    Images that are not RGB have no colour to judge by: they count as all tissue.
+    """
+    if unit_rgb.ndim != 3 or unit_rgb.shape[-1] != 3:
+        return 1.0
+    hi = unit_rgb.max(-1)
+    sat = (hi - unit_rgb.min(-1)) / np.maximum(hi, 1e-6)
+    return float((sat > TISSUE_SATURATION).mean())
+
+
+def blend_weights(shape: Sequence[int]) -> np.ndarray:
+    """A tent window: 1 in the middle of a tile, falling towards its edges.
+
+    Overlapping tiles are averaged with these weights, so that no tile's border —
+    where it saw the least context — dominates the stitched mask.
+    """
+    w = np.ones(shape, np.float32)
+    for axis, n in enumerate(shape):
+        ramp = np.minimum(np.arange(n) + 1, np.arange(n)[::-1] + 1).astype(np.float32)
+        ramp = np.minimum(ramp / max(n / 4, 1), 1.0)
+        view = [1] * len(shape)
+        view[axis] = n
+        w = w * ramp.reshape(view)
+    return w
+
+
 class Stitcher:
-    """Blend soft masks in overlaps (mean) and union the binary masks."""
+    """Blend tiles' soft masks in their overlaps, then threshold once."""
 
     def __init__(self, shape: Sequence[int]) -> None:
         self.soft = np.zeros(shape, np.float32)
         self.weight = np.zeros(shape, np.float32)
-        self.hard = np.zeros(shape, bool)
 
-    def add(self, where: tuple[slice, ...], soft: np.ndarray, hard: np.ndarray) -> None:
-        self.soft[where] += soft
-        self.weight[where] += 1
-        self.hard[where] |= hard
+    def add(self, where: tuple[slice, ...], soft: np.ndarray) -> None:
+        w = blend_weights(soft.shape)
+        self.soft[where] += soft * w
+        self.weight[where] += w
 
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
+    def result(self, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        """(binary mask, soft mask); places no explained tile covered are 0."""
         soft = np.divide(
             self.soft, self.weight, out=np.zeros_like(self.soft), where=self.weight > 0
         )
-        return self.hard, soft
+        return soft > threshold, soft

@@ -163,51 +163,77 @@ class Classifier:
             )
         return int(target)
 
-    def to_unit_range(self, image: np.ndarray) -> np.ndarray:
-        """Validate an image and return it as float32 channels-last in [0, 1].
+    def check_image(self, shape: Sequence[int], dtype: np.dtype) -> tuple[int, ...]:
+        """Validate an image's shape and dtype without reading its pixels.
 
         Accepts grey (spatial only), or channels-last with 1, 3 or 4 channels
-        (4 = RGBA, alpha dropped). Raises ValueError with a clear reason otherwise.
+        (4 = RGBA, alpha dropped). Returns the spatial shape; raises ValueError
+        with a clear reason otherwise. Works for lazy (dask, zarr) arrays too.
         """
-        image = np.asarray(image)
+        shape = tuple(int(n) for n in shape)
+        dtype = np.dtype(dtype)
         sd = self.spatial_dims
-        if image.size == 0:
+        if not shape or 0 in shape:
             raise ValueError("the image is empty")
-        if image.dtype == bool or not (
-            np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)
+        if dtype.kind == "b" or not (
+            np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
         ):
-            raise ValueError(f"unsupported image dtype {image.dtype}: use uint8, uint16 or float")
-        if image.ndim == sd:
-            image = image[..., None]
-        elif image.ndim != sd + 1:
+            raise ValueError(f"unsupported image dtype {dtype}: use uint8, uint16 or float")
+        if len(shape) not in (sd, sd + 1):
             kind = "D×H×W[×C] volume" if sd == 3 else "H×W grey or H×W×C colour image"
             raise ValueError(
-                f"expected a {kind} for this {sd}-D classifier, got an array of shape {image.shape}"
+                f"expected a {kind} for this {sd}-D classifier, got an array of shape {shape}"
             )
+        c = shape[-1] if len(shape) == sd + 1 else 1
+        if c != self.channels and not (c == 4 and self.channels == 3) and c != 1:
+            raise ValueError(
+                f"the image has {c} channels; the classifier takes {self.channels} "
+                "(grey and RGBA are converted, other channel counts are not)"
+            )
+        spatial = shape[:sd]
+        if min(spatial) < MIN_SIDE:
+            raise ValueError(
+                f"the image is too small ({spatial}): at least {MIN_SIDE} pixels a side"
+            )
+        return spatial
+
+    def value_range(self, image: np.ndarray) -> tuple[float, float]:
+        """The range that maps to [0, 1]: the dtype's for integers, else [0, 1] or min..max.
+
+        Float images already in [0, 1] are kept; others (e.g. 0..255 stored as float,
+        or CT numbers) are rescaled by their own range. NaN/Inf are refused.
+        """
+        dtype = np.dtype(image.dtype)
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            return float(info.min), float(info.max)
+        lo, hi = float(np.min(image)), float(np.max(image))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError("the image contains NaN or infinite values")
+        return (0.0, 1.0) if lo >= 0 and hi <= 1 else (lo, hi)
+
+    def to_unit_range(
+        self, image: np.ndarray, value_range: tuple[float, float] | None = None
+    ) -> np.ndarray:
+        """Validate an image and return it as float32 channels-last in [0, 1].
+
+        ``value_range`` (from `value_range` on the whole image) keeps tiles of one
+        large image on the same scale; by default it is taken from ``image`` itself.
+        """
+        image = np.asarray(image)
+        self.check_image(image.shape, image.dtype)
+        if image.ndim == self.spatial_dims:
+            image = image[..., None]
         c = image.shape[-1]
         if c == 4 and self.channels == 3:
             image = image[..., :3]
         elif c == 1 and self.channels > 1:
             image = np.repeat(image, self.channels, axis=-1)
-        elif c != self.channels:
-            raise ValueError(
-                f"the image has {c} channels; the classifier takes {self.channels} "
-                "(grey and RGBA are converted, other channel counts are not)"
-            )
-        if min(image.shape[:-1]) < MIN_SIDE:
-            raise ValueError(
-                f"the image is too small ({image.shape[:-1]}): at least {MIN_SIDE} pixels a side"
-            )
-        if np.issubdtype(image.dtype, np.floating):
-            if not np.isfinite(image).all():
-                raise ValueError("the image contains NaN or infinite values")
-            out = image.astype(np.float32)
-            lo, hi = float(out.min()), float(out.max())
-            if lo < 0 or hi > 1:  # e.g. 0..255 stored as float: rescale by its range
-                out = (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
-            return out
-        info = np.iinfo(image.dtype)
-        return ((image.astype(np.float32) - info.min) / (info.max - info.min)).astype(np.float32)
+        if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+            raise ValueError("the image contains NaN or infinite values")
+        lo, hi = value_range or self.value_range(image)
+        out = (image.astype(np.float32) - lo) / (hi - lo) if hi > lo else np.zeros(image.shape)
+        return np.clip(out, 0.0, 1.0).astype(np.float32)
 
     def normalise(self, unit: torch.Tensor) -> torch.Tensor:
         """(B, C, *spatial) in [0, 1] → the model's normalised space."""

@@ -1,16 +1,20 @@
 """`explain` and `iter_explain`: the public entry points of the engine.
 
 An image no larger than the classifier's input is resized to it, explained once
-and the mask resized back. A larger one is cut into input-sized tiles (the last
-row/column flush with the edge); each tile the classifier assigns to the target
-is explained, the others get an empty mask, and the masks are stitched.
+and the mask resized back. A larger one is cut into input-sized tiles overlapping
+by ``tile_overlap`` pixels (the last row/column flush with the edge) and read tile
+by tile, so lazy (dask, zarr) images are never loaded whole. Background tiles
+(little tissue, see `napari_medcam.tiling`) are skipped; tiles the classifier
+assigns to the target are explained ``tile_batch`` at a time — one classifier
+batch per step, each tile with its own U-Net — and their soft masks are blended
+in the overlaps and thresholded once.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import numpy as np
@@ -23,11 +27,17 @@ from napari_medcam.engine.explanation import Explanation, ProgressEvent
 from napari_medcam.engine.optimise import (
     choose_baseline,
     evaluate_mask,
-    optimise_mask,
+    optimise_masks,
     to_numpy_mask,
 )
 from napari_medcam.engine.prepare import resize, resolve_device, unit_tensor
-from napari_medcam.tiling import Stitcher, needs_tiling, tile_grid
+from napari_medcam.tiling import (
+    MIN_TISSUE_FRACTION,
+    Stitcher,
+    needs_tiling,
+    tile_grid,
+    tissue_fraction,
+)
 
 
 class ExplanationCancelled(RuntimeError):
@@ -42,51 +52,56 @@ def _check_config(config: MedCAMConfig | None) -> MedCAMConfig:
     return config
 
 
-def _explain_input(
-    x: torch.Tensor,
-    classifier: Classifier,
-    target: int | None,
-    config: MedCAMConfig,
-    tile: int,
-    tiles: int,
-) -> Generator[ProgressEvent, None, dict[str, Any]]:
-    """Explain one normalised classifier-sized input; returns raw facts as a dict."""
-    with torch.no_grad():
-        probs = torch.softmax(classifier.module(x), 1)[0]
-    if target is None:
-        target = int(probs.argmax())
-    choice = choose_baseline(x, classifier, target, config)
-    facts: dict[str, Any] = {
-        "target": target,
-        "probabilities": probs.tolist(),
-        "baseline": choice.name,
-    }
-    if choice.problem:
-        empty = torch.zeros((1, 1, *x.shape[2:]), device=x.device)
-        facts.update(
-            soft=empty, hard=empty, steps=0, history=[], found_valid=False, problem=choice.problem
-        )
-    else:
-        result = yield from optimise_mask(
-            x, classifier, target, config, choice, tile=tile, tiles=tiles
-        )
-        facts.update(
-            soft=result.soft,
-            hard=result.hard,
-            steps=result.steps,
-            history=result.history,
-            found_valid=result.found_valid,
-            problem="",
-        )
-    facts["eval"] = evaluate_mask(x, facts["hard"], classifier, target, choice, config)
-    return facts
+class _Tiles:
+    """Reads the image window by window, as classifier inputs, on demand."""
+
+    def __init__(
+        self, image: Any, classifier: Classifier, device: torch.device, overlap: int
+    ) -> None:
+        self.image = image
+        self.classifier = classifier
+        self.device = device
+        self.spatial = classifier.check_image(image.shape, image.dtype)
+        if isinstance(image, np.ndarray):
+            self.value_range = classifier.value_range(image)
+        elif np.issubdtype(np.dtype(image.dtype), np.integer):
+            info = np.iinfo(image.dtype)
+            self.value_range = (float(info.min), float(info.max))
+        else:  # a lazy float image: taken as [0, 1] (values outside are clipped)
+            self.value_range = (0.0, 1.0)
+        size = classifier.input_size
+        if needs_tiling(self.spatial, size):
+            self.windows = tile_grid(self.spatial, size, overlap)
+        else:
+            self.windows = [tuple(slice(0, n) for n in self.spatial)]
+
+    @property
+    def tiled(self) -> bool:
+        return len(self.windows) > 1
+
+    def unit(self, i: int) -> torch.Tensor:
+        region = np.asarray(self.image[self.windows[i]])
+        return unit_tensor(region, self.classifier, self.value_range)
+
+    def input(self, i: int) -> tuple[torch.Tensor, float]:
+        """(normalised classifier input, tissue fraction) of window ``i``."""
+        unit = self.unit(i)
+        tissue = tissue_fraction(unit[0].permute(*range(1, unit.ndim - 1), 0).numpy())
+        x = self.classifier.normalise(resize(unit.to(self.device), self.classifier.input_size))
+        return x, tissue
+
+    def batches(self, indices: list[int], size: int) -> Iterator[tuple[list[int], torch.Tensor]]:
+        for start in range(0, len(indices), size):
+            chunk = indices[start : start + size]
+            yield chunk, torch.cat([self.input(i)[0] for i in chunk])
 
 
-def _verdict(facts: dict[str, Any], config: MedCAMConfig, area: float, name: str) -> str:
-    """Empty string when the mask can be trusted, else why not."""
+def _verdict(facts: dict[str, Any], config: MedCAMConfig, name: str) -> str:
+    """Empty string when a tile's mask can be trusted, else why not."""
     if facts["problem"]:
         return facts["problem"]
     ev = facts["eval"]
+    area = facts["area"]
     if area < config.min_area:
         return "empty mask: no region keeps the decision on its own"
     if area > config.max_area:
@@ -96,6 +111,55 @@ def _verdict(facts: dict[str, Any], config: MedCAMConfig, area: float, name: str
     return ""
 
 
+def _explain_batch(
+    x: torch.Tensor,
+    classifier: Classifier,
+    target: int | None,
+    config: MedCAMConfig,
+    done: int,
+    total: int,
+) -> Generator[ProgressEvent, None, list[dict[str, Any]]]:
+    """Explain a batch of classifier inputs; one facts dict per input."""
+    with torch.no_grad():
+        probs = torch.softmax(classifier.module(x), 1)
+    facts = []
+    for i in range(len(x)):
+        t = int(probs[i].argmax()) if target is None else target
+        choice = choose_baseline(x[i : i + 1], classifier, t, config)
+        facts.append(
+            {
+                "target": t,
+                "probabilities": probs[i].tolist(),
+                "choice": choice,
+                "baseline": choice.name,
+                "problem": choice.problem,
+                "steps": 0,
+                "history": [],
+            }
+        )
+    todo = [i for i, f in enumerate(facts) if not f["problem"]]
+    if todo:
+        results = yield from optimise_masks(
+            x[todo],
+            classifier,
+            [facts[i]["target"] for i in todo],
+            config,
+            [facts[i]["choice"] for i in todo],
+            tile=done,
+            tiles=total,
+        )
+        for i, res in zip(todo, results):
+            facts[i].update(soft=res.soft, hard=res.hard, steps=res.steps, history=res.history)
+    for i, f in enumerate(facts):
+        if f["problem"]:
+            f["soft"] = f["hard"] = torch.zeros((1, 1, *x.shape[2:]), device=x.device)
+        f["eval"] = evaluate_mask(
+            x[i : i + 1], f["hard"], classifier, f["target"], f["choice"], config
+        )
+        f["area"] = float(f["hard"].mean())
+    return facts
+
+
 def iter_explain(
     image: np.ndarray,
     classifier: Classifier,
@@ -103,9 +167,13 @@ def iter_explain(
     config: MedCAMConfig | None = None,
     *,
     device: str | torch.device = "auto",
+    tile_overlap: int = 32,
+    tile_batch: int = 4,
+    skip_background: bool = True,
 ) -> Generator[ProgressEvent, None, Explanation]:
     """Explain ``image`` step by step: yields `ProgressEvent`s, returns the `Explanation`.
 
+    ``image`` is a NumPy array or a lazy array (dask, zarr) of the same layout.
     Stop iterating (or ``close()`` the generator) to cancel: no result is made.
     Raises ValueError for anything it cannot explain, before any work starts.
     """
@@ -113,43 +181,103 @@ def iter_explain(
         raise ValueError(f"classifier must be a napari_medcam.Classifier, got {type(classifier)}")
     config = _check_config(config)
     target_idx = classifier.class_index(target)
-    unit = unit_tensor(image, classifier)  # validates the image
+    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
+        image = np.asarray(image)
     dev = resolve_device(device)
+    tiles = _Tiles(image, classifier, dev, tile_overlap)
+    if tile_batch < 1:
+        raise ValueError(f"tile_batch must be ≥ 1, got {tile_batch}")
     start = time.perf_counter()
     classifier.to(dev)
-    unit = unit.to(dev)
-    spatial = tuple(unit.shape[2:])
-    tile_size = classifier.input_size
 
-    if needs_tiling(spatial, tile_size):
-        windows = tile_grid(spatial, tile_size)
+    if tiles.tiled:
+        selected, mean_probs, target_idx = _select_tiles(
+            tiles, classifier, target_idx, tile_batch, skip_background
+        )
     else:
-        windows = [tuple(slice(0, n) for n in spatial)]
-    stitcher = Stitcher(spatial)
+        selected, mean_probs = [0], None
+    stitcher = Stitcher(tiles.spatial)
     per_tile: list[dict[str, Any]] = []
-    inputs = [
-        classifier.normalise(resize(unit[(slice(None), slice(None), *w)], tile_size))
-        for w in windows
-    ]
-    if len(windows) > 1 and target_idx is None:
-        target_idx = _finding_target(inputs, classifier, config)
-    for i, (w, x) in enumerate(zip(windows, inputs)):
-        if len(windows) > 1:
-            with torch.no_grad():
-                if int(classifier.module(x).argmax()) != target_idx:
-                    continue  # no evidence for the target in this tile
-        facts = yield from _explain_input(x, classifier, target_idx, config, i, len(windows))
-        target_idx = facts["target"]
-        shape = tuple(s.stop - s.start for s in w)
-        soft = to_numpy_mask(resize(facts["soft"], shape))
-        hard = to_numpy_mask(resize(facts["hard"], shape, smooth=False)) > 0.5
-        stitcher.add(w, soft, hard)
-        facts["area"] = float(facts["hard"].mean())
-        per_tile.append(facts)
+    for chunk, x in tiles.batches(selected, tile_batch):
+        facts = yield from _explain_batch(
+            x, classifier, target_idx, config, len(per_tile), len(selected)
+        )
+        for i, f in zip(chunk, facts):
+            window = tiles.windows[i]
+            shape = tuple(s.stop - s.start for s in window)
+            stitcher.add(window, to_numpy_mask(resize(f["soft"], shape)))
+            per_tile.append(f)
+        target_idx = per_tile[0]["target"]
 
-    mask, soft = stitcher.result()
+    mask, soft = stitcher.result(config.threshold)
+    if not tiles.tiled and per_tile:  # one tile: the optimised binary mask, exactly
+        shape = tiles.spatial
+        mask = to_numpy_mask(resize(per_tile[0]["hard"], shape, smooth=False)) > 0.5
     name = classifier.class_names[target_idx] if target_idx is not None else "?"
-    seconds = time.perf_counter() - start
+    return _summarise(
+        per_tile,
+        mask,
+        soft,
+        classifier,
+        config,
+        target_idx,
+        name,
+        mean_probs,
+        time.perf_counter() - start,
+        len(tiles.windows),
+        dev,
+    )
+
+
+def _select_tiles(
+    tiles: _Tiles,
+    classifier: Classifier,
+    target: int | None,
+    batch: int,
+    skip_background: bool,
+) -> tuple[list[int], list[float], int]:
+    """Classify every tissue tile; keep those assigned to the target (chosen if None).
+
+    Default target of a tiled image: its most confident finding — the class, other
+    than the one the classifier gives a blank (mean-colour) image, that some tile
+    shows with the highest probability; the blank class only when no tile shows
+    anything else.
+    """
+    tissue_idx, probs = [], []
+    with torch.no_grad():
+        for i in range(len(tiles.windows)):
+            x, tissue = tiles.input(i)
+            if skip_background and tissue < MIN_TISSUE_FRACTION:
+                continue
+            tissue_idx.append(i)
+            probs.append(torch.softmax(classifier.module(x), 1)[0])
+        if not probs:
+            return [], [0.0] * classifier.num_classes, target if target is not None else 0
+        p = torch.stack(probs)
+        blank_in = torch.zeros((1, classifier.channels, *classifier.input_size), device=p.device)
+        blank = int(classifier.module(blank_in).argmax())
+    preds = p.argmax(1)
+    if target is None:
+        best = p.max(0).values
+        findings = [c for c in range(p.shape[1]) if c != blank and bool((preds == c).any())]
+        target = max(findings, key=lambda c: float(best[c])) if findings else blank
+    selected = [i for i, pred in zip(tissue_idx, preds.tolist()) if pred == target]
+    return selected, p.mean(0).tolist(), target
+
+
+def _summarise(
+    per_tile: list[dict[str, Any]],
+    mask: np.ndarray,
+    soft: np.ndarray,
+    classifier: Classifier,
+    config: MedCAMConfig,
+    target: int,
+    name: str,
+    mean_probs: list[float] | None,
+    seconds: float,
+    n_windows: int,
+    dev: torch.device,
+) -> Explanation:
     provenance = {
         "package": "napari-medcam",
         "version": __version__,
@@ -160,38 +288,42 @@ def iter_explain(
         "device": str(dev),
         "torch": torch.__version__,
     }
-    if not per_tile:  # tiled image where no tile shows the target
-        with torch.no_grad():
-            probs = torch.softmax(classifier.module(torch.cat(inputs)), 1).mean(0).tolist()
+    common = dict(
+        mask=mask,
+        soft_mask=soft,
+        target=target,
+        class_name=name,
+        seconds=seconds,
+        config=config.to_dict(),
+        provenance=provenance,
+        tiles=n_windows,
+    )
+    if not per_tile:  # tiled image where no tissue tile shows the target
+        probs = mean_probs or [0.0] * classifier.num_classes
         return Explanation(
-            mask=mask,
-            soft_mask=soft,
-            target=target_idx,
-            class_name=name,
-            original_confidence=probs[target_idx],
+            **common,
+            original_confidence=probs[target],
             masked_confidence=0.0,
             robust_confidence=0.0,
-            deletion_confidence=probs[target_idx],
+            deletion_confidence=probs[target],
             area_fraction=0.0,
-            seconds=seconds,
             valid=False,
-            status=f"no tile is classified '{name}'",
+            status=f"no tissue tile is classified '{name}'",
             probabilities=probs,
             masked_probabilities=[0.0] * len(probs),
             baseline="",
             steps=0,
-            config=config.to_dict(),
-            provenance=provenance,
-            tiles=len(windows),
         )
-    verdicts = [_verdict(f, config, f["area"], name) for f in per_tile]
-    if len(per_tile) == 1:
+    verdicts = [_verdict(f, config, name) for f in per_tile]
+    if n_windows == 1:
         status = verdicts[0] or "valid"
+        valid = not verdicts[0]
     else:
         n_ok = sum(not v for v in verdicts)
-        status = f"{n_ok} of {len(per_tile)} '{name}' tiles valid ({len(windows)} tiles)"
+        status = f"{n_ok} of {len(per_tile)} '{name}' tiles valid ({n_windows} tiles in all)"
         if n_ok < len(per_tile):
             status += "; first problem: " + next(v for v in verdicts if v)
+        valid = n_ok > 0
     if not classifier.layers:
         status += "; output-only matching (no hookable layers)"
 
@@ -199,47 +331,22 @@ def iter_explain(
         return float(np.mean([f["eval"][key] for f in per_tile]))
 
     return Explanation(
-        mask=mask,
-        soft_mask=soft,
-        target=target_idx,
-        class_name=name,
-        original_confidence=float(np.mean([f["probabilities"][target_idx] for f in per_tile])),
+        **common,
+        original_confidence=float(np.mean([f["probabilities"][target] for f in per_tile])),
         masked_confidence=mean("masked"),
         robust_confidence=mean("robust"),
         deletion_confidence=mean("deletion"),
         area_fraction=float(mask.mean()),
-        seconds=seconds,
-        valid=any(not v for v in verdicts) and (len(per_tile) > 1 or not verdicts[0]),
+        valid=valid,
         status=status,
-        probabilities=list(np.mean([f["probabilities"] for f in per_tile], 0)),
-        masked_probabilities=list(
-            np.mean([f["eval"]["masked_probabilities"] for f in per_tile], 0)
-        ),
+        probabilities=[float(v) for v in np.mean([f["probabilities"] for f in per_tile], 0)],
+        masked_probabilities=[
+            float(v) for v in np.mean([f["eval"]["masked_probabilities"] for f in per_tile], 0)
+        ],
         baseline=",".join(dict.fromkeys(f["baseline"] for f in per_tile)),
         steps=int(sum(f["steps"] for f in per_tile)),
         history=per_tile[0]["history"] if len(per_tile) == 1 else [],
-        config=config.to_dict(),
-        provenance=provenance,
-        tiles=len(windows),
     )
-
-
-def _finding_target(
-    inputs: list[torch.Tensor], classifier: Classifier, config: MedCAMConfig
-) -> int:
-    """Default target of a tiled image: its most confident finding.
-
-    The class, other than the one the classifier gives a blank (mean-colour) image,
-    that some tile shows with the highest probability; the blank class itself only
-    when no tile shows anything else.
-    """
-    with torch.no_grad():
-        probs = torch.softmax(classifier.module(torch.cat(inputs)), 1)
-        blank = int(classifier.module(torch.zeros_like(inputs[0])).argmax())
-    preds = probs.argmax(1)
-    best = probs.max(0).values
-    findings = [c for c in range(probs.shape[1]) if c != blank and bool((preds == c).any())]
-    return max(findings, key=lambda c: float(best[c])) if findings else blank
 
 
 def explain(
@@ -251,14 +358,16 @@ def explain(
     device: str | torch.device = "auto",
     progress: Callable[[ProgressEvent], None] | None = None,
     cancel: threading.Event | Callable[[], bool] | None = None,
+    **tiling: Any,
 ) -> Explanation:
     """Explain ``image``'s classification with Med-CAM (see `iter_explain`).
 
     ``progress`` is called with every `ProgressEvent`; ``cancel`` (an Event or a
     callable) is checked at every step and raises `ExplanationCancelled` when set.
+    ``tiling`` takes `iter_explain`'s tile_overlap, tile_batch and skip_background.
     """
     is_set = cancel.is_set if isinstance(cancel, threading.Event) else cancel
-    gen = iter_explain(image, classifier, target, config, device=device)
+    gen = iter_explain(image, classifier, target, config, device=device, **tiling)
     try:
         while True:
             event = next(gen)

@@ -9,6 +9,7 @@ it, or a napari worker's quit) cancels at the next step.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Generator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
 
 from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.engine import losses
@@ -112,43 +114,80 @@ def _layer_weights(config: MedCAMConfig, n: int) -> list[float]:
     return [v / total for v in w]
 
 
-def optimise_mask(
+@dataclass
+class _TileState:
+    """Book-keeping of one tile in a batched optimisation."""
+
+    target: int
+    best: tuple[float, torch.Tensor, torch.Tensor] | None = None
+    prev_hard: torch.Tensor | None = None
+    stable: int = 0
+    done: bool = False
+    history: list[dict[str, float]] | None = None
+
+
+def _stacked_unets(n: int, classifier: Classifier, cfg: MedCAMConfig, device: torch.device):
+    """``n`` independently initialised U-Nets as one functional model over stacked weights.
+
+    Tile ``i`` is initialised from seed ``cfg.seed + i``, so a batch of one equals the
+    single-image run and each tile of a batch keeps its own explainer.
+    """
+    nets = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for i in range(n):
+            torch.manual_seed(cfg.seed + i)
+            nets.append(
+                UNet(classifier.channels, cfg.unet_channels, classifier.spatial_dims, cfg.init_fill)
+            )
+    params, buffers = stack_module_state(nets)
+    params = {k: v.to(device).detach().requires_grad_(True) for k, v in params.items()}
+    buffers = {k: v.to(device) for k, v in buffers.items()}
+    base = copy.deepcopy(nets[0]).to("meta")
+
+    def one(p, b, xi):
+        return functional_call(base, (p, b), (xi[None],))[0]
+
+    batched = vmap(one)
+    return params, lambda x_small: batched(params, buffers, x_small)
+
+
+def optimise_masks(
     x: torch.Tensor,
     classifier: Classifier,
-    target: int,
+    targets: Sequence[int],
     config: MedCAMConfig,
-    choice: BaselineChoice,
+    choices: Sequence[BaselineChoice],
     *,
     tile: int = 0,
     tiles: int = 1,
-) -> Generator[ProgressEvent, None, MaskResult]:
-    """Train a U-Net so that its binary mask keeps ``classifier``'s evidence for ``target``.
+) -> Generator[ProgressEvent, None, list[MaskResult]]:
+    """Train one U-Net per input so that its binary mask keeps the evidence for its target.
 
-    ``x`` is one normalised input (1, C, *input_size) on the classifier's device.
+    ``x`` holds N normalised inputs (N, C, *input_size) on the classifier's device;
+    all N masked images and their N·K random-background versions go through the
+    classifier in one batch per step. Each tile keeps the best valid mask it saw and
+    stops counting once stable; the loop ends when every tile is done.
     """
     device = x.device
     cfg = config
+    n = x.shape[0]
     model = classifier.module
     layers = classifier.layers
     alphas = _layer_weights(cfg, len(layers))
+    k = cfg.n_backgrounds
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(cfg.seed)
-        unet = UNet(classifier.channels, cfg.unet_channels, classifier.spatial_dims, cfg.init_fill)
-    unet = unet.to(device)
-    opt = torch.optim.Adam(unet.parameters(), lr=cfg.lr)
-    mask_size = tuple(max(4, round(s * cfg.mask_scale)) for s in x.shape[2:])
+    params, unets = _stacked_unets(n, classifier, cfg, device)
+    opt = torch.optim.Adam(params.values(), lr=cfg.lr)
+    spatial = tuple(x.shape[2:])
+    mask_size = tuple(max(4, round(s * cfg.mask_scale)) for s in spatial)
     x_small = resize(x, mask_size)
-    b = choice.baseline
+    b = torch.cat([c.baseline for c in choices])
     blurred = make_baseline("blur", x, classifier, cfg.blur_sigma)
     with torch.no_grad(), record_activations(model, layers) as acts:
         logits_x = model(x)
-        ref_feats = [acts[n].detach() for n in layers]
+        ref_feats = [acts[name].detach() for name in layers]
+    states = [_TileState(int(t), history=[]) for t in targets]
 
-    history: list[dict[str, float]] = []
-    best: tuple[float, torch.Tensor, torch.Tensor] | None = None
-    prev_hard: torch.Tensor | None = None
-    stable = 0
     step = 0
     for step in range(1, cfg.steps + 1):
         warm = min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps else 1.0
@@ -156,68 +195,115 @@ def optimise_mask(
             group["lr"] = cfg.lr * warm
         ramp = min(1.0, step / cfg.ramp_steps) if cfg.ramp_steps else 1.0
 
-        soft = resize(torch.sigmoid(unet(x_small)), tuple(x.shape[2:]))
+        soft = resize(torch.sigmoid(unets(x_small)), spatial)
         hard = losses.binarize(soft, cfg.threshold)
         e = hard * x + (1 - hard) * b
-        noise = sample_backgrounds(
-            choice.noises, cfg.n_backgrounds, x, blurred, gen, offset=step * cfg.n_backgrounds
+        noise = torch.cat(
+            [
+                sample_backgrounds(
+                    choices[i].noises, k, x[i : i + 1], blurred[i : i + 1], gen, offset=step * k
+                )
+                for i in range(n)
+            ]
         )
-        r = hard * x + (1 - hard) * noise
+        r = (
+            hard.repeat_interleave(k, 0) * x.repeat_interleave(k, 0)
+            + (1 - hard.repeat_interleave(k, 0)) * noise
+        )
         with record_activations(model, layers) as acts:
             logits = model(torch.cat([e, r]))
-            feats = [acts[n][:1] for n in layers]
-        terms = {
-            "act": losses.activation_loss(ref_feats, feats, alphas),
-            "kl": losses.kl_loss(logits_x, logits[:1], cfg.temperature),
-            "ce": losses.ce_loss(logits[:1], target),
-            "area": losses.area_loss(soft),
-            "bin": losses.binarization_loss(soft),
-            "tv": losses.tv_loss(soft),
-            "rob": losses.robustness_loss(logits[1:], target) if len(r) else soft.new_zeros(()),
-        }
-        keep = (
-            cfg.lambda_act * terms["act"]
-            + cfg.lambda_ce * terms["ce"]
-            + cfg.lambda_kl * terms["kl"]
-        )
-        minimal = (
-            cfg.lambda_area * terms["area"]
-            + cfg.lambda_bin * terms["bin"]
-            + cfg.lambda_tv * terms["tv"]
-        )
-        robust = cfg.lambda_rob * terms["rob"]
-        loss = keep + ramp * minimal + robust
+            feats = {name: acts[name] for name in layers}
+        logits_e, logits_r = logits[:n], logits[n:]
 
-        with torch.no_grad():
-            probs = torch.softmax(logits, 1)[:, target]
-            p_masked = float(probs[0])
-            p_robust = float(probs[1:].mean()) if len(r) else p_masked
-            held = int(logits[0].argmax()) == target
-            area = float(hard.mean())
-            objective = float(keep + minimal + robust)
-            ok = held and p_robust >= 0.5 and cfg.min_area <= area <= cfg.max_area
-            if ok and (best is None or objective < best[0]):
-                best = (objective, soft.detach().clone(), hard.detach().clone())
-            flipped = 1.0 if prev_hard is None else float((hard != prev_hard).float().mean())
-            prev_hard = hard.detach()
-        record = {k: float(v.detach()) for k, v in terms.items()}
-        record.update(loss=float(loss.detach()), masked=p_masked, robust=p_robust, mask_area=area)
-        history.append(record)
+        loss = soft.new_zeros(())
+        for i, st in enumerate(states):
+            one = slice(i, i + 1)
+            rob = logits_r[i * k : (i + 1) * k]
+            terms = {
+                "act": losses.activation_loss(
+                    [f[one] for f in ref_feats], [feats[name][one] for name in layers], alphas
+                ),
+                "kl": losses.kl_loss(logits_x[one], logits_e[one], cfg.temperature),
+                "ce": losses.ce_loss(logits_e[one], st.target),
+                "area": losses.area_loss(soft[one]),
+                "bin": losses.binarization_loss(soft[one]),
+                "tv": losses.tv_loss(soft[one]),
+                "rob": losses.robustness_loss(rob, st.target) if k else soft.new_zeros(()),
+            }
+            keep = (
+                cfg.lambda_act * terms["act"]
+                + cfg.lambda_ce * terms["ce"]
+                + cfg.lambda_kl * terms["kl"]
+            )
+            minimal = (
+                cfg.lambda_area * terms["area"]
+                + cfg.lambda_bin * terms["bin"]
+                + cfg.lambda_tv * terms["tv"]
+            )
+            robust = cfg.lambda_rob * terms["rob"]
+            loss = loss + keep + ramp * minimal + robust
+            with torch.no_grad():
+                p_masked = float(torch.softmax(logits_e[i], 0)[st.target])
+                p_robust = float(torch.softmax(rob, 1)[:, st.target].mean()) if k else p_masked
+                held = int(logits_e[i].argmax()) == st.target
+                area = float(hard[one].mean())
+                objective = float(keep + minimal + robust)
+                ok = held and p_robust >= 0.5 and cfg.min_area <= area <= cfg.max_area
+                if not st.done and ok and (st.best is None or objective < st.best[0]):
+                    st.best = (objective, soft[one].detach().clone(), hard[one].detach().clone())
+                flipped = (
+                    1.0
+                    if st.prev_hard is None
+                    else float((hard[one] != st.prev_hard).float().mean())
+                )
+                st.prev_hard = hard[one].detach()
+            record = {name: float(v.detach()) for name, v in terms.items()}
+            record.update(
+                masked=p_masked,
+                robust=p_robust,
+                mask_area=area,
+                loss=float((keep + ramp * minimal + robust).detach()),
+            )
+            if not st.done:
+                st.history.append(record)
+                st.stable = st.stable + 1 if (flipped <= cfg.stable_change and held) else 0
+                st.done = bool(
+                    cfg.patience
+                    and step >= cfg.min_steps
+                    and st.stable >= cfg.patience
+                    and st.best is not None
+                )
 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        yield ProgressEvent(step, cfg.steps, record, p_masked, area, tile, tiles)
-
-        stable = stable + 1 if (flipped <= cfg.stable_change and held) else 0
-        if cfg.patience and step >= cfg.min_steps and stable >= cfg.patience and best is not None:
+        first = states[0].history[-1]
+        yield ProgressEvent(
+            step,
+            cfg.steps,
+            first,
+            float(np.mean([s.history[-1]["masked"] for s in states])),
+            float(np.mean([s.history[-1]["mask_area"] for s in states])),
+            tile,
+            tiles,
+        )
+        if all(s.done for s in states):
             break
 
-    if best is None:
-        with torch.no_grad():
-            soft = resize(torch.sigmoid(unet(x_small)), tuple(x.shape[2:]))
-        return MaskResult(soft, (soft > cfg.threshold).float(), False, step, history)
-    return MaskResult(best[1], best[2], True, step, history)
+    results = []
+    with torch.no_grad():
+        final = resize(torch.sigmoid(unets(x_small)), spatial)
+    for i, st in enumerate(states):
+        if st.best is None:
+            soft_i = final[i : i + 1]
+            results.append(
+                MaskResult(
+                    soft_i, (soft_i > cfg.threshold).float(), False, len(st.history), st.history
+                )
+            )
+        else:
+            results.append(MaskResult(st.best[1], st.best[2], True, len(st.history), st.history))
+    return results
 
 
 def evaluate_mask(

@@ -22,9 +22,13 @@ def resize(t: torch.Tensor, size: tuple[int, ...], smooth: bool = True) -> torch
     )
 
 
-def unit_tensor(image: np.ndarray, classifier: Classifier) -> torch.Tensor:
+def unit_tensor(
+    image: np.ndarray,
+    classifier: Classifier,
+    value_range: tuple[float, float] | None = None,
+) -> torch.Tensor:
     """Validated image as (1, C, *spatial) float32 in [0, 1], at its own size."""
-    unit = classifier.to_unit_range(image)
+    unit = classifier.to_unit_range(image, value_range)
     sd = classifier.spatial_dims
     return torch.from_numpy(np.ascontiguousarray(unit)).permute(sd, *range(sd))[None].contiguous()
 

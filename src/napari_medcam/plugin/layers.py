@@ -56,16 +56,12 @@ class Region:
         return not self.fixed
 
     def to_meta(self) -> dict[str, Any]:
-        """JSON-ready description, stored with the result.
-
-        No key is called "shape": tifffile takes a JSON description containing
-        ``"shape":`` for its own format and then fails to read the file.
-        """
+        """JSON-ready description, stored with the result."""
         return {
             "layer": self.layer_name,
             "fixed_axes": {str(a): int(i) for a, i in self.fixed.items()},
             "layer_shape": [int(s) for s in self.layer_shape],
-            "plane_shape": [int(s) for s in self.shape],
+            "shape": [int(s) for s in self.shape],
             "description": self.description,
             "tiles": self.tiles,
         }
@@ -81,12 +77,14 @@ def spatial_shape(layer: napari.layers.Image) -> tuple[int, ...]:
     return tuple(int(s) for s in image_data(layer).shape[: layer.ndim])
 
 
-def _axis_names(fixed: list[int], layer: Any, dims: Dims | None) -> dict[int, str]:
+def _axis_names(
+    fixed: list[int], layer: Any, dims: Dims | None, spatial_dims: int
+) -> dict[int, str]:
     """Readable names for the fixed axes: user-given axis labels, else z, t, ..."""
     offset = (dims.ndim - layer.ndim) if dims is not None else 0
     labels = list(dims.axis_labels) if dims is not None else []
     names: dict[int, str] = {}
-    fallback = ["z", "t"]
+    fallback = ["z", "t"] if spatial_dims == 2 else ["t"]
     for rank, a in enumerate(reversed(fixed)):
         label = labels[a + offset] if 0 <= a + offset < len(labels) else ""
         if label and not label.lstrip("-").isdigit():
@@ -140,7 +138,7 @@ def find_region(
     else:
         explained = list(range(nd))[-spatial_dims:]
     fixed_axes = [a for a in range(nd) if a not in explained]
-    names = _axis_names(fixed_axes, layer, dims)
+    names = _axis_names(fixed_axes, layer, dims, spatial_dims)
     fixed: dict[int, int] = {}
     for a in fixed_axes:
         idx = int(np.floor(float(point[a]) + 0.5))

@@ -9,6 +9,7 @@ edited it; an edited result is never touched — the new result becomes a new la
 
 from __future__ import annotations
 
+import itertools
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import napari
 
     from napari_medcam.plugin.worker import ExplainJob, JobResult
+
+_SERIAL = itertools.count()
 
 #: Med-CAM evidence in cyan; anything the user paints with another label in yellow
 MASK_COLORS = {0: "transparent", 1: "#00e5ff", None: "#ffd400"}
@@ -67,6 +70,7 @@ class ResultRecord:
     data_hash: str
     gradcam: np.ndarray | None = None
     extras: list[Any] = field(default_factory=list)  # weakrefs to soft/Grad-CAM layers
+    serial: int = field(default_factory=lambda: next(_SERIAL))  # creation order
 
     def source(self) -> Any:
         return self.source_ref()
@@ -81,12 +85,9 @@ class Placement:
 
 def result_metadata(ctx: RunContext, exp: Any) -> dict[str, Any]:
     """The result layer's metadata: the explanation summary, its config, where it came from."""
-    summary = exp.summary()
-    # a '"shape":' in a TIFF's JSON description makes tifffile misread the file
-    summary["mask_shape"] = summary.pop("shape", list(exp.mask.shape))
     return {
         META_KEY: {
-            "summary": summary,
+            "summary": exp.summary(),
             "config": exp.config,
             "source_layer": ctx.layer_name,
             "region": ctx.region.to_meta(),
@@ -127,19 +128,20 @@ class ResultStore:
         return rec is not None and data_hash(layer.data) != rec.data_hash
 
     def previous(self, ctx: RunContext, class_name: str) -> Any:
-        """The latest result of the same image, region and class, if any."""
+        """The most recent result of the same image, region and class, if any."""
         source = ctx.layer_ref()
-        for layer in reversed(list(self.viewer.layers)):
-            rec = self.get(layer)
-            if (
-                rec is not None
-                and rec.source() is source
-                and rec.class_name == class_name
-                and rec.region.key == ctx.region.key
-                and rec.region.layer_shape == ctx.region.layer_shape
-            ):
-                return layer
-        return None
+        if source is None:  # the image was closed during the run
+            return None
+        same = [
+            (rec.serial, layer)
+            for layer in self.viewer.layers
+            if (rec := self.get(layer)) is not None
+            and rec.source() is source
+            and rec.class_name == class_name
+            and rec.region.key == ctx.region.key
+            and rec.region.layer_shape == ctx.region.layer_shape
+        ]
+        return max(same, key=lambda t: t[0])[1] if same else None
 
     # -------------------------------------------------------------- placing
     def _extras(self, ctx: RunContext, result: JobResult) -> list[Any]:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from napari_medcam.plugin.layers import META_KEY, region_of, region_pixels
@@ -71,6 +70,7 @@ class ReviewMixin:
         worker.finished.connect(partial(self._on_check_finished, worker))
         self.check_worker = worker
         self.check_label.setText("Checking the edited mask…")
+        self.check_label.setVisible(True)
         self._update_buttons()
         worker.start()
         return worker
@@ -95,7 +95,6 @@ class ReviewMixin:
             "<span style='color:#f0ad4e'>decision <b>lost</b></span>"
         was = before.get("masked_confidence")
         was_txt = f"{was:.3f} → " if isinstance(was, (int, float)) else ""
-        self.check_label.setTextFormat(Qt.TextFormat.RichText)
         self.check_label.setText(
             f"Edited mask: p({rec.class_name}) {was_txt}<b>{res['masked']:.3f}</b>, "
             f"robust {res['robust']:.3f}, area {100 * res['area_fraction']:.1f} % · {held}"
@@ -155,6 +154,7 @@ class ReviewMixin:
             for r in rows
         )
         note = "" if rec.gradcam is not None else "<br>Grad-CAM: n/a for this model"
+        self.scores_label.setVisible(True)
         self.scores_label.setText(
             f"vs <b>{html.escape(ref.name)}</b> (Grad-CAM thresholded to the same area):"
             f"<table cellspacing='0' cellpadding='2'><tr><td></td>{head}</tr>{body}</table>{note}")

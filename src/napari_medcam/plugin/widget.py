@@ -229,6 +229,8 @@ class MedCAMWidget(ReviewMixin, QWidget):
         self.check_button = PushButton(text="Check edited mask")
         self.check_label = QLabel("")
         _wrap(self.check_label)
+        self.check_label.setTextFormat(Qt.TextFormat.RichText)
+        self.check_label.setVisible(False)
         self.reference_combo = ComboBox(label="Compare with", choices=self._reference_choices,
                                         nullable=True)
         self.compare_button = PushButton(text="Compare")
@@ -238,6 +240,7 @@ class MedCAMWidget(ReviewMixin, QWidget):
         self.scores_label = QLabel("")
         _wrap(self.scores_label)
         self.scores_label.setTextFormat(Qt.TextFormat.RichText)
+        self.scores_label.setVisible(False)
         self.geojson_check = CheckBox(text="also GeoJSON (QuPath)", value=True)
         self.save_button = PushButton(text="Save mask…")
         result_form = Container(widgets=[self.result_combo, self.reference_combo])

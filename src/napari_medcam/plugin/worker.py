@@ -2,8 +2,10 @@
 
 The generator `run_explanation` is plain Python (testable without Qt); the
 ``*_worker`` functions wrap it in a napari ``thread_worker`` so that the GUI
-stays responsive, progress reaches napari's activity dock, and a Cancel
-(``worker.quit()``) takes effect at the next optimisation step.
+stays responsive and progress reaches the widget and napari's activity dock.
+A Cancel (``job.cancel``, or ``worker.quit()`` from the activity dock) takes
+effect at the next optimisation step; torch runs on few threads meanwhile so
+that the event loop keeps a core.
 
 Failures never raise into the GUI thread: they come back as a `JobResult` with
 ``error`` set, which the widget shows as a napari notification.
