@@ -53,3 +53,141 @@ def gradcam(
     cam = resize(cam, spatial)[0, 0].cpu().numpy()
     peak = float(cam.max())
     return (cam / peak if peak > 0 else cam).astype(np.float32)
+
+
+def _prepared(image: np.ndarray, classifier: Classifier, what: str):
+    if classifier.spatial_dims != 2:
+        raise ValueError(f"{what} is implemented for 2-D classifiers only")
+    unit = unit_tensor(image, classifier)
+    x = classifier.normalise(resize(unit, classifier.input_size)).to(classifier.device)
+    return x, tuple(unit.shape[2:])
+
+
+def _baseline_tensor(
+    x: torch.Tensor, classifier: Classifier, baseline: str | torch.Tensor | None
+) -> torch.Tensor:
+    """What replaces hidden pixels, in the classifier's normalised space (like ``x``)."""
+    from napari_medcam.engine.backgrounds import make_baseline
+
+    if baseline is None:
+        return torch.zeros_like(x)  # the dataset-mean colour
+    if isinstance(baseline, str):
+        return make_baseline(baseline, x, classifier, 10.0)
+    b = baseline.to(x.device, x.dtype)
+    if b.shape[-2:] != x.shape[-2:]:
+        raise ValueError(f"baseline of shape {tuple(b.shape)} does not match the input {x.shape}")
+    return b
+
+
+def _target(x: torch.Tensor, classifier: Classifier, target: int | str | None) -> int:
+    t = classifier.class_index(target)
+    if t is None:
+        with torch.no_grad():
+            t = int(classifier.module(x).argmax())
+    return t
+
+
+def _to_image(sal: torch.Tensor, spatial: tuple[int, ...]) -> np.ndarray:
+    out = resize(sal.reshape(1, 1, *sal.shape[-2:]).float(), spatial)[0, 0].cpu().numpy()
+    lo, hi = float(out.min()), float(out.max())
+    return ((out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)).astype(np.float32)
+
+
+def rise(
+    image: np.ndarray,
+    classifier: Classifier,
+    target: int | str | None = None,
+    *,
+    n_masks: int = 1000,
+    cells: int = 7,
+    p_keep: float = 0.5,
+    baseline: str | torch.Tensor | None = None,
+    batch: int = 100,
+    seed: int = 0,
+) -> np.ndarray:
+    """RISE (Petsiuk et al. 2018): saliency from ``n_masks`` random smooth masks.
+
+    Each mask is a ``cells``×``cells`` grid of cells kept with probability ``p_keep``,
+    bilinearly upsampled to (cells + 1) cell sizes and cropped at a random shift. The
+    map is ``Σ_i p(target | M_i ⊙ x + (1 − M_i) ⊙ b) M_i / (N · p_keep)``, with ``b``
+    the ``baseline`` (default: the dataset-mean colour, as in the paper's zeroing in
+    normalised space; a kind name of `make_baseline` or a normalised tensor also work).
+    Returned min-max scaled to [0, 1], the image's spatial shape.
+    """
+    if n_masks < 1 or cells < 1 or not 0 < p_keep < 1:
+        raise ValueError("RISE needs n_masks ≥ 1, cells ≥ 1 and 0 < p_keep < 1")
+    x, spatial = _prepared(image, classifier, "RISE")
+    b = _baseline_tensor(x, classifier, baseline)
+    t = _target(x, classifier, target)
+    h, w = classifier.input_size
+    ch, cw = -(-h // cells), -(-w // cells)
+    gen = torch.Generator().manual_seed(seed)
+    sal = torch.zeros((h, w), device=x.device)
+    done = 0
+    while done < n_masks:
+        n = min(batch, n_masks - done)
+        grid = (torch.rand((n, 1, cells, cells), generator=gen) < p_keep).float()
+        up = torch.nn.functional.interpolate(
+            grid, size=((cells + 1) * ch, (cells + 1) * cw), mode="bilinear", align_corners=False
+        )
+        dy = torch.randint(0, ch, (n,), generator=gen).tolist()
+        dx = torch.randint(0, cw, (n,), generator=gen).tolist()
+        masks = torch.stack(
+            [up[i, :, y : y + h, xx : xx + w] for i, (y, xx) in enumerate(zip(dy, dx))]
+        )
+        masks = masks.to(x.device)
+        with torch.no_grad():
+            p = torch.softmax(classifier.module(masks * x + (1 - masks) * b), 1)[:, t]
+        sal += (p.view(-1, 1, 1) * masks[:, 0]).sum(0)
+        done += n
+    return _to_image(sal / (n_masks * p_keep), spatial)
+
+
+def occlusion(
+    image: np.ndarray,
+    classifier: Classifier,
+    target: int | str | None = None,
+    *,
+    window: int | None = None,
+    stride: int | None = None,
+    baseline: str | torch.Tensor | None = None,
+    batch: int = 64,
+) -> np.ndarray:
+    """Occlusion sensitivity (Zeiler & Fergus 2014): how much hiding each window costs.
+
+    A ``window``-pixel square (default: 1/7 of the input side, 32 px at 224) slides
+    with ``stride`` (default: half the window; the last row/column flush with the
+    edge) and is replaced by the ``baseline`` (as in `rise`). A pixel's score is the
+    mean drop of ``log p(target)`` over the windows covering it; the log keeps a
+    saturated classifier (p ≈ 1) informative. Returned min-max scaled to [0, 1].
+    """
+    x, spatial = _prepared(image, classifier, "occlusion")
+    b = _baseline_tensor(x, classifier, baseline)
+    t = _target(x, classifier, target)
+    h, w = classifier.input_size
+    win = int(window or max(2, round(min(h, w) / 7)))
+    win = min(win, h, w)
+    step = int(stride or max(1, win // 2))
+    if win < 1 or step < 1:
+        raise ValueError("occlusion needs window ≥ 1 and stride ≥ 1")
+
+    def starts(n: int) -> list[int]:
+        s = list(range(0, n - win + 1, step))
+        return s if s[-1] == n - win else [*s, n - win]
+
+    boxes = [(y, xx) for y in starts(h) for xx in starts(w)]
+    with torch.no_grad():
+        ref = torch.log_softmax(classifier.module(x), 1)[0, t]
+    total = torch.zeros((h, w), device=x.device)
+    count = torch.zeros((h, w), device=x.device)
+    for i in range(0, len(boxes), batch):
+        chunk = boxes[i : i + batch]
+        keep = torch.ones((len(chunk), 1, h, w), device=x.device)
+        for j, (y, xx) in enumerate(chunk):
+            keep[j, :, y : y + win, xx : xx + win] = 0
+        with torch.no_grad():
+            lp = torch.log_softmax(classifier.module(keep * x + (1 - keep) * b), 1)[:, t]
+        drop = (ref - lp).view(-1, 1, 1)
+        total += ((1 - keep[:, 0]) * drop).sum(0)
+        count += (1 - keep[:, 0]).sum(0)
+    return _to_image(total / count.clamp(min=1), spatial)

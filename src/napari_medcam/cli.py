@@ -10,6 +10,7 @@ from typing import Any
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+PYRAMID_ABOVE = 4096  # masks larger than this (a side) are written as pyramids
 
 
 class _Progress:
@@ -45,26 +46,72 @@ def _parse_target(value: str | None) -> int | str | None:
     return int(value) if value.lstrip("-").isdigit() else value
 
 
+def _parse_region(value: str | None) -> tuple[int, int, int, int] | None:
+    if value is None:
+        return None
+    try:
+        y, x, h, w = (int(v) for v in value.split(","))
+    except ValueError:
+        raise ValueError(f"--region must be Y,X,H,W in level-0 pixels, got {value!r}") from None
+    return y, x, h, w
+
+
+def _load_input(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
+    """The image to explain (lazy for slides), facts for the mask's metadata, a closer."""
+    from napari_medcam.io import read_image
+    from napari_medcam.slides import SLIDE_SUFFIXES, is_pyramidal, open_slide
+
+    path = Path(args.image)
+    region = _parse_region(args.region)
+    wants_slide = args.level is not None or region is not None
+    if path.suffix.lower() in SLIDE_SUFFIXES and (wants_slide or is_pyramidal(path)):
+        slide = open_slide(path)
+        level = args.level if args.level is not None else slide.level_for_size(4096)
+        view, (y0, x0), f = slide.region(level, region)
+        facts = {
+            "level": level,
+            "downsample": f,
+            "origin_level0": [y0 * f, x0 * f],
+            "region": list(region) if region else None,
+            "slide_shape": list(slide.shape),
+        }
+        return view, facts, slide.close
+    return read_image(path), {}, None
+
+
 def _run_explain(args: argparse.Namespace) -> int:
     import napari_medcam as mc
-    from napari_medcam.io import read_image, write_mask_tiff
+    from napari_medcam.io import write_mask_tiff
+    from napari_medcam.slides import write_pyramid
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists: pass --overwrite to replace it")
-    image = read_image(args.image)
-    clf = mc.load_classifier(args.classifier, weights=args.weights)
-    config = mc.MedCAMConfig.preset(args.preset, seed=args.seed)
-    progress = _Progress(not args.json)
+    image, facts, close = _load_input(args)
     try:
-        exp = mc.explain(
-            image, clf, _parse_target(args.target), config, device=args.device, progress=progress
-        )
+        clf = mc.load_classifier(args.classifier, weights=args.weights)
+        config = mc.MedCAMConfig.preset(args.preset, seed=args.seed)
+        progress = _Progress(not args.json)
+        try:
+            exp = mc.explain(
+                image,
+                clf,
+                _parse_target(args.target),
+                config,
+                device=args.device,
+                progress=progress,
+            )
+        finally:
+            progress.done()
     finally:
-        progress.done()
-    summary = exp.summary()
-    summary["image"] = str(args.image)
-    write_mask_tiff(out, exp.mask, summary, overwrite=args.overwrite)
+        if close is not None:
+            close()
+    summary = {**exp.summary(), **facts, "image": str(args.image)}
+    if max(exp.mask.shape) > PYRAMID_ABOVE:
+        write_pyramid(out, exp.mask, summary, overwrite=args.overwrite)
+    else:
+        pixel = (facts["downsample"],) * 2 if facts else None
+        write_mask_tiff(out, exp.mask, summary, pixel_size=pixel, overwrite=args.overwrite)
     if args.json:
         print(json.dumps({**summary, "mask": str(out)}))
     else:
@@ -99,7 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("explain", help="explain one image; write its evidence mask as TIFF")
-    e.add_argument("image", help="TIFF, PNG or JPEG image")
+    e.add_argument("image", help="TIFF, PNG or JPEG image, or a pyramidal TIFF/SVS slide")
+    e.add_argument(
+        "--level",
+        type=int,
+        help="pyramid level of a slide (default: the finest at most 4096 px a side)",
+    )
+    e.add_argument("--region", help="Y,X,H,W of a slide region, in level-0 pixels")
     e.add_argument(
         "--classifier",
         default="demo",

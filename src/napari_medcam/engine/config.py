@@ -34,6 +34,7 @@ class MedCAMConfig:
     unet_channels: tuple[int, ...] = (32, 64, 128, 256, 512)
     mask_scale: float = 1.0  # mask resolution relative to the classifier input
     init_fill: float = 0.5  # initial soft-mask value everywhere (sigmoid of the bias)
+    init_spread: float = 0.0  # std of the U-Net head's initial weights (0: uniform start)
     # optimisation
     steps: int = 880
     min_steps: int = 880

@@ -137,7 +137,13 @@ def _stacked_unets(n: int, classifier: Classifier, cfg: MedCAMConfig, device: to
         for i in range(n):
             torch.manual_seed(cfg.seed + i)
             nets.append(
-                UNet(classifier.channels, cfg.unet_channels, classifier.spatial_dims, cfg.init_fill)
+                UNet(
+                    classifier.channels,
+                    cfg.unet_channels,
+                    classifier.spatial_dims,
+                    cfg.init_fill,
+                    cfg.init_spread,
+                )
             )
     params, buffers = stack_module_state(nets)
     params = {k: v.to(device).detach().requires_grad_(True) for k, v in params.items()}

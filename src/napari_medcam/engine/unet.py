@@ -32,9 +32,11 @@ class UNet(nn.Module):
 
     ``channels`` gives the width of each level (the paper: 32-64-128-256-512).
     Inputs whose sides are not multiples of ``2**(levels-1)`` are padded and the
-    output cropped back, so any size works. The last layer starts at zero weight
-    and bias ``logit(init_fill)``: the first mask is a uniform ``init_fill`` and the
-    decision is held from step 0, which keeps the optimisation from collapsing.
+    output cropped back, so any size works. The last layer starts with bias
+    ``logit(init_fill)`` and small random weights (std ``init_spread``): the first
+    mask is about ``init_fill`` everywhere, so the decision is held from step 0,
+    but pixels differ a little, so they cross the threshold one region at a time
+    instead of all at once (a uniform start empties the mask in one step).
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class UNet(nn.Module):
         channels: Sequence[int] = (16, 32, 64),
         dims: int = 2,
         init_fill: float = 0.9,
+        init_spread: float = 0.0,
     ) -> None:
         super().__init__()
         if dims not in (2, 3):
@@ -60,7 +63,7 @@ class UNet(nn.Module):
             self.fuse.append(_DoubleConv(dims, 2 * c_skip, c_skip))
             cin = c_skip
         self.head = _conv(dims)(cin, 1, 1)
-        nn.init.zeros_(self.head.weight)
+        nn.init.normal_(self.head.weight, std=init_spread)
         nn.init.constant_(self.head.bias, math.log(init_fill / (1 - init_fill)))
         self._factor = 2 ** (len(channels) - 1)
 

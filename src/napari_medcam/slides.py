@@ -1,0 +1,149 @@
+"""Pyramidal slides (tiled TIFF, OME-TIFF, Aperio SVS), opened lazily through zarr.
+
+Nothing here reads pixels until a region is sliced: opening a 10⁵-pixel slide costs
+the same as opening a small one, and a region at level 0 reads only its tiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ome.tif", ".ome.tiff")
+
+
+@dataclass
+class Slide:
+    """An open pyramidal image: one lazy array per level, level 0 the full resolution."""
+
+    path: Path
+    levels: list[Any]  # zarr arrays, (H, W[, C])
+    downsamples: list[float]
+    rgb: bool
+    _handle: Any = field(repr=False, default=None)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.levels[0].shape)
+
+    def level_for_size(self, max_side: int) -> int:
+        """The finest level whose larger side is at most ``max_side`` (else the coarsest)."""
+        for i, arr in enumerate(self.levels):
+            if max(arr.shape[:2]) <= max_side:
+                return i
+        return len(self.levels) - 1
+
+    def region(self, level: int, region: tuple[int, int, int, int] | None = None):
+        """A lazy (dask) view of ``region`` = (y, x, h, w) in level-0 pixels, at ``level``.
+
+        Returns (array, (y0, x0) of the view at that level, downsample factor).
+        """
+        import dask.array as da
+
+        if not 0 <= level < len(self.levels):
+            raise ValueError(
+                f"level {level} does not exist: the slide has levels 0..{len(self.levels) - 1}"
+            )
+        arr = self.levels[level]
+        f = self.downsamples[level]
+        lazy = da.from_zarr(arr) if hasattr(arr, "store") else da.from_array(arr)
+        if region is None:
+            return lazy, (0, 0), f
+        y, x, h, w = region
+        H0, W0 = self.shape[:2]
+        if h <= 0 or w <= 0 or y < 0 or x < 0 or y + h > H0 or x + w > W0:
+            raise ValueError(
+                f"region y={y}, x={x}, h={h}, w={w} is not inside the slide "
+                f"({H0} × {W0} at level 0)"
+            )
+        ys, xs = int(y / f), int(x / f)
+        ye, xe = int(np.ceil((y + h) / f)), int(np.ceil((x + w) / f))
+        return lazy[ys:ye, xs:xe], (ys, xs), f
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_slide(path: str | Path) -> Slide:
+    """Open a (pyramidal or plain) TIFF lazily; ValueError if it cannot be read."""
+    import tifffile
+    import zarr
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"slide not found: {path}")
+    try:
+        tif = tifffile.TiffFile(path)
+    except Exception as err:
+        raise ValueError(f"cannot read {path} as TIFF: {err}") from err
+    try:
+        series = tif.series[0]
+        levels = [
+            zarr.open(tif.aszarr(series=0, level=i), mode="r") for i in range(len(series.levels))
+        ]
+    except Exception as err:
+        tif.close()
+        raise ValueError(f"cannot open {path} lazily: {err}") from err
+    full = levels[0].shape
+    downs = [full[0] / a.shape[0] for a in levels]
+    rgb = len(full) == 3 and full[-1] in (3, 4)
+    return Slide(path, levels, downs, rgb, tif)
+
+
+def is_pyramidal(path: str | Path) -> bool:
+    """True for a readable TIFF with more than one resolution level."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            return len(tif.series[0].levels) > 1
+    except Exception:
+        return False
+
+
+def write_pyramid(
+    path: str | Path,
+    data: np.ndarray,
+    metadata: dict[str, Any] | None = None,
+    tile: int = 512,
+    min_side: int = 512,
+    overwrite: bool = False,
+) -> Path:
+    """Write a 2-D mask (uint8) as a tiled pyramidal TIFF (sub-IFDs, nearest downsampling).
+
+    For masks too large for a flat TIFF to be comfortable to open; metadata as in
+    `napari_medcam.io.write_mask_tiff`.
+    """
+    import tifffile
+
+    from napari_medcam.io import _jsonable, write_atomic
+
+    data = np.asarray(data).astype(np.uint8)
+    levels = [data]
+    while max(levels[-1].shape[:2]) > min_side:
+        levels.append(levels[-1][::2, ::2])
+    meta = {"napari_medcam": _jsonable(metadata or {})}
+
+    def _write(tmp: Path) -> None:
+        with tifffile.TiffWriter(tmp, bigtiff=data.nbytes > 2**31) as tw:
+            tw.write(
+                levels[0],
+                tile=(tile, tile),
+                compression="zlib",
+                metadata=meta,
+                subifds=len(levels) - 1,
+            )
+            for lvl in levels[1:]:
+                tw.write(lvl, tile=(tile, tile), compression="zlib", subfiletype=1)
+
+    return write_atomic(path, _write, overwrite)

@@ -1,0 +1,120 @@
+"""Large images: tiling agrees with a single pass, stitched masks find planted evidence,
+pyramidal slides open lazily, and the CLI explains slide regions and levels."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage
+
+import napari_medcam as mc
+from napari_medcam.cli import main
+from napari_medcam.io import read_mask_tiff
+from napari_medcam.plugin.reader import get_slide_reader
+from napari_medcam.slides import open_slide
+
+ROOT = Path(__file__).resolve().parents[1]
+SHORT = mc.MedCAMConfig.fast(steps=40, min_steps=10)
+GLASS = 245
+
+
+@pytest.fixture(scope="module")
+def clf():
+    return mc.demo_classifier()
+
+
+def test_tiled_and_untiled_agree_on_an_image_that_fits_one_tile(clf):
+    img, _ = mc.synthetic_tile(8000, 1)
+    alone = mc.explain(img, clf, config=SHORT)
+    canvas = np.full((224, 448, 3), GLASS, np.uint8)  # the tile beside empty glass
+    canvas[:, :224] = img
+    tiled = mc.explain(canvas, clf, config=SHORT)
+    assert tiled.tiles > 1
+    agree = (tiled.mask[:, :224] == alone.mask).mean()
+    assert agree >= 0.999
+    assert not tiled.mask[:, 224 + 32 :].any()
+
+
+def test_stitched_mask_finds_evidence_at_known_places(clf):
+    canvas, _ = mc.synthetic_tile(8100, 0, size=1024)  # normal tissue everywhere
+    truth = np.zeros((1024, 1024), bool)
+    for seed, (y, x) in zip((8101, 8102), ((90, 120), (610, 700))):
+        tile, evidence = mc.synthetic_tile(seed, 1)
+        canvas[y : y + 224, x : x + 224] = tile
+        truth[y : y + 224, x : x + 224] = evidence
+    exp = mc.explain(canvas, clf, config=SHORT, tile_batch=4)
+    assert exp.mask.shape == (1024, 1024) and exp.class_name == "lesion"
+    near = ndimage.binary_dilation(truth, iterations=8)
+    assert (exp.mask & near).sum() / max(exp.mask.sum(), 1) >= 0.85
+    labels, _ = ndimage.label(truth)
+    for region in (1, 2):  # each planted cluster is found
+        assert (exp.mask & (labels == region)).any()
+
+
+def _make_slide(path: Path, size: int) -> None:
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts/make_slide.py"), str(path), "--size", str(size)],
+        check=True, capture_output=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def slide_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("slide") / "slide.tif"
+    _make_slide(path, 2048)
+    return path
+
+
+def test_reader_gives_multiscale_layer_without_touching_level_0(slide_path, tmp_path):
+    broken = tmp_path / "broken.tif"
+    data = bytearray(slide_path.read_bytes())
+    with tifffile.TiffFile(slide_path) as tif:
+        page = tif.series[0].levels[0].keyframe
+        offsets, counts = page.dataoffsets, page.databytecounts
+    for off, n in zip(offsets, counts):  # destroy every level-0 tile
+        data[off : off + n] = b"\x00" * n
+    broken.write_bytes(bytes(data))
+    reader = get_slide_reader(str(broken))
+    assert reader is not None
+    [(levels, meta, kind)] = reader(str(broken))
+    assert kind == "image" and meta["multiscale"] and meta["rgb"]
+    assert [lv.shape[:2] for lv in levels] == [(2048, 2048), (1024, 1024)]
+    assert np.asarray(levels[1][:64, :64]).shape == (64, 64, 3)  # coarse levels read fine
+    with pytest.raises(Exception):  # level 0 is really broken: the reader never read it
+        np.asarray(levels[0][:512, :512])
+    assert get_slide_reader(str(tmp_path / "plain.png")) is None
+
+
+def test_cli_explains_a_region_at_level_0(slide_path, tmp_path, capsys):
+    out = tmp_path / "region.tif"
+    code = main(["explain", str(slide_path), "--level", "0", "--region", "256,0,448,448",
+                 "--out", str(out), "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    mask, meta = read_mask_tiff(out)
+    assert mask.shape == (448, 448)
+    assert meta["level"] == 0 and meta["origin_level0"] == [256.0, 0.0]
+    assert summary["tiles"] > 1
+
+
+def test_cli_rejects_bad_levels_and_regions(slide_path, tmp_path, capsys):
+    out = tmp_path / "m.tif"
+    assert main(["explain", str(slide_path), "--level", "9", "--out", str(out)]) == 2
+    assert "level 9 does not exist" in capsys.readouterr().err
+    assert main(["explain", str(slide_path), "--region", "0,0,99999,10", "--out", str(out)]) == 2
+    assert "not inside the slide" in capsys.readouterr().err
+    assert main(["explain", str(slide_path), "--region", "a,b", "--out", str(out)]) == 2
+    assert "Y,X,H,W" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_slide_levels_and_regions(slide_path):
+    with open_slide(slide_path) as slide:
+        assert slide.downsamples == [1.0, 2.0]
+        assert slide.level_for_size(1500) == 1
+        view, origin, f = slide.region(1, (100, 200, 400, 400))
+        assert origin == (50, 100) and f == 2.0 and view.shape[:2] == (200, 200)
