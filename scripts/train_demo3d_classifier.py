@@ -128,7 +128,7 @@ def main() -> None:
             loss.backward()
             opt.step()
             sched.step()
-            tot += float(loss) * len(idx)
+            tot += loss.item() * len(idx)
             correct += int((out.argmax(1) == yb).sum())
         n = per_epoch * BATCH
         print(

@@ -106,6 +106,7 @@ def main() -> None:
         rng.integers(TRAIN_COLS[0], TRAIN_COLS[1] - PATCH + 1, args.crops),
     )
     imgs, refs, labels = crops(img, ref, TRAIN_COLS, pos)
+    counts = np.bincount(labels, minlength=2)
     # balance the classes by repeating the rarer one
     idx = [np.flatnonzero(labels == c) for c in (0, 1)]
     n = max(len(i) for i in idx)
@@ -115,7 +116,8 @@ def main() -> None:
     mean = unit.mean((0, 1, 2), dtype=np.float64).astype(np.float32)
     std = unit.std((0, 1, 2), dtype=np.float64).astype(np.float32)
     print(
-        f"{len(imgs)} crops (balanced from {np.bincount(labels)}) in {time.time() - t0:.0f} s; "
+        f"{len(imgs)} crops (balanced from {counts[0]} negative, {counts[1]} positive) "
+        f"in {time.time() - t0:.0f} s; "
         f"mean {mean.round(3)}, std {std.round(3)}"
     )
     xs = torch.from_numpy((unit - mean) / std).permute(0, 3, 1, 2).contiguous()
@@ -137,7 +139,7 @@ def main() -> None:
             loss.backward()
             opt.step()
             sched.step()
-            tot += float(loss) * len(i)
+            tot += loss.item() * len(i)
             correct += int((out.argmax(1) == yb).sum())
         print(
             f"epoch {epoch + 1}: loss {tot / len(xs):.4f}, train acc {correct / len(xs):.3f} "

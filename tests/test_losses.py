@@ -72,3 +72,12 @@ def test_activation_loss_weights_layers():
     ref = [torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0]])]
     other = [torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0]])]
     assert losses.activation_loss(ref, other, [2.0, 5.0]).item() == pytest.approx(2.0)
+
+
+def test_linear_slope_keeps_value_and_constant_gradient():
+    z = torch.tensor([-8.0, 0.0, 8.0], requires_grad=True)
+    s = torch.sigmoid(z)
+    out = losses.linear_slope(z, s)
+    assert torch.allclose(out, s)
+    out.sum().backward()
+    assert z.grad.tolist() == [0.25, 0.25, 0.25]  # no fading where the mask is crisp

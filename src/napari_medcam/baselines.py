@@ -93,6 +93,12 @@ def _to_image(sal: torch.Tensor, spatial: tuple[int, ...]) -> np.ndarray:
     return ((out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)).astype(np.float32)
 
 
+def _log_odds(logits: torch.Tensor, t: int) -> torch.Tensor:
+    """``z_t − logsumexp_{j≠t} z_j`` per row: log(p_t / (1 − p_t)), computed without saturating."""
+    others = torch.cat([logits[:, :t], logits[:, t + 1 :]], 1)
+    return logits[:, t] - torch.logsumexp(others, 1)
+
+
 def rise(
     image: np.ndarray,
     classifier: Classifier,
@@ -158,8 +164,9 @@ def occlusion(
     A ``window``-pixel square (default: 1/7 of the input side, 32 px at 224) slides
     with ``stride`` (default: half the window; the last row/column flush with the
     edge) and is replaced by the ``baseline`` (as in `rise`). A pixel's score is the
-    mean drop of ``log p(target)`` over the windows covering it; the log keeps a
-    saturated classifier (p ≈ 1) informative. Returned min-max scaled to [0, 1].
+    mean drop of the target's log-odds, ``z_t − logsumexp_{j≠t} z_j``, over the windows
+    covering it: unlike p or log p, the log-odds do not saturate in float32 when the
+    classifier is sure (p = 1 − 1e-14). Returned min-max scaled to [0, 1].
     """
     x, spatial = _prepared(image, classifier, "occlusion")
     b = _baseline_tensor(x, classifier, baseline)
@@ -177,7 +184,7 @@ def occlusion(
 
     boxes = [(y, xx) for y in starts(h) for xx in starts(w)]
     with torch.no_grad():
-        ref = torch.log_softmax(classifier.module(x), 1)[0, t]
+        ref = _log_odds(classifier.module(x), t)[0]
     total = torch.zeros((h, w), device=x.device)
     count = torch.zeros((h, w), device=x.device)
     for i in range(0, len(boxes), batch):
@@ -186,7 +193,7 @@ def occlusion(
         for j, (y, xx) in enumerate(chunk):
             keep[j, :, y : y + win, xx : xx + win] = 0
         with torch.no_grad():
-            lp = torch.log_softmax(classifier.module(keep * x + (1 - keep) * b), 1)[:, t]
+            lp = _log_odds(classifier.module(keep * x + (1 - keep) * b), t)
         drop = (ref - lp).view(-1, 1, 1)
         total += ((1 - keep[:, 0]) * drop).sum(0)
         count += (1 - keep[:, 0]).sum(0)

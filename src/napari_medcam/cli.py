@@ -135,6 +135,12 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from napari_medcam.evaluation.cli import run_from_args
+
+    return run_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from napari_medcam._version import __version__
 
@@ -175,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="auto")
     d.add_argument("--overwrite", action="store_true")
     d.set_defaults(run=_run_demo)
+
+    from napari_medcam.evaluation.cli import add_arguments
+
+    v = sub.add_parser("evaluate", help="Med-CAM vs Grad-CAM, RISE and occlusion (BENCHMARKS.md)")
+    add_arguments(v)
+    v.set_defaults(run=_run_evaluate)
     return p
 
 

@@ -12,7 +12,8 @@ Localisation and shape (against a reference mask):
 
 - `overlap_scores`, `equal_area_overlap` (IoU and Dice with the map cut at the
   reference's area), `pointing_game`, `energy_inside`;
-- `compactness` (area fraction, connected regions), `crispness` (how binary a map is).
+- `compactness` (area fraction, connected regions); `blur` (width of a map's
+  transition band relative to its core: how sharp) and `crispness` (how binary).
 
 Sanity (Adebayo et al. 2018): `randomise_top_layers` makes a copy of a classifier
 with its top layers re-initialised; `map_similarity` (Spearman rank correlation,
@@ -283,10 +284,31 @@ def crispness(heatmap: np.ndarray) -> float:
     """How binary a map is: ``1 − 4·mean(m·(1 − m))`` of the min-max scaled map ``m``.
 
     1 for a two-valued map (a mask), 0 for a map at the mid-value everywhere; a smooth
-    ramp scores 1/3. A "sharp" explanation says yes or no per pixel.
+    ramp scores 1/3. A constant map says nothing and scores 0. A "sharp" explanation
+    says yes or no per pixel.
     """
+    if np.ptp(np.asarray(heatmap)) == 0:
+        return 0.0
     m = normalise_map(heatmap).astype(np.float64)
     return float(1 - 4 * np.mean(m * (1 - m)))
+
+
+def blur(heatmap: np.ndarray, margin: float = 0.1) -> float:
+    """How blurred a map is: its transition band's area over its core's area.
+
+    On the min-max scaled map ``m``, the core is ``m ≥ 0.5`` and the band is
+    ``margin < m < 1 − margin``. 0 for a two-valued map (a mask); for a blob with soft
+    edges it grows with the edge width relative to the blob's size (a linear ramp
+    scores 1.6). NaN for a constant map (no core, nothing to be sharp about).
+    Unlike `crispness`, a map that is zero almost everywhere gains nothing from its
+    zeros: only the edge around what it highlights counts.
+    """
+    h = np.asarray(heatmap, dtype=np.float64)
+    if np.ptp(h) == 0:
+        return float("nan")
+    m = normalise_map(h)
+    band = np.count_nonzero((m > margin) & (m < 1 - margin))
+    return float(band / np.count_nonzero(m >= 0.5))
 
 
 # --------------------------------------------------------------------------- sanity

@@ -36,9 +36,7 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], scale: float
 def _ball(shape: tuple[int, ...], centre: np.ndarray, radius: float) -> tuple[tuple, np.ndarray]:
     """(window, distance/radius inside the window) around ``centre``; the window is clipped."""
     r = int(np.ceil(radius)) + 1
-    window = tuple(
-        slice(max(0, int(c) - r), min(n, int(c) + r + 2)) for c, n in zip(centre, shape)
-    )
+    window = tuple(slice(max(0, int(c) - r), min(n, int(c) + r + 2)) for c, n in zip(centre, shape))
     grids = np.meshgrid(
         *[np.arange(w.start, w.stop, dtype=float) for w in window], indexing="ij", sparse=True
     )
@@ -114,7 +112,9 @@ def synthetic_volume(
         raise ValueError(f"size must be at least 24 voxels, got {size}")
     lo, hi = lesion_fraction
     if not 0 < lo <= hi < 0.3:
-        raise ValueError(f"lesion_fraction must satisfy 0 < low ≤ high < 0.3, got {lesion_fraction}")
+        raise ValueError(
+            f"lesion_fraction must satisfy 0 < low ≤ high < 0.3, got {lesion_fraction}"
+        )
     rng = np.random.default_rng([int(seed), int(label), 3])
     shape = (size,) * 3
     unit = size / VOLUME_SIZE  # lengths below are in voxels of a 32³ volume

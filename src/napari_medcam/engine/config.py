@@ -35,6 +35,8 @@ class MedCAMConfig:
     mask_scale: float = 1.0  # mask resolution relative to the classifier input
     init_fill: float = 0.5  # initial soft-mask value everywhere (sigmoid of the bias)
     init_spread: float = 0.0  # std of the U-Net head's initial weights (0: uniform start)
+    prior_strength: float = 0.0  # ± logits added from the classifier's Grad-CAM (0: none)
+    linear_area: bool = False  # area gradient with a constant slope in logit space
     # optimisation
     steps: int = 880
     min_steps: int = 880
@@ -108,11 +110,13 @@ class MedCAMConfig:
         return asdict(self)
 
 
-# Chosen on seeds 1000-1007 (never used by tests): see README "The fast preset".
+# Chosen on seeds 1000-1007, 2000-2007 and 7000-7007: see README "The fast preset".
 FAST: dict[str, Any] = dict(
     unet_channels=(16, 32, 64),  # 0.1 M parameters instead of 7.8 M
     mask_scale=0.25,  # the U-Net works at 56×56 for a 224×224 input; the mask is upsampled
-    init_fill=0.65,  # starts full (decision held) but crosses 0.5 within a few dozen steps
+    init_fill=0.8,  # starts full: the decision is held at step 0
+    prior_strength=1.0,  # ...and the least relevant regions (by Grad-CAM) leave first
+    linear_area=True,  # the area term keeps pulling once the mask is crisp
     steps=100,
     min_steps=25,
     lr=3e-3,  # 60× the paper's; warm-up + ramp keep the area term from emptying the mask

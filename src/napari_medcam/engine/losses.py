@@ -19,6 +19,15 @@ def binarize(soft: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     return soft + (hard - soft).detach()
 
 
+def linear_slope(logits: torch.Tensor, soft: torch.Tensor, slope: float = 0.25) -> torch.Tensor:
+    """``soft`` (= sigmoid(logits)) forward, a constant ``slope`` w.r.t. the logits backward.
+
+    0.25 is the sigmoid's steepest slope, so the gradient never exceeds the true one's
+    scale, but it does not vanish where the mask is already crisp.
+    """
+    return soft.detach() + slope * (logits - logits.detach())
+
+
 def feature_distance(ref: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """Channel-normalised MSE for feature maps, cosine distance for vectors.
 

@@ -25,9 +25,11 @@ from napari_medcam.engine.backgrounds import make_baseline, sample_backgrounds
 from napari_medcam.engine.config import BASELINES, MedCAMConfig
 from napari_medcam.engine.explanation import ProgressEvent
 from napari_medcam.engine.prepare import resize
+from napari_medcam.engine.saliency import gradcam_maps
 from napari_medcam.engine.unet import UNet
 
 EVAL_BACKGROUNDS = 16  # random backgrounds used to report the robust confidence
+CRISP = 0.25  # mean |soft − binary| below which a mask counts as committed
 
 
 @contextmanager
@@ -157,6 +159,27 @@ def _stacked_unets(n: int, classifier: Classifier, cfg: MedCAMConfig, device: to
     return params, lambda x_small: batched(params, buffers, x_small)
 
 
+def _prior_logits(
+    x: torch.Tensor,
+    classifier: Classifier,
+    targets: Sequence[int],
+    cfg: MedCAMConfig,
+    size: tuple[int, ...],
+) -> torch.Tensor:
+    """A fixed logit offset from Grad-CAM, in [−strength, +strength], at mask resolution.
+
+    The explainer starts from an (almost) full mask either way; with a prior, the
+    least class-relevant regions leave the mask first, so it shrinks region by
+    region instead of falling off a cliff (all pixels crossing 0.5 together),
+    which is how the optimisation otherwise loses the decision and stays lost.
+    The U-Net remains free to override it.
+    """
+    if not cfg.prior_strength or not classifier.layers:
+        return x.new_zeros((x.shape[0], 1, *size))
+    cams, _ = gradcam_maps(x, classifier, targets)
+    return cfg.prior_strength * (2 * resize(cams, size) - 1)
+
+
 def optimise_masks(
     x: torch.Tensor,
     classifier: Classifier,
@@ -187,6 +210,7 @@ def optimise_masks(
     spatial = tuple(x.shape[2:])
     mask_size = tuple(max(4, round(s * cfg.mask_scale)) for s in spatial)
     x_small = resize(x, mask_size)
+    prior = _prior_logits(x, classifier, targets, cfg, mask_size)
     b = torch.cat([c.baseline for c in choices])
     blurred = make_baseline("blur", x, classifier, cfg.blur_sigma)
     with torch.no_grad(), record_activations(model, layers) as acts:
@@ -201,7 +225,13 @@ def optimise_masks(
             group["lr"] = cfg.lr * warm
         ramp = min(1.0, step / cfg.ramp_steps) if cfg.ramp_steps else 1.0
 
-        soft = resize(torch.sigmoid(unets(x_small)), spatial)
+        logits_m = unets(x_small) + prior
+        soft_small = torch.sigmoid(logits_m)
+        # the area term's pull on the logits: through the sigmoid it fades to nothing
+        # once the mask is crisp (and the mask freezes at whatever size it had);
+        # `linear_area` gives it a constant slope instead, same value
+        area_map = losses.linear_slope(logits_m, soft_small) if cfg.linear_area else soft_small
+        soft = resize(soft_small, spatial)
         hard = losses.binarize(soft, cfg.threshold)
         e = hard * x + (1 - hard) * b
         noise = torch.cat(
@@ -231,7 +261,7 @@ def optimise_masks(
                 ),
                 "kl": losses.kl_loss(logits_x[one], logits_e[one], cfg.temperature),
                 "ce": losses.ce_loss(logits_e[one], st.target),
-                "area": losses.area_loss(soft[one]),
+                "area": losses.area_loss(area_map[one]),
                 "bin": losses.binarization_loss(soft[one]),
                 "tv": losses.tv_loss(soft[one]),
                 "rob": losses.robustness_loss(rob, st.target) if k else soft.new_zeros(()),
@@ -272,7 +302,11 @@ def optimise_masks(
             )
             if not st.done:
                 st.history.append(record)
-                st.stable = st.stable + 1 if (flipped <= cfg.stable_change and held) else 0
+                # stable = the binary mask stopped changing, the decision holds, and the
+                # soft mask has committed (a uniform 0.6 start is "stable" but undecided)
+                crisp = float((soft[one] - hard[one]).abs().mean()) < CRISP
+                settled = flipped <= cfg.stable_change and held and crisp
+                st.stable = st.stable + 1 if settled else 0
                 st.done = bool(
                     cfg.patience
                     and step >= cfg.min_steps
@@ -298,7 +332,7 @@ def optimise_masks(
 
     results = []
     with torch.no_grad():
-        final = resize(torch.sigmoid(unets(x_small)), spatial)
+        final = resize(torch.sigmoid(unets(x_small) + prior), spatial)
     for i, st in enumerate(states):
         if st.best is None:
             soft_i = final[i : i + 1]

@@ -153,8 +153,10 @@ def find_region(
     key = tuple(fixed.get(a, slice(None)) for a in range(nd))
     rshape = tuple(shape[a] for a in explained)
     tiles = 1
-    if input_size is not None and len(input_size) == len(rshape) and needs_tiling(
-        rshape, input_size
+    if (
+        input_size is not None
+        and len(input_size) == len(rshape)
+        and needs_tiling(rshape, input_size)
     ):
         tiles = len(tile_grid(rshape, input_size))
     size = " × ".join(str(s) for s in rshape)

@@ -150,17 +150,26 @@ class ResultStore:
         exp = result.explanation
         region = ctx.region
         out = []
-        wanted = [("Med-CAM soft", ctx.add_soft, exp.soft_mask, "magma"),
-                  ("Grad-CAM", ctx.add_gradcam, result.gradcam, "inferno")]
+        wanted = [
+            ("Med-CAM soft", ctx.add_soft, exp.soft_mask, "magma"),
+            ("Grad-CAM", ctx.add_gradcam, result.gradcam, "inferno"),
+        ]
         for kind, on, values, cmap in wanted:
             if not on or values is None:
                 continue
             data = values if region.is_full else embed(region, values, np.float32)
             name = result_name(ctx.layer_name, exp.class_name, kind)
-            out.append(Image(
-                np.asarray(data, np.float32), name=name, colormap=cmap,
-                contrast_limits=(0.0, 1.0), blending="additive", opacity=0.7, **ctx.transforms,
-            ))
+            out.append(
+                Image(
+                    np.asarray(data, np.float32),
+                    name=name,
+                    colormap=cmap,
+                    contrast_limits=(0.0, 1.0),
+                    blending="additive",
+                    opacity=0.7,
+                    **ctx.transforms,
+                )
+            )
         return out
 
     def place(self, ctx: RunContext, result: JobResult) -> Placement:
@@ -204,8 +213,14 @@ class ResultStore:
                 layers.move(layers.index(previous), layers.index(extras[-1]) + 1)
             return Placement(previous, replaced=True)
         kept = previous if previous is not None and self.is_edited(previous) else None
-        layer = Labels(data, name=result_name(ctx.layer_name, exp.class_name), metadata=meta,
-                       opacity=0.55, colormap=dict(MASK_COLORS), **ctx.transforms)
+        layer = Labels(
+            data,
+            name=result_name(ctx.layer_name, exp.class_name),
+            metadata=meta,
+            opacity=0.55,
+            colormap=dict(MASK_COLORS),
+            **ctx.transforms,
+        )
         self._records[layer] = record
         layer.events.paint.connect(self._on_paint)
         insert_above(self.viewer, source, [*extras, layer])

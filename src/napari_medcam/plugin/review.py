@@ -64,8 +64,9 @@ class ReviewMixin:
         except Exception as err:
             self._notify_error(f"cannot read the mask: {err}")
             return None
-        worker = check_worker(image, mask, rec.classifier, rec.target, rec.config,
-                              int(self.threads_spin.value))
+        worker = check_worker(
+            image, mask, rec.classifier, rec.target, rec.config, int(self.threads_spin.value)
+        )
         worker.returned.connect(partial(self._on_checked, layer, rec))
         worker.finished.connect(partial(self._on_check_finished, worker))
         self.check_worker = worker
@@ -91,8 +92,11 @@ class ReviewMixin:
             return
         meta = layer.metadata.get(META_KEY, {})
         before = meta.get("summary", {})
-        held = "decision <b>held</b>" if res["held"] else \
-            "<span style='color:#f0ad4e'>decision <b>lost</b></span>"
+        held = (
+            "decision <b>held</b>"
+            if res["held"]
+            else "<span style='color:#f0ad4e'>decision <b>lost</b></span>"
+        )
         was = before.get("masked_confidence")
         was_txt = f"{was:.3f} → " if isinstance(was, (int, float)) else ""
         self.check_label.setText(
@@ -130,23 +134,34 @@ class ReviewMixin:
                 f"{tuple(rec.region.layer_shape)} (or {tuple(rec.region.shape)} for its plane)"
             )
             return None
-        if not (np.allclose(ref.scale[-mask.ndim:], layer.scale[-mask.ndim:])
-                and np.allclose(ref.translate[-mask.ndim:], layer.translate[-mask.ndim:])):
+        if not (
+            np.allclose(ref.scale[-mask.ndim :], layer.scale[-mask.ndim :])
+            and np.allclose(ref.translate[-mask.ndim :], layer.translate[-mask.ndim :])
+        ):
             self._notify_warning(
                 f"'{ref.name}' is placed differently from the mask (scale/translate): "
-                "the scores compare pixel by pixel")
+                "the scores compare pixel by pixel"
+            )
         area = float((mask > 0).mean())
-        rows = [{"method": "Med-CAM", "area_percent": 100 * area,
-                 **overlap_scores(mask, reference)}]
+        rows = [
+            {"method": "Med-CAM", "area_percent": 100 * area, **overlap_scores(mask, reference)}
+        ]
         if rec.gradcam is not None:
             g = threshold_to_area(rec.gradcam, area)
-            rows.append({"method": "Grad-CAM", "area_percent": 100 * float(g.mean()),
-                         **overlap_scores(g, reference)})
+            rows.append(
+                {
+                    "method": "Grad-CAM",
+                    "area_percent": 100 * float(g.mean()),
+                    **overlap_scores(g, reference),
+                }
+            )
         for r in rows:
             r.update(mask=layer.name, reference=ref.name)
         self.last_scores = rows
-        head = "".join(f"<td align='right' style='color:gray'>&nbsp;{h}</td>"
-                       for h in ("Dice", "IoU", "prec.", "recall"))
+        head = "".join(
+            f"<td align='right' style='color:gray'>&nbsp;{h}</td>"
+            for h in ("Dice", "IoU", "prec.", "recall")
+        )
         body = "".join(
             f"<tr><td>{html.escape(r['method'])}</td>"
             + "".join(f"<td align='right'>&nbsp;{r[k]:.3f}</td>" for k in SCORE_KEYS)
@@ -157,7 +172,8 @@ class ReviewMixin:
         self.scores_label.setVisible(True)
         self.scores_label.setText(
             f"vs <b>{html.escape(ref.name)}</b> (Grad-CAM thresholded to the same area):"
-            f"<table cellspacing='0' cellpadding='2'><tr><td></td>{head}</tr>{body}</table>{note}")
+            f"<table cellspacing='0' cellpadding='2'><tr><td></td>{head}</tr>{body}</table>{note}"
+        )
         self._update_buttons()
         return rows
 
@@ -182,8 +198,9 @@ class ReviewMixin:
         return write_atomic(path, lambda tmp: tmp.write_text(text), overwrite)
 
     def _save_csv_dialog(self, _v: Any = None) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save scores", str(Path.home() / "scores.csv"),
-                                              "CSV (*.csv)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save scores", str(Path.home() / "scores.csv"), "CSV (*.csv)"
+        )
         if path:
             try:  # the dialog has asked before replacing a file
                 self.save_scores(path, overwrite=True)
@@ -207,8 +224,9 @@ class ReviewMixin:
         ref = self.reference_combo.value
         source = rec.source_ref() if rec is not None else None
         if rec is None or ref is None or source is None or source not in self.viewer.layers:
-            self._notify_info("Side by side needs a Med-CAM mask, its image and a reference "
-                              "('Compare with')")
+            self._notify_info(
+                "Side by side needs a Med-CAM mask, its image and a reference ('Compare with')"
+            )
             with self.side_by_side.changed.blocked():
                 self.side_by_side.value = False
             return
@@ -275,14 +293,22 @@ class ReviewMixin:
         if path.suffix.lower() not in (".tif", ".tiff"):
             path = path.with_suffix(".tif")
         data = np.asarray(layer.data)
-        written = [write_mask_tiff(path, data, metadata=dict(layer.metadata),
-                                   pixel_size=pixel_size(layer.scale), overwrite=overwrite)]
+        written = [
+            write_mask_tiff(
+                path,
+                data,
+                metadata=dict(layer.metadata),
+                pixel_size=pixel_size(layer.scale),
+                overwrite=overwrite,
+            )
+        ]
         if geojson:
             rec = self.results.get(layer)
             plane = region_of(data, rec.region) if rec is not None else data
             if plane.ndim != 2:
-                raise ValueError("GeoJSON needs a 2-D mask; this one is "
-                                 f"{plane.ndim}-D (the TIFF was written)")
+                raise ValueError(
+                    f"GeoJSON needs a 2-D mask; this one is {plane.ndim}-D (the TIFF was written)"
+                )
             summary = layer.metadata.get(META_KEY, {}).get("summary", {})
             props = {
                 "class_name": summary.get("class_name", "Med-CAM"),
@@ -292,8 +318,9 @@ class ReviewMixin:
                 "original_confidence": summary.get("original_confidence"),
                 "valid": summary.get("valid"),
             }
-            written.append(write_geojson(path.with_suffix(".geojson"), plane > 0, props,
-                                         overwrite=overwrite))
+            written.append(
+                write_geojson(path.with_suffix(".geojson"), plane > 0, props, overwrite=overwrite)
+            )
         return written
 
     def _save_dialog(self, _v: Any = None) -> None:
@@ -302,8 +329,9 @@ class ReviewMixin:
             self._notify_info("Choose a Med-CAM mask layer first")
             return
         default = Path.home() / f"{_safe_filename(layer.name)}.tif"
-        path, _ = QFileDialog.getSaveFileName(self, "Save Med-CAM mask", str(default),
-                                              "TIFF (*.tif *.tiff)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save Med-CAM mask", str(default), "TIFF (*.tif *.tiff)"
+        )
         if not path:
             return
         path = Path(path)
@@ -312,8 +340,11 @@ class ReviewMixin:
             if path.exists() and not self._confirm_replace(path):
                 return
         geo = bool(self.geojson_check.value)
-        if geo and path.with_suffix(".geojson").exists() and not self._confirm_replace(
-                path.with_suffix(".geojson")):
+        if (
+            geo
+            and path.with_suffix(".geojson").exists()
+            and not self._confirm_replace(path.with_suffix(".geojson"))
+        ):
             return
         try:  # the file dialog (or we) asked before replacing anything
             written = self.save_mask(path, geojson=geo, overwrite=True, layer=layer)

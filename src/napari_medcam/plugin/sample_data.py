@@ -18,8 +18,11 @@ def synthetic_tile_sample() -> list[LayerData]:
         (image, {"name": "synthetic tile", "rgb": True}, "image"),
         (
             evidence.astype(np.uint8),
-            {"name": "true evidence", "opacity": 0.4,
-             "metadata": {"description": "planted lesion (ground truth)"}},
+            {
+                "name": "true evidence",
+                "opacity": 0.4,
+                "metadata": {"description": "planted lesion (ground truth)"},
+            },
             "labels",
         ),
     ]

@@ -153,8 +153,12 @@ class MedCAMWidget(ReviewMixin, QWidget):
         from napari_medcam.engine.prepare import available_devices
 
         # input
-        self.image_combo = ComboBox(label="Image", choices=self._image_choices, nullable=True,
-                                    tooltip="The image layer to explain (follows the selection)")
+        self.image_combo = ComboBox(
+            label="Image",
+            choices=self._image_choices,
+            nullable=True,
+            tooltip="The image layer to explain (follows the selection)",
+        )
         self.region_label = Label(value="")
         _wrap(self.region_label)
         # classifier
@@ -165,17 +169,28 @@ class MedCAMWidget(ReviewMixin, QWidget):
         clf_choices = [(n, ("registered", n)) for n in names]
         clf_choices += [("TorchScript file…", FILE_CHOICE), ("Python factory…", FACTORY_CHOICE)]
         self.classifier_combo = ComboBox(label="Classifier", choices=clf_choices)
-        self.model_file = FileEdit(label="Model file", mode="r", nullable=True,
-                                   filter="Models (*.pt *.pth *.ts *.zip)")
-        self.factory_spec = LineEdit(label="Factory", value="",
-                                     tooltip="package.module:function returning a torch module")
-        self.weights_file = FileEdit(label="Weights", mode="r", nullable=True,
-                                     filter="State dicts (*.pt *.pth)")
-        self.class_names_edit = LineEdit(label="Class names", value="",
-                                         tooltip="Comma-separated, when the model has none")
+        self.model_file = FileEdit(
+            label="Model file", mode="r", nullable=True, filter="Models (*.pt *.pth *.ts *.zip)"
+        )
+        self.factory_spec = LineEdit(
+            label="Factory", value="", tooltip="package.module:function returning a torch module"
+        )
+        self.weights_file = FileEdit(
+            label="Weights", mode="r", nullable=True, filter="State dicts (*.pt *.pth)"
+        )
+        self.class_names_edit = LineEdit(
+            label="Class names", value="", tooltip="Comma-separated, when the model has none"
+        )
         self.load_button = PushButton(text="Load model")
-        self.file_box = Container(widgets=[self.model_file, self.factory_spec, self.weights_file,
-                                           self.class_names_edit, self.load_button])
+        self.file_box = Container(
+            widgets=[
+                self.model_file,
+                self.factory_spec,
+                self.weights_file,
+                self.class_names_edit,
+                self.load_button,
+            ]
+        )
         self.file_box.margins = (0, 0, 0, 0)
         self.classifier_label_w = Label(value="")
         _wrap(self.classifier_label_w)
@@ -183,20 +198,37 @@ class MedCAMWidget(ReviewMixin, QWidget):
         self.model_form = Container(widgets=[self.classifier_combo, self.target_combo])
         self.model_form.margins = (0, 0, 0, 0)
         # settings
-        self.preset_combo = ComboBox(label="Preset", choices=["fast", "paper"], value="fast",
-                                     tooltip="fast: seconds on a CPU · paper: the authors' recipe")
-        self.device_combo = ComboBox(label="Device", value="auto",
-                                     choices=self._device_choices(available_devices()),
-                                     tooltip="auto: CUDA, then MPS, then the CPU")
+        self.preset_combo = ComboBox(
+            label="Preset",
+            choices=["fast", "paper"],
+            value="fast",
+            tooltip="fast: seconds on a CPU · paper: the authors' recipe",
+        )
+        self.device_combo = ComboBox(
+            label="Device",
+            value="auto",
+            choices=self._device_choices(available_devices()),
+            tooltip="auto: CUDA, then MPS, then the CPU",
+        )
         self.advanced: dict[str, Any] = {}
         adv_widgets = []
         for name, typ, label, opts in ADVANCED:
-            w = create_widget(value=typ(opts.get("min", 0)), annotation=typ, name=name,
-                              label=label, options=dict(opts))
+            w = create_widget(
+                value=typ(opts.get("min", 0)),
+                annotation=typ,
+                name=name,
+                label=label,
+                options=dict(opts),
+            )
             self.advanced[name] = w
             adv_widgets.append(w)
-        self.threads_spin = create_widget(value=default_threads(), annotation=int, name="threads",
-                                          label="CPU threads", options={"min": 1, "max": 256})
+        self.threads_spin = create_widget(
+            value=default_threads(),
+            annotation=int,
+            name="threads",
+            label="CPU threads",
+            options={"min": 1, "max": 256},
+        )
         self.threads_spin.tooltip = "torch threads for a run; fewer keep napari responsive"
         adv_widgets.append(self.threads_spin)
         self.advanced_box = Container(widgets=adv_widgets)
@@ -231,8 +263,9 @@ class MedCAMWidget(ReviewMixin, QWidget):
         _wrap(self.check_label)
         self.check_label.setTextFormat(Qt.TextFormat.RichText)
         self.check_label.setVisible(False)
-        self.reference_combo = ComboBox(label="Compare with", choices=self._reference_choices,
-                                        nullable=True)
+        self.reference_combo = ComboBox(
+            label="Compare with", choices=self._reference_choices, nullable=True
+        )
         self.compare_button = PushButton(text="Compare")
         self.copy_button = PushButton(text="Copy")
         self.csv_button = PushButton(text="Save CSV…")
@@ -245,14 +278,19 @@ class MedCAMWidget(ReviewMixin, QWidget):
         self.save_button = PushButton(text="Save mask…")
         result_form = Container(widgets=[self.result_combo, self.reference_combo])
         result_form.margins = (0, 0, 0, 0)
-        compare_row = Container(widgets=[self.check_button, self.compare_button],
-                                layout="horizontal", labels=False)
+        compare_row = Container(
+            widgets=[self.check_button, self.compare_button], layout="horizontal", labels=False
+        )
         compare_row.margins = (0, 0, 0, 0)
-        export_row = Container(widgets=[self.copy_button, self.csv_button, self.side_by_side],
-                               layout="horizontal", labels=False)
+        export_row = Container(
+            widgets=[self.copy_button, self.csv_button, self.side_by_side],
+            layout="horizontal",
+            labels=False,
+        )
         export_row.margins = (0, 0, 0, 0)
-        save_row = Container(widgets=[self.save_button, self.geojson_check], layout="horizontal",
-                             labels=False)
+        save_row = Container(
+            widgets=[self.save_button, self.geojson_check], layout="horizontal", labels=False
+        )
         save_row.margins = (0, 0, 0, 0)
 
         layout = QVBoxLayout(self)
@@ -261,16 +299,27 @@ class MedCAMWidget(ReviewMixin, QWidget):
         input_form = Container(widgets=[self.image_combo])
         input_form.margins = (0, 0, 0, 0)
         layout.addWidget(_group("Input", input_form, self.region_label))
-        layout.addWidget(_group("Classifier", self.model_form, self.file_box,
-                                self.classifier_label_w))
-        layout.addWidget(_group("Settings", self.settings_form, self.advanced_toggle,
-                                self.advanced_box, options))
+        layout.addWidget(
+            _group("Classifier", self.model_form, self.file_box, self.classifier_label_w)
+        )
+        layout.addWidget(
+            _group("Settings", self.settings_form, self.advanced_toggle, self.advanced_box, options)
+        )
         layout.addWidget(self.run_button.native)
         layout.addWidget(self.progress.native)
         layout.addWidget(self.status_label.native)
         layout.addWidget(_group("Result", self.summary))
-        layout.addWidget(_group("Check and compare", result_form, compare_row, self.check_label,
-                                self.scores_label, export_row, save_row))
+        layout.addWidget(
+            _group(
+                "Check and compare",
+                result_form,
+                compare_row,
+                self.check_label,
+                self.scores_label,
+                export_row,
+                save_row,
+            )
+        )
         layout.addStretch(1)
         self.setMinimumWidth(340)
         self._update_classifier_inputs()
@@ -313,8 +362,11 @@ class MedCAMWidget(ReviewMixin, QWidget):
     def _reference_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
         from napari.layers import Labels
 
-        return [(ly.name, ly) for ly in self.viewer.layers
-                if isinstance(ly, Labels) and ly not in self.results]
+        return [
+            (ly.name, ly)
+            for ly in self.viewer.layers
+            if isinstance(ly, Labels) and ly not in self.results
+        ]
 
     def _on_layers_changed(self, event: Any = None) -> None:
         if self._closed:
@@ -398,8 +450,7 @@ class MedCAMWidget(ReviewMixin, QWidget):
             region = region if region is not None else self.current_region()
             can = region.ok and self.classifier is not None
             self.run_button.enabled = can
-            self.run_button.tooltip = "" if can else (
-                region.problem or "load a classifier first")
+            self.run_button.tooltip = "" if can else (region.problem or "load a classifier first")
         result = self.result_combo.value
         checking = self.check_worker is not None
         self.check_button.enabled = result is not None and not busy and not checking
@@ -451,8 +502,11 @@ class MedCAMWidget(ReviewMixin, QWidget):
                 clf = registered_classifiers()[name].load()()
                 label = name
             elif not name:
-                raise ValueError("choose a model file" if kind == "file"
-                                 else "enter a factory as package.module:function")
+                raise ValueError(
+                    "choose a model file"
+                    if kind == "file"
+                    else "enter a factory as package.module:function"
+                )
             else:
                 clf = load_classifier(name, weights=weights or None, **kwargs)
                 label = Path(name).name if kind == "file" else name
@@ -475,8 +529,11 @@ class MedCAMWidget(ReviewMixin, QWidget):
             choices: list[tuple[str, Any]] = [("predicted class", None)]
         else:
             size = " × ".join(str(s) for s in clf.input_size)
-            hook = "" if getattr(clf, "hookable", True) and clf.layers else \
-                " · output-only (no hookable layers)"
+            hook = (
+                ""
+                if getattr(clf, "hookable", True) and clf.layers
+                else " · output-only (no hookable layers)"
+            )
             self.classifier_label_w.value = (
                 f"Classes: {', '.join(clf.class_names)}\n"
                 f"Input {size}, {clf.channels} channel{'s' * (clf.channels != 1)}{hook}"
@@ -619,8 +676,13 @@ class MedCAMWidget(ReviewMixin, QWidget):
     def _set_busy(self, busy: bool) -> None:
         self.run_button.text = "Cancel" if busy else "Explain"
         self.run_button.enabled = True
-        for w in (self.classifier_combo, self.load_button, self.preset_combo,
-                  self.device_combo, self.target_combo):
+        for w in (
+            self.classifier_combo,
+            self.load_button,
+            self.preset_combo,
+            self.device_combo,
+            self.target_combo,
+        ):
             w.enabled = not busy
         self._update_buttons()
 
@@ -684,8 +746,9 @@ class MedCAMWidget(ReviewMixin, QWidget):
     def _add_result(self, ctx: RunContext, result: JobResult) -> Any:
         placed = self.results.place(ctx, result)
         if placed.kept_edited is not None:
-            self._notify_info(f"Kept your edited '{placed.kept_edited.name}'; "
-                              "the new result is a new layer")
+            self._notify_info(
+                f"Kept your edited '{placed.kept_edited.name}'; the new result is a new layer"
+            )
         self._refresh_layer_choices()
         with self.result_combo.changed.blocked():
             self.result_combo.value = placed.layer
@@ -697,27 +760,34 @@ class MedCAMWidget(ReviewMixin, QWidget):
         esc = html.escape
         if len(class_names) != len(exp.probabilities):
             class_names = [f"class {i}" for i in range(len(exp.probabilities))]
-        state = ("<span style='color:#5cb85c'><b>valid</b></span>" if exp.valid
-                 else f"<span style='color:#f0ad4e'><b>not valid</b></span>: {esc(exp.status)}")
+        state = (
+            "<span style='color:#5cb85c'><b>valid</b></span>"
+            if exp.valid
+            else f"<span style='color:#f0ad4e'><b>not valid</b></span>: {esc(exp.status)}"
+        )
         tiles = f" · {exp.tiles} tiles" if exp.tiles > 1 else ""
         facts = [
             ("class", f"<b>{esc(exp.class_name)}</b> — {state}"),
-            ("confidence", f"{exp.original_confidence:.3f} → <b>{exp.masked_confidence:.3f}</b>"
-                           " on the mask"),
+            (
+                "confidence",
+                f"{exp.original_confidence:.3f} → <b>{exp.masked_confidence:.3f}</b> on the mask",
+            ),
             ("robust", f"{exp.robust_confidence:.3f} on random backgrounds"),
             ("mask removed", f"{exp.deletion_confidence:.3f}"),
             ("area", f"{100 * exp.area_fraction:.1f} % of the image"),
             ("time", f"{exp.seconds:.1f} s · {exp.steps} steps{tiles}"),
         ]
-        head = "".join(
-            f"<tr><td style='color:gray'>{k}</td><td>{v}</td></tr>" for k, v in facts)
-        bold = ["<b>" + esc(n) + "</b>" if i == exp.target else esc(n)
-                for i, n in enumerate(class_names)]
+        head = "".join(f"<tr><td style='color:gray'>{k}</td><td>{v}</td></tr>" for k, v in facts)
+        bold = [
+            "<b>" + esc(n) + "</b>" if i == exp.target else esc(n)
+            for i, n in enumerate(class_names)
+        ]
         probs = "".join(
             f"<tr><td>{bold[i]}</td>"
             f"<td align='right'>{p:.3f}</td><td align='right'>{q:.3f}</td></tr>"
-            for i, (n, p, q) in enumerate(zip(class_names, exp.probabilities,
-                                              exp.masked_probabilities))
+            for i, (n, p, q) in enumerate(
+                zip(class_names, exp.probabilities, exp.masked_probabilities)
+            )
         )
         self.summary.setText(
             f"<table cellspacing='0' cellpadding='2'>{head}</table>"

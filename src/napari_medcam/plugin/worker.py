@@ -138,8 +138,9 @@ def run_explanation(job: ExplainJob) -> Generator[Any, None, JobResult]:
     try:
         with torch_threads(job.threads):
             try:
-                gen = mc.iter_explain(job.image, job.classifier, job.target, job.config,
-                                      device=job.device)
+                gen = mc.iter_explain(
+                    job.image, job.classifier, job.target, job.config, device=job.device
+                )
                 while True:
                     if job.cancel.is_set():
                         gen.close()

@@ -1,0 +1,249 @@
+"""Slice-by-slice explanation of a volume with a 2-D classifier.
+
+A 3-D classifier explains a volume directly (`explain` trains a 3-D U-Net). A 2-D
+classifier sees one slice at a time: `iter_explain_slices` cuts the volume along
+``axis`` and runs the ordinary 2-D engine (`iter_explain`) on every slice, for one
+target shared by the whole volume, and stacks the slices' masks back into a
+volume-shaped mask.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.engine.config import MedCAMConfig
+from napari_medcam.engine.explain import ExplanationCancelled, iter_explain
+from napari_medcam.engine.explanation import Explanation, ProgressEvent
+from napari_medcam.engine.prepare import prepare_input, resolve_device
+
+
+@dataclass
+class SliceExplanations:
+    """Per-slice explanations of a volume, and their masks stacked back into the volume.
+
+    ``mask`` / ``soft_mask`` have the volume's spatial shape (D×H×W); slice ``i``
+    along ``axis`` holds ``explanations[i]``'s mask when that explanation is valid,
+    and is empty otherwise (its soft mask is kept either way).
+    """
+
+    explanations: list[Explanation]
+    mask: np.ndarray
+    soft_mask: np.ndarray
+    axis: int
+    target: int
+    class_name: str
+    seconds: float
+
+    @property
+    def valid(self) -> list[bool]:
+        return [e.valid for e in self.explanations]
+
+    @property
+    def n_valid(self) -> int:
+        return sum(self.valid)
+
+    @property
+    def area_fraction(self) -> float:
+        return float(self.mask.mean())
+
+    def one_line(self) -> str:
+        return (
+            f"{self.class_name}: {self.n_valid} of {len(self.explanations)} slices valid "
+            f"(axis {self.axis}), area {100 * self.area_fraction:.1f} %, {self.seconds:.1f} s"
+        )
+
+
+def _check_volume(volume: Any, classifier: Classifier, axis: int) -> tuple[int, ...]:
+    """Validate a volume for a 2-D classifier; return its spatial (D, H, W) shape."""
+    if not isinstance(classifier, Classifier):
+        raise ValueError(f"classifier must be a napari_medcam.Classifier, got {type(classifier)}")
+    if classifier.spatial_dims != 2:
+        raise ValueError(
+            "slice-by-slice explanation needs a 2-D classifier; this one takes "
+            f"{classifier.input_size} volumes: explain the volume directly with `explain`"
+        )
+    shape = tuple(int(n) for n in volume.shape)
+    multichannel = len(shape) == 4
+    if len(shape) not in (3, 4) or (multichannel and shape[-1] not in (1, 3, 4)):
+        raise ValueError(
+            "expected a D×H×W grey volume or a D×H×W×C (C = 1, 3 or 4) colour volume, "
+            f"got an array of shape {shape}"
+        )
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -3 <= axis < 3:
+        raise ValueError(f"axis must be 0, 1 or 2 (a spatial axis), got {axis!r}")
+    spatial = shape[:3]
+    plane = tuple(n for a, n in enumerate(spatial) if a != axis % 3)
+    classifier.check_image(plane + shape[3:], volume.dtype)  # raises on a bad slice
+    return spatial
+
+
+def _value_range(volume: Any, classifier: Classifier) -> tuple[float, float]:
+    """One intensity scale for every slice (a slice's own range would differ from its neighbours')."""
+    if isinstance(volume, np.ndarray):
+        return classifier.value_range(volume)
+    dtype = np.dtype(volume.dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return float(info.min), float(info.max)
+    return 0.0, 1.0  # lazy float volumes are taken as [0, 1], as `explain` does
+
+
+def _slice(volume: Any, axis: int, i: int, value_range: tuple[float, float]) -> np.ndarray:
+    """Slice ``i`` along ``axis`` as float32 on the volume's [0, 1] scale."""
+    index = [slice(None)] * volume.ndim
+    index[axis] = i
+    plane = np.asarray(volume[tuple(index)], dtype=np.float32)
+    lo, hi = value_range
+    unit = (plane - lo) / (hi - lo) if hi > lo else np.zeros_like(plane)
+    return np.clip(unit, 0.0, 1.0)
+
+
+def _volume_target(
+    slices: Callable[[int], np.ndarray], n: int, classifier: Classifier, device: torch.device
+) -> int:
+    """The volume's most confident finding (as for a tiled image in `iter_explain`).
+
+    The class, other than the one a blank (mean-colour) input gets, that some slice
+    shows with the highest probability; the blank class when no slice shows another.
+    """
+    with torch.no_grad():
+        probs = torch.stack(
+            [
+                torch.softmax(
+                    classifier.module(prepare_input(slices(i), classifier).to(device)), 1
+                )[0]
+                for i in range(n)
+            ]
+        )
+        blank_in = torch.zeros((1, classifier.channels, *classifier.input_size), device=device)
+        blank = int(classifier.module(blank_in).argmax())
+    preds = probs.argmax(1)
+    best = probs.max(0).values
+    findings = [c for c in range(probs.shape[1]) if c != blank and bool((preds == c).any())]
+    return max(findings, key=lambda c: float(best[c])) if findings else blank
+
+
+def iter_explain_slices(
+    volume: Any,
+    classifier: Classifier,
+    target: int | str | None = None,
+    config: MedCAMConfig | None = None,
+    *,
+    axis: int = 0,
+    device: str | torch.device = "auto",
+    **tiling: Any,
+) -> Generator[ProgressEvent, None, SliceExplanations]:
+    """Explain a volume slice by slice with a 2-D classifier.
+
+    ``volume`` is D×H×W (grey) or D×H×W×C (colour), NumPy or lazy (dask, zarr; read
+    one slice at a time); slices are cut along spatial ``axis`` (0, 1 or 2). All
+    slices are put on the volume's intensity scale and explained for one ``target``:
+    by default the volume's most confident finding (the class some slice shows most
+    confidently, other than the class of a blank image). Every slice gets its own
+    `Explanation` from `iter_explain` (``tiling`` goes to it: tile_overlap,
+    tile_batch, skip_background), even a slice that does not show the target (it
+    then comes back invalid, and its slice of the stacked mask stays empty).
+
+    Yields `iter_explain`'s `ProgressEvent`s with ``tile`` = the slice index and
+    ``tiles`` = the number of slices; returns a `SliceExplanations`. Stop iterating
+    (or ``close()`` the generator) to cancel. Raises ValueError for anything it
+    cannot explain, before any work starts.
+    """
+    if not hasattr(volume, "shape") or not hasattr(volume, "dtype"):
+        volume = np.asarray(volume)
+    spatial = _check_volume(volume, classifier, axis)
+    axis = int(axis) % 3
+    target_idx = classifier.class_index(target)
+    if config is not None and not isinstance(config, MedCAMConfig):
+        raise ValueError(f"config must be a MedCAMConfig, got {type(config).__name__}")
+    dev = resolve_device(device)
+    classifier.to(dev)
+    start = time.perf_counter()
+    value_range = _value_range(volume, classifier)
+    n = spatial[axis]
+
+    def plane(i: int) -> np.ndarray:
+        return _slice(volume, axis, i, value_range)
+
+    if target_idx is None:
+        target_idx = _volume_target(plane, n, classifier, dev)
+    explanations: list[Explanation] = []
+    mask = np.zeros(spatial, bool)
+    soft = np.zeros(spatial, np.float32)
+    for i in range(n):
+        exp = yield from _relabel(
+            iter_explain(plane(i), classifier, target_idx, config, device=dev, **tiling), i, n
+        )
+        explanations.append(exp)
+        where = [slice(None)] * 3
+        where[axis] = i
+        soft[tuple(where)] = exp.soft_mask
+        if exp.valid:
+            mask[tuple(where)] = exp.mask
+    return SliceExplanations(
+        explanations,
+        mask,
+        soft,
+        axis,
+        target_idx,
+        classifier.class_names[target_idx],
+        time.perf_counter() - start,
+    )
+
+
+def _relabel(
+    gen: Generator[ProgressEvent, None, Explanation], i: int, n: int
+) -> Generator[ProgressEvent, None, Explanation]:
+    """Re-yield one slice's events as slice ``i`` of ``n``; return its Explanation.
+
+    Closing this generator closes the slice's, so cancelling stops between steps.
+    """
+    try:
+        while True:
+            event = next(gen)
+            yield replace(event, tile=i, tiles=n)
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        gen.close()
+
+
+def explain_slices(
+    volume: Any,
+    classifier: Classifier,
+    target: int | str | None = None,
+    config: MedCAMConfig | None = None,
+    *,
+    axis: int = 0,
+    device: str | torch.device = "auto",
+    progress: Callable[[ProgressEvent], None] | None = None,
+    cancel: threading.Event | Callable[[], bool] | None = None,
+    **tiling: Any,
+) -> SliceExplanations:
+    """Explain a volume slice by slice with a 2-D classifier (see `iter_explain_slices`).
+
+    ``progress`` is called with every `ProgressEvent`; ``cancel`` (an Event or a
+    callable) is checked at every step and raises `ExplanationCancelled` when set.
+    """
+    is_set = cancel.is_set if isinstance(cancel, threading.Event) else cancel
+    gen = iter_explain_slices(
+        volume, classifier, target, config, axis=axis, device=device, **tiling
+    )
+    try:
+        while True:
+            event = next(gen)
+            if progress is not None:
+                progress(event)
+            if is_set is not None and is_set():
+                gen.close()
+                raise ExplanationCancelled("explanation cancelled")
+    except StopIteration as stop:
+        return stop.value

@@ -1,0 +1,80 @@
+"""Arguments of ``napari-medcam evaluate`` (and ``benchmarks/evaluate.py``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEFAULT_BENCHMARKS = "BENCHMARKS.md"
+DEFAULT_FIGURE = "docs/evaluation.png"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="3 tiles + 1 IHC patch with short runs (a smoke test; writes nothing unless "
+        "--benchmarks/--figure are given)",
+    )
+    p.add_argument(
+        "--benchmarks",
+        help=f"Markdown file whose evaluation section is replaced (default: {DEFAULT_BENCHMARKS} "
+        "for a full run)",
+    )
+    p.add_argument("--figure", help=f"figure to write (default: {DEFAULT_FIGURE} for a full run)")
+    p.add_argument("--no-write", action="store_true", help="print the table only")
+    p.add_argument("--json", help="also write every per-image, per-method record as JSON")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--rise-masks", type=int, help="RISE masks per image (full run: 500)")
+    p.add_argument(
+        "--paper-steps", type=int, help="steps of the paper preset (full run: 60 of 880)"
+    )
+    p.add_argument("--tiles", type=int, help="synthetic tiles (a third of them hard; full: 36)")
+
+
+def settings_from_args(args: argparse.Namespace):
+    from napari_medcam.engine.config import MedCAMConfig
+    from napari_medcam.evaluation.run import EvalSettings
+
+    s = EvalSettings.quick() if args.quick else EvalSettings.full()
+    changes = {"device": args.device}
+    if args.rise_masks is not None:
+        changes["rise_masks"] = args.rise_masks
+    if args.paper_steps is not None:
+        changes["paper"] = MedCAMConfig.paper(steps=args.paper_steps, min_steps=args.paper_steps)
+    if args.tiles is not None:
+        n_hard = args.tiles // 3
+        changes.update(n_standard=args.tiles - n_hard, n_hard=n_hard)
+    if any(k != "device" for k in changes):
+        changes["label"] = s.label + " (modified)"
+    return s.__class__(**{**vars(s), **changes})
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    import torch
+
+    from napari_medcam.evaluation import evaluate
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for name in ("rise_masks", "paper_steps", "tiles", "threads"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1, got {v}")
+    benchmarks, figure = args.benchmarks, args.figure
+    if not args.quick:
+        benchmarks = benchmarks or DEFAULT_BENCHMARKS
+        figure = figure or DEFAULT_FIGURE
+    if args.no_write:
+        benchmarks = figure = None
+    _, _ = evaluate(
+        settings_from_args(args),
+        benchmarks=Path(benchmarks) if benchmarks else None,
+        figure=Path(figure) if figure else None,
+        json_path=Path(args.json) if args.json else None,
+    )
+    for what, path in (("table", benchmarks), ("figure", figure), ("records", args.json)):
+        if path:
+            print(f"wrote {what}: {path}")
+    return 0
