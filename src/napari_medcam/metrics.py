@@ -333,7 +333,8 @@ def randomise_top_layers(
     ``names`` picks the layers explicitly instead. Layers are re-initialised with their
     own ``reset_parameters`` (PyTorch's default initialisation) under ``seed``.
     """
-    module = copy.deepcopy(classifier.module)
+    device = classifier.device
+    module = copy.deepcopy(classifier.module).to("cpu")  # `Classifier` probes it on the CPU
     layers = list(names) if names is not None else parameterised_modules(module)[-n_layers:]
     mods = dict(module.named_modules())
     missing = [n for n in layers if n not in mods or not hasattr(mods[n], "reset_parameters")]
@@ -351,7 +352,7 @@ def randomise_top_layers(
         class_names=classifier.class_names,
         layers=classifier.layers,
         name=f"{classifier.name} (top {len(layers)} layers randomised)",
-    )
+    ).to(device)
 
 
 def map_similarity(a: np.ndarray, b: np.ndarray, area: float = 0.1) -> dict[str, float]:

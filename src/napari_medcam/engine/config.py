@@ -37,6 +37,8 @@ class MedCAMConfig:
     init_spread: float = 0.0  # std of the U-Net head's initial weights (0: uniform start)
     prior_strength: float = 0.0  # ± logits added from the classifier's Grad-CAM (0: none)
     linear_area: bool = False  # area gradient with a constant slope in logit space
+    retries: int = 0  # new starts (new seed, prior ×2) for a tile whose mask failed
+    retry_area: float = 0.5  # ...or whose best valid mask still covers more than this
     # optimisation
     steps: int = 880
     min_steps: int = 880
@@ -124,5 +126,6 @@ FAST: dict[str, Any] = dict(
     ramp_steps=30,
     patience=10,
     n_backgrounds=2,  # two random backgrounds per step, rotating through all kinds
+    retries=1,  # one new start when a mask fails or never shrinks below half the tile
 )
 PRESETS = ("fast", "paper")

@@ -138,18 +138,37 @@ def _explain_batch(
             }
         )
     todo = [i for i, f in enumerate(facts) if not f["problem"]]
-    if todo:
+    cfg = config
+    for attempt in range(config.retries + 1):
+        if not todo:
+            break
         results = yield from optimise_masks(
             x[todo],
             classifier,
             [facts[i]["target"] for i in todo],
-            config,
+            cfg,
             [facts[i]["choice"] for i in todo],
             tile=done,
             tiles=total,
         )
         for i, res in zip(todo, results):
-            facts[i].update(soft=res.soft, hard=res.hard, steps=res.steps, history=res.history)
+            f = facts[i]
+            f["steps"] += res.steps
+            better = res.found_valid and (
+                not f.get("found_valid") or float(res.hard.mean()) < float(f["hard"].mean())
+            )
+            if attempt == 0 or better:  # a new start never replaces a better mask
+                f.update(
+                    soft=res.soft, hard=res.hard, history=res.history, found_valid=res.found_valid
+                )
+        # what still failed (no valid mask, or one that never shrank) gets a new
+        # start: another seed and a stronger Grad-CAM prior
+        todo = [
+            i
+            for i, res in zip(todo, results)
+            if not res.found_valid or float(res.hard.mean()) > config.retry_area
+        ]
+        cfg = cfg.replace(seed=cfg.seed + 1009, prior_strength=2 * cfg.prior_strength)
     for i, f in enumerate(facts):
         if f["problem"]:
             f["soft"] = f["hard"] = torch.zeros((1, 1, *x.shape[2:]), device=x.device)

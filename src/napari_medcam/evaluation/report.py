@@ -205,9 +205,28 @@ def claims(result: EvalResult, rows: list[dict[str, Any]] | None = None) -> list
         detail = ", ".join(f"{k} {mc[k]:.2f} vs {gc[k]:.2f}" for k in LOCALISATION)
         out.append(
             f"**Sharper and better localised than Grad-CAM** ({set_name}; Med-CAM fast vs "
-            f"Grad-CAM): blur of the maps {mc['blur']:.2f} vs {gc['blur']:.2f} → **{sharp}**; "
+            f"Grad-CAM): blur of the maps {_fmt(mc['blur'], '{:.2f}')} vs "
+            f"{_fmt(gc['blur'], '{:.2f}')} → **{sharp}**; "
             f"{detail} → **{loc}**"
             + (f" (Grad-CAM ahead on {', '.join(losses)})" if losses else "")
+            + "."
+        )
+    # faithfulness curves: who ranks the pixels the classifier needs first
+    for set_name in ("synthetic", "synthetic, hard", "IHC (real)"):
+        rs = [r for r in rows if r["set"] == set_name and r["ins AUC"] is not None]
+        if len(rs) < 2:
+            continue
+        ins = max(rs, key=lambda r: r["ins AUC"])
+        dele = min(rs, key=lambda r: r["del AUC"])
+        mc = _row(rows, set_name, "medcam-fast")
+        out.append(
+            f"**Insertion / deletion** ({set_name}): best insertion AUC {ins['label']} "
+            f"{ins['ins AUC']:.3f}, best deletion AUC {dele['label']} {dele['del AUC']:.3f}"
+            + (
+                f"; Med-CAM (fast) {mc['ins AUC']:.3f} / {mc['del AUC']:.3f}"
+                if mc is not None
+                else ""
+            )
             + "."
         )
     # 3. sanity check
@@ -264,6 +283,12 @@ def render(result: EvalResult) -> str:
         f"masks; curves with {s.curve_steps} steps. Machine: {result.machine}. "
         f"Total {result.seconds / 60:.1f} min."
     )
+    fallback = sorted({r["case"] for r in result.records if r.get("area_fallback")})
+    if fallback:
+        head += (
+            f" Med-CAM (fast)'s mask was empty on {len(fallback)} image(s); there the "
+            "other methods were cut at the reference's area instead."
+        )
     bullets = "\n".join(f"- {c}" for c in claims(result, rows))
     return f"{head}\n\n{markdown_table(rows)}\n\n{LEGEND}\n\n{bullets}\n"
 
