@@ -45,6 +45,16 @@ class Region:
     description: str = ""
     tiles: int = 1
     problem: str = ""
+    #: multiscale only: the pyramid level explained (``key`` then indexes
+    #: ``layer.data[level]``), the level's spatial shape, its downsample per axis
+    #: (level-0 shape / level shape) and the region's first pixel at that level.
+    #: The result layer then covers just the region (``layer_shape``), placed
+    #: over it with `region_transform_kwargs`.
+    level: int | None = None
+    level_shape: tuple[int, ...] = ()
+    downsample: tuple[float, ...] = ()
+    origin: tuple[int, ...] = ()
+    visible: bool = False
 
     @property
     def ok(self) -> bool:
@@ -64,6 +74,17 @@ class Region:
             "shape": [int(s) for s in self.shape],
             "description": self.description,
             "tiles": self.tiles,
+            **(
+                {
+                    "level": int(self.level),
+                    "level_shape": [int(s) for s in self.level_shape],
+                    "downsample": [float(f) for f in self.downsample],
+                    "origin": [int(o) for o in self.origin],
+                    "visible_region": bool(self.visible),
+                }
+                if self.level is not None
+                else {}
+            ),
         }
 
 
@@ -99,6 +120,8 @@ def find_region(
     dims: Dims | None,
     spatial_dims: int = 2,
     input_size: tuple[int, ...] | None = None,
+    level: int | None = None,
+    visible: np.ndarray | None = None,
 ) -> Region:
     """What of ``layer`` a ``spatial_dims``-D classifier explains, given the viewer's dims.
 
@@ -150,8 +173,16 @@ def find_region(
                 f"'{layer.name}' (0..{shape[a] - 1}): move the slider onto the image",
             )
         fixed[a] = idx
-    key = tuple(fixed.get(a, slice(None)) for a in range(nd))
-    rshape = tuple(shape[a] for a in explained)
+    ms: dict[str, Any] = {}
+    if layer.multiscale:
+        ms = _level_region(layer, shape, explained, fixed, level, visible, dims)
+        if "problem" in ms:
+            return Region(layer_name=layer.name, layer_shape=shape, problem=ms["problem"])
+        key = ms["key"]
+        rshape = ms["shape"]
+    else:
+        key = tuple(fixed.get(a, slice(None)) for a in range(nd))
+        rshape = tuple(shape[a] for a in explained)
     tiles = 1
     if (
         input_size is not None
@@ -167,13 +198,32 @@ def find_region(
         what = f"current slice ({where})" if len(fixed) == 1 else f"current plane ({where})"
     else:
         what = "whole image"
+    if layer.multiscale:
+        lvl = ms["level"]
+        res = "full resolution" if lvl == 0 else f"downsample {_factor_text(ms['downsample'])}"
+        place = "visible region" if ms["visible"] else "whole slide"
+        base = f"{place} at level {lvl} ({res})"
+        what = base if what in ("whole image", "whole volume") else f"{base}, {what}"
     if tiles > 1:
         what += f", {tiles} tiles"
     what += f" · {size} px"
-    if layer.multiscale:
-        what += " (full resolution)"
     if spatial_dims == 2 and ndisplay == 3 and fixed:
         what += " · viewer in 3-D: the slice at the slider"
+    if layer.multiscale:
+        return Region(
+            layer_name=layer.name,
+            key=key,
+            fixed={a: ms["fixed"][a] for a in fixed},
+            layer_shape=ms["result_shape"],
+            shape=rshape,
+            description=what,
+            tiles=tiles,
+            level=ms["level"],
+            level_shape=ms["level_shape"],
+            downsample=ms["downsample"],
+            origin=ms["origin"],
+            visible=ms["visible"],
+        )
     return Region(
         layer_name=layer.name,
         key=key,
@@ -185,18 +235,176 @@ def find_region(
     )
 
 
-def region_pixels(layer: Any, region: Region) -> np.ndarray:
-    """The image data of ``region`` as a numpy array (channels last for RGB)."""
+#: the default level is the finest whose larger side is at most this
+DEFAULT_MAX_SIDE = 4096
+
+
+def level_shapes(layer: Any) -> list[tuple[int, ...]]:
+    """Spatial shape (no RGB axis) of every level of a multiscale layer."""
+    return [tuple(int(s) for s in d.shape[: layer.ndim]) for d in layer.data]
+
+
+def default_level(layer: Any, max_side: int = DEFAULT_MAX_SIDE) -> int:
+    """The finest level whose in-plane sides are all ≤ ``max_side`` (else the coarsest)."""
+    shapes = level_shapes(layer)
+    for i, shp in enumerate(shapes):
+        if max(shp[-2:]) <= max_side:
+            return i
+    return len(shapes) - 1
+
+
+def _factor_text(factors: tuple[float, ...]) -> str:
+    vals = [round(float(f), 3) for f in factors[-2:]]
+    if len(set(vals)) == 1:
+        return f"{vals[0]:g}×"
+    return " × ".join(f"{v:g}" for v in vals)
+
+
+def _level_region(
+    layer: Any,
+    shape: tuple[int, ...],
+    explained: list[int],
+    fixed: dict[int, int],
+    level: int | None,
+    visible: np.ndarray | None,
+    dims: Any,
+) -> dict[str, Any]:
+    """Key, shape and placement of a multiscale region at ``level`` (see `find_region`)."""
+    shapes = level_shapes(layer)
+    lvl = default_level(layer) if level is None else int(level)
+    if not 0 <= lvl < len(shapes):
+        return {"problem": f"'{layer.name}' has no level {lvl} (0..{len(shapes) - 1})"}
+    lshape = shapes[lvl]
+    f = tuple(float(shape[a]) / float(lshape[a]) for a in range(len(shape)))
+    start = [0] * len(shape)
+    stop = list(lshape)
+    fixed_l: dict[int, int] = {}
+    for a, idx in fixed.items():
+        fixed_l[a] = min(max(int(np.floor(idx / f[a] + 0.5)), 0), lshape[a] - 1)
+        start[a], stop[a] = fixed_l[a], fixed_l[a] + 1
+    use_visible = visible is not None and len(explained) == 2
+    if use_visible:
+        box = _visible_box(layer, visible, explained, dims)
+        if box is None:
+            use_visible = False
+        else:
+            for a, (lo, hi) in zip(explained, box):
+                lo_l = int(np.floor(lo / f[a] + 0.5))
+                hi_l = int(np.floor(hi / f[a] + 0.5)) + 1
+                start[a] = min(max(lo_l, 0), lshape[a])
+                stop[a] = min(max(hi_l, 0), lshape[a])
+            if any(stop[a] - start[a] < 1 for a in explained):
+                return {
+                    "problem": f"no part of '{layer.name}' is in view: "
+                    "pan onto the image or explain the whole slide"
+                }
+    key = tuple(
+        fixed_l[a] if a in fixed_l else slice(start[a], stop[a]) for a in range(len(shape))
+    )
+    return {
+        "level": lvl,
+        "level_shape": lshape,
+        "downsample": f,
+        "origin": tuple(start),
+        "key": key,
+        "fixed": fixed_l,
+        "shape": tuple(stop[a] - start[a] for a in explained),
+        "result_shape": tuple(stop[a] - start[a] for a in range(len(shape))),
+        "visible": use_visible,
+    }
+
+
+def _visible_box(
+    layer: Any, corners: np.ndarray, explained: list[int], dims: Any
+) -> list[tuple[float, float]] | None:
+    """Level-0 data bounds (min, max) on ``explained`` of the canvas corners (world)."""
+    corners = np.asarray(corners, dtype=float)
+    if corners.ndim != 2 or corners.shape[0] != 2 or not np.all(np.isfinite(corners)):
+        return None
+    wnd = corners.shape[1]
+    base = np.asarray(dims.point, dtype=float) if dims is not None else np.zeros(wnd)
+    if base.shape[0] != wnd:
+        return None
+    offset = wnd - len(layer.data[0].shape[: layer.ndim])
+    waxes = [a + offset for a in explained]
+    pts = []
+    for i in (0, 1):
+        for j in (0, 1):
+            p = base.copy()
+            p[waxes[0]] = corners[i, waxes[0]]
+            p[waxes[1]] = corners[j, waxes[1]]
+            pts.append(np.asarray(layer.world_to_data(p), dtype=float))
+    data = np.stack(pts)
+    return [(float(data[:, a].min()), float(data[:, a].max())) for a in explained]
+
+
+def region_transform_kwargs(layer: Any, region: Region) -> dict[str, Any]:
+    """Layer keyword arguments placing a region-sized result over ``region`` in the world.
+
+    For a plain region (not a pyramid level) the image's own transforms. For a
+    level region: scale = image scale × downsample and translate moved to the
+    region's origin (``translate + R·Sh·S·(origin × downsample)``, which is
+    ``translate + origin × downsample × scale`` without rotation or shear) —
+    where napari draws that level; rotate, shear and affine are kept.
+    """
+    out = transform_kwargs(layer)
+    if region.level is None:
+        return out
+    from napari.utils.transforms import CompositeAffine
+
+    f = np.asarray(region.downsample, dtype=float)
+    origin = np.asarray(region.origin, dtype=float)
+    scale = np.asarray(layer.scale, dtype=float)
+    linear = CompositeAffine(
+        scale=scale,
+        translate=np.zeros_like(scale),
+        rotate=layer.rotate,
+        shear=layer.shear,
+        ndim=len(scale),
+    ).linear_matrix
+    out["scale"] = scale * f
+    out["translate"] = np.asarray(layer.translate, dtype=float) + linear @ (origin * f)
+    return out
+
+
+def region_pixels(layer: Any, region: Region) -> Any:
+    """The image data of ``region`` (channels last for RGB).
+
+    A numpy array for a plain layer; for a pyramid level a lazy dask view of the
+    region (nothing is read here: the engine reads it window by window, in the
+    worker thread).
+    """
+    if region.level is not None:
+        import dask.array as da
+
+        arr = layer.data[region.level]
+        if not isinstance(arr, da.Array):
+            arr = da.from_array(arr, chunks=_chunks(arr))
+        return arr[region.key]
     return np.asarray(image_data(layer)[region.key])
 
 
+def _chunks(arr: Any) -> Any:
+    chunks = getattr(arr, "chunks", None)  # zarr arrays know theirs
+    if isinstance(chunks, tuple) and len(chunks) == arr.ndim:
+        return chunks
+    return tuple(min(int(s), 1024) for s in arr.shape)
+
+
 def region_of(data: np.ndarray, region: Region) -> np.ndarray:
-    """The part of a full-shape (mask) array that ``region`` covers."""
+    """The part of a full-shape (mask) array that ``region`` covers.
+
+    A level region's result layer is the region itself (fixed axes of length 1).
+    """
+    if region.level is not None:
+        return np.asarray(data).reshape(region.shape)
     return np.asarray(data[region.key])
 
 
 def embed(region: Region, values: np.ndarray, dtype: Any) -> np.ndarray:
     """A full-shape array (the layer's spatial shape) with ``values`` in ``region``."""
+    if region.level is not None:
+        return np.asarray(values, dtype=dtype).reshape(region.layer_shape)
     out = np.zeros(region.layer_shape, dtype=dtype)
     out[region.key] = values
     return out

@@ -139,6 +139,7 @@ class ResultStore:
             and rec.source() is source
             and rec.class_name == class_name
             and rec.region.key == ctx.region.key
+            and rec.region.level == ctx.region.level
             and rec.region.layer_shape == ctx.region.layer_shape
         ]
         return max(same, key=lambda t: t[0])[1] if same else None

@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -37,7 +38,14 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_medcam.plugin.layers import Region, find_region, region_pixels, transform_kwargs
+from napari_medcam.plugin.layers import (
+    Region,
+    default_level,
+    find_region,
+    level_shapes,
+    region_pixels,
+    region_transform_kwargs,
+)
 from napari_medcam.plugin.results import ResultStore, RunContext
 from napari_medcam.plugin.review import ReviewMixin
 from napari_medcam.plugin.worker import (
@@ -161,6 +169,23 @@ class MedCAMWidget(ReviewMixin, QWidget):
         )
         self.region_label = Label(value="")
         _wrap(self.region_label)
+        # multiscale (slide) images: which pyramid level, and the whole slide or the view
+        self.level_combo = ComboBox(
+            label="Level",
+            choices=[],
+            tooltip="Pyramid level to explain (0 = full resolution); "
+            "coarser levels read fewer pixels",
+        )
+        self.scope_combo = ComboBox(
+            label="Region",
+            choices=[("whole slide", "whole"), ("visible region", "visible")],
+            value="whole",
+            tooltip="whole slide: the whole level · visible region: the part in view",
+        )
+        self.slide_form = Container(widgets=[self.level_combo, self.scope_combo])
+        self.slide_form.margins = (0, 0, 0, 0)
+        self.slide_form.visible = False
+        self._levels_of: Any = None  # weakref to the layer whose levels the combo lists
         # classifier
         names = sorted(registered_classifiers())
         if "demo" in names:
@@ -298,7 +323,7 @@ class MedCAMWidget(ReviewMixin, QWidget):
         layout.setSpacing(6)
         input_form = Container(widgets=[self.image_combo])
         input_form.margins = (0, 0, 0, 0)
-        layout.addWidget(_group("Input", input_form, self.region_label))
+        layout.addWidget(_group("Input", input_form, self.slide_form, self.region_label))
         layout.addWidget(
             _group("Classifier", self.model_form, self.file_box, self.classifier_label_w)
         )
@@ -335,6 +360,12 @@ class MedCAMWidget(ReviewMixin, QWidget):
         v.dims.events.point.connect(self._update_region)
         v.dims.events.ndisplay.connect(self._update_region)
         v.dims.events.order.connect(self._update_region)
+        camera = self._camera()
+        if camera is not None:
+            camera.events.center.connect(self._on_camera)
+            camera.events.zoom.connect(self._on_camera)
+        self.level_combo.changed.connect(self._update_region)
+        self.scope_combo.changed.connect(self._update_region)
         self.image_combo.changed.connect(self._on_image_chosen)
         self.classifier_combo.changed.connect(self._on_classifier_choice)
         self.load_button.clicked.connect(lambda: self._load_classifier(notify=True))
@@ -419,6 +450,54 @@ class MedCAMWidget(ReviewMixin, QWidget):
         self._update_region()
 
     # ------------------------------------------------------------------ region
+    def _camera(self) -> Any:
+        scene = getattr(self.viewer, "scene", None)
+        camera = getattr(scene, "camera", None)
+        return camera if camera is not None else getattr(self.viewer, "camera", None)
+
+    def _on_camera(self, event: Any = None) -> None:
+        """Panning/zooming changes the visible region of a slide."""
+        if self._closed or self.worker is not None:
+            return
+        layer = self.image_combo.value
+        if getattr(layer, "multiscale", False) and self.scope_combo.value == "visible":
+            self._update_region()
+
+    def visible_corners(self) -> Any:
+        """The canvas' top-left and bottom-right in world coordinates (None if unknown)."""
+        if self.viewer.dims.ndisplay != 2:
+            return None
+        try:
+            canvas = self.viewer.window._qt_viewer.canvas
+            corners = np.asarray(canvas._viewbox_corners_in_world, dtype=float)
+        except Exception:  # no Qt canvas (or a napari without it)
+            logger.debug("no canvas corners", exc_info=True)
+            return None
+        if corners.shape != (2, self.viewer.dims.ndim) or not np.all(np.isfinite(corners)):
+            return None
+        if np.any(np.abs(corners[1] - corners[0])[list(self.viewer.dims.displayed)] < 1e-9):
+            return None  # a canvas not laid out yet
+        return corners
+
+    def _sync_levels(self, layer: Any) -> None:
+        """Show the Level/Region choice for a multiscale image; list its levels."""
+        multiscale = bool(getattr(layer, "multiscale", False))
+        self.slide_form.visible = multiscale
+        if not multiscale:
+            self._levels_of = None
+            return
+        if self._levels_of is not None and self._levels_of() is layer:
+            return
+        shapes = level_shapes(layer)
+        choices = [
+            (f"{i}: {shp[-1]} × {shp[-2]} px" + (" (full resolution)" if i == 0 else ""), i)
+            for i, shp in enumerate(shapes)
+        ]
+        with self.level_combo.changed.blocked():
+            self.level_combo.choices = choices
+            self.level_combo.value = default_level(layer)
+        self._levels_of = weakref.ref(layer)
+
     def current_region(self) -> Region:
         layer = self.image_combo.value
         if layer is None and self._rejected is not None:
@@ -427,7 +506,13 @@ class MedCAMWidget(ReviewMixin, QWidget):
         sd = clf.spatial_dims if clf is not None else 2
         size = clf.input_size if clf is not None else None
         try:
-            return find_region(layer, self.viewer.dims, sd, size)
+            level = visible = None
+            if getattr(layer, "multiscale", False):
+                self._sync_levels(layer)
+                level = self.level_combo.value
+                if self.scope_combo.value == "visible":
+                    visible = self.visible_corners()
+            return find_region(layer, self.viewer.dims, sd, size, level=level, visible=visible)
         except Exception as err:  # an exotic layer/transform: say so, don't crash
             logger.debug("region failed", exc_info=True)
             return Region(problem=f"cannot tell what to explain: {err}")
@@ -436,6 +521,7 @@ class MedCAMWidget(ReviewMixin, QWidget):
         if self._closed:
             return
         region = self.current_region()
+        self._sync_levels(self.image_combo.value)
         if region.ok:
             self.region_label.value = f"Explains: {region.description}"
         else:
@@ -623,7 +709,7 @@ class MedCAMWidget(ReviewMixin, QWidget):
             layer_ref=weakref.ref(layer),
             layer_name=layer.name,
             region=region,
-            transforms=transform_kwargs(layer),
+            transforms=region_transform_kwargs(layer, region),
             classifier=clf,
             classifier_label=self.classifier_label or clf.name,
             config=config,
@@ -731,7 +817,7 @@ class MedCAMWidget(ReviewMixin, QWidget):
             logger.debug("adding result failed", exc_info=True)
             self._notify_error(f"Med-CAM could not add the result: {err}")
             return
-        self._show_summary(exp, list(ctx.classifier.class_names))
+        self._show_summary(exp, list(ctx.classifier.class_names), ctx.region.description)
         self.status_label.value = f"Done: '{layer.name}' ({exp.seconds:.1f} s)"
         if not exp.valid:
             self._notify_warning(f"Med-CAM: the mask is not trustworthy: {exp.status}")
@@ -755,7 +841,7 @@ class MedCAMWidget(ReviewMixin, QWidget):
         self._update_buttons()
         return placed.layer
 
-    def _show_summary(self, exp: Any, class_names: list[str]) -> None:
+    def _show_summary(self, exp: Any, class_names: list[str], where: str = "") -> None:
         """The result panel: decision kept?, confidences, area, time, every class."""
         esc = html.escape
         if len(class_names) != len(exp.probabilities):
@@ -777,6 +863,8 @@ class MedCAMWidget(ReviewMixin, QWidget):
             ("area", f"{100 * exp.area_fraction:.1f} % of the image"),
             ("time", f"{exp.seconds:.1f} s · {exp.steps} steps{tiles}"),
         ]
+        if where:
+            facts.append(("explained", esc(where)))
         head = "".join(f"<tr><td style='color:gray'>{k}</td><td>{v}</td></tr>" for k, v in facts)
         bold = [
             "<b>" + esc(n) + "</b>" if i == exp.target else esc(n)

@@ -96,7 +96,7 @@ def start_warm_up(threads: int | None = None) -> None:
 class ExplainJob:
     """Everything one run needs, gathered in the GUI thread before it starts."""
 
-    image: np.ndarray
+    image: Any  # a numpy array, or a lazy (dask) region of a pyramid level
     classifier: Any  # napari_medcam.Classifier
     target: int | None
     config: Any  # napari_medcam.MedCAMConfig
@@ -159,7 +159,10 @@ def run_explanation(job: ExplainJob) -> Generator[Any, None, JobResult]:
             result = JobResult(explanation=explanation)
             if job.gradcam:
                 try:
-                    result.gradcam = gradcam(job.image, job.classifier, explanation.target)
+                    # a lazy region (pyramid level) is read here, in the worker thread
+                    result.gradcam = gradcam(
+                        np.asarray(job.image), job.classifier, explanation.target
+                    )
                 except Exception as err:  # Grad-CAM is a comparison, not the result
                     result.gradcam_note = f"Grad-CAM unavailable: {_message(err)}"
             return result
@@ -180,6 +183,8 @@ def run_check(
 
     with torch_threads(threads):
         try:
+            # a lazy region (pyramid level) is read here, in the worker thread
+            image = np.asarray(image)
             return mask_confidences(image, mask, classifier, target, config)
         except Exception as err:
             logger.debug("Med-CAM check failed", exc_info=True)

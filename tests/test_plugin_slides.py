@@ -1,0 +1,138 @@
+"""Slides (multiscale images) in the widget: a chosen pyramid level, the whole slide or the view.
+
+The slide is built in memory: level 1 is a normal tile beside a lesion tile
+(224 × 448 RGB), level 0 its 2× upsampling; the layer is scaled and translated
+so that a misplaced result would show.
+"""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+
+import napari_medcam as mc
+from tests.conftest import run_explanation
+
+SCALE = (0.5, 0.5)
+TRANSLATE = (10.0, 20.0)
+
+
+@pytest.fixture(scope="module")
+def slide() -> tuple[list[np.ndarray], np.ndarray]:
+    normal, _ = mc.synthetic_tile(seed=1, label=0)
+    lesion, evidence = mc.synthetic_tile(seed=0, label=1)
+    level1 = np.concatenate([normal, lesion], axis=1)  # 224 × 448 × 3
+    ev1 = np.zeros(level1.shape[:2], bool)
+    ev1[:, 224:] = evidence
+    level0 = np.kron(level1, np.ones((2, 2, 1), np.uint8))  # 448 × 896 × 3
+    return [level0, level1], ev1
+
+
+def _add_slide(viewer, widget, levels):
+    img = viewer.add_image(
+        levels, multiscale=True, rgb=True, scale=SCALE, translate=TRANSLATE, name="slide"
+    )
+    assert widget.image_combo.value is img
+    # a short run; min_steps is not in the form, so the config is given directly
+    widget.build_config = lambda: mc.MedCAMConfig.fast(steps=30, min_steps=5)
+    return img
+
+
+def _mask_world_points(labels) -> np.ndarray:
+    rc = np.argwhere(np.asarray(labels.data) == 1).astype(float)
+    return np.asarray([labels.data_to_world(p) for p in rc])
+
+
+def test_whole_slide_at_level_1_lines_up_with_the_image(medcam, slide, qtbot):
+    viewer, widget = medcam
+    levels, ev1 = slide
+    img = _add_slide(viewer, widget, levels)
+    # the form offers the levels (finest ≤ 4096 px by default) and the region choice
+    assert not widget.slide_form.native.isHidden()
+    assert list(widget.level_combo.choices) == [0, 1]
+    assert widget.level_combo.value == 0 and widget.scope_combo.value == "whole"
+    widget.level_combo.value = 1
+    assert "whole slide at level 1 (downsample 2×)" in widget.region_label.value
+    assert "224 × 448 px" in widget.region_label.value
+
+    worker = widget.explain()
+    assert worker is not None
+    # the worker gets a lazy view: no pixel was read in the GUI thread
+    assert isinstance(worker_job_image(widget), da.Array)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+    result = widget.last_result
+    assert result is not None and not result.error, result and result.error
+
+    labels = widget.result_combo.value
+    assert labels.data.shape == (224, 448)
+    np.testing.assert_allclose(labels.scale, np.multiply(SCALE, 2))
+    np.testing.assert_allclose(labels.translate, TRANSLATE)
+    # the same world extent as the image (up to half a level-0 pixel: napari
+    # centres a level-1 pixel on level-0 pixel 2i, as it draws that level)
+    np.testing.assert_allclose(labels.extent.world, img.extent.world, atol=0.5 * SCALE[0] + 1e-9)
+    meta = labels.metadata["medcam"]["region"]
+    assert meta["level"] == 1 and meta["origin"] == [0, 0] and not meta["visible_region"]
+    assert "level 1" in widget.summary.text()
+
+    # mask pixels, taken to the world and back into the image's level 1, hit the lesion
+    world = _mask_world_points(labels)
+    assert len(world) > 0
+    data0 = np.asarray([img.world_to_data(p) for p in world])
+    rc1 = np.clip(np.floor(data0 / 2 + 0.5).astype(int), 0, np.array(ev1.shape) - 1)
+    on_lesion_tile = rc1[:, 1] >= 224
+    assert on_lesion_tile.mean() > 0.8, on_lesion_tile.mean()
+    assert ev1[rc1[:, 0], rc1[:, 1]].mean() > 0.3
+
+
+def worker_job_image(widget):
+    return widget._ctx.job.image
+
+
+def test_visible_region_after_zoom_is_placed_where_it_is(medcam, slide, qtbot):
+    viewer, widget = medcam
+    levels, ev1 = slide
+    img = _add_slide(viewer, widget, levels)
+    widget.level_combo.value = 1
+    widget.scope_combo.value = "visible"
+    camera = viewer.scene.camera
+    # look at the middle of the lesion tile (level-1 pixel (112, 336)), zoomed in
+    camera.center = (TRANSLATE[0] + 112 * 2 * SCALE[0], TRANSLATE[1] + 336 * 2 * SCALE[1])
+    camera.zoom = 6
+    corners = widget.visible_corners()
+    assert corners is not None
+    region = widget.current_region()
+    assert region.ok and region.visible and region.level == 1
+    assert "visible region at level 1" in widget.region_label.value
+    h, w = region.shape
+    assert h < 224 and w < 448 and h > 8 and w > 8
+    y0, x0 = region.origin
+    # the region is the part of level 1 inside the canvas corners (world → level 1)
+    lo = (corners[0] - TRANSLATE) / np.asarray(SCALE) / 2
+    hi = (corners[1] - TRANSLATE) / np.asarray(SCALE) / 2
+    assert abs(y0 - lo[0]) <= 1 and abs(x0 - lo[1]) <= 1
+    assert abs(y0 + h - hi[0]) <= 2 and abs(x0 + w - hi[1]) <= 2
+    assert region.key == (slice(y0, y0 + h), slice(x0, x0 + w))
+
+    run_explanation(qtbot, widget)
+    labels = widget.result_combo.value
+    assert labels.data.shape == (h, w)
+    np.testing.assert_allclose(labels.scale, np.multiply(SCALE, 2))
+    np.testing.assert_allclose(
+        labels.translate, np.asarray(TRANSLATE) + np.array([y0, x0]) * 2 * np.asarray(SCALE)
+    )
+    # its first pixel sits on the image's level-1 pixel (y0, x0)
+    np.testing.assert_allclose(
+        np.asarray(img.world_to_data(labels.data_to_world((0, 0)))) / 2, (y0, x0)
+    )
+    # and the result lies inside the view
+    ext = labels.extent.world
+    assert np.all(ext[0] >= corners[0] - 1.0) and np.all(ext[1] <= corners[1] + 1.0)
+    assert "visible region at level 1" in widget.summary.text()
+
+    # the whole slide is still one choice away; a plain image hides the slide form
+    widget.scope_combo.value = "whole"
+    assert widget.current_region().shape == (224, 448)
+    viewer.add_image(np.zeros((64, 64), np.uint8), name="plain")
+    assert widget.slide_form.native.isHidden()
+    assert "whole image" in widget.region_label.value
