@@ -39,6 +39,11 @@ def _add_slide(viewer, widget, levels):
     return img
 
 
+def _world_box(layer, shape) -> np.ndarray:
+    lo = np.asarray(layer.translate, float)
+    return np.stack([lo, lo + np.asarray(shape[:2], float) * np.asarray(layer.scale, float)])
+
+
 def _mask_world_points(labels) -> np.ndarray:
     rc = np.argwhere(np.asarray(labels.data) == 1).astype(float)
     return np.asarray([labels.data_to_world(p) for p in rc])
@@ -68,9 +73,13 @@ def test_whole_slide_at_level_1_lines_up_with_the_image(medcam, slide, qtbot):
     assert labels.data.shape == (224, 448)
     np.testing.assert_allclose(labels.scale, np.multiply(SCALE, 2))
     np.testing.assert_allclose(labels.translate, TRANSLATE)
-    # the same world extent as the image (up to half a level-0 pixel: napari
-    # centres a level-1 pixel on level-0 pixel 2i, as it draws that level)
-    np.testing.assert_allclose(labels.extent.world, img.extent.world, atol=0.5 * SCALE[0] + 1e-9)
+    # the same world extent as the image: [translate, translate + shape × pixel size]
+    np.testing.assert_allclose(
+        _world_box(labels, labels.data.shape), _world_box(img, levels[0].shape[:2])
+    )
+    # napari's pixel-centre extents differ by one level-0 pixel at most (it centres
+    # level-1 pixel i on level-0 pixel 2i, as it draws that level)
+    np.testing.assert_allclose(labels.extent.world, img.extent.world, atol=SCALE[0] + 1e-9)
     meta = labels.metadata["medcam"]["region"]
     assert meta["level"] == 1 and meta["origin"] == [0, 0] and not meta["visible_region"]
     assert "level 1" in widget.summary.text()

@@ -298,9 +298,7 @@ def _level_region(
                     "problem": f"no part of '{layer.name}' is in view: "
                     "pan onto the image or explain the whole slide"
                 }
-    key = tuple(
-        fixed_l[a] if a in fixed_l else slice(start[a], stop[a]) for a in range(len(shape))
-    )
+    key = tuple(fixed_l[a] if a in fixed_l else slice(start[a], stop[a]) for a in range(len(shape)))
     return {
         "level": lvl,
         "level_shape": lshape,
