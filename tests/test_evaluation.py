@@ -201,4 +201,11 @@ def test_cli_evaluate_quick_writes_table_and_figure(tmp_path, capsys):
     with Image.open(fig) as im:
         assert im.size[0] > 6 * 150 and im.size[1] > 2 * 150
     assert '"records"' in js.read_text(encoding="utf-8")
+    # the table renders again from the records alone, without a run
+    again = tmp_path / "again.md"
+    assert main(["evaluate", "--from-json", str(js), "--benchmarks", str(again)]) == 0
+    table = [ln for ln in text.splitlines() if ln.startswith("| ")]
+    assert table and table == [
+        ln for ln in again.read_text(encoding="utf-8").splitlines() if ln.startswith("| ")
+    ]
     assert main(["evaluate", "--quick", "--tiles", "0"]) == 2  # bad input: exit 2

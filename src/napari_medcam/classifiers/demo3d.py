@@ -31,7 +31,10 @@ class DemoVolumeNet(nn.Module):
     def __init__(self, width: int = 8, num_classes: int = 2) -> None:
         super().__init__()
         w = width
-        self.block1 = nn.Sequential(nn.Conv3d(1, w, 3, stride=2, padding=1), nn.ReLU())
+        # kernel 4 with stride 2 and padding 1 is symmetric (output j is centred on input
+        # 2j + 0.5); kernel 3 would see one padded border and not the other, and its
+        # evidence maps (Grad-CAM, masks) came out shifted by a few voxels
+        self.block1 = nn.Sequential(nn.Conv3d(1, w, 4, stride=2, padding=1), nn.ReLU())
         # pooling before the ReLU gives the same result for 8× less elementwise work
         self.block2 = nn.Sequential(nn.Conv3d(w, 2 * w, 3, padding=1), nn.MaxPool3d(2), nn.ReLU())
         self.block3 = nn.Sequential(nn.Conv3d(2 * w, 4 * w, 3, padding=1), nn.ReLU())

@@ -29,6 +29,7 @@ __all__ = [
     "cut_off_tile",
     "evaluate",
     "ihc_cases",
+    "rerender",
     "run_evaluation",
     "run_method",
     "synthetic_cases",
@@ -58,14 +59,56 @@ def evaluate(
     if figure is not None:
         save_figure(result.examples, figure)
     if benchmarks is not None:
-        fig_note = ""
-        if figure is not None:
-            rel = _relative(Path(figure), Path(benchmarks).parent)
-            fig_note = f"\n![image | reference | Med-CAM | Grad-CAM | RISE | occlusion]({rel})\n"
-        write_benchmarks(benchmarks, block + fig_note)
+        write_benchmarks(benchmarks, block + _figure_note(figure, benchmarks))
     if json_path is not None:
         Path(json_path).write_text(json.dumps(_jsonable(result), indent=1), encoding="utf-8")
     return result, block
+
+
+def rerender(
+    json_path: str | Path,
+    *,
+    benchmarks: str | Path | None = None,
+    figure: str | Path | None = None,
+    out: Callable[[str], None] | None = None,
+) -> str:
+    """Render the report again from records written with ``json_path`` (no re-run).
+
+    For a change of the report's layout or verdicts; the figure is not redrawn (its
+    maps are not in the records), only linked when ``figure`` is given.
+    """
+    from dataclasses import fields
+
+    from napari_medcam.engine.config import MedCAMConfig
+    from napari_medcam.evaluation.report import render, write_benchmarks
+
+    data = json.loads(Path(json_path).read_text(encoding="utf-8"))
+    raw = data["settings"]
+    known = {f.name for f in fields(EvalSettings)} - {"fast", "paper", "figure_cases"}
+    steps = int(raw["paper"]["steps"])
+    settings = EvalSettings(
+        **{k: v for k, v in raw.items() if k in known},
+        paper=MedCAMConfig.paper(steps=steps, min_steps=steps),
+    )
+    records = data["records"]
+    seen: dict[str, Case] = {}
+    for r in records:
+        seen.setdefault(r["case"], Case(r["case"], r["group"], None, None, "", kind=r["kind"]))
+    result = EvalResult(
+        settings, records, list(seen.values()), [], data["seconds"], data["machine"], data["info"]
+    )
+    block = render(result)
+    (out or (lambda s: print(s, file=sys.stdout, flush=True)))(block)
+    if benchmarks is not None:
+        write_benchmarks(benchmarks, block + _figure_note(figure, benchmarks))
+    return block
+
+
+def _figure_note(figure: str | Path | None, benchmarks: str | Path) -> str:
+    if figure is None:
+        return ""
+    rel = _relative(Path(figure), Path(benchmarks).parent)
+    return f"\n![image | reference | Med-CAM | Grad-CAM | RISE | occlusion]({rel})\n"
 
 
 def _relative(path: Path, start: Path) -> str:

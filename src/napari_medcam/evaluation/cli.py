@@ -24,6 +24,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--figure", help=f"figure to write (default: {DEFAULT_FIGURE} for a full run)")
     p.add_argument("--no-write", action="store_true", help="print the table only")
     p.add_argument("--json", help="also write every per-image, per-method record as JSON")
+    p.add_argument(
+        "--from-json",
+        metavar="JSON",
+        help="do not run: render the table again from records written by --json",
+    )
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--rise-masks", type=int, help="RISE masks per image (full run: 500)")
@@ -68,7 +73,16 @@ def run_from_args(args: argparse.Namespace) -> int:
         figure = figure or DEFAULT_FIGURE
     if args.no_write:
         benchmarks = figure = None
-    _, _ = evaluate(
+    if args.from_json:
+        from napari_medcam.evaluation import rerender
+
+        if not Path(args.from_json).is_file():
+            raise FileNotFoundError(f"no records at {args.from_json}")
+        rerender(args.from_json, benchmarks=benchmarks, figure=figure)
+        if benchmarks:
+            print(f"wrote table: {benchmarks}")
+        return 0
+    evaluate(
         settings_from_args(args),
         benchmarks=Path(benchmarks) if benchmarks else None,
         figure=Path(figure) if figure else None,

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from napari_medcam.evaluation.methods import LABELS
 
 COLUMNS = ("image", "reference", "medcam-fast", "gradcam", "rise", "occlusion")
-CELL = 176
+CELL = 160
 PAD = 4
 HEADER = 22
 CAPTION = 16

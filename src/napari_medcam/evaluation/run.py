@@ -76,7 +76,15 @@ class EvalSettings:
     rise_masks: int = 500
     curve_steps: int = 32
     device: str = "cpu"
-    figure_cases: tuple[int, ...] = (0, 1, -3, -2, -1)  # indices into the synthetic + IHC list
+    #: rows of the figure: (group, index within the group)
+    figure_cases: tuple[tuple[str, int], ...] = (
+        ("standard", 0),
+        ("standard", 1),
+        ("hard", 0),  # faint
+        ("hard", 1),  # small
+        ("hard", 2),  # cut-off
+        ("ihc", 0),
+    )
     label: str = "full"
 
     @classmethod
@@ -100,7 +108,7 @@ class EvalSettings:
             sanity_ihc=1,
             rise_masks=64,
             curve_steps=8,
-            figure_cases=(0, -1),
+            figure_cases=(("standard", 0), ("ihc", 0)),
             label="quick",
         )
         return replace(base, **overrides)
@@ -187,7 +195,10 @@ def run_evaluation(
     cases = synthetic_cases(s.n_standard, s.n_hard) + ihc_cases(s.n_ihc)
     paper_set = _subset(cases, s.paper_standard, s.paper_hard, s.paper_ihc)
     sanity_set = _subset(cases, s.sanity_standard, s.sanity_hard, s.sanity_ihc)
-    fig_idx = {i % len(cases) for i in s.figure_cases if -len(cases) <= i < len(cases)}
+    by_group: dict[str, list[int]] = {}
+    for i, c in enumerate(cases):
+        by_group.setdefault(c.group, []).append(i)
+    fig_idx = {by_group[g][k] for g, k in s.figure_cases if g in by_group and k < len(by_group[g])}
     loaders = _classifiers()
     classifiers: dict[str, Classifier] = {}
     randomised: dict[str, Classifier] = {}
