@@ -283,7 +283,7 @@ def optimise_masks(
                 p_robust = float(torch.softmax(rob, 1)[:, st.target].mean()) if k else p_masked
                 held = int(logits_e[i].argmax()) == st.target
                 area = float(hard[one].mean())
-                objective = float(keep + minimal + robust)
+                objective = float((keep + minimal + robust).detach())
                 ok = held and p_robust >= 0.5 and cfg.min_area <= area <= cfg.max_area
                 if not st.done and ok and (st.best is None or objective < st.best[0]):
                     st.best = (objective, soft[one].detach().clone(), hard[one].detach().clone())
