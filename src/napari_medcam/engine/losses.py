@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 EPS = 1e-6
+MIN_CHANNEL_SCALE = 0.1  # floor of a channel's scale, relative to its layer's mean (see below)
 
 
 def binarize(soft: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
@@ -33,12 +34,17 @@ def feature_distance(ref: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
 
     ``ref`` (1, C, ...) is the original image's activation; each channel is scaled
     by its spatial standard deviation on the original, so every channel counts
-    alike whatever its magnitude.
+    alike whatever its magnitude. That scale is floored at `MIN_CHANNEL_SCALE` of
+    the layer's mean channel std: a channel silent (all zero after a ReLU) on the
+    original would otherwise be divided by ~1e-6, and the first activation a mask
+    wakes in it (a cut edge, a flat baseline) would outweigh every other loss term
+    by orders of magnitude.
     """
     if ref.ndim <= 2:
         return 1 - F.cosine_similarity(ref.flatten(1), other.flatten(1), dim=1, eps=EPS).mean()
     dims = tuple(range(2, ref.ndim))
-    scale = ref.std(dim=dims, keepdim=True, unbiased=False) + EPS
+    std = ref.std(dim=dims, keepdim=True, unbiased=False)
+    scale = torch.maximum(std, MIN_CHANNEL_SCALE * std.mean(dim=1, keepdim=True)) + EPS
     return (((other - ref) / scale) ** 2).mean()
 
 
