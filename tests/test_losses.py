@@ -81,3 +81,11 @@ def test_linear_slope_keeps_value_and_constant_gradient():
     assert torch.allclose(out, s)
     out.sum().backward()
     assert z.grad.tolist() == [0.25, 0.25, 0.25]  # no fading where the mask is crisp
+
+
+def test_feature_distance_floors_silent_channels():
+    # channel 2 is silent on the original (std 0): its scale is floored at 10 % of the
+    # layer's mean std (0.1 × 0.5), not ~1e-6
+    ref = torch.tensor([[[[0.0, 2.0]], [[0.0, 0.0]]]])
+    other = ref + torch.tensor([[[[0.0, 0.0]], [[0.05, 0.05]]]])
+    assert losses.feature_distance(ref, other).item() == pytest.approx(0.5, rel=1e-3)
