@@ -7,12 +7,11 @@ package so that everything works offline. Classes: 0 = "normal", 1 = "lesion"
 
 from __future__ import annotations
 
-from importlib import resources
-
 import torch
 from torch import nn
 
 from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.classifiers.packaged import packaged_classifier
 
 WEIGHTS = "demo_tissue.pt"
 CLASS_NAMES = ("normal", "lesion")
@@ -38,27 +37,8 @@ class DemoTissueNet(nn.Module):
         return self.fc(self.pool(x))
 
 
-def load_demo_checkpoint(path) -> Classifier:
-    """Build the demo `Classifier` from a checkpoint written by the training script."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    net = DemoTissueNet(width=int(ckpt["width"]), num_classes=len(ckpt["class_names"]))
-    net.load_state_dict(ckpt["state_dict"])
-    return Classifier(
-        net,
-        input_size=tuple(ckpt["input_size"]),
-        mean=ckpt["mean"],
-        std=ckpt["std"],
-        class_names=ckpt["class_names"],
-        name="demo-tissue",
-    )
-
-
 def demo_classifier() -> Classifier:
     """The frozen demo classifier (normal vs lesion), ready to use offline."""
-    ref = resources.files("napari_medcam.classifiers") / "weights" / WEIGHTS
-    with resources.as_file(ref) as path:
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"demo weights missing at {path}: run scripts/train_demo_classifier.py"
-            )
-        return load_demo_checkpoint(path)
+    return packaged_classifier(
+        WEIGHTS, DemoTissueNet, "demo-tissue", "scripts/train_demo_classifier.py"
+    )

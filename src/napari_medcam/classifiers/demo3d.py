@@ -8,12 +8,11 @@ package so that everything works offline. Input: one-channel 32³ volumes in
 
 from __future__ import annotations
 
-from importlib import resources
-
 import torch
 from torch import nn
 
 from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.classifiers.packaged import packaged_classifier
 
 WEIGHTS = "demo_volume.pt"
 CLASS_NAMES = ("normal", "lesion")
@@ -47,27 +46,8 @@ class DemoVolumeNet(nn.Module):
         return self.fc(self.pool(x))
 
 
-def load_demo_volume_checkpoint(path) -> Classifier:
-    """Build the demo volume `Classifier` from a checkpoint written by the training script."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    net = DemoVolumeNet(width=int(ckpt["width"]), num_classes=len(ckpt["class_names"]))
-    net.load_state_dict(ckpt["state_dict"])
-    return Classifier(
-        net,
-        input_size=tuple(ckpt["input_size"]),
-        mean=ckpt["mean"],
-        std=ckpt["std"],
-        class_names=ckpt["class_names"],
-        name="demo-volume",
-    )
-
-
 def demo_volume_classifier() -> Classifier:
     """The frozen demo 3-D classifier (normal vs lesion on 32³ volumes), ready offline."""
-    ref = resources.files("napari_medcam.classifiers") / "weights" / WEIGHTS
-    with resources.as_file(ref) as path:
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"demo volume weights missing at {path}: run scripts/train_demo3d_classifier.py"
-            )
-        return load_demo_volume_checkpoint(path)
+    return packaged_classifier(
+        WEIGHTS, DemoVolumeNet, "demo-volume", "scripts/train_demo3d_classifier.py"
+    )

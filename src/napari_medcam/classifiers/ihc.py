@@ -22,13 +22,12 @@ Trained by ``scripts/train_ihc_classifier.py``; weights in
 
 from __future__ import annotations
 
-from importlib import resources
-
 import numpy as np
 import torch
 from torch import nn
 
 from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.classifiers.packaged import packaged_classifier
 
 WEIGHTS = "ihc_dab.pt"
 CLASS_NAMES = ("DAB-negative", "DAB-positive")
@@ -121,27 +120,6 @@ class IHCNet(nn.Module):
         return self.fc(self.pool(x))
 
 
-def load_ihc_checkpoint(path) -> Classifier:
-    """Build the IHC `Classifier` from a checkpoint written by the training script."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    net = IHCNet(width=int(ckpt["width"]), num_classes=len(ckpt["class_names"]))
-    net.load_state_dict(ckpt["state_dict"])
-    return Classifier(
-        net,
-        input_size=tuple(ckpt["input_size"]),
-        mean=ckpt["mean"],
-        std=ckpt["std"],
-        class_names=ckpt["class_names"],
-        name="ihc-dab",
-    )
-
-
 def ihc_classifier() -> Classifier:
     """The frozen IHC patch classifier (DAB-negative vs DAB-positive), offline."""
-    ref = resources.files("napari_medcam.classifiers") / "weights" / WEIGHTS
-    with resources.as_file(ref) as path:
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"IHC weights missing at {path}: run scripts/train_ihc_classifier.py"
-            )
-        return load_ihc_checkpoint(path)
+    return packaged_classifier(WEIGHTS, IHCNet, "ihc-dab", "scripts/train_ihc_classifier.py")

@@ -1,0 +1,42 @@
+"""Classifiers whose weights ship inside this package (the demo and evaluation models)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from napari_medcam.classifiers.classifier import Classifier
+
+
+def load_checkpoint(path: str | Path, build: Callable[..., nn.Module], name: str) -> Classifier:
+    """A `Classifier` from a checkpoint our training scripts write.
+
+    The checkpoint holds the state dict and everything `Classifier` needs (width,
+    input size, mean/std, class names); it is read with ``weights_only=True``.
+    """
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    net = build(width=int(ckpt["width"]), num_classes=len(ckpt["class_names"]))
+    net.load_state_dict(ckpt["state_dict"])
+    return Classifier(
+        net,
+        input_size=tuple(ckpt["input_size"]),
+        mean=ckpt["mean"],
+        std=ckpt["std"],
+        class_names=ckpt["class_names"],
+        name=name,
+    )
+
+
+def packaged_classifier(
+    weights: str, build: Callable[..., nn.Module], name: str, script: str
+) -> Classifier:
+    """Load ``weights`` from the package's weights folder (made by ``script``)."""
+    ref = resources.files("napari_medcam.classifiers") / "weights" / weights
+    with resources.as_file(ref) as path:
+        if not path.is_file():
+            raise FileNotFoundError(f"{name} weights missing at {path}: run {script}")
+        return load_checkpoint(path, build, name)
