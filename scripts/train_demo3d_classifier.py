@@ -11,7 +11,11 @@ copy). A lesion volume keeps its whole lesion when masked, so the label stays
 true; a background alone is "normal". This makes "evidence = the lesion, whatever
 surrounds it" the rule the classifier learns, which is what a masking explanation
 assumes of a model. Volumes are also flipped and their axes permuted (the task has
-no orientation).
+no orientation). Every convolution kernel is kept mirror-symmetric along each
+axis during training (a weight parametrisation; the saved weights are plain,
+symmetric kernels), which makes the network exactly equivariant to flips: its
+feature maps, Grad-CAM and Med-CAM masks then have no built-in direction bias
+(with free kernels, evidence maps came out shifted by 1-2 voxels towards one side).
 
 Writes src/napari_medcam/classifiers/weights/demo_volume.pt and prints the
 accuracy on 400 fresh volumes (seeds 50_000+). About 5 minutes on one CPU thread.
@@ -26,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
 
 from napari_medcam.classifiers.demo3d import CLASS_NAMES, INPUT_SIZE, DemoVolumeNet
 from napari_medcam.data.volumes import _lesion_region, synthetic_volume
@@ -33,6 +39,15 @@ from napari_medcam.data.volumes import _lesion_region, synthetic_volume
 OUT = Path(__file__).resolve().parents[1] / "src/napari_medcam/classifiers/weights/demo_volume.pt"
 SIZE = INPUT_SIZE[0]
 BATCH = 32
+
+
+class MirrorSymmetric(nn.Module):
+    """Weight parametrisation: a kernel averaged with its mirror images along every axis."""
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        for axis in range(2, w.ndim):
+            w = (w + w.flip(axis)) / 2
+        return w
 
 
 def make_set(n: int, seed0: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -112,6 +127,9 @@ def main() -> None:
     xs = torch.from_numpy((vols - mean) / std)[:, None].contiguous()
     ys = torch.from_numpy(labels)
     net = DemoVolumeNet(width=args.width)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv3d)]
+    for conv in convs:
+        parametrize.register_parametrization(conv, "weight", MirrorSymmetric())
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
     per_epoch = len(xs) // BATCH
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=args.epochs * per_epoch)
@@ -135,6 +153,8 @@ def main() -> None:
             f"epoch {epoch + 1}: loss {tot / n:.4f}, train acc {correct / n:.3f} "
             f"({time.time() - t0:.0f} s)"
         )
+    for conv in convs:  # plain (symmetric) weights in the checkpoint
+        parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
     net.eval()
     tv, _, tl = make_set(400, 50_000)
     tx = torch.from_numpy((tv - mean) / std)[:, None]

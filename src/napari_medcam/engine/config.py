@@ -100,6 +100,11 @@ class MedCAMConfig:
         return replace(cls(**FAST), **overrides)
 
     @classmethod
+    def volume(cls, **overrides: Any) -> MedCAMConfig:
+        """Volumes with a 3-D classifier: the fast recipe with a half-resolution 3-D mask."""
+        return replace(cls(**VOLUME), **overrides)
+
+    @classmethod
     def preset(cls, name: str, **overrides: Any) -> MedCAMConfig:
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
@@ -128,4 +133,26 @@ FAST: dict[str, Any] = dict(
     n_backgrounds=2,  # two random backgrounds per step, rotating through all kinds
     retries=1,  # one new start when a mask fails or never shrinks below half the tile
 )
-PRESETS = ("fast", "paper")
+# Chosen with the demo volume classifier on seeds 1000-1007 (tests use 7000+). Spelled
+# out rather than derived from FAST, so that retuning the 2-D preset leaves it alone.
+# A quarter-resolution mask (8³ for 32³) is too coarse to follow a lesion; in 3-D the
+# surface (TV) grows faster than the area, and activation matching must weigh more for
+# the mask to keep the whole lesion rather than its core.
+VOLUME: dict[str, Any] = dict(
+    unet_channels=(16, 32, 64),  # a 3-D U-Net at 16³ for a 32³ input: ~70 % of a step's time
+    mask_scale=0.5,
+    init_fill=0.8,
+    prior_strength=2.0,  # the 2-D ±1 lets the mask fall off the cliff more often in 3-D
+    linear_area=True,
+    lambda_act=50.0,
+    lambda_tv=250.0,
+    steps=100,
+    min_steps=25,
+    lr=3e-3,
+    warmup_steps=10,
+    ramp_steps=30,
+    patience=10,
+    n_backgrounds=2,
+    retries=1,
+)
+PRESETS = ("fast", "paper", "volume")

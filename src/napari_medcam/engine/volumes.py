@@ -86,7 +86,7 @@ def _check_volume(volume: Any, classifier: Classifier, axis: int) -> tuple[int, 
 
 
 def _value_range(volume: Any, classifier: Classifier) -> tuple[float, float]:
-    """One intensity scale for every slice (a slice's own range would differ from its neighbours')."""
+    """One intensity scale for all slices (each slice's own range would differ)."""
     if isinstance(volume, np.ndarray):
         return classifier.value_range(volume)
     dtype = np.dtype(volume.dtype)
