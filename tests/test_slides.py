@@ -15,7 +15,8 @@ import napari_medcam as mc
 from napari_medcam.cli import main
 from napari_medcam.io import read_mask_tiff
 from napari_medcam.plugin.reader import get_slide_reader
-from napari_medcam.slides import open_slide
+from napari_medcam.slides import open_slide, write_pyramid
+from napari_medcam.tiling import Stitcher, tile_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT = mc.MedCAMConfig.fast(steps=40, min_steps=10)
@@ -37,6 +38,64 @@ def test_tiled_and_untiled_agree_on_an_image_that_fits_one_tile(clf):
     agree = (tiled.mask[:, :224] == alone.mask).mean()
     assert agree >= 0.999
     assert not tiled.mask[:, 224 + 32 :].any()
+
+
+def test_large_images_are_stitched_on_disk_with_the_same_result(clf, monkeypatch):
+    img, _ = mc.synthetic_tile(8000, 1)
+    canvas = np.full((224, 448, 3), GLASS, np.uint8)
+    canvas[:, :224] = img
+    in_memory = mc.explain(canvas, clf, config=SHORT)
+    monkeypatch.setattr("napari_medcam.tiling.IN_MEMORY_PIXELS", 1000)  # all "too large"
+    on_disk = mc.explain(canvas, clf, config=SHORT)
+    assert not isinstance(on_disk.mask, np.ndarray)  # a chunked array, not RAM
+    np.testing.assert_array_equal(np.asarray(on_disk.mask), in_memory.mask)
+    np.testing.assert_allclose(np.asarray(on_disk.soft_mask), in_memory.soft_mask, atol=1e-6)
+    assert on_disk.area_fraction == pytest.approx(in_memory.area_fraction)
+
+
+def test_on_disk_stitcher_matches_memory_and_cleans_up(monkeypatch):
+    rng = np.random.default_rng(0)
+    shape = (700, 500)
+    tiles = [(w, rng.random((224, 224)).astype(np.float32)) for w in tile_grid(shape, (224, 224), 32)]
+    ram = Stitcher(shape)
+    monkeypatch.setattr("napari_medcam.tiling.IN_MEMORY_PIXELS", 1000)
+    disk = Stitcher(shape, chunk=128)
+    assert disk.on_disk and not ram.on_disk
+    for where, soft in tiles[:-2]:  # two tiles left out: their place stays 0
+        ram.add(where, soft)
+        disk.add(where, soft)
+    mask, soft, area = disk.result(0.5)
+    ram_mask, ram_soft, ram_area = ram.result(0.5)
+    np.testing.assert_array_equal(mask[:], ram_mask)
+    np.testing.assert_allclose(soft[:], ram_soft, atol=1e-6)
+    assert area == pytest.approx(ram_area)
+    folder = Path(str(mask.store.root))
+    assert folder.exists()
+    del mask
+    import gc
+
+    gc.collect()
+    assert not folder.exists()  # the mask's temporary folder goes with the array
+
+
+def test_pyramid_is_written_tile_by_tile_from_a_lazy_mask(tmp_path):
+    import zarr
+
+    truth = np.zeros((1500, 1300), bool)
+    truth[100:900, 200:260] = True
+    truth[1400:, 1250:] = True
+    lazy = zarr.create_array(store=str(tmp_path / "m.zarr"), shape=truth.shape, chunks=(256, 256),
+                             dtype=bool)
+    lazy[:] = truth
+    out = write_pyramid(tmp_path / "mask.tif", lazy, {"class_name": "lesion"}, tile=256,
+                        min_side=256)
+    with tifffile.TiffFile(out) as tif:
+        levels = [lv.asarray() for lv in tif.series[0].levels]
+    assert [lv.shape for lv in levels] == [(1500, 1300), (750, 650), (375, 325), (188, 163)]
+    for i, lv in enumerate(levels):
+        np.testing.assert_array_equal(lv, truth[:: 2**i, :: 2**i])
+    mask, meta = read_mask_tiff(out)
+    assert mask.shape == truth.shape and meta["class_name"] == "lesion"
 
 
 def test_stitched_mask_finds_evidence_at_known_places(clf):

@@ -6,6 +6,7 @@ the same as opening a small one, and a region at level 0 reads only its tiles.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,7 @@ def is_pyramidal(path: str | Path) -> bool:
 
 def write_pyramid(
     path: str | Path,
-    data: np.ndarray,
+    data: Any,
     metadata: dict[str, Any] | None = None,
     tile: int = 512,
     min_side: int = 512,
@@ -122,28 +123,45 @@ def write_pyramid(
     """Write a 2-D mask (uint8) as a tiled pyramidal TIFF (sub-IFDs, nearest downsampling).
 
     For masks too large for a flat TIFF to be comfortable to open; metadata as in
-    `napari_medcam.io.write_mask_tiff`.
+    `napari_medcam.io.write_mask_tiff`. ``data`` may be lazy (zarr, dask): every
+    level is read and written one tile at a time, so a whole-slide mask is never
+    held in memory.
     """
     import tifffile
 
     from napari_medcam.io import _jsonable, write_atomic
 
-    data = np.asarray(data).astype(np.uint8)
-    levels = [data]
-    while max(levels[-1].shape[:2]) > min_side:
-        levels.append(levels[-1][::2, ::2])
+    if len(data.shape) != 2:
+        raise ValueError(f"a pyramid mask must be 2-D, got shape {tuple(data.shape)}")
+    height, width = (int(n) for n in data.shape)
+    steps = [1]
+    while max(-(-height // steps[-1]), -(-width // steps[-1])) > min_side:
+        steps.append(steps[-1] * 2)
     meta = {"napari_medcam": _jsonable(metadata or {})}
 
+    def level_tiles(step: int) -> Iterator[np.ndarray]:
+        h, w = -(-height // step), -(-width // step)
+        for y in range(0, h, tile):
+            for x in range(0, w, tile):
+                rows = slice(y * step, min(y + tile, h) * step, step)
+                cols = slice(x * step, min(x + tile, w) * step, step)
+                block = np.asarray(data[rows, cols]).astype(np.uint8)
+                out = np.zeros((tile, tile), np.uint8)
+                out[: block.shape[0], : block.shape[1]] = block
+                yield out
+
     def _write(tmp: Path) -> None:
-        with tifffile.TiffWriter(tmp, bigtiff=data.nbytes > 2**31) as tw:
-            tw.write(
-                levels[0],
-                tile=(tile, tile),
-                compression="zlib",
-                metadata=meta,
-                subifds=len(levels) - 1,
-            )
-            for lvl in levels[1:]:
-                tw.write(lvl, tile=(tile, tile), compression="zlib", subfiletype=1)
+        with tifffile.TiffWriter(tmp, bigtiff=height * width > 2**31) as tw:
+            for i, step in enumerate(steps):
+                tw.write(
+                    level_tiles(step),
+                    shape=(-(-height // step), -(-width // step)),
+                    dtype=np.uint8,
+                    tile=(tile, tile),
+                    compression="zlib",
+                    metadata=meta if i == 0 else {},
+                    subifds=len(steps) - 1 if i == 0 else None,
+                    subfiletype=1 if i else 0,
+                )
 
     return write_atomic(path, _write, overwrite)

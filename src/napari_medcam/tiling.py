@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+import math
+import tempfile
+import weakref
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -11,6 +17,10 @@ import numpy as np
 TISSUE_SATURATION = 0.07
 # A tile is explained only when at least this fraction of its pixels is tissue.
 MIN_TISSUE_FRACTION = 0.05
+# Stitched masks larger than this (pixels) are kept in chunked zarr arrays on disk
+# instead of memory: 4,096² float32 is 64 MiB per array.
+IN_MEMORY_PIXELS = 4096 * 4096
+STITCH_CHUNK = 1024
 
 
 def axis_starts(length: int, tile: int, overlap: int = 0) -> list[int]:
@@ -71,20 +81,70 @@ def blend_weights(shape: Sequence[int]) -> np.ndarray:
 
 
 class Stitcher:
-    """Blend tiles' soft masks in their overlaps, then threshold once."""
+    """Blend tiles' soft masks in their overlaps, then threshold once.
 
-    def __init__(self, shape: Sequence[int]) -> None:
-        self.soft = np.zeros(shape, np.float32)
-        self.weight = np.zeros(shape, np.float32)
+    Images up to `IN_MEMORY_PIXELS` are stitched in NumPy arrays. Larger ones (a
+    whole slide at full resolution) are stitched in chunked, compressed zarr arrays
+    in temporary folders, so memory stays bounded by a few chunks whatever the size;
+    the results are then zarr arrays too, each deleting its folder when collected.
+    """
+
+    def __init__(self, shape: Sequence[int], chunk: int = STITCH_CHUNK) -> None:
+        self.shape = tuple(int(n) for n in shape)
+        self.chunks = tuple(min(chunk, n) for n in self.shape)
+        self.on_disk = math.prod(self.shape) > IN_MEMORY_PIXELS
+        if self.on_disk:
+            self._scratch = tempfile.TemporaryDirectory(prefix="napari-medcam-stitch-")
+            root = Path(self._scratch.name)
+            self.soft = self._zarr(root / "soft.zarr", np.float32)
+            self.weight = self._zarr(root / "weight.zarr", np.float32)
+        else:
+            self.soft = np.zeros(self.shape, np.float32)
+            self.weight = np.zeros(self.shape, np.float32)
+
+    def _zarr(self, path: Path, dtype: type) -> Any:
+        import zarr
+
+        return zarr.create_array(
+            store=str(path), shape=self.shape, chunks=self.chunks, dtype=dtype, fill_value=0
+        )
 
     def add(self, where: tuple[slice, ...], soft: np.ndarray) -> None:
         w = blend_weights(soft.shape)
-        self.soft[where] += soft * w
-        self.weight[where] += w
+        self.soft[where] = self.soft[where] + soft * w
+        self.weight[where] = self.weight[where] + w
 
-    def result(self, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-        """(binary mask, soft mask); places no explained tile covered are 0."""
-        soft = np.divide(
-            self.soft, self.weight, out=np.zeros_like(self.soft), where=self.weight > 0
-        )
-        return soft > threshold, soft
+    def result(self, threshold: float) -> tuple[Any, Any, float]:
+        """(binary mask, soft mask, mask's area fraction); places no tile covered are 0."""
+        if not self.on_disk:
+            soft = _normalised(self.soft, self.weight)
+            mask = soft > threshold
+            return mask, soft, float(mask.mean())
+        mask = self._owned_zarr(bool)
+        soft = self._owned_zarr(np.float32)
+        kept = 0
+        for block in _chunk_blocks(self.shape, self.chunks):
+            s = _normalised(self.soft[block], self.weight[block])
+            soft[block] = s
+            mask[block] = s > threshold
+            kept += int((s > threshold).sum())
+        self._scratch.cleanup()
+        return mask, soft, kept / math.prod(self.shape)
+
+    def _owned_zarr(self, dtype: type) -> Any:
+        """A zarr array in its own temporary folder, removed when the array is collected."""
+        folder = tempfile.TemporaryDirectory(prefix="napari-medcam-mask-")
+        array = self._zarr(Path(folder.name) / "data.zarr", dtype)
+        weakref.finalize(array, folder.cleanup)
+        return array
+
+
+def _normalised(total: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    return np.divide(total, weight, out=np.zeros_like(total), where=weight > 0)
+
+
+def _chunk_blocks(shape: Sequence[int], chunks: Sequence[int]) -> Iterator[tuple[slice, ...]]:
+    """The chunk-aligned blocks of an array, one at a time."""
+    starts = [range(0, n, c) for n, c in zip(shape, chunks)]
+    for corner in itertools.product(*starts):
+        yield tuple(slice(s, min(s + c, n)) for s, c, n in zip(corner, chunks, shape))

@@ -7,7 +7,9 @@ by tile, so lazy (dask, zarr) images are never loaded whole. Background tiles
 (little tissue, see `napari_medcam.tiling`) are skipped; tiles the classifier
 assigns to the target are explained ``tile_batch`` at a time — one classifier
 batch per step, each tile with its own U-Net — and their soft masks are blended
-in the overlaps and thresholded once.
+in the overlaps and thresholded once. Past `napari_medcam.tiling.IN_MEMORY_PIXELS`
+the stitched masks are chunked zarr arrays on disk, not NumPy arrays, so memory is
+bounded by the tile batch and a few chunks, not by the image.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ from napari_medcam.tiling import (
     tile_grid,
     tissue_fraction,
 )
+
+
+# a tile's tensors, dropped once stitched (its facts — verdict, confidences — are kept)
+_TILE_TENSORS = ("soft", "hard", "choice", "history")
 
 
 class ExplanationCancelled(RuntimeError):
@@ -225,18 +231,23 @@ def iter_explain(
             window = tiles.windows[i]
             shape = tuple(s.stop - s.start for s in window)
             stitcher.add(window, to_numpy_mask(resize(f["soft"], shape)))
+            if tiles.tiled:  # only the facts stay: memory must not grow with the slide
+                for key in _TILE_TENSORS:
+                    f.pop(key, None)
             per_tile.append(f)
         target_idx = per_tile[0]["target"]
 
-    mask, soft = stitcher.result(config.threshold)
+    mask, soft, area = stitcher.result(config.threshold)
     if not tiles.tiled and per_tile:  # one tile: the optimised binary mask, exactly
         shape = tiles.spatial
         mask = to_numpy_mask(resize(per_tile[0]["hard"], shape, smooth=False)) > 0.5
+        area = float(mask.mean())
     name = classifier.class_names[target_idx] if target_idx is not None else "?"
     return _summarise(
         per_tile,
         mask,
         soft,
+        area,
         classifier,
         config,
         target_idx,
@@ -286,8 +297,9 @@ def _select_tiles(
 
 def _summarise(
     per_tile: list[dict[str, Any]],
-    mask: np.ndarray,
-    soft: np.ndarray,
+    mask: Any,
+    soft: Any,
+    area: float,
     classifier: Classifier,
     config: MedCAMConfig,
     target: int,
@@ -355,7 +367,7 @@ def _summarise(
         masked_confidence=mean("masked"),
         robust_confidence=mean("robust"),
         deletion_confidence=mean("deletion"),
-        area_fraction=float(mask.mean()),
+        area_fraction=area,
         valid=valid,
         status=status,
         probabilities=[float(v) for v in np.mean([f["probabilities"] for f in per_tile], 0)],
@@ -364,7 +376,7 @@ def _summarise(
         ],
         baseline=",".join(dict.fromkeys(f["baseline"] for f in per_tile)),
         steps=int(sum(f["steps"] for f in per_tile)),
-        history=per_tile[0]["history"] if len(per_tile) == 1 else [],
+        history=per_tile[0]["history"] if n_windows == 1 else [],
     )
 
 

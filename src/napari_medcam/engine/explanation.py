@@ -33,9 +33,15 @@ class Explanation:
     ``valid`` is False, with the reason in ``status``, when the mask should not be
     trusted: empty or near-full mask, decision lost on the binary mask, or no
     neutral baseline (the classifier already gives the class to a blank image).
+
+    ``mask`` and ``soft_mask`` are NumPy arrays, except for images larger than
+    `napari_medcam.tiling.IN_MEMORY_PIXELS` (a whole slide at full resolution):
+    there they are chunked zarr arrays in temporary folders (removed when the
+    arrays are collected); slice them, or `napari_medcam.io`/`slides` write them
+    chunk by chunk.
     """
 
-    mask: np.ndarray
+    mask: np.ndarray  # or zarr.Array, see above
     soft_mask: np.ndarray
     target: int
     class_name: str

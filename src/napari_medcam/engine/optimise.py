@@ -304,7 +304,7 @@ def optimise_masks(
                 st.history.append(record)
                 # stable = the binary mask stopped changing, the decision holds, and the
                 # soft mask has committed (a uniform 0.6 start is "stable" but undecided)
-                crisp = float((soft[one] - hard[one]).abs().mean()) < CRISP
+                crisp = float((soft[one] - hard[one]).detach().abs().mean()) < CRISP
                 settled = flipped <= cfg.stable_change and held and crisp
                 st.stable = st.stable + 1 if settled else 0
                 st.done = bool(
