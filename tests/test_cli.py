@@ -44,8 +44,20 @@ def test_explain_json_and_overwrite_rules(tile_png, tmp_path, capsys):
     assert main(["explain", str(path), "--out", str(out), "--json"]) == 2
     assert "exists" in capsys.readouterr().err
     assert out.read_bytes() == b"precious"
-    code = main(["explain", str(path), "--out", str(out), "--json", "--overwrite",
-                 "--target", "lesion", "--seed", "1"])
+    code = main(
+        [
+            "explain",
+            str(path),
+            "--out",
+            str(out),
+            "--json",
+            "--overwrite",
+            "--target",
+            "lesion",
+            "--seed",
+            "1",
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["target"] == 1 and summary["mask"] == str(out)
@@ -57,7 +69,9 @@ def test_demo_writes_all_outputs_and_says_where(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
         [sys.executable, "-m", "napari_medcam.cli", "demo", "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     for name in ("tile.png", "mask.tif", "overlay.png", "report.json"):
@@ -69,6 +83,8 @@ def test_demo_writes_all_outputs_and_says_where(tmp_path):
     assert overlay.shape == (224, 3 * 224 + 8, 3)
     again = subprocess.run(
         [sys.executable, "-m", "napari_medcam.cli", "demo", "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert again.returncode == 2 and "--overwrite" in again.stderr

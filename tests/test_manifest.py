@@ -29,9 +29,20 @@ def test_installed_manifest_is_the_root_file_and_valid():
 @pytest.mark.timeout(300)
 def test_wheel_ships_the_root_manifest(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(ROOT)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr
     (wheel,) = tmp_path.glob("napari_medcam-*.whl")

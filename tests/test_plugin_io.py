@@ -44,8 +44,11 @@ def test_open_sample_through_napari(make_napari_viewer):
 def test_writer_round_trips_metadata_and_pixel_size(tmp_path):
     data = np.zeros((30, 40), np.uint8)
     data[5:10, 5:20] = 1
-    meta = {"metadata": {"medcam": {"summary": {"class_name": "lesion"}}},
-            "scale": (0.25, 0.5), "name": "m"}
+    meta = {
+        "metadata": {"medcam": {"summary": {"class_name": "lesion"}}},
+        "scale": (0.25, 0.5),
+        "name": "m",
+    }
     (out,) = write_labels_tiff(str(tmp_path / "m.tif"), data, meta)
     back, info = read_mask_tiff(out)
     np.testing.assert_array_equal(back, data)
@@ -64,8 +67,7 @@ def test_napari_saves_labels_with_the_writer(make_napari_viewer, tmp_path):
     data = np.zeros((16, 16), np.uint8)
     data[2:5, 2:5] = 1
     viewer.add_labels(data, name="mask", metadata={"medcam": {"note": "hi"}}, scale=(2, 2))
-    paths = viewer.layers.save(str(tmp_path / "saved.tif"), selected=False,
-                               plugin="napari-medcam")
+    paths = viewer.layers.save(str(tmp_path / "saved.tif"), selected=False, plugin="napari-medcam")
     (path,) = paths
     back, info = read_mask_tiff(path)
     np.testing.assert_array_equal(back, data)

@@ -150,14 +150,18 @@ def test_save_dialog_asks_before_replacing(explained, tmp_path, monkeypatch):
 
     viewer, widget, image, mask = explained
     target = tmp_path / "m.tif"
-    monkeypatch.setattr(QFileDialog, "getSaveFileName",
-                        staticmethod(lambda *a, **k: (str(target), "TIFF (*.tif *.tiff)")))
+    monkeypatch.setattr(
+        QFileDialog,
+        "getSaveFileName",
+        staticmethod(lambda *a, **k: (str(target), "TIFF (*.tif *.tiff)")),
+    )
     asked: list[str] = []
 
     def answer(reply):
         def question(_parent, _title, text, *a, **k):
             asked.append(text)
             return reply
+
         return staticmethod(question)
 
     widget.geojson_check.value = True

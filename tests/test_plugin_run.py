@@ -20,8 +20,9 @@ def test_mask_lines_up_with_scaled_translated_image(medcam, qtbot, lesion_tile):
     viewer, widget = medcam
     image, evidence = lesion_tile
     # a non-trivial placement: anisotropic pixels, an offset, and a small rotation
-    layer = viewer.add_image(image, name="tile", rgb=True, scale=(0.5, 0.25),
-                             translate=(100.0, -40.0), rotate=10.0)
+    layer = viewer.add_image(
+        image, name="tile", rgb=True, scale=(0.5, 0.25), translate=(100.0, -40.0), rotate=10.0
+    )
     viewer.add_points(np.array([[0.0, 0.0]]), name="other")  # something above the image
     widget.image_combo.value = layer
     widget.set_settings("fast")  # the real default: the mask must find the evidence
@@ -50,8 +51,9 @@ def test_stack_explains_the_displayed_slice_only(medcam, qtbot):
     viewer, widget = medcam
     tiles = [mc.synthetic_tile(seed=s, label=1 if s == 3 else 0)[0] for s in range(5)]
     stack = np.stack(tiles)  # 5 × 224 × 224 × 3
-    layer = viewer.add_image(stack, name="stack", rgb=True, scale=(4.0, 0.5, 0.5),
-                             translate=(-8.0, 3.0, 0.0))
+    layer = viewer.add_image(
+        stack, name="stack", rgb=True, scale=(4.0, 0.5, 0.5), translate=(-8.0, 3.0, 0.0)
+    )
     k = 3
     viewer.dims.set_point(0, -8.0 + 4.0 * k)
     assert f"current slice (z = {k})" in widget.region_label.value
@@ -105,9 +107,13 @@ def measure_gui_gaps(qtbot, viewer, widget) -> dict[str, float]:
     assert returned, "the run did not finish"
     run = np.diff([t for t in stamps if t <= returned[0]])
     total = np.diff(stamps)
-    return {"run": float(run.max()), "with_result": float(total.max()),
-            "median": float(np.median(run)), "seconds": returned[0] - stamps[0],
-            "ticks": len(run)}
+    return {
+        "run": float(run.max()),
+        "with_result": float(total.max()),
+        "median": float(np.median(run)),
+        "seconds": returned[0] - stamps[0],
+        "ticks": len(run),
+    }
 
 
 def test_gui_stays_responsive_during_a_run(make_napari_viewer, qtbot, lesion_tile, capsys):
@@ -120,10 +126,12 @@ def test_gui_stays_responsive_during_a_run(make_napari_viewer, qtbot, lesion_til
     assert warm_up_done.wait(60)
     gaps = measure_gui_gaps(qtbot, viewer, widget)
     with capsys.disabled():
-        print(f"\n[GUI] {gaps['seconds']:.1f} s run, {widget.threads_spin.value} torch thread(s): "
-              f"{gaps['ticks']} ticks of a 10 ms timer, largest gap {1000 * gaps['run']:.0f} ms "
-              f"(median {1000 * gaps['median']:.0f} ms); including adding the result layer "
-              f"{1000 * gaps['with_result']:.0f} ms")
+        print(
+            f"\n[GUI] {gaps['seconds']:.1f} s run, {widget.threads_spin.value} torch thread(s): "
+            f"{gaps['ticks']} ticks of a 10 ms timer, largest gap {1000 * gaps['run']:.0f} ms "
+            f"(median {1000 * gaps['median']:.0f} ms); including adding the result layer "
+            f"{1000 * gaps['with_result']:.0f} ms"
+        )
     assert gaps["ticks"] > 20
     assert gaps["run"] < 0.25, f"event loop stalled for {1000 * gaps['run']:.0f} ms"
 

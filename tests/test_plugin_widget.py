@@ -46,8 +46,9 @@ def test_states_slice_and_tiles(medcam):
     assert "whole image, 9 tiles" in widget.region_label.value
     viewer.layers.remove(big)
     # a z-stack with a z scale and offset: the displayed plane comes from world → data
-    stack = viewer.add_image(np.zeros((6, 64, 64), np.uint8), name="stack",
-                             scale=(2.5, 1, 1), translate=(10, 0, 0))
+    stack = viewer.add_image(
+        np.zeros((6, 64, 64), np.uint8), name="stack", scale=(2.5, 1, 1), translate=(10, 0, 0)
+    )
     viewer.dims.set_point(0, 10 + 2.5 * 4)
     assert "current slice (z = 4)" in widget.region_label.value
     region = widget.current_region()
@@ -121,7 +122,7 @@ def test_explain_a_chosen_class_with_extra_layers(medcam, qtbot, lesion_tile):
     exp = widget.last_result.explanation
     assert exp.class_name == "normal"
     i = viewer.layers.index(layer)
-    soft, gradcam, labels = viewer.layers[i + 1: i + 4]
+    soft, gradcam, labels = viewer.layers[i + 1 : i + 4]
     assert isinstance(soft, Image) and soft.name == "tile · Med-CAM soft · normal"
     assert isinstance(gradcam, Image) and gradcam.name == "tile · Grad-CAM · normal"
     assert isinstance(labels, Labels) and labels.name == "tile · Med-CAM · normal"

@@ -56,7 +56,9 @@ def test_large_images_are_stitched_on_disk_with_the_same_result(clf, monkeypatch
 def test_on_disk_stitcher_matches_memory_and_cleans_up(monkeypatch):
     rng = np.random.default_rng(0)
     shape = (700, 500)
-    tiles = [(w, rng.random((224, 224)).astype(np.float32)) for w in tile_grid(shape, (224, 224), 32)]
+    tiles = [
+        (w, rng.random((224, 224)).astype(np.float32)) for w in tile_grid(shape, (224, 224), 32)
+    ]
     ram = Stitcher(shape)
     monkeypatch.setattr("napari_medcam.tiling.IN_MEMORY_PIXELS", 1000)
     disk = Stitcher(shape, chunk=128)
@@ -84,11 +86,13 @@ def test_pyramid_is_written_tile_by_tile_from_a_lazy_mask(tmp_path):
     truth = np.zeros((1500, 1300), bool)
     truth[100:900, 200:260] = True
     truth[1400:, 1250:] = True
-    lazy = zarr.create_array(store=str(tmp_path / "m.zarr"), shape=truth.shape, chunks=(256, 256),
-                             dtype=bool)
+    lazy = zarr.create_array(
+        store=str(tmp_path / "m.zarr"), shape=truth.shape, chunks=(256, 256), dtype=bool
+    )
     lazy[:] = truth
-    out = write_pyramid(tmp_path / "mask.tif", lazy, {"class_name": "lesion"}, tile=256,
-                        min_side=256)
+    out = write_pyramid(
+        tmp_path / "mask.tif", lazy, {"class_name": "lesion"}, tile=256, min_side=256
+    )
     with tifffile.TiffFile(out) as tif:
         levels = [lv.asarray() for lv in tif.series[0].levels]
     assert [lv.shape for lv in levels] == [(1500, 1300), (750, 650), (375, 325), (188, 163)]
@@ -119,7 +123,8 @@ def test_stitched_mask_finds_evidence_at_known_places(clf):
 def _make_slide(path: Path, size: int) -> None:
     subprocess.run(
         [sys.executable, str(ROOT / "scripts/make_slide.py"), str(path), "--size", str(size)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
 
 
@@ -152,8 +157,19 @@ def test_reader_gives_multiscale_layer_without_touching_level_0(slide_path, tmp_
 
 def test_cli_explains_a_region_at_level_0(slide_path, tmp_path, capsys):
     out = tmp_path / "region.tif"
-    code = main(["explain", str(slide_path), "--level", "0", "--region", "256,0,448,448",
-                 "--out", str(out), "--json"])
+    code = main(
+        [
+            "explain",
+            str(slide_path),
+            "--level",
+            "0",
+            "--region",
+            "256,0,448,448",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     mask, meta = read_mask_tiff(out)

@@ -41,7 +41,6 @@ from napari_medcam.tiling import (
     tissue_fraction,
 )
 
-
 # a tile's tensors, dropped once stitched (its facts — verdict, confidences — are kept)
 _TILE_TENSORS = ("soft", "hard", "choice", "history")
 
