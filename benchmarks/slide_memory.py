@@ -1,11 +1,15 @@
 """Peak memory of the CLI explaining large pyramidal slides, as a separate process.
 
-    python benchmarks/slide_memory.py [--sizes 20000 40000] [--keep DIR]
+    python benchmarks/slide_memory.py [--sizes 20000 40000] [--jobs region coarse level0]
+                                      [--level0-steps 3] [--keep DIR]
 
 For each size, makes a synthetic pyramidal TIFF (scripts/make_slide.py), then runs
-`napari-medcam explain` on (a) a 2,048 × 2,048 region at level 0 and (b) the whole
-slide at the level nearest 2,000 pixels a side, and reports the peak resident
-memory of each run (sampled every 50 ms with psutil, children included).
+`napari-medcam explain` on (region) a 2,048 × 2,048 region at level 0, (coarse) the
+whole slide at the level nearest 2,000 pixels a side, and, when asked, (level0) the
+whole slide at full resolution with ``--steps`` capped (a memory measurement only:
+tens of thousands of tiles at the full preset take hours on a CPU; memory does not
+depend on the step count). Reports the peak resident memory of each run (sampled
+every 50 ms with psutil, children included).
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ def peak_rss(cmd: list[str]) -> tuple[float, float, int, str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[20_000, 40_000])
+    ap.add_argument(
+        "--jobs", nargs="+", choices=["region", "coarse", "level0"], default=["region", "coarse"]
+    )
+    ap.add_argument("--level0-steps", type=int, default=3, help="--steps of the level0 job")
     ap.add_argument("--keep", type=Path, help="folder for the slides (default: a temp dir)")
     args = ap.parse_args()
     work = args.keep or Path(tempfile.mkdtemp())
@@ -64,11 +72,19 @@ def main() -> None:
                 check=True,
             )
         jobs = {
-            "2,048² region at level 0": ["--level", "0", "--region", "4096,4096,2048,2048"],
-            "whole slide, level ≈ 2,000 px": ["--level", str(_level_near(slide, 2000))],
+            "region": (
+                "2,048² region at level 0",
+                ["--level", "0", "--region", "4096,4096,2048,2048"],
+            ),
+            "coarse": ("whole slide, level ≈ 2,000 px", ["--level", str(_level_near(slide, 2000))]),
+            "level0": (
+                f"whole slide, level 0, {args.level0_steps} steps (memory only)",
+                ["--level", "0", "--steps", str(args.level0_steps)],
+            ),
         }
-        for name, extra in jobs.items():
-            out = work / f"mask_{size}_{extra[1]}.tif"
+        for job in args.jobs:
+            name, extra = jobs[job]
+            out = work / f"mask_{size}_{job}.tif"
             mib, secs, code, text = peak_rss(
                 [*cli, str(slide), *extra, "--out", str(out), "--json", "--overwrite"]
             )

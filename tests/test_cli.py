@@ -10,7 +10,8 @@ import tifffile
 from PIL import Image
 
 import napari_medcam as mc
-from napari_medcam.cli import main
+from napari_medcam.cli import build_parser, main
+from napari_medcam.engine.config import PRESETS
 from napari_medcam.io import read_mask_tiff
 
 
@@ -63,6 +64,20 @@ def test_explain_json_and_overwrite_rules(tile_png, tmp_path, capsys):
     assert summary["target"] == 1 and summary["mask"] == str(out)
     assert summary["config"]["seed"] == 1
     assert read_mask_tiff(out)[0].shape == (224, 224)
+
+
+def test_explain_steps_and_presets(tile_png, tmp_path, capsys):
+    path, _ = tile_png
+    out = tmp_path / "quick.tif"
+    assert main(["explain", str(path), "--out", str(out), "--json", "--steps", "5"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["config"]["steps"] == 5 and 1 <= summary["steps"] <= 10  # one retry at most
+    assert main(["explain", str(path), "--out", str(out), "--overwrite", "--steps", "0"]) == 2
+    assert "steps must be ≥ 1" in capsys.readouterr().err
+    assert read_mask_tiff(out)[1]["config"]["steps"] == 5  # the earlier mask is untouched
+    choices = build_parser()._subparsers._group_actions[0].choices["explain"]
+    preset = next(a for a in choices._actions if a.dest == "preset")
+    assert set(preset.choices) == set(PRESETS)
 
 
 def test_demo_writes_all_outputs_and_says_where(tmp_path):

@@ -91,6 +91,8 @@ def _run_explain(args: argparse.Namespace) -> int:
     try:
         clf = mc.load_classifier(args.classifier, weights=args.weights)
         config = mc.MedCAMConfig.preset(args.preset, seed=args.seed)
+        if args.steps is not None:
+            config = config.replace(steps=args.steps, min_steps=min(config.min_steps, args.steps))
         progress = _Progress(not args.json)
         try:
             exp = mc.explain(
@@ -166,7 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--weights", help="state-dict file for a factory classifier")
     e.add_argument("--target", help="class index or name (default: the predicted class)")
-    e.add_argument("--preset", choices=["fast", "paper"], default="fast")
+    e.add_argument("--preset", choices=["fast", "paper", "volume"], default="fast")
+    e.add_argument(
+        "--steps",
+        type=int,
+        help="at most this many optimisation steps per tile (default: the preset's); "
+        "fewer for a quick, coarser look",
+    )
     e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", required=True, help="mask TIFF to write (uint8 0/1)")
