@@ -69,6 +69,41 @@ def test_stack_explains_the_displayed_slice_only(medcam, qtbot):
     assert labels.metadata["medcam"]["region"]["fixed_axes"] == {"0": k}
 
 
+def test_every_slice_mode_explains_the_whole_stack_slice_by_slice(medcam, qtbot):
+    viewer, widget = medcam
+    kinds = [(7200, 1), (7201, 0), (7202, 1)]  # lesion, normal, lesion
+    stack = np.stack([mc.synthetic_tile(seed, label)[0] for seed, label in kinds])
+    layer = viewer.add_image(stack, name="stack", rgb=True, scale=(4.0, 0.5, 0.5))
+    assert not widget.every_slice.native.isHidden()  # a 2-D classifier on a stack offers it
+    assert "current slice (z = " in widget.region_label.value
+    widget.every_slice.value = True
+    assert "every z slice (3, one by one)" in widget.region_label.value
+    result = run_explanation(qtbot, widget)
+    exp = result.explanation
+    assert exp.tiles == 3 and "of 3 slices valid" in exp.status and exp.class_name == "lesion"
+    labels = viewer.layers[viewer.layers.index(layer) + 1]
+    assert labels.data.shape == stack.shape[:3]
+    np.testing.assert_allclose(labels.scale, layer.scale)
+    filled = [int(labels.data[z].sum()) for z in range(3)]
+    assert filled[0] > 0 and filled[2] > 0, filled
+    assert filled[1] == 0, filled  # the normal slice holds no lesion evidence
+    assert labels.metadata["medcam"]["region"]["slice_axis"] == 0
+    assert result.gradcam is not None and result.gradcam.shape == stack.shape[:3]
+    # checking the (edited) mask checks each marked slice on its own
+    worker = widget.check_edited_mask()
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    check = widget.last_check
+    assert "error" not in check, check
+    assert check["slices"] == 2 and check["held"], check
+    assert "marked slices" in widget.check_label.text()
+    # a 2-D image offers no every-slice mode
+    viewer.add_image(stack[0], name="tile", rgb=True)
+    widget.image_combo.value = viewer.layers["tile"]
+    assert widget.every_slice.native.isHidden()
+    assert "whole image" in widget.region_label.value
+
+
 def test_cancel_mid_run_adds_no_layer(medcam, qtbot, lesion_tile):
     viewer, widget = medcam
     viewer.add_image(lesion_tile[0], name="tile", rgb=True)

@@ -156,6 +156,13 @@ def test_slice_mode_fills_every_slice(tile_stack):
         np.testing.assert_array_equal(result.mask[i], exp.mask if exp.valid else False)
         np.testing.assert_array_equal(result.soft_mask[i], exp.soft_mask)
     assert result.n_valid >= 1 and result.mask.any()
+    whole = result.as_explanation()  # what the widget shows and saves for the stack
+    assert isinstance(whole, mc.Explanation) and whole.tiles == n
+    assert whole.mask is result.mask and whole.valid
+    assert whole.status.startswith(f"{result.n_valid} of {n} slices valid")
+    valid = [e for e in result.explanations if e.valid]
+    assert whole.masked_confidence == pytest.approx(np.mean([e.masked_confidence for e in valid]))
+    assert whole.summary()["shape"] == list(tile_stack.shape[:3])
     assert {e.tile for e in events} == set(range(n)) and {e.tiles for e in events} == {n}
     assert all(0 <= e.fraction <= 1 for e in events)
 

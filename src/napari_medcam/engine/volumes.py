@@ -60,6 +60,46 @@ class SliceExplanations:
             f"(axis {self.axis}), area {100 * self.area_fraction:.1f} %, {self.seconds:.1f} s"
         )
 
+    def as_explanation(self) -> Explanation:
+        """The whole volume as one `Explanation`, for code that shows or saves one result.
+
+        Masks are the stacked volumes; confidences are means over the slices whose
+        masks are valid (over all slices when none is); ``valid`` when any slice is;
+        ``tiles`` counts slices and ``status`` says how many are valid.
+        """
+        exps = self.explanations
+        used = [e for e in exps if e.valid] or exps
+        n = len(exps)
+        status = f"{self.n_valid} of {n} slices valid (slice by slice along axis {self.axis})"
+        problems = [e.status for e in exps if not e.valid]
+        if problems:
+            status += f"; first problem: {problems[0]}"
+
+        def mean(values: list[Any]) -> Any:
+            return np.mean(np.asarray(values, dtype=float), axis=0).tolist()
+
+        return Explanation(
+            mask=self.mask,
+            soft_mask=self.soft_mask,
+            target=self.target,
+            class_name=self.class_name,
+            original_confidence=mean([e.original_confidence for e in used]),
+            masked_confidence=mean([e.masked_confidence for e in used]),
+            robust_confidence=mean([e.robust_confidence for e in used]),
+            deletion_confidence=mean([e.deletion_confidence for e in used]),
+            area_fraction=self.area_fraction,
+            seconds=self.seconds,
+            valid=self.n_valid > 0,
+            status=status,
+            probabilities=mean([e.probabilities for e in used]),
+            masked_probabilities=mean([e.masked_probabilities for e in used]),
+            baseline=",".join(dict.fromkeys(e.baseline for e in exps if e.baseline)),
+            steps=sum(e.steps for e in exps),
+            config=exps[0].config if exps else {},
+            provenance={**(exps[0].provenance if exps else {}), "slice_axis": self.axis},
+            tiles=n,
+        )
+
 
 def _check_volume(volume: Any, classifier: Classifier, axis: int) -> tuple[int, ...]:
     """Validate a volume for a 2-D classifier; return its spatial (D, H, W) shape."""

@@ -55,6 +55,9 @@ class Region:
     downsample: tuple[float, ...] = ()
     origin: tuple[int, ...] = ()
     visible: bool = False
+    #: every-slice mode (a 2-D classifier over a stack): the axis of ``shape``
+    #: along which the region is cut into slices, each explained on its own
+    slice_axis: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -74,6 +77,7 @@ class Region:
             "shape": [int(s) for s in self.shape],
             "description": self.description,
             "tiles": self.tiles,
+            **({"slice_axis": int(self.slice_axis)} if self.slice_axis is not None else {}),
             **(
                 {
                     "level": int(self.level),
@@ -122,12 +126,15 @@ def find_region(
     input_size: tuple[int, ...] | None = None,
     level: int | None = None,
     visible: np.ndarray | None = None,
+    every_slice: bool = False,
 ) -> Region:
     """What of ``layer`` a ``spatial_dims``-D classifier explains, given the viewer's dims.
 
     For a 2-D classifier: the displayed plane (its fixed coordinates found by
     mapping the viewer's world point through the layer's world-to-data
-    transform). For a 3-D classifier: the displayed (or last three) axes.
+    transform), or with ``every_slice`` the whole stack of such planes along the
+    nearest slider axis (not for pyramids). For a 3-D classifier: the displayed
+    (or last three) axes.
     """
     from napari.layers import Image
 
@@ -162,6 +169,10 @@ def find_region(
         explained = list(range(nd))[-spatial_dims:]
     fixed_axes = [a for a in range(nd) if a not in explained]
     names = _axis_names(fixed_axes, layer, dims, spatial_dims)
+    along = None  # every-slice mode: the stack axis (the slider nearest the plane)
+    if every_slice and spatial_dims == 2 and fixed_axes and not layer.multiscale:
+        along = fixed_axes.pop()
+        explained = sorted([along, *explained])
     fixed: dict[int, int] = {}
     for a in fixed_axes:
         idx = int(np.floor(float(point[a]) + 0.5))
@@ -183,16 +194,19 @@ def find_region(
     else:
         key = tuple(fixed.get(a, slice(None)) for a in range(nd))
         rshape = tuple(shape[a] for a in explained)
+    slice_axis = explained.index(along) if along is not None else None
+    plane = tuple(n for i, n in enumerate(rshape) if i != slice_axis)
     tiles = 1
-    if (
-        input_size is not None
-        and len(input_size) == len(rshape)
-        and needs_tiling(rshape, input_size)
-    ):
-        tiles = len(tile_grid(rshape, input_size))
+    if input_size is not None and len(input_size) == len(plane) and needs_tiling(plane, input_size):
+        tiles = len(tile_grid(plane, input_size))
     size = " × ".join(str(s) for s in rshape)
     where = ", ".join(f"{names[a]} = {i}" for a, i in fixed.items())
-    if spatial_dims == 3:
+    if along is not None:
+        n = shape[along]
+        what = f"every {names[along]} slice ({n}, one by one)"
+        what += f" at {where}" if fixed else ""
+        tiles *= n
+    elif spatial_dims == 3:
         what = f"volume at {where}" if fixed else "whole volume"
     elif fixed:
         what = f"current slice ({where})" if len(fixed) == 1 else f"current plane ({where})"
@@ -204,10 +218,10 @@ def find_region(
         place = "visible region" if ms["visible"] else "whole slide"
         base = f"{place} at level {lvl} ({res})"
         what = base if what in ("whole image", "whole volume") else f"{base}, {what}"
-    if tiles > 1:
+    if tiles > 1 and along is None:
         what += f", {tiles} tiles"
     what += f" · {size} px"
-    if spatial_dims == 2 and ndisplay == 3 and fixed:
+    if spatial_dims == 2 and ndisplay == 3 and fixed and along is None:
         what += " · viewer in 3-D: the slice at the slider"
     if layer.multiscale:
         return Region(
@@ -232,6 +246,7 @@ def find_region(
         shape=rshape,
         description=what,
         tiles=tiles,
+        slice_axis=slice_axis,
     )
 
 

@@ -65,7 +65,13 @@ class ReviewMixin:
             self._notify_error(f"cannot read the mask: {err}")
             return None
         worker = check_worker(
-            image, mask, rec.classifier, rec.target, rec.config, int(self.threads_spin.value)
+            image,
+            mask,
+            rec.classifier,
+            rec.target,
+            rec.config,
+            int(self.threads_spin.value),
+            slice_axis=rec.region.slice_axis,
         )
         worker.returned.connect(partial(self._on_checked, layer, rec))
         worker.finished.connect(partial(self._on_check_finished, worker))
@@ -99,9 +105,13 @@ class ReviewMixin:
         )
         was = before.get("masked_confidence")
         was_txt = f"{was:.3f} → " if isinstance(was, (int, float)) else ""
+        slices = (
+            f" on {res['slices_held']} of {res['slices']} marked slices" if "slices" in res else ""
+        )
         self.check_label.setText(
             f"Edited mask: p({rec.class_name}) {was_txt}<b>{res['masked']:.3f}</b>, "
             f"robust {res['robust']:.3f}, area {100 * res['area_fraction']:.1f} % · {held}"
+            f"{slices}"
         )
         new_meta = dict(layer.metadata)
         entry = dict(new_meta.get(META_KEY, {}))

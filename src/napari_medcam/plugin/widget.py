@@ -45,6 +45,7 @@ from napari_medcam.plugin.layers import (
     level_shapes,
     region_pixels,
     region_transform_kwargs,
+    spatial_shape,
 )
 from napari_medcam.plugin.results import ResultStore, RunContext
 from napari_medcam.plugin.review import ReviewMixin
@@ -185,6 +186,14 @@ class MedCAMWidget(ReviewMixin, QWidget):
         self.slide_form = Container(widgets=[self.level_combo, self.scope_combo])
         self.slide_form.margins = (0, 0, 0, 0)
         self.slide_form.visible = False
+        # a 2-D classifier on a stack: the displayed slice, or every slice one by one
+        self.every_slice = CheckBox(
+            text="every slice (one by one)",
+            value=False,
+            tooltip="Explain every slice of the stack along the slider next to the view, "
+            "each on its own, into one mask for the whole stack",
+        )
+        self.every_slice.visible = False
         self._levels_of: Any = None  # weakref to the layer whose levels the combo lists
         # classifier
         names = sorted(registered_classifiers())
@@ -321,7 +330,7 @@ class MedCAMWidget(ReviewMixin, QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.setSpacing(6)
-        input_form = Container(widgets=[self.image_combo])
+        input_form = Container(widgets=[self.image_combo, self.every_slice])
         input_form.margins = (0, 0, 0, 0)
         layout.addWidget(_group("Input", input_form, self.slide_form, self.region_label))
         layout.addWidget(
@@ -366,6 +375,7 @@ class MedCAMWidget(ReviewMixin, QWidget):
             camera.events.zoom.connect(self._on_camera)
         self.level_combo.changed.connect(self._update_region)
         self.scope_combo.changed.connect(self._update_region)
+        self.every_slice.changed.connect(self._update_region)
         self.image_combo.changed.connect(self._on_image_chosen)
         self.classifier_combo.changed.connect(self._on_classifier_choice)
         self.load_button.clicked.connect(lambda: self._load_classifier(notify=True))
@@ -512,7 +522,24 @@ class MedCAMWidget(ReviewMixin, QWidget):
                 level = self.level_combo.value
                 if self.scope_combo.value == "visible":
                     visible = self.visible_corners()
-            return find_region(layer, self.viewer.dims, sd, size, level=level, visible=visible)
+            from napari.layers import Image
+
+            stack = (
+                sd == 2
+                and isinstance(layer, Image)
+                and not layer.multiscale
+                and len(spatial_shape(layer)) > 2
+            )
+            self.every_slice.visible = stack
+            return find_region(
+                layer,
+                self.viewer.dims,
+                sd,
+                size,
+                level=level,
+                visible=visible,
+                every_slice=stack and bool(self.every_slice.value),
+            )
         except Exception as err:  # an exotic layer/transform: say so, don't crash
             logger.debug("region failed", exc_info=True)
             return Region(problem=f"cannot tell what to explain: {err}")
@@ -704,6 +731,7 @@ class MedCAMWidget(ReviewMixin, QWidget):
             device=self.device_combo.value,
             threads=int(self.threads_spin.value),
             gradcam=bool(getattr(clf, "hookable", True) and clf.layers),
+            slice_axis=region.slice_axis,
         )
         self._ctx = RunContext(
             layer_ref=weakref.ref(layer),

@@ -103,6 +103,8 @@ class ExplainJob:
     device: str = "auto"
     threads: int | None = None
     gradcam: bool = True
+    #: every-slice mode: explain the stack slice by slice along this axis of ``image``
+    slice_axis: int | None = None
     #: set by the GUI to stop at the next step (no result is made)
     cancel: threading.Event = field(default_factory=threading.Event)
     #: set by the worker thread when it has let go of the job (finished or stopped)
@@ -133,14 +135,24 @@ def run_explanation(job: ExplainJob) -> Generator[Any, None, JobResult]:
     closed and a cancelled result returned. ``job.done`` is set on the way out.
     """
     import napari_medcam as mc
-    from napari_medcam.baselines import gradcam
+    from napari_medcam.engine.volumes import iter_explain_slices
 
     try:
         with torch_threads(job.threads):
             try:
-                gen = mc.iter_explain(
-                    job.image, job.classifier, job.target, job.config, device=job.device
-                )
+                if job.slice_axis is None:
+                    gen = mc.iter_explain(
+                        job.image, job.classifier, job.target, job.config, device=job.device
+                    )
+                else:
+                    gen = iter_explain_slices(
+                        job.image,
+                        job.classifier,
+                        job.target,
+                        job.config,
+                        axis=job.slice_axis,
+                        device=job.device,
+                    )
                 while True:
                     if job.cancel.is_set():
                         gen.close()
@@ -156,18 +168,32 @@ def run_explanation(job: ExplainJob) -> Generator[Any, None, JobResult]:
                 return JobResult(error=_message(err))
             if job.cancel.is_set():
                 return JobResult(cancelled=True)
+            if job.slice_axis is not None:  # one result for the whole stack
+                explanation = explanation.as_explanation()
             result = JobResult(explanation=explanation)
             if job.gradcam:
                 try:
-                    # a lazy region (pyramid level) is read here, in the worker thread
-                    result.gradcam = gradcam(
-                        np.asarray(job.image), job.classifier, explanation.target
-                    )
+                    result.gradcam = _gradcam(job, explanation.target)
                 except Exception as err:  # Grad-CAM is a comparison, not the result
                     result.gradcam_note = f"Grad-CAM unavailable: {_message(err)}"
             return result
     finally:
         job.done.set()
+
+
+def _gradcam(job: ExplainJob, target: int) -> np.ndarray:
+    """Grad-CAM of the job's image (slice by slice in every-slice mode), for comparison.
+
+    A lazy region (pyramid level) is read here, in the worker thread.
+    """
+    from napari_medcam.baselines import gradcam
+
+    image = np.asarray(job.image)
+    if job.slice_axis is None:
+        return gradcam(image, job.classifier, target)
+    planes = np.moveaxis(image, job.slice_axis, 0)
+    maps = [gradcam(plane, job.classifier, target) for plane in planes]
+    return np.moveaxis(np.stack(maps), 0, job.slice_axis)
 
 
 def run_check(
@@ -177,15 +203,39 @@ def run_check(
     target: int | None,
     config: Any,
     threads: int | None = None,
+    slice_axis: int | None = None,
 ) -> dict[str, Any]:
-    """`metrics.mask_confidences` for an edited mask; ``{'error': ...}`` on failure."""
+    """`metrics.mask_confidences` for an edited mask; ``{'error': ...}`` on failure.
+
+    With ``slice_axis`` (an every-slice result) each slice the mask marks is checked
+    on its own; confidences are their means and ``held`` means every one held.
+    """
     from napari_medcam.metrics import mask_confidences
 
     with torch_threads(threads):
         try:
             # a lazy region (pyramid level) is read here, in the worker thread
             image = np.asarray(image)
-            return mask_confidences(image, mask, classifier, target, config)
+            if slice_axis is None:
+                return mask_confidences(image, mask, classifier, target, config)
+            planes = np.moveaxis(image, slice_axis, 0)
+            masks = np.moveaxis(np.asarray(mask), slice_axis, 0)
+            marked = [i for i, m in enumerate(masks) if m.any()] or list(range(len(masks)))
+            per = [
+                mask_confidences(planes[i], masks[i], classifier, target, config) for i in marked
+            ]
+            out: dict[str, Any] = {
+                k: float(np.mean([r[k] for r in per]))
+                for k in ("original", "masked", "robust", "deletion")
+            }
+            out.update(
+                target=per[0]["target"],
+                held=all(r["held"] for r in per),
+                area_fraction=float(np.mean(masks)),
+                slices=len(marked),
+                slices_held=sum(bool(r["held"]) for r in per),
+            )
+            return out
         except Exception as err:
             logger.debug("Med-CAM check failed", exc_info=True)
             return {"error": _message(err)}
