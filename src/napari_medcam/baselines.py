@@ -8,6 +8,7 @@ import torch
 from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.engine.prepare import resize, unit_tensor
 from napari_medcam.engine.saliency import gradcam_maps
+from napari_medcam.tiling import MIN_TISSUE_FRACTION, Stitcher
 
 
 def gradcam(
@@ -15,17 +16,40 @@ def gradcam(
     classifier: Classifier,
     target: int | str | None = None,
     layer: str | None = None,
+    *,
+    tile_overlap: int = 32,
 ) -> np.ndarray:
     """Grad-CAM (Selvaraju et al. 2017) heatmap in [0, 1], the image's spatial shape.
 
-    ``layer`` defaults to the deepest activation-matching layer. Images larger
-    than the classifier's input are resized to it (Grad-CAM is one pass).
+    ``layer`` defaults to the deepest activation-matching layer. An image larger
+    than the classifier's input gets the tile grid `explain` uses (glass skipped,
+    read window by window): raw tile maps are blended in the overlaps and scaled
+    to peak 1 over the whole image, so that a strong tile and a weak one compare —
+    one pass over the image resized to the input would blur a slide into a few
+    cells. ``target`` None: each tile's predicted class.
     """
+    from napari_medcam.engine.explain import _Tiles
+
     target_idx = classifier.class_index(target)
-    unit = unit_tensor(image, classifier)
-    x = classifier.normalise(resize(unit, classifier.input_size)).to(classifier.device)
-    cams, _ = gradcam_maps(x, classifier, None if target_idx is None else [target_idx], layer)
-    cam = resize(cams, tuple(unit.shape[2:]))[0, 0].cpu().numpy()
+    targets = None if target_idx is None else [target_idx]
+    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
+        image = np.asarray(image)
+    tiles = _Tiles(image, classifier, classifier.device, tile_overlap)
+    if not tiles.tiled:
+        unit = unit_tensor(np.asarray(image), classifier)
+        x = classifier.normalise(resize(unit, classifier.input_size)).to(classifier.device)
+        cams, _ = gradcam_maps(x, classifier, targets, layer)
+        cam = resize(cams, tuple(unit.shape[2:]))[0, 0].cpu().numpy()
+    else:
+        stitcher = Stitcher(tiles.spatial)
+        for i, window in enumerate(tiles.windows):
+            x, tissue = tiles.input(i)
+            if tissue < MIN_TISSUE_FRACTION:
+                continue
+            raw, _ = gradcam_maps(x, classifier, targets, layer, normalise=False)
+            shape = tuple(s.stop - s.start for s in window)
+            stitcher.add(window, resize(raw, shape)[0, 0].cpu().numpy())
+        cam = np.asarray(stitcher.result(0.5)[1])
     peak = float(cam.max())  # peak 1 at the image's resolution, not only the feature map's
     return (cam / peak if peak > 0 else cam).astype(np.float32)
 

@@ -14,11 +14,13 @@ def gradcam_maps(
     classifier: Classifier,
     targets: Sequence[int] | None = None,
     layer: str | None = None,
+    normalise: bool = True,
 ) -> tuple[torch.Tensor, list[int]]:
     """Grad-CAM (Selvaraju et al. 2017) of a batch of normalised inputs.
 
-    Returns (maps (N, 1, *feature-map size) scaled to [0, 1] per input, targets used;
-    None → each input's predicted class). ``layer`` defaults to the deepest
+    Returns (maps (N, 1, *feature-map size) scaled to [0, 1] per input — raw when
+    not ``normalise``, so that tiles of one image stay comparable — and the targets
+    used; None → each input's predicted class). ``layer`` defaults to the deepest
     activation-matching layer.
     """
     layer = layer or (classifier.layers[-1] if classifier.layers else None)
@@ -47,5 +49,7 @@ def gradcam_maps(
     dims = tuple(range(2, act.ndim))
     weights = grad.mean(dim=dims, keepdim=True)
     cam = torch.relu((weights * act).sum(1, keepdim=True)).detach()
+    if not normalise:
+        return cam, [int(t) for t in targets]
     peak = cam.flatten(1).max(1).values.clamp_min(1e-12).view(-1, *[1] * (cam.ndim - 1))
     return cam / peak, [int(t) for t in targets]
