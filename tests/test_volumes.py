@@ -49,6 +49,16 @@ def test_both_classes_have_alike_global_statistics():
     np.testing.assert_allclose(stats(0), stats(1), rtol=0.15)
 
 
+def test_larger_field_of_view_keeps_the_lesion_size():
+    wide, lesion = synthetic_volume(5, 1, size=64, scale=1)  # voxel size of 32³ volumes
+    assert wide.shape == (64, 64, 64)
+    assert 0.015 * 32**3 <= lesion.sum() <= 0.09 * 32**3  # as in a 32³ volume, not 8× more
+    _, finer = synthetic_volume(5, 1, size=64)  # default: the same anatomy, finer sampling
+    assert 0.015 <= finer.mean() <= 0.09
+    with pytest.raises(ValueError, match="scale"):
+        synthetic_volume(0, size=32, scale=4)
+
+
 def test_synthetic_volume_rejects_bad_arguments():
     with pytest.raises(ValueError, match="label"):
         synthetic_volume(0, label=2)

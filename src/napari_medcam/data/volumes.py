@@ -45,14 +45,16 @@ def _ball(shape: tuple[int, ...], centre: np.ndarray, radius: float) -> tuple[tu
 
 
 def _lesion_region(
-    rng: np.random.Generator, size: int, fraction: float
+    rng: np.random.Generator, size: int, fraction: float, reference: float | None = None
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """An irregular, smooth, connected blob of about ``fraction`` of the volume.
+    """An irregular, smooth, connected blob of about ``fraction`` of a ``reference``³
+    volume (default: the volume itself, ``size``³).
 
     Returns (bool mask, centre, radius); the outline wobbles by up to ±40 % of the radius.
     """
     shape = (size,) * 3
-    radius = (3 * fraction * size**3 / (4 * np.pi)) ** (1 / 3)
+    voxels = fraction * (size if reference is None else reference) ** 3
+    radius = (3 * voxels / (4 * np.pi)) ** (1 / 3)
     margin = radius * 0.8 + 1
     centre = rng.uniform(margin, size - margin, 3)
     grids = np.meshgrid(*[np.arange(size, dtype=float)] * 3, indexing="ij", sparse=True)
@@ -67,7 +69,7 @@ def _lesion_region(
 
     inside = blob(radius)
     # one correction of the radius brings the volume close to the asked fraction
-    radius *= (fraction * size**3 / max(1, inside.sum())) ** (1 / 3)
+    radius *= (voxels / max(1, inside.sum())) ** (1 / 3)
     inside = blob(radius)
     return inside, centre, radius
 
@@ -92,6 +94,7 @@ def synthetic_volume(
     size: int = VOLUME_SIZE,
     *,
     lesion_fraction: tuple[float, float] = (0.02, 0.08),
+    scale: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Make one MR-like volume and its true lesion.
 
@@ -100,7 +103,12 @@ def synthetic_volume(
         label: 1 plants a lesion (a solid, bright, irregular mass), 0 does not (the
             same region holds a loose cluster of small nodules instead).
         size: side of the cubic volume in voxels (at least 24).
-        lesion_fraction: range of the region's volume as a fraction of the volume.
+        lesion_fraction: range of the region's volume as a fraction of a 32³ volume
+            at this ``scale`` (of the whole volume by default).
+        scale: voxels per voxel of the 32³ reference anatomy. Default ``size / 32``:
+            the same anatomy sampled more finely. 1 keeps the voxel size of 32³
+            volumes (the demo classifier's), so a larger ``size`` shows more tissue
+            around a lesion of the usual size — a larger field of view.
 
     Returns:
         (volume, lesion): float32 D×H×W in [0, 1], and bool D×H×W marking the lesion
@@ -110,6 +118,8 @@ def synthetic_volume(
         raise ValueError(f"label must be 0 (normal) or 1 (lesion), got {label!r}")
     if size < 24:
         raise ValueError(f"size must be at least 24 voxels, got {size}")
+    if scale is not None and not 0 < scale <= size / 16:
+        raise ValueError(f"scale must be in (0, size / 16] for the lesion to fit, got {scale}")
     lo, hi = lesion_fraction
     if not 0 < lo <= hi < 0.3:
         raise ValueError(
@@ -117,7 +127,7 @@ def synthetic_volume(
         )
     rng = np.random.default_rng([int(seed), int(label), 3])
     shape = (size,) * 3
-    unit = size / VOLUME_SIZE  # lengths below are in voxels of a 32³ volume
+    unit = size / VOLUME_SIZE if scale is None else float(scale)  # lengths: voxels of 32³
 
     texture = _smooth_noise(rng, shape, 8 * unit) * 0.6 + _smooth_noise(rng, shape, 3 * unit) * 0.4
     vol = _TISSUE + 0.22 * (texture - 0.5)
@@ -125,7 +135,8 @@ def synthetic_volume(
     fold = _smooth_noise(rng, shape, 12 * unit)
     vol -= 0.12 * np.clip((fold - 0.62) * 6, 0, 1)
 
-    region, centre, radius = _lesion_region(rng, size, rng.uniform(lo, hi))
+    reference = None if scale is None else VOLUME_SIZE * unit
+    region, centre, radius = _lesion_region(rng, size, rng.uniform(lo, hi), reference)
     if label == 1:
         inner = _smooth_noise(rng, shape, 2.5 * unit)
         level = _BRIGHT - 0.10 + 0.20 * inner
