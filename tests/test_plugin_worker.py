@@ -64,3 +64,16 @@ def test_torch_threads_is_restored():
     with torch_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_masks_stitched_on_disk_come_back_as_arrays(lesion_tile, monkeypatch):
+    monkeypatch.setattr("napari_medcam.tiling.IN_MEMORY_PIXELS", 1000)  # as for a whole slide
+    canvas = np.full((224, 448, 3), 245, np.uint8)
+    canvas[:, :224] = lesion_tile[0]
+    job = ExplainJob(canvas, mc.demo_classifier(), None, mc.MedCAMConfig.fast(steps=5, min_steps=1))
+    _events, result = _drain(run_explanation(job))
+    exp = result.explanation
+    assert not result.error, result.error
+    # the layers are made from these in the GUI thread: no disk reads left there
+    assert isinstance(exp.mask, np.ndarray) and isinstance(exp.soft_mask, np.ndarray)
+    assert exp.mask.shape == exp.soft_mask.shape == (224, 448)

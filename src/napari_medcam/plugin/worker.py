@@ -19,7 +19,7 @@ import os
 import threading
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -170,6 +170,14 @@ def run_explanation(job: ExplainJob) -> Generator[Any, None, JobResult]:
                 return JobResult(cancelled=True)
             if job.slice_axis is not None:  # one result for the whole stack
                 explanation = explanation.as_explanation()
+            if not isinstance(explanation.mask, np.ndarray):
+                # stitched on disk (a whole slide at full resolution): the layers need
+                # the arrays, read here rather than in the GUI thread
+                explanation = replace(
+                    explanation,
+                    mask=np.asarray(explanation.mask),
+                    soft_mask=np.asarray(explanation.soft_mask),
+                )
             result = JobResult(explanation=explanation)
             if job.gradcam:
                 try:
