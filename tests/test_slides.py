@@ -54,6 +54,18 @@ def test_large_images_are_stitched_on_disk_with_the_same_result(clf, monkeypatch
     assert on_disk.area_fraction == pytest.approx(in_memory.area_fraction)
 
 
+def test_cancelling_an_on_disk_run_leaves_no_files(clf, monkeypatch, tmp_path):
+    monkeypatch.setattr("napari_medcam.tiling.IN_MEMORY_PIXELS", 1000)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    canvas = np.full((224, 448, 3), GLASS, np.uint8)
+    canvas[:, :224] = mc.synthetic_tile(8000, 1)[0]
+    gen = mc.iter_explain(canvas, clf, config=SHORT)
+    next(gen)
+    assert [p.name for p in tmp_path.iterdir()][0].startswith("napari-medcam-stitch-")
+    gen.close()  # what Cancel does
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_on_disk_stitcher_matches_memory_and_cleans_up(monkeypatch):
     rng = np.random.default_rng(0)
     shape = (700, 500)

@@ -128,8 +128,13 @@ class Stitcher:
             soft[block] = s
             mask[block] = s > threshold
             kept += int((s > threshold).sum())
-        self._scratch.cleanup()
+        self.close()
         return mask, soft, kept / math.prod(self.shape)
+
+    def close(self) -> None:
+        """Remove the on-disk sums (safe to call again; the results are kept)."""
+        if self.on_disk:
+            self._scratch.cleanup()
 
     def _owned_zarr(self, dtype: type) -> Any:
         """A zarr array in its own temporary folder, removed when the array is collected."""

@@ -222,21 +222,23 @@ def iter_explain(
         selected, mean_probs = [0], None
     stitcher = Stitcher(tiles.spatial)
     per_tile: list[dict[str, Any]] = []
-    for chunk, x in tiles.batches(selected, tile_batch):
-        facts = yield from _explain_batch(
-            x, classifier, target_idx, config, len(per_tile), len(selected)
-        )
-        for i, f in zip(chunk, facts):
-            window = tiles.windows[i]
-            shape = tuple(s.stop - s.start for s in window)
-            stitcher.add(window, to_numpy_mask(resize(f["soft"], shape)))
-            if tiles.tiled:  # only the facts stay: memory must not grow with the slide
-                for key in _TILE_TENSORS:
-                    f.pop(key, None)
-            per_tile.append(f)
-        target_idx = per_tile[0]["target"]
-
-    mask, soft, area = stitcher.result(config.threshold)
+    try:
+        for chunk, x in tiles.batches(selected, tile_batch):
+            facts = yield from _explain_batch(
+                x, classifier, target_idx, config, len(per_tile), len(selected)
+            )
+            for i, f in zip(chunk, facts):
+                window = tiles.windows[i]
+                shape = tuple(s.stop - s.start for s in window)
+                stitcher.add(window, to_numpy_mask(resize(f["soft"], shape)))
+                if tiles.tiled:  # only the facts stay: memory must not grow with the slide
+                    for key in _TILE_TENSORS:
+                        f.pop(key, None)
+                per_tile.append(f)
+            target_idx = per_tile[0]["target"]
+        mask, soft, area = stitcher.result(config.threshold)
+    finally:  # cancelled (closed) or failed: no half-stitched files are left behind
+        stitcher.close()
     if not tiles.tiled and per_tile:  # one tile: the optimised binary mask, exactly
         shape = tiles.spatial
         mask = to_numpy_mask(resize(per_tile[0]["hard"], shape, smooth=False)) > 0.5
