@@ -23,6 +23,7 @@ from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explain import ExplanationCancelled, iter_explain
 from napari_medcam.engine.explanation import Explanation, ProgressEvent
 from napari_medcam.engine.prepare import prepare_input, resolve_device
+from napari_medcam.tiling import needs_tiling
 
 
 @dataclass
@@ -146,14 +147,10 @@ def _slice(volume: Any, axis: int, i: int, value_range: tuple[float, float]) -> 
     return np.clip(unit, 0.0, 1.0)
 
 
-def _volume_target(
+def _slice_probabilities(
     slices: Callable[[int], np.ndarray], n: int, classifier: Classifier, device: torch.device
-) -> int:
-    """The volume's most confident finding (as for a tiled image in `iter_explain`).
-
-    The class, other than the one a blank (mean-colour) input gets, that some slice
-    shows with the highest probability; the blank class when no slice shows another.
-    """
+) -> tuple[torch.Tensor, int]:
+    """(n × classes probabilities of every slice, the class a blank input gets)."""
     with torch.no_grad():
         probs = torch.stack(
             [
@@ -165,10 +162,51 @@ def _volume_target(
         )
         blank_in = torch.zeros((1, classifier.channels, *classifier.input_size), device=device)
         blank = int(classifier.module(blank_in).argmax())
+    return probs.cpu(), blank
+
+
+def _volume_target(probs: torch.Tensor, blank: int) -> int:
+    """The volume's most confident finding (as for a tiled image in `iter_explain`).
+
+    The class, other than the one a blank (mean-colour) input gets, that some slice
+    shows with the highest probability; the blank class when no slice shows another.
+    """
     preds = probs.argmax(1)
     best = probs.max(0).values
     findings = [c for c in range(probs.shape[1]) if c != blank and bool((preds == c).any())]
     return max(findings, key=lambda c: float(best[c])) if findings else blank
+
+
+def _not_shown(
+    plane_shape: tuple[int, ...],
+    probs: list[float],
+    target: int,
+    classifier: Classifier,
+    config: MedCAMConfig,
+) -> Explanation:
+    """The (invalid, empty) explanation of a slice the classifier does not assign to target."""
+    names = classifier.class_names
+    shown = names[int(np.argmax(probs))]
+    return Explanation(
+        mask=np.zeros(plane_shape, bool),
+        soft_mask=np.zeros(plane_shape, np.float32),
+        target=target,
+        class_name=names[target],
+        original_confidence=probs[target],
+        masked_confidence=0.0,
+        robust_confidence=0.0,
+        deletion_confidence=probs[target],
+        area_fraction=0.0,
+        seconds=0.0,
+        valid=False,
+        status=f"slice classified '{shown}', not '{names[target]}': not explained",
+        probabilities=probs,
+        masked_probabilities=[0.0] * len(probs),
+        baseline="",
+        steps=0,
+        config=config.to_dict(),
+        provenance={"package": "napari-medcam", "classifier": classifier.name},
+    )
 
 
 def iter_explain_slices(
@@ -188,9 +226,12 @@ def iter_explain_slices(
     slices are put on the volume's intensity scale and explained for one ``target``:
     by default the volume's most confident finding (the class some slice shows most
     confidently, other than the class of a blank image). Every slice gets its own
-    `Explanation` from `iter_explain` (``tiling`` goes to it: tile_overlap,
-    tile_batch, skip_background), even a slice that does not show the target (it
-    then comes back invalid, and its slice of the stacked mask stays empty).
+    `Explanation`: from `iter_explain` (``tiling`` goes to it: tile_overlap,
+    tile_batch, skip_background) when the classifier assigns the slice to the
+    target — or when the slice is larger than the input and so tiled — and
+    otherwise an invalid one saying what the slice shows, without optimisation
+    (its part of the stacked mask stays empty), as tiles are selected in
+    `iter_explain`.
 
     Yields `iter_explain`'s `ProgressEvent`s with ``tile`` = the slice index and
     ``tiles`` = the number of slices; returns a `SliceExplanations`. Stop iterating
@@ -213,15 +254,29 @@ def iter_explain_slices(
     def plane(i: int) -> np.ndarray:
         return _slice(volume, axis, i, value_range)
 
+    probs, blank = _slice_probabilities(plane, n, classifier, dev)
     if target_idx is None:
-        target_idx = _volume_target(plane, n, classifier, dev)
+        target_idx = _volume_target(probs, blank)
+    plane_shape = tuple(k for a, k in enumerate(spatial) if a != axis)
+    # a slice larger than the input is tiled, and `iter_explain` picks its own tiles
+    tiled = needs_tiling(plane_shape, classifier.input_size)
+    shows_target = [tiled or bool(p.argmax() == target_idx) for p in probs]
     explanations: list[Explanation] = []
     mask = np.zeros(spatial, bool)
     soft = np.zeros(spatial, np.float32)
     for i in range(n):
-        exp = yield from _relabel(
-            iter_explain(plane(i), classifier, target_idx, config, device=dev, **tiling), i, n
-        )
+        if shows_target[i]:
+            exp = yield from _relabel(
+                iter_explain(plane(i), classifier, target_idx, config, device=dev, **tiling), i, n
+            )
+        else:  # as for tiles: only what the classifier assigns to the target is explained
+            exp = _not_shown(
+                plane_shape,
+                probs[i].tolist(),
+                target_idx,
+                classifier,
+                config or MedCAMConfig.fast(),
+            )
         explanations.append(exp)
         where = [slice(None)] * 3
         where[axis] = i

@@ -879,7 +879,10 @@ class MedCAMWidget(ReviewMixin, QWidget):
             if exp.valid
             else f"<span style='color:#f0ad4e'><b>not valid</b></span>: {esc(exp.status)}"
         )
-        tiles = f" · {exp.tiles} tiles" if exp.tiles > 1 else ""
+        if exp.valid and exp.status != "valid":  # tiles or slices: how many hold
+            state += f"<br>{esc(exp.status)}"
+        unit = "slices" if exp.provenance.get("slice_axis") is not None else "tiles"
+        tiles = f" · {exp.tiles} {unit}" if exp.tiles > 1 else ""
         facts = [
             ("class", f"<b>{esc(exp.class_name)}</b> — {state}"),
             (
