@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from napari_medcam.io import read_mask_tiff
+from napari_medcam.plugin.review import viewer_grid
 from napari_medcam.plugin.sample_data import synthetic_tile_sample
 from tests.conftest import run_explanation
 
@@ -77,13 +78,13 @@ def test_compare_with_reference_and_side_by_side(explained, tmp_path):
     # side by side: image + mask in one pane, image (twin) + reference in the other
     order = list(viewer.layers)
     widget.side_by_side.value = True
-    assert viewer.grid.enabled and viewer.grid.stride == 2
+    assert viewer_grid(viewer).enabled and viewer_grid(viewer).stride == 2
     twin = viewer.layers[2]
     assert twin.name.endswith("(side by side)")
     assert list(viewer.layers)[:4] == [image, mask, twin, reference]
     assert all(ly.visible for ly in list(viewer.layers)[:4])
     widget.side_by_side.value = False
-    assert not viewer.grid.enabled
+    assert not viewer_grid(viewer).enabled
     assert list(viewer.layers) == order
 
 

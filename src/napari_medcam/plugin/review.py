@@ -30,6 +30,13 @@ def _safe_filename(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "mask"
 
 
+def viewer_grid(viewer: Any) -> Any:
+    """The viewer's grid settings: ``viewer.canvas.grid`` (napari ≥ 0.9), else ``viewer.grid``."""
+    canvas = getattr(viewer, "canvas", None)
+    grid = getattr(canvas, "grid", None)
+    return grid if grid is not None else viewer.grid
+
+
 class ReviewMixin:
     """Check edited mask · Compare with · Side by side · Save mask (part of `MedCAMWidget`)."""
 
@@ -241,7 +248,7 @@ class ReviewMixin:
                 self.side_by_side.value = False
             return
         layers = self.viewer.layers
-        grid = self.viewer.grid
+        grid = viewer_grid(self.viewer)
         state = {
             "order": list(layers),
             "visible": {id(ly): ly.visible for ly in layers},
@@ -275,9 +282,10 @@ class ReviewMixin:
             if id(ly) in state["visible"]:
                 ly.visible = state["visible"][id(ly)]
         enabled, stride, shape = state["grid"]
-        self.viewer.grid.stride = stride
-        self.viewer.grid.shape = shape
-        self.viewer.grid.enabled = enabled
+        grid = viewer_grid(self.viewer)
+        grid.stride = stride
+        grid.shape = shape
+        grid.enabled = enabled
         with self.side_by_side.changed.blocked():
             self.side_by_side.value = False
 
