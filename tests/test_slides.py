@@ -41,6 +41,15 @@ def test_tiled_and_untiled_agree_on_an_image_that_fits_one_tile(clf):
     assert not tiled.mask[:, 224 + 32 :].any()
 
 
+def test_large_image_without_the_target_is_not_explained(clf):
+    canvas = np.full((224, 448, 3), GLASS, np.uint8)
+    canvas[:, :224] = mc.synthetic_tile(8003, 0)[0]  # normal tissue beside glass
+    exp = mc.explain(canvas, clf, target="lesion", config=SHORT)
+    assert not exp.valid and exp.status == "no tissue tile is classified 'lesion'"
+    assert exp.steps == 0 and not exp.mask.any() and exp.mask.shape == (224, 448)
+    assert exp.original_confidence < 0.5 and exp.masked_confidence == 0.0
+
+
 def test_large_images_are_stitched_on_disk_with_the_same_result(clf, monkeypatch):
     img, _ = mc.synthetic_tile(8000, 1)
     canvas = np.full((224, 448, 3), GLASS, np.uint8)

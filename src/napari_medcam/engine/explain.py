@@ -331,20 +331,10 @@ def _summarise(
         tiles=n_windows,
     )
     if not per_tile:  # tiled image where no tissue tile shows the target
-        probs = mean_probs or [0.0] * classifier.num_classes
-        return Explanation(
+        return Explanation.not_explained(
             **common,
-            original_confidence=probs[target],
-            masked_confidence=0.0,
-            robust_confidence=0.0,
-            deletion_confidence=probs[target],
-            area_fraction=0.0,
-            valid=False,
+            probabilities=mean_probs or [0.0] * classifier.num_classes,
             status=f"no tissue tile is classified '{name}'",
-            probabilities=probs,
-            masked_probabilities=[0.0] * len(probs),
-            baseline="",
-            steps=0,
         )
     verdicts = [_verdict(f, config, name) for f in per_tile]
     if n_windows == 1:

@@ -62,6 +62,32 @@ class Explanation:
     provenance: dict[str, Any] = field(default_factory=dict)
     tiles: int = 1
 
+    @classmethod
+    def not_explained(
+        cls, *, target: int, probabilities: list[float], status: str, **facts: Any
+    ) -> Explanation:
+        """The invalid, empty result for an input that does not show the target class.
+
+        No optimisation ran: confidences are the input's own, the mask keeps nothing.
+        ``facts`` are the remaining fields (mask, soft_mask, class_name, seconds, ...).
+        """
+        p = float(probabilities[target])
+        return cls(
+            target=target,
+            original_confidence=p,
+            masked_confidence=0.0,
+            robust_confidence=0.0,
+            deletion_confidence=p,
+            area_fraction=0.0,
+            valid=False,
+            status=status,
+            probabilities=list(probabilities),
+            masked_probabilities=[0.0] * len(probabilities),
+            baseline="",
+            steps=0,
+            **facts,
+        )
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready facts about the result (no arrays, no history)."""
         return {

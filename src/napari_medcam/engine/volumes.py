@@ -187,23 +187,14 @@ def _not_shown(
     """The (invalid, empty) explanation of a slice the classifier does not assign to target."""
     names = classifier.class_names
     shown = names[int(np.argmax(probs))]
-    return Explanation(
+    return Explanation.not_explained(
+        target=target,
+        probabilities=probs,
+        status=f"slice classified '{shown}', not '{names[target]}': not explained",
         mask=np.zeros(plane_shape, bool),
         soft_mask=np.zeros(plane_shape, np.float32),
-        target=target,
         class_name=names[target],
-        original_confidence=probs[target],
-        masked_confidence=0.0,
-        robust_confidence=0.0,
-        deletion_confidence=probs[target],
-        area_fraction=0.0,
         seconds=0.0,
-        valid=False,
-        status=f"slice classified '{shown}', not '{names[target]}': not explained",
-        probabilities=probs,
-        masked_probabilities=[0.0] * len(probs),
-        baseline="",
-        steps=0,
         config=config.to_dict(),
         provenance={"package": "napari-medcam", "classifier": classifier.name},
     )
