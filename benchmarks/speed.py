@@ -10,27 +10,13 @@ BENCHMARKS.md with the machine line it prints).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import time
 
 import numpy as np
-import torch
+from _common import machine_line, timed
 
 import napari_medcam as mc
 from napari_medcam.baselines import gradcam
 from napari_medcam.engine.prepare import prepare_input, resolve_device
-
-
-def timed(fn, repeat: int = 1) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def main() -> None:
@@ -73,12 +59,7 @@ def main() -> None:
             steps = args.paper_steps
             name = f"paper ({steps} of 880 steps; ×{880 / steps:.1f} → {s_full:.1f} s)"
         rows.append((name, s, float(np.mean(steps)), float(np.mean(masked)), sum(valid)))
-    cpu = platform.processor() or platform.machine()
-    print(
-        f"machine: {platform.system()} {cpu}, {os.cpu_count()} cores, torch "
-        f"{torch.__version__}, device {dev}"
-        + (f" ({torch.cuda.get_device_name()})" if dev.type == "cuda" else "")
-    )
+    print(machine_line(dev))
     print(f"one forward+backward: {1000 * t_pass:.1f} ms; Grad-CAM: {1000 * t_cam:.1f} ms\n")
     print("| method | s / tile | steps | × fwd+bwd | × Grad-CAM | masked conf. | valid |")
     print("|---|---|---|---|---|---|---|")

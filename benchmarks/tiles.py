@@ -9,12 +9,11 @@ engine's tiling path is used) with the fast preset, in one process.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import numpy as np
 import torch
+from _common import machine_line
 
 import napari_medcam as mc
 from napari_medcam.engine.prepare import resolve_device
@@ -38,11 +37,7 @@ def main() -> None:
             torch.cuda.synchronize()
         s = time.perf_counter() - t
         rows.append((batch, s, args.tiles / s, exp.steps, exp.status))
-    print(
-        f"machine: {platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), device {dev}"
-        + (f" ({torch.cuda.get_device_name()})" if dev.type == "cuda" else "")
-    )
+    print(machine_line(dev))
     print("| tiles per optimisation | seconds | tiles / s | speed-up | status |")
     print("|---|---|---|---|---|")
     for batch, s, tps, _steps, status in rows:

@@ -17,32 +17,15 @@ into BENCHMARKS.md with the machine line it prints).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import time
 
-import numpy as np
 import torch
+from _common import machine_line, timed
 
 import napari_medcam as mc
 from napari_medcam.classifiers.demo3d import demo_volume_classifier
 from napari_medcam.data.volumes import synthetic_volume
 from napari_medcam.engine.prepare import prepare_input, resolve_device
-
-
-def timed(fn, repeat: int = 1) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max(1, (a | b).sum()))
+from napari_medcam.metrics import overlap_scores
 
 
 def main() -> None:
@@ -83,13 +66,8 @@ def main() -> None:
     ]
     for name, vol, truth, tiling in runs:
         exp = mc.explain(vol, clf, config=cfg, device=dev, **tiling)
-        rows.append((name, exp, iou(exp.mask, truth)))
-    cpu = platform.processor() or platform.machine()
-    print(
-        f"machine: {platform.system()} {cpu}, {os.cpu_count()} cores, torch "
-        f"{torch.__version__} ({torch.get_num_threads()} thread(s)), device {dev}"
-        + (f" ({torch.cuda.get_device_name()})" if dev.type == "cuda" else "")
-    )
+        rows.append((name, exp, overlap_scores(exp.mask, truth)["iou"]))
+    print(machine_line(dev))
     print(
         f"classifier: demo-volume, input {clf.input_size}; preset volume "
         f"(U-Net {cfg.unet_channels}, mask at {cfg.mask_scale:g}× input, ≤ {cfg.steps} steps)"
