@@ -192,14 +192,14 @@ def run_explanation(job: ExplainJob) -> Generator[Any, None, JobResult]:
 def _gradcam(job: ExplainJob, target: int) -> np.ndarray:
     """Grad-CAM of the job's image (slice by slice in every-slice mode), for comparison.
 
-    A lazy region (pyramid level) is read here, in the worker thread.
+    A lazy region (pyramid level) is read here, in the worker thread, window by
+    window as `explain` reads it (never whole).
     """
     from napari_medcam.baselines import gradcam
 
-    image = np.asarray(job.image)
     if job.slice_axis is None:
-        return gradcam(image, job.classifier, target)
-    planes = np.moveaxis(image, job.slice_axis, 0)
+        return gradcam(job.image, job.classifier, target)
+    planes = np.moveaxis(np.asarray(job.image), job.slice_axis, 0)
     maps = [gradcam(plane, job.classifier, target) for plane in planes]
     return np.moveaxis(np.stack(maps), 0, job.slice_axis)
 
