@@ -31,8 +31,9 @@ import numpy as np
 import torch
 
 from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.engine.absence import Absence, choose_absence
 from napari_medcam.engine.config import MedCAMConfig
-from napari_medcam.engine.optimise import BaselineChoice, choose_baseline, evaluate_mask
+from napari_medcam.engine.optimise import evaluate_mask
 from napari_medcam.engine.prepare import prepare_input, resize
 
 # --------------------------------------------------------------------------- faithfulness
@@ -43,16 +44,16 @@ class MaskScorer:
     """One image prepared once for scoring many masks and maps against one classifier.
 
     ``x`` is the normalised classifier input, ``target`` the explained class (the
-    prediction unless given), ``original`` its probability on ``x``, and ``choice``
-    the neutral baseline and random-background kinds, chosen exactly as `explain`
-    chooses them (so scores are comparable with an `Explanation`'s confidences).
+    prediction unless given), ``original`` its probability on ``x``, and ``absence``
+    the absence (replacement image and random backgrounds), chosen exactly as `explain`
+    chooses it (so scores are comparable with an `Explanation`'s confidences).
     """
 
     classifier: Classifier
     x: torch.Tensor
     target: int
     original: float
-    choice: BaselineChoice
+    absence: Absence
     config: MedCAMConfig
     spatial: tuple[int, ...]
 
@@ -70,13 +71,13 @@ class MaskScorer:
             probs = torch.softmax(classifier.module(x), 1)[0]
         t = classifier.class_index(target)
         t = int(probs.argmax()) if t is None else t
-        choice = choose_baseline(x, classifier, t, config)
+        absence = choose_absence(x, classifier, t, config)
         spatial = tuple(np.asarray(image).shape[: classifier.spatial_dims])
-        return cls(classifier, x, t, float(probs[t]), choice, config, spatial)
+        return cls(classifier, x, t, float(probs[t]), absence, config, spatial)
 
     @property
     def baseline_is_neutral(self) -> bool:
-        return not self.choice.problem
+        return not self.absence.problem
 
     def _check(self, arr: np.ndarray, what: str) -> np.ndarray:
         arr = np.asarray(arr)
@@ -94,7 +95,7 @@ class MaskScorer:
         """Preservation, robust and deletion confidence of a binary mask (image-shaped)."""
         mask = self._check(mask, "mask") > 0
         hard = (self._to_input(mask) > 0.5).float()
-        ev = evaluate_mask(self.x, hard, self.classifier, self.target, self.choice, self.config)
+        ev = evaluate_mask(self.x, hard, self.classifier, self.target, self.absence, self.config)
         return {
             "target": self.target,
             "original": self.original,
@@ -127,7 +128,7 @@ class MaskScorer:
         rank[order] = np.arange(h.size)
         rank_t = torch.from_numpy(rank.reshape(self.classifier.input_size)).to(self.x.device)
         counts = np.round(np.linspace(0, h.size, steps + 1)).astype(np.int64)
-        b = self.choice.baseline
+        b = self.absence.baseline
         probs: list[torch.Tensor] = []
         items = [(kind, int(c)) for kind in ("deletion", "insertion") for c in counts]
         for i in range(0, len(items), batch):

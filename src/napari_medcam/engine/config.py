@@ -5,19 +5,25 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-BASELINES = ("mean", "blur", "background", "constant")
-NOISES = ("normal", "uniform", "zeros", "blur")
+# "auto": the neutral candidate closest to the image (engine/absence.py)
+BASELINES = ("auto", "mean", "glass", "black", "background", "blur", "tissue")
+# drawn around the absence: jitter, blur, tissue; far from any data (opt-in): the rest
+NOISES = ("jitter", "blur", "tissue", "zeros", "normal", "uniform")
 
 
 @dataclass(frozen=True)
 class MedCAMConfig:
     """Loss weights, explainer size and optimisation schedule.
 
-    Loss (DESIGN.md §1): ``λ_act·L_act + λ_ce·L_CE + λ_kl·L_KL`` (keep the evidence)
-    ``+ λ_area·L_area + λ_bin·L_bin + λ_tv·L_tv`` (minimal) ``+ λ_rob·L_rob`` (robust).
+    With ``tolerance`` None the loss is the paper's weighted sum ``λ_act·L_act +
+    λ_ce·L_CE + λ_kl·L_KL + λ_area·L_area + λ_bin·L_bin + λ_tv·L_tv + λ_rob·L_rob``;
+    with a ``tolerance`` the λ's are not used: the mask minimises area (+ ``weight_tv``
+    TV, ``weight_bin`` binarisation) subject to keeping ≥ ``tolerance`` of the original
+    confidence on the absence and the backgrounds, with multipliers adapted per image
+    (`napari_medcam.engine.objective`).
 
-    ``fast()`` is the default, tuned for interactive use on a laptop CPU; ``paper()``
-    is the authors' ImageNet recipe. See README "Choosing the fast preset".
+    ``fast()`` is the default (constrained, coarse-to-fine, automatic absence);
+    ``paper()`` is the authors' ImageNet recipe, exactly as published.
     """
 
     # loss weights
@@ -30,6 +36,12 @@ class MedCAMConfig:
     lambda_rob: float = 100.0
     temperature: float = 2.0
     layer_weights: tuple[float, ...] | None = None  # None: 1, 2, 4, ... shallow → deep
+    # constrained form (engine/objective.py): None = the fixed λ's above
+    tolerance: float | None = None
+    weight_tv: float = 5.0  # TV and binarisation relative to the area (paper 500:1:100)
+    weight_bin: float = 0.01
+    multiplier_init: float = 1.0
+    multiplier_rate: float = 0.2
     # explainer network
     unet_channels: tuple[int, ...] = (32, 64, 128, 256, 512)
     mask_scale: float = 1.0  # mask resolution relative to the classifier input
@@ -48,7 +60,9 @@ class MedCAMConfig:
     threshold: float = 0.5
     patience: int = 0  # early stop: steps the mask must stay stable (0 = never)
     stable_change: float = 0.002  # fraction of pixels that may flip and still be "stable"
-    # robustness and baseline
+    refine_steps: int = 0  # full-resolution refinement after a coarse mask (0: none)
+    refine_lr: float = 0.1
+    # robustness and absence (engine/absence.py)
     n_backgrounds: int = 4
     noises: tuple[str, ...] = ("zeros", "normal", "uniform", "blur")
     baseline: str = "mean"
@@ -84,6 +98,12 @@ class MedCAMConfig:
         bad = [n for n in self.noises if n not in NOISES]
         if bad or not self.noises:
             problems.append(f"noises must be a non-empty subset of {NOISES}, got {self.noises}")
+        if self.tolerance is not None and not 0 < self.tolerance <= 1:
+            problems.append(f"tolerance must be in (0, 1] or None, got {self.tolerance}")
+        if self.refine_steps < 0 or self.refine_lr <= 0:
+            problems.append("refine_steps must be ≥ 0 and refine_lr > 0")
+        if self.multiplier_init <= 0 or self.multiplier_rate <= 0:
+            problems.append("multiplier_init and multiplier_rate must be > 0")
         if self.n_backgrounds < 0:
             problems.append("n_backgrounds must be ≥ 0")
         if problems:

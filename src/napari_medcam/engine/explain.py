@@ -24,14 +24,10 @@ import torch
 
 from napari_medcam._version import __version__
 from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.engine.absence import choose_absence
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explanation import Explanation, ProgressEvent
-from napari_medcam.engine.optimise import (
-    choose_baseline,
-    evaluate_mask,
-    optimise_masks,
-    to_numpy_mask,
-)
+from napari_medcam.engine.optimise import evaluate_mask, optimise_masks, to_numpy_mask
 from napari_medcam.engine.prepare import resize, resolve_device, unit_tensor
 from napari_medcam.tiling import (
     MIN_TISSUE_FRACTION,
@@ -41,8 +37,9 @@ from napari_medcam.tiling import (
     tissue_fraction,
 )
 
+COUNTERFACTUAL_TILES = 8  # a slide's own non-target tiles offered as absence
 # a tile's tensors, dropped once stitched (its facts — verdict, confidences — are kept)
-_TILE_TENSORS = ("soft", "hard", "choice", "history")
+_TILE_TENSORS = ("soft", "hard", "absence", "history")
 
 
 class ExplanationCancelled(RuntimeError):
@@ -123,21 +120,25 @@ def _explain_batch(
     config: MedCAMConfig,
     done: int,
     total: int,
+    tissue: torch.Tensor | None = None,
 ) -> Generator[ProgressEvent, None, list[dict[str, Any]]]:
-    """Explain a batch of classifier inputs; one facts dict per input."""
+    """Explain a batch of classifier inputs; one facts dict per input.
+
+    ``tissue`` (T, C, *input_size), normalised: counterfactual tissue for the absence.
+    """
     with torch.no_grad():
         probs = torch.softmax(classifier.module(x), 1)
     facts = []
     for i in range(len(x)):
         t = int(probs[i].argmax()) if target is None else target
-        choice = choose_baseline(x[i : i + 1], classifier, t, config)
+        absence = choose_absence(x[i : i + 1], classifier, t, config, tissue)
         facts.append(
             {
                 "target": t,
                 "probabilities": probs[i].tolist(),
-                "choice": choice,
-                "baseline": choice.name,
-                "problem": choice.problem,
+                "absence": absence,
+                "baseline": absence.name,
+                "problem": absence.problem,
                 "steps": 0,
                 "history": [],
             }
@@ -152,7 +153,7 @@ def _explain_batch(
             classifier,
             [facts[i]["target"] for i in todo],
             cfg,
-            [facts[i]["choice"] for i in todo],
+            [facts[i]["absence"] for i in todo],
             tile=done,
             tiles=total,
         )
@@ -178,7 +179,7 @@ def _explain_batch(
         if f["problem"]:
             f["soft"] = f["hard"] = torch.zeros((1, 1, *x.shape[2:]), device=x.device)
         f["eval"] = evaluate_mask(
-            x[i : i + 1], f["hard"], classifier, f["target"], f["choice"], config
+            x[i : i + 1], f["hard"], classifier, f["target"], f["absence"], config
         )
         f["area"] = float(f["hard"].mean())
     return facts
@@ -194,10 +195,16 @@ def iter_explain(
     tile_overlap: int = 32,
     tile_batch: int = 4,
     skip_background: bool = True,
+    absence_tiles: Any = None,
 ) -> Generator[ProgressEvent, None, Explanation]:
     """Explain ``image`` step by step: yields `ProgressEvent`s, returns the `Explanation`.
 
     ``image`` is a NumPy array or a lazy array (dask, zarr) of the same layout.
+    ``absence_tiles``: images (a sequence, or an N×H×W[×C] array) of tissue without the
+    finding, e.g. normal tiles; those the classifier calls something else than the
+    target are candidates for what replaces the image outside the mask
+    (`napari_medcam.engine.absence`). On a tiled image, up to `COUNTERFACTUAL_TILES`
+    of its own tissue tiles classified as another class are candidates too.
     Stop iterating (or ``close()`` the generator) to cancel: no result is made.
     Raises ValueError for anything it cannot explain, before any work starts.
     """
@@ -211,21 +218,25 @@ def iter_explain(
     tiles = _Tiles(image, classifier, dev, tile_overlap)
     if tile_batch < 1:
         raise ValueError(f"tile_batch must be ≥ 1, got {tile_batch}")
+    user_tissue = _absence_tensor(absence_tiles, classifier)
     start = time.perf_counter()
     classifier.to(dev)
 
+    own_tissue = None
     if tiles.tiled:
-        selected, mean_probs, target_idx = _select_tiles(
+        selected, mean_probs, target_idx, own_tissue = _select_tiles(
             tiles, classifier, target_idx, tile_batch, skip_background
         )
     else:
         selected, mean_probs = [0], None
+    parts = [t.to(dev) for t in (user_tissue, own_tissue) if t is not None]
+    tissue = torch.cat(parts) if parts else None
     stitcher = Stitcher(tiles.spatial)
     per_tile: list[dict[str, Any]] = []
     try:
         for chunk, x in tiles.batches(selected, tile_batch):
             facts = yield from _explain_batch(
-                x, classifier, target_idx, config, len(per_tile), len(selected)
+                x, classifier, target_idx, config, len(per_tile), len(selected), tissue
             )
             for i, f in zip(chunk, facts):
                 window = tiles.windows[i]
@@ -266,13 +277,14 @@ def _select_tiles(
     target: int | None,
     batch: int,
     skip_background: bool,
-) -> tuple[list[int], list[float], int]:
+) -> tuple[list[int], list[float], int, torch.Tensor | None]:
     """Classify every tissue tile; keep those assigned to the target (chosen if None).
 
     Default target of a tiled image: its most confident finding — the class, other
     than the one the classifier gives a blank (mean-colour) image, that some tile
     shows with the highest probability; the blank class only when no tile shows
-    anything else.
+    anything else. Also returns up to `COUNTERFACTUAL_TILES` tissue tiles of other
+    classes, evenly spread over the image, as counterfactual tissue for the absence.
     """
     tissue_idx, probs = [], []
     with torch.no_grad():
@@ -283,7 +295,7 @@ def _select_tiles(
             tissue_idx.append(i)
             probs.append(torch.softmax(classifier.module(x), 1)[0])
         if not probs:
-            return [], [0.0] * classifier.num_classes, target if target is not None else 0
+            return [], [0.0] * classifier.num_classes, target if target is not None else 0, None
         p = torch.stack(probs)
         blank_in = torch.zeros((1, classifier.channels, *classifier.input_size), device=p.device)
         blank = int(classifier.module(blank_in).argmax())
@@ -293,7 +305,27 @@ def _select_tiles(
         findings = [c for c in range(p.shape[1]) if c != blank and bool((preds == c).any())]
         target = max(findings, key=lambda c: float(best[c])) if findings else blank
     selected = [i for i, pred in zip(tissue_idx, preds.tolist()) if pred == target]
-    return selected, p.mean(0).tolist(), target
+    others = [i for i, pred in zip(tissue_idx, preds.tolist()) if pred != target]
+    if len(others) > COUNTERFACTUAL_TILES:
+        picks = np.linspace(0, len(others) - 1, COUNTERFACTUAL_TILES).round().astype(int)
+        others = [others[j] for j in picks]
+    own = torch.cat([tiles.input(i)[0] for i in others]) if others else None
+    return selected, p.mean(0).tolist(), target, own
+
+
+def _absence_tensor(tiles: Any, classifier: Classifier) -> torch.Tensor | None:
+    """User-supplied absence tiles as one normalised (T, C, *input_size) tensor."""
+    from napari_medcam.engine.prepare import prepare_input
+
+    if tiles is None:
+        return None
+    items = list(tiles)
+    if not items:
+        return None
+    try:
+        return torch.cat([prepare_input(np.asarray(t), classifier) for t in items])
+    except ValueError as err:
+        raise ValueError(f"absence_tiles: {err}") from err
 
 
 def _summarise(
@@ -380,16 +412,20 @@ def explain(
     device: str | torch.device = "auto",
     progress: Callable[[ProgressEvent], None] | None = None,
     cancel: threading.Event | Callable[[], bool] | None = None,
+    absence_tiles: Any = None,
     **tiling: Any,
 ) -> Explanation:
     """Explain ``image``'s classification with Med-CAM (see `iter_explain`).
 
     ``progress`` is called with every `ProgressEvent`; ``cancel`` (an Event or a
     callable) is checked at every step and raises `ExplanationCancelled` when set.
-    ``tiling`` takes `iter_explain`'s tile_overlap, tile_batch and skip_background.
+    ``absence_tiles`` and ``tiling`` (tile_overlap, tile_batch, skip_background) are
+    `iter_explain`'s.
     """
     is_set = cancel.is_set if isinstance(cancel, threading.Event) else cancel
-    gen = iter_explain(image, classifier, target, config, device=device, **tiling)
+    gen = iter_explain(
+        image, classifier, target, config, device=device, absence_tiles=absence_tiles, **tiling
+    )
     try:
         while True:
             event = next(gen)

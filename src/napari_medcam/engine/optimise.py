@@ -1,15 +1,17 @@
 """The per-image Med-CAM optimisation: a generator of progress events, cancellable.
 
-`optimise_mask` trains a fresh U-Net on one classifier-sized input and returns
-(as the generator's return value) the best *valid* mask it saw: the lowest full
-objective among steps where the binary mask kept the decision, kept it on random
-backgrounds, and was neither empty nor near-full. Stopping the generator (closing
-it, or a napari worker's quit) cancels at the next step.
+`optimise_masks` trains a fresh U-Net per classifier-sized input and returns (as the
+generator's return value) the best mask it saw: the best-ranked (`Objective`) among
+steps where the binary mask met the goal — the decision kept on the absence and on
+random backgrounds (with a tolerance: the confidence kept too) — and was neither empty
+nor near-full; failing that, the valid mask with the highest masked confidence.
+Stopping the generator (closing it, or a napari worker's quit) cancels at the next step.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Generator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,9 +23,10 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.engine import losses
-from napari_medcam.engine.backgrounds import make_baseline, sample_backgrounds
-from napari_medcam.engine.config import BASELINES, MedCAMConfig
+from napari_medcam.engine.absence import Absence
+from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explanation import ProgressEvent
+from napari_medcam.engine.objective import Objective
 from napari_medcam.engine.prepare import resize
 from napari_medcam.engine.saliency import gradcam_maps
 from napari_medcam.engine.unet import UNet
@@ -57,52 +60,7 @@ class MaskResult:
     found_valid: bool
     steps: int
     history: list[dict[str, float]]
-
-
-@dataclass
-class BaselineChoice:
-    baseline: torch.Tensor
-    name: str
-    noises: tuple[str, ...]
-    problem: str  # empty when a neutral baseline and neutral backgrounds exist
-
-
-def choose_baseline(
-    x: torch.Tensor, classifier: Classifier, target: int, config: MedCAMConfig
-) -> BaselineChoice:
-    """Pick the first neutral baseline (one the classifier does not call ``target``).
-
-    On real stain the dataset-mean colour can itself look positive; an empty mask
-    would then "keep" the decision. The configured baseline is tried first, then
-    the others; random-background kinds that look like the target are dropped.
-    """
-    order = [config.baseline] + [b for b in BASELINES if b != config.baseline]
-    cands = [make_baseline(k, x, classifier, config.blur_sigma) for k in order]
-    gen = torch.Generator(device=x.device).manual_seed(config.seed + 7919)
-    noise_kinds = tuple(dict.fromkeys(config.noises))
-    blurred = make_baseline("blur", x, classifier, config.blur_sigma)
-    noises = sample_backgrounds(noise_kinds, len(noise_kinds), x, blurred, gen)
-    with torch.no_grad():
-        pred = classifier.module(torch.cat(cands + [noises])).argmax(1).tolist()
-    neutral = [k for k, p in zip(order, pred[: len(order)]) if p != target]
-    kept = tuple(k for k, p in zip(noise_kinds, pred[len(order) :]) if p != target)
-    name = target_name = classifier.class_names[target]
-    if not neutral:
-        return BaselineChoice(
-            cands[0],
-            order[0],
-            kept or noise_kinds,
-            f"no neutral baseline: the classifier calls every baseline ({', '.join(order)}) "
-            f"'{target_name}', so the evidence for '{name}' is the absence of anything else",
-        )
-    if not kept and config.n_backgrounds:
-        return BaselineChoice(
-            cands[order.index(neutral[0])],
-            neutral[0],
-            noise_kinds,
-            f"no neutral random background: the classifier calls every one '{target_name}'",
-        )
-    return BaselineChoice(cands[order.index(neutral[0])], neutral[0], kept or noise_kinds, "")
+    met_goal: bool = False  # the constrained goal (tolerance) was reached, not only validity
 
 
 def _layer_weights(config: MedCAMConfig, n: int) -> list[float]:
@@ -121,7 +79,8 @@ class _TileState:
     """Book-keeping of one tile in a batched optimisation."""
 
     target: int
-    best: tuple[float, torch.Tensor, torch.Tensor] | None = None
+    best: tuple[float, torch.Tensor, torch.Tensor] | None = None  # met the goal
+    fallback: tuple[float, torch.Tensor, torch.Tensor] | None = None  # valid only
     prev_hard: torch.Tensor | None = None
     stable: int = 0
     done: bool = False
@@ -185,7 +144,7 @@ def optimise_masks(
     classifier: Classifier,
     targets: Sequence[int],
     config: MedCAMConfig,
-    choices: Sequence[BaselineChoice],
+    absences: Sequence[Absence],
     *,
     tile: int = 0,
     tiles: int = 1,
@@ -194,156 +153,210 @@ def optimise_masks(
 
     ``x`` holds N normalised inputs (N, C, *input_size) on the classifier's device;
     all N masked images and their N·K random-background versions go through the
-    classifier in one batch per step. Each tile keeps the best valid mask it saw and
-    stops counting once stable; the loop ends when every tile is done.
+    classifier in one batch per step. The U-Net works at ``mask_scale`` of the input;
+    with ``refine_steps`` its mask is then refined at full resolution (coarse to fine:
+    a free logit map added to the coarse logits), so that evidence a few pixels across
+    can be followed. Each tile keeps the best mask that met the goal (`Objective`) and
+    stops counting once stable; a phase ends when every tile is done.
     """
-    device = x.device
     cfg = config
     n = x.shape[0]
-    model = classifier.module
-    layers = classifier.layers
-    alphas = _layer_weights(cfg, len(layers))
-    k = cfg.n_backgrounds
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    params, unets = _stacked_unets(n, classifier, cfg, device)
-    opt = torch.optim.Adam(params.values(), lr=cfg.lr)
-    spatial = tuple(x.shape[2:])
-    mask_size = tuple(max(4, round(s * cfg.mask_scale)) for s in spatial)
-    x_small = resize(x, mask_size)
-    prior = _prior_logits(x, classifier, targets, cfg, mask_size)
-    b = torch.cat([c.baseline for c in choices])
-    blurred = make_baseline("blur", x, classifier, cfg.blur_sigma)
+    model, layers = classifier.module, classifier.layers
     with torch.no_grad(), record_activations(model, layers) as acts:
         logits_x = model(x)
         ref_feats = [acts[name].detach() for name in layers]
+    p0 = torch.softmax(logits_x, 1)[torch.arange(n), torch.as_tensor(list(targets))].tolist()
+    run = _Run(x, classifier, cfg, absences, logits_x, ref_feats, Objective(cfg, p0))
     states = [_TileState(int(t), history=[]) for t in targets]
+    total = cfg.steps + cfg.refine_steps
 
-    step = 0
-    for step in range(1, cfg.steps + 1):
-        warm = min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps else 1.0
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * warm
-        ramp = min(1.0, step / cfg.ramp_steps) if cfg.ramp_steps else 1.0
-
-        logits_m = unets(x_small) + prior
-        soft_small = torch.sigmoid(logits_m)
-        # the area term's pull on the logits: through the sigmoid it fades to nothing
-        # once the mask is crisp (and the mask freezes at whatever size it had);
-        # `linear_area` gives it a constant slope instead, same value
-        area_map = losses.linear_slope(logits_m, soft_small) if cfg.linear_area else soft_small
-        soft = resize(soft_small, spatial)
-        hard = losses.binarize(soft, cfg.threshold)
-        e = hard * x + (1 - hard) * b
-        noise = torch.cat(
-            [
-                sample_backgrounds(
-                    choices[i].noises, k, x[i : i + 1], blurred[i : i + 1], gen, offset=step * k
-                )
-                for i in range(n)
-            ]
-        )
-        r = (
-            hard.repeat_interleave(k, 0) * x.repeat_interleave(k, 0)
-            + (1 - hard.repeat_interleave(k, 0)) * noise
-        )
-        with record_activations(model, layers) as acts:
-            logits = model(torch.cat([e, r]))
-            feats = {name: acts[name] for name in layers}
-        logits_e, logits_r = logits[:n], logits[n:]
-
-        loss = soft.new_zeros(())
-        for i, st in enumerate(states):
-            one = slice(i, i + 1)
-            rob = logits_r[i * k : (i + 1) * k]
-            terms = {
-                "act": losses.activation_loss(
-                    [f[one] for f in ref_feats], [feats[name][one] for name in layers], alphas
-                ),
-                "kl": losses.kl_loss(logits_x[one], logits_e[one], cfg.temperature),
-                "ce": losses.ce_loss(logits_e[one], st.target),
-                "area": losses.area_loss(area_map[one]),
-                "bin": losses.binarization_loss(soft[one]),
-                "tv": losses.tv_loss(soft[one]),
-                "rob": losses.robustness_loss(rob, st.target) if k else soft.new_zeros(()),
-            }
-            keep = (
-                cfg.lambda_act * terms["act"]
-                + cfg.lambda_ce * terms["ce"]
-                + cfg.lambda_kl * terms["kl"]
-            )
-            minimal = (
-                cfg.lambda_area * terms["area"]
-                + cfg.lambda_bin * terms["bin"]
-                + cfg.lambda_tv * terms["tv"]
-            )
-            robust = cfg.lambda_rob * terms["rob"]
-            loss = loss + keep + ramp * minimal + robust
-            with torch.no_grad():
-                p_masked = float(torch.softmax(logits_e[i], 0)[st.target])
-                p_robust = float(torch.softmax(rob, 1)[:, st.target].mean()) if k else p_masked
-                held = int(logits_e[i].argmax()) == st.target
-                area = float(hard[one].mean())
-                objective = float((keep + minimal + robust).detach())
-                ok = held and p_robust >= 0.5 and cfg.min_area <= area <= cfg.max_area
-                if not st.done and ok and (st.best is None or objective < st.best[0]):
-                    st.best = (objective, soft[one].detach().clone(), hard[one].detach().clone())
-                flipped = (
-                    1.0
-                    if st.prev_hard is None
-                    else float((hard[one] != st.prev_hard).float().mean())
-                )
-                st.prev_hard = hard[one].detach()
-            record = {name: float(v.detach()) for name, v in terms.items()}
-            record.update(
-                masked=p_masked,
-                robust=p_robust,
-                mask_area=area,
-                loss=float((keep + ramp * minimal + robust).detach()),
-            )
-            if not st.done:
-                st.history.append(record)
-                # stable = the binary mask stopped changing, the decision holds, and the
-                # soft mask has committed (a uniform 0.6 start is "stable" but undecided)
-                crisp = float((soft[one] - hard[one]).detach().abs().mean()) < CRISP
-                settled = flipped <= cfg.stable_change and held and crisp
-                st.stable = st.stable + 1 if settled else 0
-                st.done = bool(
-                    cfg.patience
-                    and step >= cfg.min_steps
-                    and st.stable >= cfg.patience
-                    and st.best is not None
-                )
-
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        first = states[0].history[-1]
-        yield ProgressEvent(
-            step,
-            cfg.steps,
-            first,
-            float(np.mean([s.history[-1]["masked"] for s in states])),
-            float(np.mean([s.history[-1]["mask_area"] for s in states])),
-            tile,
-            tiles,
-        )
-        if all(s.done for s in states):
-            break
-
-    results = []
+    spatial = tuple(x.shape[2:])
+    mask_size = tuple(max(4, round(s * cfg.mask_scale)) for s in spatial)
+    params, unets = _stacked_unets(n, classifier, cfg, x.device)
+    x_small = resize(x, mask_size)
+    prior = _prior_logits(x, classifier, targets, cfg, mask_size)
+    opt = torch.optim.Adam(params.values(), lr=cfg.lr)
+    yield from run.phase(
+        lambda: unets(x_small) + prior, opt, cfg.lr, cfg.steps, states, 0, tile, tiles, total
+    )
     with torch.no_grad():
         final = resize(torch.sigmoid(unets(x_small) + prior), spatial)
+
+    if cfg.refine_steps:
+        start = torch.cat(
+            [
+                st.best[1] if st.best else st.fallback[1] if st.fallback else final[i : i + 1]
+                for i, st in enumerate(states)
+            ]
+        )
+        coarse = torch.logit(start.clamp(0.02, 0.98)).detach()
+        residual = torch.zeros_like(coarse, requires_grad=True)
+        opt = torch.optim.Adam([residual], lr=cfg.refine_lr)
+        for st in states:
+            st.done, st.stable, st.prev_hard = False, 0, None
+        fine = cfg.replace(warmup_steps=0, ramp_steps=0, min_steps=0)
+        run.cfg = fine
+        yield from run.phase(
+            lambda: coarse + residual,
+            opt,
+            cfg.refine_lr,
+            cfg.refine_steps,
+            states,
+            cfg.steps,
+            tile,
+            tiles,
+            total,
+        )
+        with torch.no_grad():
+            final = torch.sigmoid(coarse + residual)
+
+    results = []
     for i, st in enumerate(states):
-        if st.best is None:
+        kept = st.best or st.fallback
+        if kept is None:
             soft_i = final[i : i + 1]
-            results.append(
-                MaskResult(
-                    soft_i, (soft_i > cfg.threshold).float(), False, len(st.history), st.history
-                )
-            )
+            hard_i = (soft_i > cfg.threshold).float()
+            results.append(MaskResult(soft_i, hard_i, False, len(st.history), st.history))
         else:
-            results.append(MaskResult(st.best[1], st.best[2], True, len(st.history), st.history))
+            results.append(
+                MaskResult(kept[1], kept[2], True, len(st.history), st.history, st.best is not None)
+            )
     return results
+
+
+class _Run:
+    """The per-step work shared by the coarse and the fine phase of one batch."""
+
+    def __init__(self, x, classifier, cfg, absences, logits_x, ref_feats, objective) -> None:
+        self.x, self.classifier, self.cfg = x, classifier, cfg
+        self.absences, self.logits_x, self.ref_feats = absences, logits_x, ref_feats
+        self.objective = objective
+        self.alphas = _layer_weights(cfg, len(classifier.layers))
+        self.b = torch.cat([a.baseline for a in absences])
+
+    def _backgrounds(self, step: int, k: int) -> torch.Tensor:
+        """``k`` checked backgrounds per tile, rotating through each tile's pool."""
+        out = []
+        for a in self.absences:
+            pool = a.backgrounds if len(a.backgrounds) else a.baseline
+            idx = [(step * k + j) % len(pool) for j in range(k)]
+            out.append(pool[idx])
+        return torch.cat(out)
+
+    def phase(self, mask_logits, opt, lr, steps, states, offset, tile, tiles, total):
+        cfg, x, obj = self.cfg, self.x, self.objective
+        model, layers = self.classifier.module, self.classifier.layers
+        n, k = x.shape[0], cfg.n_backgrounds
+        spatial = tuple(x.shape[2:])
+        for step in range(1, steps + 1):
+            warm = min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+            for group in opt.param_groups:
+                group["lr"] = lr * warm
+            ramp = min(1.0, step / cfg.ramp_steps) if cfg.ramp_steps else 1.0
+            logits_m = mask_logits()
+            soft_small = torch.sigmoid(logits_m)
+            # the area term's pull on the logits: through the sigmoid it fades once the
+            # mask is crisp; `linear_area` gives it a constant slope instead, same value
+            area_map = losses.linear_slope(logits_m, soft_small) if cfg.linear_area else soft_small
+            soft = resize(soft_small, spatial)
+            hard = losses.binarize(soft, cfg.threshold)
+            e = hard * x + (1 - hard) * self.b
+            if k:
+                hk = hard.repeat_interleave(k, 0)
+                r = hk * x.repeat_interleave(k, 0) + (1 - hk) * self._backgrounds(offset + step, k)
+                batch = torch.cat([e, r])
+            else:
+                batch = e
+            with record_activations(model, layers) as acts:
+                logits = model(batch)
+                feats = {name: acts[name] for name in layers}
+            logits_e, logits_r = logits[:n], logits[n:]
+            loss = soft.new_zeros(())
+            for i, st in enumerate(states):
+                one = slice(i, i + 1)
+                rob = logits_r[i * k : (i + 1) * k]
+                terms = {
+                    "act": losses.activation_loss(
+                        [f[one] for f in self.ref_feats],
+                        [feats[name][one] for name in layers],
+                        self.alphas,
+                    ),
+                    "kl": losses.kl_loss(self.logits_x[one], logits_e[one], cfg.temperature),
+                    "ce": losses.ce_loss(logits_e[one], st.target),
+                    "area": losses.area_loss(area_map[one]),
+                    "bin": losses.binarization_loss(soft[one]),
+                    "tv": losses.tv_loss(soft[one]),
+                    "rob": losses.robustness_loss(rob, st.target) if k else soft.new_zeros(()),
+                    "area_value": hard[one].mean(),
+                }
+                tile_loss, rank = obj.combine(i, terms, ramp)
+                loss = loss + tile_loss
+                with torch.no_grad():
+                    logp_m = float(torch.log_softmax(logits_e[i], 0)[st.target])
+                    p_rob_each = torch.softmax(rob, 1)[:, st.target] if k else None
+                    p_masked = math.exp(logp_m)
+                    p_robust = float(p_rob_each.mean()) if k else p_masked
+                    held = int(logits_e[i].argmax()) == st.target
+                    area = float(hard[one].mean())
+                    sane = cfg.min_area <= area <= cfg.max_area
+                    valid = held and p_robust >= 0.5 and sane
+                    if not st.done and sane and obj.meets(i, p_masked, p_robust, held):
+                        if st.best is None or rank < st.best[0]:
+                            st.best = (rank, soft[one].detach().clone(), hard[one].detach().clone())
+                    elif (
+                        not st.done
+                        and valid
+                        and st.best is None
+                        and (st.fallback is None or -p_masked < st.fallback[0])
+                    ):
+                        st.fallback = (
+                            -p_masked,
+                            soft[one].detach().clone(),
+                            hard[one].detach().clone(),
+                        )
+                    obj.update(i, logp_m, math.log(max(p_robust, 1e-12)))
+                    flipped = (
+                        1.0
+                        if st.prev_hard is None
+                        else float((hard[one] != st.prev_hard).float().mean())
+                    )
+                    st.prev_hard = hard[one].detach()
+                record = {n: float(v.detach()) for n, v in terms.items() if n != "area_value"}
+                record.update(
+                    masked=p_masked,
+                    robust=p_robust,
+                    mask_area=area,
+                    loss=float(tile_loss.detach()),
+                    **obj.multipliers(i),
+                )
+                if not st.done:
+                    st.history.append(record)
+                    # stable = the binary mask stopped changing, the decision holds, and
+                    # the soft mask has committed (a uniform 0.6 start is "stable" but
+                    # undecided)
+                    crisp = float((soft[one] - hard[one]).detach().abs().mean()) < CRISP
+                    settled = flipped <= cfg.stable_change and held and crisp
+                    st.stable = st.stable + 1 if settled else 0
+                    st.done = bool(
+                        cfg.patience
+                        and step >= cfg.min_steps
+                        and st.stable >= cfg.patience
+                        and st.best is not None
+                    )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            yield ProgressEvent(
+                offset + step,
+                total,
+                states[0].history[-1],
+                float(np.mean([s.history[-1]["masked"] for s in states])),
+                float(np.mean([s.history[-1]["mask_area"] for s in states])),
+                tile,
+                tiles,
+            )
+            if all(s.done for s in states):
+                break
 
 
 def evaluate_mask(
@@ -351,14 +364,15 @@ def evaluate_mask(
     hard: torch.Tensor,
     classifier: Classifier,
     target: int,
-    choice: BaselineChoice,
+    absence: Absence,
     config: MedCAMConfig,
 ) -> dict[str, float | list[float]]:
-    """Confidences of a binary mask: on the baseline, on random backgrounds, and deleted."""
-    gen = torch.Generator(device=x.device).manual_seed(config.seed + 104729)
-    blurred = make_baseline("blur", x, classifier, config.blur_sigma)
-    noise = sample_backgrounds(choice.noises, EVAL_BACKGROUNDS, x, blurred, gen)
-    b = choice.baseline
+    """Confidences of a binary mask: on the absence, on fresh neutral backgrounds drawn
+    around it (never those the optimisation saw), and with the mask's content deleted."""
+    noise = absence.draw(x, classifier, target, EVAL_BACKGROUNDS, config.seed + 104729)
+    if not len(noise):
+        noise = absence.baseline
+    b = absence.baseline
     batch = torch.cat(
         [hard * x + (1 - hard) * b, hard * x + (1 - hard) * noise, (1 - hard) * x + hard * b]
     )

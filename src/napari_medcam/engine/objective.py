@@ -1,0 +1,98 @@
+"""How the loss terms combine: the paper's fixed weights, or a constrained problem.
+
+**Fixed** (``config.tolerance is None``, the paper preset): the published weighted sum
+``λ_act·L_act + λ_ce·L_CE + λ_kl·L_KL + λ_area·L_area + λ_bin·L_bin + λ_tv·L_tv +
+λ_rob·L_rob``. Seven weights, chosen per data set by hand.
+
+**Constrained** (``config.tolerance`` set, the default recipe): the paper's own future
+work, "automatic choice of the loss weights". The mask solves
+
+    minimise  L_area + w_tv·L_tv + w_bin·L_bin
+    subject to  p(target | mask on the absence)       ≥ tolerance · p(target | image)
+                p(target | mask on the backgrounds)   ≥ tolerance · p(target | image)
+
+by a Lagrangian whose two multipliers (one for keeping the evidence — CE with the
+activation and KL terms in the paper's 15:10:5 proportion — one for robustness) adapt
+per image and step, GECO-style (Rezende & Viola 2018): ``log μ += rate · c``, where
+``c`` ∈ [−1, 1] is the constraint's normalised violation (the shortfall of
+log p(target) below the goal, in units of −log tolerance). A satisfied constraint lets
+its multiplier decay, so the area shrinks; a violated one raises it until the evidence
+comes back. The user's one knob is ``tolerance`` ("keep ≥ 95 % of the confidence");
+``w_tv``, ``w_bin`` and the rate are the recipe's, the same for every classifier.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from napari_medcam.engine.config import MedCAMConfig
+
+KEEP_ACT = 10 / 15  # activation and KL terms relative to CE inside "keep" (paper 10:15:5)
+KEEP_KL = 5 / 15
+MULTIPLIER_RANGE = (1e-3, 1e3)
+
+
+class Objective:
+    """Combine one tile's loss terms; adapt its multipliers; say when it meets the goal."""
+
+    def __init__(self, config: MedCAMConfig, originals: Sequence[float]) -> None:
+        self.cfg = config
+        self.constrained = config.tolerance is not None
+        n = len(originals)
+        self.log_mu_keep = [math.log(config.multiplier_init)] * n
+        self.log_mu_rob = [math.log(config.multiplier_init)] * n
+        tol = config.tolerance if self.constrained else 0.0
+        # the goal in log-probability; never above log 0.5 less a little when the
+        # original is unsure (p0 = 0.55 → the decision must still hold)
+        self.goal = [
+            math.log(max(tol * p0, min(0.5, p0) + 1e-3)) if self.constrained else 0.0
+            for p0 in originals
+        ]
+        self.unit = -math.log(tol) if self.constrained and tol < 1 else 0.05
+
+    def combine(
+        self, i: int, terms: dict[str, torch.Tensor], ramp: float
+    ) -> tuple[torch.Tensor, float]:
+        """(loss to minimise, the objective value used to rank valid masks)."""
+        cfg = self.cfg
+        if not self.constrained:
+            keep = cfg.lambda_act * terms["act"] + cfg.lambda_ce * terms["ce"]
+            keep = keep + cfg.lambda_kl * terms["kl"]
+            minimal = (
+                cfg.lambda_area * terms["area"]
+                + cfg.lambda_bin * terms["bin"]
+                + cfg.lambda_tv * terms["tv"]
+            )
+            robust = cfg.lambda_rob * terms["rob"]
+            return keep + ramp * minimal + robust, float((keep + minimal + robust).detach())
+        minimal = terms["area"] + cfg.weight_tv * terms["tv"] + cfg.weight_bin * terms["bin"]
+        keep = terms["ce"] + KEEP_ACT * terms["act"] + KEEP_KL * terms["kl"]
+        mu_k, mu_r = math.exp(self.log_mu_keep[i]), math.exp(self.log_mu_rob[i])
+        loss = ramp * minimal + mu_k * keep + mu_r * terms["rob"]
+        rank = float((terms["area_value"] + cfg.weight_tv * terms["tv"]).detach())
+        return loss, rank
+
+    def update(self, i: int, log_p_masked: float, log_p_robust: float) -> None:
+        """One dual step for tile ``i`` from this step's (mean) log-probabilities."""
+        if not self.constrained:
+            return
+        rate = self.cfg.multiplier_rate
+        lo, hi = (math.log(v) for v in MULTIPLIER_RANGE)
+        for name, logp in (("log_mu_keep", log_p_masked), ("log_mu_rob", log_p_robust)):
+            c = max(-1.0, min(1.0, (self.goal[i] - logp) / self.unit))
+            values = getattr(self, name)
+            values[i] = max(lo, min(hi, values[i] + rate * c))
+
+    def meets(self, i: int, p_masked: float, p_robust: float, held: bool) -> bool:
+        """Whether a step's binary mask reaches the goal (fixed weights: keeps the decision
+        on the absence and on average over the backgrounds)."""
+        if not self.constrained:
+            return held and p_robust >= 0.5
+        goal = math.exp(self.goal[i])
+        return held and p_masked >= goal and p_robust >= goal
+
+    def multipliers(self, i: int) -> dict[str, float]:
+        return {"mu_keep": math.exp(self.log_mu_keep[i]), "mu_rob": math.exp(self.log_mu_rob[i])}
