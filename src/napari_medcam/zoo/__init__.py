@@ -1,0 +1,94 @@
+"""A zoo of small, really trained classifiers the explanation recipe was never tuned on.
+
+**The split is fixed here, before any tuning:**
+
+- ``TUNING = ("hne-modulelist", "fluo-stages")``: the only entries the explanation
+  recipe may be tuned on (use their ``"tune"`` split, seeds 40 000+);
+- ``HELD_OUT``: every other entry; only reported on, never tuned on.
+
+Each entry is one module with its data generator (``sample(seed, label, split)``),
+its evidence reference, its architecture and its training settings; the weights
+(``weights/<name>.pt``, state dicts) are made by ``scripts/train_zoo.py``, which
+regenerates the data and trains every entry deterministically on one CPU thread.
+None of them is trained with masking augmentation (see the script).
+
+========================  ==============================  =========================  ======
+entry                     modality                        architecture (layout)      input
+========================  ==============================  =========================  ======
+hne-modulelist (TUNING)   synthetic H&E (synthetic_tile)  ModuleList + linear head   128²
+fluo-stages (TUNING)      fluorescence, dark field        timm-like stem/stages/head 128²
+ihc-vgg                   real IHC (scikit-image)         VGG features/classifier    64²
+phantom-functional        grey radiology (Shepp-Logan)    functional pooling, 1 ch   128²
+mitosis-tiny              H&E nuclei, one mitosis ≤0.5 %  VGG features/pool/classif. 128²
+resnet-meanpos            H&E, 3 classes                  ResNet-18 layout, narrow   128²
+========================  ==============================  =========================  ======
+
+Held-out accuracies (both classes, "eval" split) are in each module's docstring and
+in ``ZOO[name].heldout_accuracy``.
+
+API::
+
+    from napari_medcam import zoo
+    zoo.ZOO["fluo-stages"]            # ZooEntry
+    clf = zoo.load("fluo-stages")     # frozen napari_medcam.Classifier, offline
+    cases = zoo.cases("fluo-stages", n=12, split="eval")  # positive images + references
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.zoo import fluo, hne, ihc, mitosis, phantom, resnet
+from napari_medcam.zoo._common import SEED0, SPLITS, ZooCase, ZooEntry, weights_loader
+
+#: entry name → its module (generator, architecture, training settings)
+MODULES = {m.ENTRY.name: m for m in (hne, fluo, ihc, phantom, mitosis, resnet)}
+
+#: entry name → `ZooEntry`
+ZOO: dict[str, ZooEntry] = {name: m.ENTRY for name, m in MODULES.items()}
+
+TUNING: tuple[str, ...] = ("hne-modulelist", "fluo-stages")
+HELD_OUT: tuple[str, ...] = tuple(n for n in ZOO if n not in TUNING)
+
+#: how many seeds `cases` may try per requested case before giving up
+_MAX_TRIES = 20
+
+
+def _module(name: str):
+    if name not in MODULES:
+        raise KeyError(f"unknown zoo entry {name!r}; the zoo holds {sorted(MODULES)}")
+    return MODULES[name]
+
+
+def load(name: str) -> Classifier:
+    """The frozen, offline classifier of entry ``name`` (layers left to the engine)."""
+    mod = _module(name)
+    return weights_loader(name, mod.build)
+
+
+def cases(name: str, n: int = 12, split: str = "eval") -> list[ZooCase]:
+    """``n`` positive images (label == target) of entry ``name`` with their references.
+
+    Images come from ``split`` ("eval": seeds 50 000+, or the held-out part of a real
+    image; "tune": seeds 40 000+), never from training data, deterministically. They
+    are chosen by their ground truth alone - positive, reference non-empty and no
+    larger than ``max_reference_fraction`` of the tile - never by what a classifier
+    makes of them.
+    """
+    if split not in SPLITS or split == "train":
+        raise ValueError(f"split must be 'eval' or 'tune', got {split!r}")
+    mod, entry = _module(name), ZOO[name]
+    out: list[ZooCase] = []
+    for i in range(max(1, n) * _MAX_TRIES):
+        if len(out) >= n:
+            break
+        image, ref = mod.sample(SEED0[split] + i, entry.target, split)
+        frac = float(np.mean(ref))
+        if frac == 0 or frac > entry.max_reference_fraction:
+            continue
+        out.append(ZooCase(name, image, ref.astype(bool), entry.target, entry.target))
+    return out
+
+
+__all__ = ["HELD_OUT", "TUNING", "ZOO", "ZooCase", "ZooEntry", "cases", "load"]
