@@ -8,12 +8,73 @@ here, once, so every entry point (API, CLI, widget) prepares images identically.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
 from torch import nn
 
 MIN_SIDE = 8
+
+
+@dataclass(eq=False)
+class _Call:
+    """One module call of the layer-discovery probe, in the tree of calls."""
+
+    name: str
+    parent: _Call | None
+    children: list[_Call] = field(default_factory=list)
+    spatial: tuple[int, ...] | None = None  # set when the output is a feature map
+
+    @property
+    def is_block(self) -> bool:
+        """It called sub-modules of its own (a block/stage, not a single layer)."""
+        return bool(self.children)
+
+    @cached_property
+    def resolutions(self) -> set[tuple[int, ...]]:
+        """Spatial shapes of every feature map made by this call and the calls inside it."""
+        own = {self.spatial} if self.spatial is not None else set()
+        return own.union(*(c.resolutions for c in self.children))
+
+
+def _units(call: _Call, force: bool = False) -> list[_Call]:
+    """The coarsest calls inside ``call`` that make a map over at most two resolutions.
+
+    Loose single layers beside two or more blocks, or beside a container that had
+    to be looked into, are stem or head layers (a stem conv, a classifier's
+    pooling): they are left out.
+    """
+    if not force and call.spatial is not None and len(call.resolutions) <= 2:
+        return [call]
+    found = [(child, _units(child)) for child in call.children]
+    looked_into = any(units and units != [child] for child, units in found)
+    blocks = sum(units == [child] and child.is_block for child, units in found)
+    structured = looked_into or blocks >= 2
+    return [
+        unit
+        for child, units in found
+        for unit in units
+        if not (structured and units == [child] and not child.is_block)
+    ]
+
+
+def _last_of_runs(units: list[_Call], only_leaves: bool) -> list[_Call]:
+    """Keep the last of each run of consecutive units at one resolution.
+
+    With ``only_leaves`` only runs of single layers (no sub-modules) are merged.
+    """
+    kept = []
+    for unit, after in zip(units, [*units[1:], None]):
+        same_run = (
+            after is not None
+            and after.spatial == unit.spatial
+            and not (only_leaves and (unit.is_block or after.is_block))
+        )
+        if not same_run:
+            kept.append(unit)
+    return kept
 
 
 class Classifier:
@@ -26,12 +87,12 @@ class Classifier:
 
     Activation-matching layers (``layers``) are names of sub-modules (as in
     ``module.named_modules()``). When none are given, the default is chosen by
-    :meth:`default_layers`: the module's top-level children whose output is a
-    feature map (a 4-D tensor for 2-D models, 5-D for 3-D models), at most four of
-    them evenly spaced from shallow to deep, the deepest always included (outputs
-    pooled to a single position do not count). A
-    TorchScript model cannot be hooked: it is then explained by its outputs only
-    (KL + CE + robustness), and :attr:`hookable` is False.
+    :meth:`default_layers` from one probe pass through the whole module tree: the
+    block or stage outputs that are feature maps (4-D tensors for 2-D models, 5-D
+    for 3-D ones), at most four from shallow to deep, the deepest always included
+    (it is Grad-CAM's layer). A TorchScript model cannot be hooked: it is then
+    explained by its outputs only (KL + CE + robustness), and :attr:`hookable` is
+    False.
     """
 
     def __init__(
@@ -115,30 +176,91 @@ class Classifier:
         return int(out.shape[1])
 
     def default_layers(self) -> list[str]:
-        """Top-level children producing feature maps, up to four, deepest included."""
-        shapes: dict[str, tuple[int, ...]] = {}
-        handles = [
-            child.register_forward_hook(
-                lambda _m, _i, o, n=name: shapes.__setitem__(n, tuple(getattr(o, "shape", ())))
-            )
-            for name, child in self.module.named_children()
-        ]
+        """Feature-map layers found by one probe pass, up to four, deepest included.
+
+        Every sub-module is hooked during a forward pass on zeros, which records
+        which module ran inside which (containers that are never called, such as
+        an ``nn.ModuleList`` iterated in ``forward``, are looked through: their
+        items appear under the module that called them) and each output's shape.
+        A *feature map* is a ``(1, C, *spatial)`` output with spatial extent > 1
+        (4-D for 2-D models, 5-D for 3-D ones); pooled vectors and logits are not.
+
+        1. **Units.** From the root down, the first module whose output is a feature
+           map and whose own calls produce maps at no more than two resolutions is
+           taken whole — a block (conv-ReLU-pool, a residual block or stage that
+           down-samples once), named as the block, not its last ReLU. Modules
+           without a map output (the root, a backbone that pools, a head) and
+           modules spanning three or more resolutions (VGG's ``features``, timm's
+           ``stages``) are looked into. A lone unit spanning two resolutions is
+           looked into too, so that there is more than one depth to match.
+        2. **Blocks before loose layers.** Single layers (no sub-modules) that sit
+           beside two or more blocks, or beside a container that was looked into,
+           are stem or head layers — ResNet's ``conv1``/``bn1``/``relu``/``maxpool``,
+           VGG's ``avgpool`` before its classifier — and are left out. Elsewhere
+           (VGG's ``features``, a model of bare convolutions) a run of single layers
+           at one resolution counts once, the last (conv → ReLU is one feature map).
+        3. **At most four.** With more than four, the last unit of each run at one
+           resolution is kept (the stage outputs); if still more than four, four are
+           picked evenly spread, the deepest always included (Grad-CAM's layer).
+
+        So a ResNet gets ``layer1``–``layer4``; VGG the ReLU before each pool inside
+        ``features`` and its final pool; blocks in a ``ModuleList`` ``blocks.0``…;
+        timm-like ``stages`` ``stages.0``…; a model pooling with ``F.max_pool2d`` its
+        conv blocks. A module called several times counts at its last call (the
+        hook sees that one). A model without feature maps gets none (it is then
+        explained by its outputs only).
+        Pass ``layers=[...]`` to `Classifier` to choose them yourself.
+        """
+        calls = self._probe_calls()
+        if not calls:
+            return []
+        root = calls[0]
+        units = _units(root, force=True)
+        while len(units) == 1 and len(units[0].resolutions) == 2:
+            units = _units(units[0], force=True)
+        # a module called more than once counts at its last call
+        last = {c.name: i for i, c in enumerate(units)}
+        units = [c for i, c in enumerate(units) if last[c.name] == i]
+        units = _last_of_runs(units, only_leaves=True)
+        if len(units) > 4:
+            units = _last_of_runs(units, only_leaves=False)
+        if len(units) > 4:
+            picks = np.linspace(0, len(units) - 1, 4).round().astype(int)
+            units = [units[i] for i in sorted(set(picks))]
+        return [c.name for c in units]
+
+    def _probe_calls(self) -> list[_Call]:
+        """The module calls of one forward pass on zeros, as a tree (pre-order list)."""
+        modules = dict(self.module.named_modules())  # each module once
+        names = {id(m): n for n, m in modules.items()}
+        calls: list[_Call] = []
+        stack: list[_Call] = []
+        spatial_dims = self.spatial_dims
+
+        def pre(module: nn.Module, _args: object) -> None:
+            call = _Call(names[id(module)], stack[-1] if stack else None)
+            if call.parent is not None:
+                call.parent.children.append(call)
+            calls.append(call)
+            stack.append(call)
+
+        def post(_module: nn.Module, _args: object, out: object) -> None:
+            call = stack.pop()
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
+            if len(shape) == 2 + spatial_dims and shape[0] == 1 and max(shape[2:]) > 1:
+                call.spatial = shape[2:]
+
+        handles = []
         try:
+            for module in modules.values():
+                handles.append(module.register_forward_pre_hook(pre))
+                handles.append(module.register_forward_hook(post, always_call=True))
             with torch.no_grad():
                 self.module(torch.zeros((1, self.channels, *self.input_size)))
         finally:
             for h in handles:
                 h.remove()
-        # a feature map has spatial extent: a pooled (B, C, 1, 1) output is not one
-        maps = [
-            n
-            for n, shape in shapes.items()
-            if len(shape) == 2 + self.spatial_dims and max(shape[2:]) > 1
-        ]
-        if len(maps) <= 4:
-            return maps
-        picks = np.linspace(0, len(maps) - 1, 4).round().astype(int)
-        return [maps[i] for i in sorted(set(picks))]
+        return calls
 
     # ----------------------------------------------------------------- preparation
     def class_index(self, target: int | str | None) -> int | None:
