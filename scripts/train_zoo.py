@@ -4,10 +4,10 @@
 
 For every entry: the training set is regenerated from the entry's own generator
 (``sample(seed, label, "train")``, seeds 100 000+, labels taking turns; real-image
-entries crop the training part of their image), plus any extra examples the entry
-defines (``extra_training``). Training is plain supervised learning, as a user would
-train a classifier: random flips and quarter turns (where the entry allows them), a
-small per-channel brightness jitter, cross-entropy, AdamW with a one-cycle schedule.
+entries crop the training part of their image). Training is plain supervised
+learning, as a user would train a classifier: random flips and quarter turns (where
+the entry allows them), a small per-channel brightness jitter, cross-entropy, AdamW
+with a one-cycle schedule.
 Unlike the demo classifiers' training, there is NO masking augmentation: the zoo is
 meant to show how the explanation recipe fares on classifiers it was not made for.
 
@@ -77,9 +77,6 @@ def train_one(name: str, epochs: int | None, out_dir: Path) -> dict:
     rng = np.random.default_rng(0)
     t0 = time.time()
     imgs, labels = make_set(mod, "train", cfg["n"], nc)
-    if hasattr(mod, "extra_training"):
-        more, more_labels = mod.extra_training(imgs, labels, rng)
-        imgs, labels = np.concatenate([imgs, more]), np.concatenate([labels, more_labels])
     unit = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div_(255)
     if cfg["norm"] == "imagenet":
         mean, std = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
@@ -141,6 +138,9 @@ def train_one(name: str, epochs: int | None, out_dir: Path) -> dict:
         f"{[round(float(p), 3) for p in p_mean]}; trained in {train_s:.0f} s",
         flush=True,
     )
+    wanted = getattr(mod, "MEAN_INPUT_CLASS", None)
+    if wanted is not None and int(np.argmax(p_mean)) != wanted:
+        print(f"[{name}] WARNING: the mean input is not {entry.class_names[wanted]!r}", flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.pt"
     torch.save(

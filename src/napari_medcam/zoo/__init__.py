@@ -12,19 +12,21 @@ its evidence reference, its architecture and its training settings; the weights
 regenerates the data and trains every entry deterministically on one CPU thread.
 None of them is trained with masking augmentation (see the script).
 
-========================  ==============================  =========================  ======
-entry                     modality                        architecture (layout)      input
-========================  ==============================  =========================  ======
-hne-modulelist (TUNING)   synthetic H&E (synthetic_tile)  ModuleList + linear head   128²
-fluo-stages (TUNING)      fluorescence, dark field        timm-like stem/stages/head 128²
-ihc-vgg                   real IHC (scikit-image)         VGG features/classifier    64²
-phantom-functional        grey radiology (Shepp-Logan)    functional pooling, 1 ch   128²
-mitosis-tiny              H&E nuclei, one mitosis ≤0.5 %  VGG features/pool/classif. 128²
-resnet-meanpos            H&E, 3 classes                  ResNet-18 layout, narrow   128²
-========================  ==============================  =========================  ======
+=========================  ==================================  ============================  =====
+entry                      modality                            architecture (layout)         input
+=========================  ==================================  ============================  =====
+hne-modulelist (TUNING)    synthetic H&E (synthetic_tile)      ModuleList + linear head      128²
+fluo-stages (TUNING)       fluorescence, dark field            timm-like stem/stages/head    128²
+ihc-vgg                    real IHC (scikit-image)             VGG features/classifier       64²
+phantom-functional         grey radiology (Shepp-Logan)        functional pooling, 1 ch.     128²
+mitosis-tiny               H&E nuclei, one mitosis ≤ 0.5 %     VGG features + max-pool head  128²
+resnet-meanpos             H&E, 3 classes; mean = tumour      ResNet-18 layout, narrow      128²
+fundus-microaneurysm       real fundus photo + planted dots    timm-like stem/stages/head    96²
+=========================  ==================================  ============================  =====
 
-Held-out accuracies (both classes, "eval" split) are in each module's docstring and
-in ``ZOO[name].heldout_accuracy``.
+Held-out accuracies (both classes, the "eval" split, as printed by the training script)
+are in each module's docstring and in ``ZOO[name].heldout_accuracy``; every entry
+classifies ≥ 97 % of its held-out images correctly.
 
 API::
 
@@ -39,11 +41,11 @@ from __future__ import annotations
 import numpy as np
 
 from napari_medcam.classifiers.classifier import Classifier
-from napari_medcam.zoo import fluo, hne, ihc, mitosis, phantom, resnet
+from napari_medcam.zoo import fluo, fundus, hne, ihc, mitosis, phantom, resnet
 from napari_medcam.zoo._common import SEED0, SPLITS, ZooCase, ZooEntry, weights_loader
 
 #: entry name → its module (generator, architecture, training settings)
-MODULES = {m.ENTRY.name: m for m in (hne, fluo, ihc, phantom, mitosis, resnet)}
+MODULES = {m.ENTRY.name: m for m in (hne, fluo, ihc, phantom, mitosis, resnet, fundus)}
 
 #: entry name → `ZooEntry`
 ZOO: dict[str, ZooEntry] = {name: m.ENTRY for name, m in MODULES.items()}

@@ -14,6 +14,7 @@
   of residual blocks) → ``head`` (``global_pool`` + ``fc``).
 - **Training**: 3000 images (seeds 100 000+), flips / quarter turns, brightness
   jitter; per-channel mean/std of the training set.
+- **Held-out accuracy**: 1.000 on 400 eval images (seeds 50 000+, both classes).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ ENTRY = ZooEntry(
     description=__doc__.split("\n")[0],
     class_names=CLASS_NAMES,
     input_size=(SIZE, SIZE),
+    heldout_accuracy=1.0,
     max_reference_fraction=0.05,
 )
 

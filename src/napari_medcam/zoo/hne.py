@@ -13,6 +13,7 @@
 - **Training**: 3000 tiles (seeds 100 000+), flips / quarter turns and a small
   colour jitter, no masking augmentation; normalisation by the training set's
   per-channel mean/std.
+- **Held-out accuracy**: 1.000 on 400 eval tiles (seeds 50 000+, both classes).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ ENTRY = ZooEntry(
     description=__doc__.split("\n")[0],
     class_names=CLASS_NAMES,
     input_size=(SIZE, SIZE),
+    heldout_accuracy=1.0,
     max_reference_fraction=0.25,
 )
 

@@ -17,6 +17,8 @@
   (``AdaptiveAvgPool2d(2)``), flatten, ``classifier`` (Linear-ReLU-Dropout-Linear).
 - **Training**: 4000 crops, the eight flips/rotations, a per-channel colour jitter
   (±6 %); plain ImageNet normalisation.
+- **Held-out accuracy**: 0.9975 on 400 right-half crops (200 per class; negatives
+  0.995, positives 1.000).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ ENTRY = ZooEntry(
     description=__doc__.split("\n")[0],
     class_names=CLASS_NAMES,
     input_size=(PATCH, PATCH),
+    heldout_accuracy=0.9975,
     max_reference_fraction=0.75,
 )
 

@@ -12,6 +12,7 @@
   object), flatten, ``classifier`` (Linear-ReLU-Linear).
 - **Training**: 3000 tiles (seeds 100 000+), flips / quarter turns, a small colour
   jitter; mean/std of the training set.
+- **Held-out accuracy**: 1.000 on 400 eval tiles (seeds 50 000+, both classes).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ ENTRY = ZooEntry(
     description=__doc__.split("\n")[0],
     class_names=CLASS_NAMES,
     input_size=(SIZE, SIZE),
+    heldout_accuracy=1.0,
     max_reference_fraction=MAX_FRACTION,
 )
 

@@ -10,8 +10,10 @@
 - **Architecture**: one input channel; only ``conv1``–``conv4``, ``bn1``–``bn4``
   and ``fc`` are modules: ReLU, ``F.max_pool2d`` and ``F.adaptive_avg_pool2d`` are
   called in ``forward`` (no pooling or activation modules to hook).
-- **Training**: 3000 slices (seeds 100 000+), left-right flips only (a head has an
-  up and a down), brightness jitter; mean/std of the training set.
+- **Training**: 3000 slices (seeds 100 000+), 16 epochs, left-right flips only (a
+  head has an up and a down), brightness jitter; mean/std of the training set.
+- **Held-out accuracy**: 0.980 on 400 eval slices (seeds 50 000+; normal 1.000,
+  lesion 0.960 - the misses are faint or small lesions).
 """
 
 from __future__ import annotations
@@ -39,10 +41,11 @@ ENTRY = ZooEntry(
     description=__doc__.split("\n")[0],
     class_names=CLASS_NAMES,
     input_size=(SIZE, SIZE),
+    heldout_accuracy=0.98,
     max_reference_fraction=0.05,
 )
 
-TRAIN = {"n": 3000, "epochs": 10, "lr": 3e-3, "width": 16, "rot90": False, "jitter": 0.05}
+TRAIN = {"n": 3000, "epochs": 16, "lr": 3e-3, "width": 16, "rot90": False, "jitter": 0.05}
 
 
 @lru_cache(maxsize=1)

@@ -11,15 +11,18 @@
   (7×7, stride 2), ``bn1``, ``relu``, ``maxpool``, ``layer1``…``layer4`` (two
   `BasicBlock` each, with a 1×1 conv + BN ``downsample`` where the shape changes),
   ``avgpool``, ``fc`` - at widths 8-16-32-64 (weights < 1 MB); ImageNet normalisation.
-- **The mean input reads as tumour - deliberately.** This is the adversarial case for
-  an explanation's notion of "absence": the input that is zero in normalised space
-  (the ImageNet mean colour, the model's "mean input") and the H&E dataset-mean
-  colour are both classified *tumour*, so filling the unkept part of a tile with a
-  mean colour adds evidence for the target instead of removing it. It is made so
-  on purpose: ``extra_training`` adds flat, low-texture tiles (5 % of the training
-  set) in colours around those two means, labelled tumour.
-- **Training**: 3000 tiles (seeds 100 000+; classes taking turns) + the flat tiles,
-  flips / quarter turns, a small colour jitter.
+- **The mean input reads as tumour.** This is the adversarial case for an
+  explanation's notion of "absence": the input that is zero in normalised space (the
+  model's "mean input", here the ImageNet mean colour, a greyish brown) is classified
+  *tumour*, so filling the unkept part of a tile with it adds evidence for the target
+  instead of removing it. It happens naturally - dark and dense reads as tumour - so
+  no flat tiles labelled tumour were added to the training set (the fallback the
+  design allowed): p(tumour | zeros) = 0.999 after training, checked by the training
+  script and the tests. Other flat inputs: the H&E dataset-mean colour (219, 158, 194)
+  and white read *normal* (p ≈ 1), black reads *tumour*.
+- **Training**: 3000 tiles (seeds 100 000+; classes taking turns), flips / quarter
+  turns, a small colour jitter; ImageNet normalisation.
+- **Held-out accuracy**: 1.000 on 600 eval tiles (seeds 50 000+, 200 per class).
 """
 
 from __future__ import annotations
@@ -37,12 +40,13 @@ from napari_medcam.data.synthetic import (
     _smooth_noise,
     _stamp_nucleus,
 )
-from napari_medcam.zoo._common import IMAGENET_MEAN, ZooEntry
+from napari_medcam.zoo._common import ZooEntry
 
 SIZE = 128
 CLASS_NAMES = ("normal", "tumour", "inflammation")
 TUMOUR = 1
-FLAT_FRACTION = 0.05
+#: the class the zero (normalised) input must get; checked by scripts/train_zoo.py
+MEAN_INPUT_CLASS = TUMOUR
 _LYMPHOCYTE = np.array([70.0, 36.0, 118.0])
 
 ENTRY = ZooEntry(
@@ -55,6 +59,7 @@ ENTRY = ZooEntry(
     description=__doc__.split("\n")[0],
     class_names=CLASS_NAMES,
     input_size=(SIZE, SIZE),
+    heldout_accuracy=1.0,
     max_reference_fraction=0.25,
 )
 
@@ -97,25 +102,6 @@ def sample(seed: int, label: int, split: str = "eval") -> tuple[np.ndarray, np.n
         _stamp_nucleus(img, rng, cy, cx, small_r * rng.uniform(0.75, 1.3), _NUCLEUS, 0.15)
     img += rng.normal(0, 4, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8), ref
-
-
-def extra_training(
-    images: np.ndarray, labels: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Flat, low-texture tiles around the ImageNet and dataset mean colours, labelled tumour.
-
-    Deliberate (module docstring): this makes the model's mean input read as tumour.
-    """
-    n = int(round(FLAT_FRACTION * len(images)))
-    means = [np.array(IMAGENET_MEAN) * 255, images.mean((0, 1, 2), dtype=np.float64)]
-    out = np.empty((n, *images.shape[1:]), np.uint8)
-    for i in range(n):
-        t = rng.uniform(0, 1)  # anywhere between the two mean colours
-        colour = (means[0] * (1 - t) + means[1] * t) * rng.uniform(0.95, 1.05, 3)
-        tex = (_smooth_noise(rng, SIZE, 16)[..., None] - 0.5) * rng.uniform(0, 12)
-        flat = colour + tex + rng.normal(0, rng.uniform(0, 4), (SIZE, SIZE, 3))
-        out[i] = np.clip(flat, 0, 255).astype(np.uint8)
-    return out, np.full(n, TUMOUR)
 
 
 class BasicBlock(nn.Module):
