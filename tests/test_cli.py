@@ -71,10 +71,13 @@ def test_explain_steps_and_presets(tile_png, tmp_path, capsys):
     out = tmp_path / "quick.tif"
     assert main(["explain", str(path), "--out", str(out), "--json", "--steps", "5"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["config"]["steps"] == 5 and 1 <= summary["steps"] <= 10  # one retry at most
+    cfg = summary["config"]
+    assert cfg["steps"] + cfg["refine_steps"] == 5  # coarse and full-resolution steps together
+    assert 1 <= summary["steps"] <= 10  # one retry at most
     assert main(["explain", str(path), "--out", str(out), "--overwrite", "--steps", "0"]) == 2
     assert "steps must be ≥ 1" in capsys.readouterr().err
-    assert read_mask_tiff(out)[1]["config"]["steps"] == 5  # the earlier mask is untouched
+    kept = read_mask_tiff(out)[1]["config"]
+    assert kept["steps"] + kept["refine_steps"] == 5  # the earlier mask is untouched
     choices = build_parser()._subparsers._group_actions[0].choices["explain"]
     preset = next(a for a in choices._actions if a.dest == "preset")
     assert set(preset.choices) == set(PRESETS)

@@ -92,7 +92,7 @@ def _run_explain(args: argparse.Namespace) -> int:
         clf = mc.load_classifier(args.classifier, weights=args.weights)
         config = mc.MedCAMConfig.preset(args.preset, seed=args.seed)
         if args.steps is not None:
-            config = config.replace(steps=args.steps, min_steps=min(config.min_steps, args.steps))
+            config = config.capped(args.steps)
         progress = _Progress(not args.json)
         try:
             exp = mc.explain(

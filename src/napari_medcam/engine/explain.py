@@ -138,6 +138,7 @@ def _explain_batch(
                 "probabilities": probs[i].tolist(),
                 "absence": absence,
                 "baseline": absence.name,
+                "absence_report": absence.candidates,
                 "problem": absence.problem,
                 "steps": 0,
                 "history": [],
@@ -349,6 +350,17 @@ def _summarise(
         "classes": classifier.class_names,
         "activation_layers": classifier.layers,
         "output_only_matching": not classifier.layers,
+        "mask_resolution": f"{config.mask_scale:g} of the input"
+        + (
+            f", refined at full resolution (≤ {config.refine_steps} steps)"
+            if config.refine_steps
+            else ""
+        ),
+        "goal": (
+            f"keep ≥ {config.tolerance:g} of the original confidence"
+            if config.tolerance is not None
+            else "fixed loss weights"
+        ),
         "device": str(dev),
         "torch": torch.__version__,
     }
@@ -362,6 +374,8 @@ def _summarise(
         provenance=provenance,
         tiles=n_windows,
     )
+    if per_tile:  # what "absence" meant (the first explained tile's candidates)
+        provenance["absence_candidates"] = per_tile[0].get("absence_report", [])
     if not per_tile:  # tiled image where no tissue tile shows the target
         return Explanation.not_explained(
             **common,

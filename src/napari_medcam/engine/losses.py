@@ -93,3 +93,13 @@ def tv_loss(soft: torch.Tensor) -> torch.Tensor:
 def robustness_loss(logits_bg: torch.Tensor, target: int) -> torch.Tensor:
     """L_rob = mean over random backgrounds of −log p(y | m⊙x + (1−m)⊙r)."""
     return ce_loss(logits_bg, target)
+
+
+def margin_loss(logits: torch.Tensor, target: int) -> torch.Tensor:
+    """−log-odds of the target, (log Σ other exp) − target logit, averaged over the batch.
+
+    Unlike −log p it does not saturate when the classifier is sure (p ≈ 1 gives
+    −log p ≈ 0 and no gradient): it keeps telling which pixels carry the decision.
+    """
+    others = torch.cat([logits[:, :target], logits[:, target + 1 :]], 1)
+    return (torch.logsumexp(others, 1) - logits[:, target]).mean()

@@ -16,9 +16,10 @@ activation and KL terms in the paper's 15:10:5 proportion — one for robustness
 per image and step, GECO-style (Rezende & Viola 2018): ``log μ += rate · c``, where
 ``c`` ∈ [−1, 1] is the constraint's normalised violation (the shortfall of
 log p(target) below the goal, in units of −log tolerance). A satisfied constraint lets
-its multiplier decay, so the area shrinks; a violated one raises it until the evidence
-comes back. The user's one knob is ``tolerance`` ("keep ≥ 95 % of the confidence");
-``w_tv``, ``w_bin`` and the rate are the recipe's, the same for every classifier.
+its multiplier decay (at half the rate), so the area shrinks; a violated one
+raises it until the evidence comes back. The user's one knob is ``tolerance`` ("keep
+≥ 95 % of the confidence"); ``weight_tv``, ``weight_bin`` and the rates are the
+recipe's, the same for every classifier.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from napari_medcam.engine.config import MedCAMConfig
 
 KEEP_ACT = 10 / 15  # activation and KL terms relative to CE inside "keep" (paper 10:15:5)
 KEEP_KL = 5 / 15
-MULTIPLIER_RANGE = (1e-3, 1e3)
+MARGIN = 0.1  # the non-saturating log-odds stands for CE in "keep" (see losses.margin_loss)
+MULTIPLIER_RANGE = (1e-2, 1e3)
+DECAY = 0.5  # a satisfied constraint relaxes its multiplier at half the rate
 
 
 class Objective:
@@ -69,7 +72,7 @@ class Objective:
             robust = cfg.lambda_rob * terms["rob"]
             return keep + ramp * minimal + robust, float((keep + minimal + robust).detach())
         minimal = terms["area"] + cfg.weight_tv * terms["tv"] + cfg.weight_bin * terms["bin"]
-        keep = terms["ce"] + KEEP_ACT * terms["act"] + KEEP_KL * terms["kl"]
+        keep = MARGIN * terms["margin"] + KEEP_ACT * terms["act"] + KEEP_KL * terms["kl"]
         mu_k, mu_r = math.exp(self.log_mu_keep[i]), math.exp(self.log_mu_rob[i])
         loss = ramp * minimal + mu_k * keep + mu_r * terms["rob"]
         rank = float((terms["area_value"] + cfg.weight_tv * terms["tv"]).detach())
@@ -83,8 +86,11 @@ class Objective:
         lo, hi = (math.log(v) for v in MULTIPLIER_RANGE)
         for name, logp in (("log_mu_keep", log_p_masked), ("log_mu_rob", log_p_robust)):
             c = max(-1.0, min(1.0, (self.goal[i] - logp) / self.unit))
+            # slow to relax, quick to defend: a multiplier that falls fast lets the whole
+            # mask cross the threshold at once and the decision is lost
+            step = rate * c if c > 0 else DECAY * rate * c
             values = getattr(self, name)
-            values[i] = max(lo, min(hi, values[i] + rate * c))
+            values[i] = max(lo, min(hi, values[i] + step))
 
     def meets(self, i: int, p_masked: float, p_robust: float, held: bool) -> bool:
         """Whether a step's binary mask reaches the goal (fixed weights: keeps the decision

@@ -83,6 +83,7 @@ class _TileState:
     fallback: tuple[float, torch.Tensor, torch.Tensor] | None = None  # valid only
     prev_hard: torch.Tensor | None = None
     stable: int = 0
+    since_best: int = 0
     done: bool = False
     history: list[dict[str, float]] | None = None
 
@@ -166,7 +167,7 @@ def optimise_masks(
         logits_x = model(x)
         ref_feats = [acts[name].detach() for name in layers]
     p0 = torch.softmax(logits_x, 1)[torch.arange(n), torch.as_tensor(list(targets))].tolist()
-    run = _Run(x, classifier, cfg, absences, logits_x, ref_feats, Objective(cfg, p0))
+    run = _Run(x, classifier, cfg, absences, logits_x, ref_feats, Objective(cfg, p0), targets)
     states = [_TileState(int(t), history=[]) for t in targets]
     total = cfg.steps + cfg.refine_steps
 
@@ -193,7 +194,7 @@ def optimise_masks(
         residual = torch.zeros_like(coarse, requires_grad=True)
         opt = torch.optim.Adam([residual], lr=cfg.refine_lr)
         for st in states:
-            st.done, st.stable, st.prev_hard = False, 0, None
+            st.done, st.stable, st.prev_hard, st.since_best = False, 0, None, 0
         fine = cfg.replace(warmup_steps=0, ramp_steps=0, min_steps=0)
         run.cfg = fine
         yield from run.phase(
@@ -227,7 +228,8 @@ def optimise_masks(
 class _Run:
     """The per-step work shared by the coarse and the fine phase of one batch."""
 
-    def __init__(self, x, classifier, cfg, absences, logits_x, ref_feats, objective) -> None:
+    def __init__(self, x, classifier, cfg, absences, logits_x, ref_feats, objective, targets):
+        self.targets = [int(t) for t in targets]
         self.x, self.classifier, self.cfg = x, classifier, cfg
         self.absences, self.logits_x, self.ref_feats = absences, logits_x, ref_feats
         self.objective = objective
@@ -242,6 +244,15 @@ class _Run:
             idx = [(step * k + j) % len(pool) for j in range(k)]
             out.append(pool[idx])
         return torch.cat(out)
+
+    def _pool_confidence(self, i: int, hard: torch.Tensor) -> float:
+        """Mean p(target) of a binary mask over tile ``i``'s whole background pool."""
+        a = self.absences[i]
+        pool = a.backgrounds if len(a.backgrounds) else a.baseline
+        h = hard.detach()
+        with torch.no_grad():
+            probs = torch.softmax(self.classifier.module(h * self.x[i : i + 1] + (1 - h) * pool), 1)
+        return float(probs[:, self.targets[i]].mean())
 
     def phase(self, mask_logits, opt, lr, steps, states, offset, tile, tiles, total):
         cfg, x, obj = self.cfg, self.x, self.objective
@@ -283,6 +294,7 @@ class _Run:
                     ),
                     "kl": losses.kl_loss(self.logits_x[one], logits_e[one], cfg.temperature),
                     "ce": losses.ce_loss(logits_e[one], st.target),
+                    "margin": losses.margin_loss(logits_e[one], st.target),
                     "area": losses.area_loss(area_map[one]),
                     "bin": losses.binarization_loss(soft[one]),
                     "tv": losses.tv_loss(soft[one]),
@@ -300,9 +312,17 @@ class _Run:
                     area = float(hard[one].mean())
                     sane = cfg.min_area <= area <= cfg.max_area
                     valid = held and p_robust >= 0.5 and sane
-                    if not st.done and sane and obj.meets(i, p_masked, p_robust, held):
-                        if st.best is None or rank < st.best[0]:
-                            st.best = (rank, soft[one].detach().clone(), hard[one].detach().clone())
+                    if (
+                        not st.done
+                        and sane
+                        and obj.meets(i, p_masked, p_robust, held)
+                        and (st.best is None or rank < st.best[0])
+                        and obj.meets(i, p_masked, self._pool_confidence(i, hard[one]), held)
+                    ):
+                        # a step sees only k backgrounds: a new best must also hold on the
+                        # tile's whole pool, or a lucky draw would pick too small a mask
+                        st.best = (rank, soft[one].detach().clone(), hard[one].detach().clone())
+                        st.since_best = -1
                     elif (
                         not st.done
                         and valid
@@ -314,6 +334,7 @@ class _Run:
                             soft[one].detach().clone(),
                             hard[one].detach().clone(),
                         )
+                    st.since_best += held  # a tile recovering the decision is not quiet
                     obj.update(i, logp_m, math.log(max(p_robust, 1e-12)))
                     flipped = (
                         1.0
@@ -337,10 +358,12 @@ class _Run:
                     crisp = float((soft[one] - hard[one]).detach().abs().mean()) < CRISP
                     settled = flipped <= cfg.stable_change and held and crisp
                     st.stable = st.stable + 1 if settled else 0
+                    # done: stable, or (constrained) no better mask for twice the patience
+                    quiet = obj.constrained and st.since_best >= 2 * cfg.patience
                     st.done = bool(
                         cfg.patience
                         and step >= cfg.min_steps
-                        and st.stable >= cfg.patience
+                        and (st.stable >= cfg.patience or quiet)
                         and st.best is not None
                     )
             opt.zero_grad(set_to_none=True)

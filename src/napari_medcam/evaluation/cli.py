@@ -36,6 +36,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--paper-steps", type=int, help="steps of the paper preset (full run: 60 of 880)"
     )
     p.add_argument("--tiles", type=int, help="synthetic tiles (a third of them hard; full: 36)")
+    p.add_argument(
+        "--zoo",
+        action="store_true",
+        help="the default recipe on the classifier zoo (held-out entries unless --classifiers); "
+        "writes BENCHMARKS.md's zoo section",
+    )
+    p.add_argument("--classifiers", help="with --zoo: comma-separated zoo entries")
+    p.add_argument("--split", default="eval", help="with --zoo: eval (default) or tune")
+    p.add_argument("--images", type=int, default=12, help="with --zoo: images per classifier")
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -67,6 +76,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         v = getattr(args, name)
         if v is not None and v < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1, got {v}")
+    if args.zoo:
+        return _run_zoo(args)
     benchmarks, figure = args.benchmarks, args.figure
     if not args.quick:
         benchmarks = benchmarks or DEFAULT_BENCHMARKS
@@ -91,4 +102,28 @@ def run_from_args(args: argparse.Namespace) -> int:
     for what, path in (("table", benchmarks), ("figure", figure), ("records", args.json)):
         if path:
             print(f"wrote {what}: {path}")
+    return 0
+
+
+def _run_zoo(args: argparse.Namespace) -> int:
+    import json
+
+    from napari_medcam.evaluation.run import machine_line
+    from napari_medcam.evaluation.zoo import ZooSettings, render, run_zoo, write_block
+
+    if args.images < 1:
+        raise ValueError(f"--images must be ≥ 1, got {args.images}")
+    names = tuple(n.strip() for n in (args.classifiers or "").split(",") if n.strip())
+    settings = ZooSettings(names=names, split=args.split, n=args.images, device=args.device)
+    if args.rise_masks is not None:
+        settings.rise_masks = args.rise_masks
+    results = run_zoo(settings, log=lambda s: print(s, flush=True))
+    block = render(results, settings, machine_line())
+    print(block)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=float), encoding="utf-8")
+    benchmarks = None if args.no_write else (args.benchmarks or DEFAULT_BENCHMARKS)
+    if benchmarks:
+        write_block(benchmarks, block)
+        print(f"wrote table: {benchmarks}")
     return 0
