@@ -149,3 +149,33 @@ def test_paper_preset_keeps_the_published_weights_and_absence():
 def test_tolerance_out_of_range_is_refused(bad):
     with pytest.raises(ValueError, match="tolerance"):
         mc.MedCAMConfig.fast(tolerance=bad)
+
+
+def test_cli_absence_tiles_and_tolerance(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from napari_medcam.cli import main
+
+    img = textured_tile(1)
+    img[20:36, 28:44] = (230, 40, 40)
+    Image.fromarray(img).save(tmp_path / "tile.png")
+    normal = tmp_path / "normal"
+    normal.mkdir()
+    for i in (2, 3):
+        Image.fromarray(textured_tile(i)).save(normal / f"n{i}.png")
+    spec = "tests.toys:flat_reads_positive"
+    args = ["explain", str(tmp_path / "tile.png"), "--classifier", spec, "--json"]
+    assert main([*args, "--out", str(tmp_path / "a.tif")]) == 0
+    assert "no neutral absence" in json.loads(capsys.readouterr().out)["status"]
+    out = ["--out", str(tmp_path / "b.tif"), "--absence-tiles", str(normal), "--tolerance", "0.9"]
+    assert main([*args, *out]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["valid"] and summary["baseline"].startswith("tissue")
+    assert summary["config"]["tolerance"] == 0.9
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([*args, "--out", str(tmp_path / "c.tif"), "--absence-tiles", str(empty)]) == 2
+    assert "no images" in capsys.readouterr().err
+    assert not (tmp_path / "c.tif").exists()

@@ -79,6 +79,21 @@ def _load_input(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
     return read_image(path), {}, None
 
 
+def _absence_tiles(folder: str | None) -> list[Any] | None:
+    """Images of tissue without the finding, from a folder (``--absence-tiles``)."""
+    if folder is None:
+        return None
+    from napari_medcam.io import IMAGE_SUFFIXES, read_image
+
+    path = Path(folder)
+    if not path.is_dir():
+        raise ValueError(f"--absence-tiles: not a folder: {path}")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"--absence-tiles: no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
+    return [read_image(f) for f in files]
+
+
 def _run_explain(args: argparse.Namespace) -> int:
     import napari_medcam as mc
     from napari_medcam.io import write_mask_tiff
@@ -93,6 +108,9 @@ def _run_explain(args: argparse.Namespace) -> int:
         config = mc.MedCAMConfig.preset(args.preset, seed=args.seed)
         if args.steps is not None:
             config = config.capped(args.steps)
+        if args.tolerance is not None:
+            config = config.replace(tolerance=args.tolerance)
+        absence = _absence_tiles(args.absence_tiles)
         progress = _Progress(not args.json)
         try:
             exp = mc.explain(
@@ -102,6 +120,7 @@ def _run_explain(args: argparse.Namespace) -> int:
                 config,
                 device=args.device,
                 progress=progress,
+                absence_tiles=absence,
             )
         finally:
             progress.done()
@@ -174,6 +193,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="at most this many optimisation steps per tile (default: the preset's); "
         "fewer for a quick, coarser look",
+    )
+    e.add_argument(
+        "--tolerance",
+        type=float,
+        help="keep at least this share of the classifier's confidence (default 0.95; "
+        "lower gives smaller masks)",
+    )
+    e.add_argument(
+        "--absence-tiles",
+        metavar="DIR",
+        help="folder of images without the finding (e.g. normal tissue): candidates for "
+        "what replaces the image outside the mask",
     )
     e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     e.add_argument("--seed", type=int, default=0)
