@@ -10,7 +10,6 @@ from typing import Any
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
-PYRAMID_ABOVE = 4096  # masks larger than this (a side) are written as pyramids
 
 
 class _Progress:
@@ -96,12 +95,13 @@ def _absence_tiles(folder: str | None) -> list[Any] | None:
 
 def _run_explain(args: argparse.Namespace) -> int:
     import napari_medcam as mc
-    from napari_medcam.io import write_mask_tiff
-    from napari_medcam.slides import write_pyramid
+    from napari_medcam.io import write_mask
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists: pass --overwrite to replace it")
+    outputs = [out, out.with_suffix(".geojson")] if args.geojson else [out]
+    for path in outputs:
+        if path.exists() and not args.overwrite:
+            raise FileExistsError(f"{path} exists: pass --overwrite to replace it")
     image, facts, close = _load_input(args)
     try:
         clf = mc.load_classifier(args.classifier, weights=args.weights)
@@ -128,15 +128,33 @@ def _run_explain(args: argparse.Namespace) -> int:
         if close is not None:
             close()
     summary = {**exp.summary(), **facts, "image": str(args.image)}
-    if max(exp.mask.shape) > PYRAMID_ABOVE:
-        write_pyramid(out, exp.mask, summary, overwrite=args.overwrite)
-    else:
-        pixel = (facts["downsample"],) * 2 if facts else None
-        write_mask_tiff(out, exp.mask, summary, pixel_size=pixel, overwrite=args.overwrite)
+    geojson = None
+    if args.geojson:
+        geojson = {
+            "class_name": exp.class_name,
+            "image": str(args.image),
+            "level": facts.get("level", 0),
+            "masked_confidence": exp.masked_confidence,
+            "original_confidence": exp.original_confidence,
+            "valid": exp.valid,
+        }
+    # the GeoJSON in the slide's level-0 pixels: the level's downsample and the
+    # region's level-0 origin applied (both 1 and (0, 0) for a plain image)
+    written = write_mask(
+        out,
+        exp.mask,
+        summary,
+        pixel_size=(facts["downsample"],) * 2 if facts else None,
+        geojson=geojson,
+        downsample=facts.get("downsample", 1.0),
+        origin=facts.get("origin_level0", (0.0, 0.0)),
+        overwrite=args.overwrite,
+    )
     if args.json:
-        print(json.dumps({**summary, "mask": str(out)}))
+        extra = {"geojson": str(written[1])} if len(written) > 1 else {}
+        print(json.dumps({**summary, "mask": str(out), **extra}))
     else:
-        print(f"{exp.one_line()} → {out}")
+        print(f"{exp.one_line()} → {', '.join(str(p) for p in written)}")
     return 0 if exp.valid or not args.strict else 1
 
 
@@ -209,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", required=True, help="mask TIFF to write (uint8 0/1)")
+    e.add_argument(
+        "--geojson",
+        action="store_true",
+        help="also write the mask's polygons beside --out (.geojson, QuPath annotations "
+        "in level-0 slide pixels); both files are written or neither",
+    )
     e.add_argument("--json", action="store_true", help="print the summary as JSON")
     e.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     e.add_argument("--strict", action="store_true", help="exit 1 when the explanation is not valid")

@@ -3,14 +3,19 @@
 A mask TIFF is uint8 (0/1), zlib-compressed, with the explanation summary as
 JSON in the ImageDescription (tifffile's shaped-description convention, under the
 key "napari_medcam") and the pixel size (if known) as resolution tags.
+
+Files appear atomically (written to a temporary file beside the target, then
+renamed) with the permissions a plain ``open()`` would give them (0666 less the
+umask, e.g. 0644). Several files that belong together (a mask TIFF and its
+GeoJSON) are written by `write_files`: all of them, or none.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterator
+import secrets
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,36 @@ from typing import Any
 import numpy as np
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+#: QuPath class colour of Med-CAM evidence (the mask's cyan in napari), as QuPath reads it
+QUPATH_COLOR = (0, 229, 255)
+#: rows of a (lazy) mask read at a time when turning it into polygons
+POLYGON_BAND = 512
+
+
+def _new_temp(path: Path) -> Path:
+    """Create an empty, new file beside ``path`` with the umask's normal permissions.
+
+    `tempfile.mkstemp` makes owner-only (0600) files, and a rename keeps the mode:
+    an exported mask would be unreadable to the rest of a lab. ``os.open`` with mode
+    0666 lets the kernel apply the umask, as for any file a program creates.
+    """
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{path.suffix}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"cannot create a temporary file beside {path}")
+
+
+def _check_targets(paths: Sequence[Path], overwrite: bool) -> None:
+    for path in paths:
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists: pass overwrite=True (--overwrite) to replace it")
+        if not path.parent.is_dir():
+            raise ValueError(f"folder {path.parent} does not exist")
 
 
 @contextmanager
@@ -27,20 +62,64 @@ def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     An error or interrupt leaves no half-written file, and an existing file is
     kept unless ``overwrite``.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists: pass overwrite=True (--overwrite) to replace it")
-    if not path.parent.is_dir():
-        raise ValueError(f"folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    with atomic_paths([path], overwrite) as (tmp,):
+        yield tmp
+
+
+@contextmanager
+def atomic_paths(paths: Sequence[str | Path], overwrite: bool = False) -> Iterator[list[Path]]:
+    """Temporary paths beside ``paths``; on success all are moved into place, else none.
+
+    Nothing is touched before every target has been checked (exists without
+    ``overwrite``, missing folder). The renames come last; if one fails, the files
+    already moved are taken back (a replaced file is restored from a hard link kept
+    until the end), so the targets are left as they were.
+    """
+    targets = [Path(p) for p in paths]
+    if len(set(targets)) != len(targets):
+        raise ValueError(f"the same file is named twice: {[str(p) for p in targets]}")
+    _check_targets(targets, overwrite)
+    temps: list[Path] = []
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        for path in targets:
+            temps.append(_new_temp(path))
+        yield list(temps)
+        _commit(temps, targets)
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        for tmp in temps:
+            if tmp.exists():
+                tmp.unlink()
+
+
+def _commit(temps: list[Path], targets: list[Path]) -> None:
+    """Rename every temporary file onto its target: all of them, or none."""
+    backups: list[Path | None] = []
+    try:
+        for path in targets:
+            backup = None
+            if path.exists():
+                backup = path.parent / f".{path.name}.{secrets.token_hex(4)}.bak"
+                try:
+                    os.link(path, backup)
+                except OSError:  # no hard links here: replaced files cannot be restored
+                    backup = None
+            backups.append(backup)
+        done: list[int] = []
+        try:
+            for i, (tmp, path) in enumerate(zip(temps, targets)):
+                os.replace(tmp, path)
+                done.append(i)
+        except BaseException:
+            for i in reversed(done):  # take back what was moved already
+                if backups[i] is not None:
+                    os.replace(backups[i], targets[i])
+                else:
+                    targets[i].unlink(missing_ok=True)
+            raise
+    finally:
+        for backup in backups:
+            if backup is not None:
+                backup.unlink(missing_ok=True)
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], None], overwrite: bool = False) -> Path:
@@ -48,6 +127,21 @@ def write_atomic(path: str | Path, write: Callable[[Path], None], overwrite: boo
     with atomic_path(path, overwrite) as tmp:
         write(tmp)
     return Path(path)
+
+
+def write_files(
+    writers: Mapping[str | Path, Callable[[Path], None]], overwrite: bool = False
+) -> list[Path]:
+    """Write files that belong together (``{path: write(tmp_path)}``): all, or none.
+
+    Each writer writes its temporary file; only when all have succeeded are they
+    renamed into place (see `atomic_paths`). Returns the paths, in order.
+    """
+    paths = [Path(p) for p in writers]
+    with atomic_paths(paths, overwrite) as temps:
+        for tmp, write in zip(temps, writers.values()):
+            write(tmp)
+    return paths
 
 
 def _jsonable(obj: Any) -> Any:
@@ -64,14 +158,12 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def write_mask_tiff(
-    path: str | Path,
+def mask_tiff_writer(
     mask: np.ndarray,
     metadata: dict[str, Any] | None = None,
     pixel_size: tuple[float, ...] | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Write a 0/1 (or label) mask as a compressed uint8 TIFF with JSON metadata."""
+) -> Callable[[Path], None]:
+    """Check a 0/1 (or label) mask now; return ``write(path)`` for a compressed uint8 TIFF."""
     import tifffile
 
     mask = np.asarray(mask)
@@ -91,7 +183,18 @@ def write_mask_tiff(
     def _write(tmp: Path) -> None:
         tifffile.imwrite(tmp, data, compression="zlib", metadata=meta, **kwargs)
 
-    return write_atomic(path, _write, overwrite)
+    return _write
+
+
+def write_mask_tiff(
+    path: str | Path,
+    mask: np.ndarray,
+    metadata: dict[str, Any] | None = None,
+    pixel_size: tuple[float, ...] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a 0/1 (or label) mask as a compressed uint8 TIFF with JSON metadata."""
+    return write_atomic(path, mask_tiff_writer(mask, metadata, pixel_size), overwrite)
 
 
 def read_mask_tiff(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
@@ -129,60 +232,162 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ValueError(f"cannot read image {path}: {err}") from err
 
 
-def mask_to_geojson(mask: np.ndarray, properties: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Polygons of a 2-D mask's regions, in image pixel coordinates (x right, y down).
+def _pair(value: float | Sequence[float], what: str) -> tuple[float, float]:
+    vals = [float(v) for v in np.atleast_1d(np.asarray(value, dtype=float))]
+    if len(vals) == 1:
+        vals = vals * 2
+    pair = (vals[-2], vals[-1])
+    if not all(np.isfinite(pair)):
+        raise ValueError(f"{what} must be finite, got {value!r}")
+    return pair
 
-    A FeatureCollection of QuPath-importable annotations, one Polygon per connected
-    region (holes as inner rings).
+
+def mask_polygons(mask: Any, band: int = POLYGON_BAND) -> Any:
+    """The mask's pixels (> 0) as one shapely geometry in pixel-edge coordinates.
+
+    Pixel (row r, column c) is the square [c, c+1] × [r, r+1] (x right, y down, as
+    QuPath and most image tools count), so the polygons cover exactly the mask's
+    pixels — no corner cut off, holes kept; regions touching only at a corner are
+    separate polygons. ``mask`` may be lazy (zarr, dask): it is read ``band`` rows
+    at a time. Runs of pixels in a row become boxes (a run repeated in the next rows
+    one taller box), and the boxes are merged.
     """
-    from skimage import measure
+    import shapely
 
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"GeoJSON export needs a 2-D mask, got shape {mask.shape}")
-    labels = measure.label(mask > 0, connectivity=1)
-    features = []
-    for region in measure.regionprops(labels):
-        sub = np.pad(region.image, 1)
-        oy, ox = region.bbox[0] - 1, region.bbox[1] - 1
-        contours = measure.find_contours(sub.astype(float), 0.5)
-        rings = []
-        for c in contours:
-            ring = [[float(x + ox), float(y + oy)] for y, x in c]
-            if len(ring) >= 4:
-                if ring[0] != ring[-1]:
-                    ring.append(ring[0])
-                rings.append(ring)
-        if not rings:
+    if len(mask.shape) != 2:
+        raise ValueError(f"GeoJSON export needs a 2-D mask, got shape {tuple(mask.shape)}")
+    height, width = (int(n) for n in mask.shape)
+    boxes = []
+    for r0 in range(0, height, band):
+        rows = np.asarray(mask[r0 : min(r0 + band, height)]) > 0
+        padded = np.zeros((rows.shape[0], width + 2), np.int8)
+        padded[:, 1:-1] = rows
+        step = np.diff(padded, axis=1)
+        rr, c0 = np.nonzero(step == 1)  # row-major order: starts and ends pair up
+        _, c1 = np.nonzero(step == -1)
+        if not len(rr):
             continue
-        rings.sort(key=lambda r: -abs(_ring_area(r)))
+        rr = rr + r0
+        order = np.lexsort((rr, c1, c0))
+        rr, c0, c1 = rr[order], c0[order], c1[order]
+        new = np.ones(len(rr), bool)  # a run starts a new box unless it continues one
+        new[1:] = (c0[1:] != c0[:-1]) | (c1[1:] != c1[:-1]) | (rr[1:] != rr[:-1] + 1)
+        first = np.flatnonzero(new)
+        last = np.append(first[1:], len(rr)) - 1
+        boxes.append(shapely.box(c0[first], rr[first], c1[first], rr[last] + 1))
+    if not boxes:
+        return shapely.MultiPolygon()
+    merged = shapely.union_all(np.concatenate(boxes))
+    return shapely.simplify(merged, 0.0)  # drop the points where boxes met along an edge
+
+
+def mask_to_geojson(
+    mask: Any,
+    properties: dict[str, Any] | None = None,
+    downsample: float | Sequence[float] = 1.0,
+    origin: Sequence[float] = (0.0, 0.0),
+) -> dict[str, Any]:
+    """Polygons of a 2-D mask's regions as a QuPath-importable FeatureCollection.
+
+    One Feature (an annotation of class ``properties["class_name"]``, in the mask's
+    cyan) per connected region, holes as inner rings. Coordinates are [x, y] in
+    the slide's level-0 pixels: a mask of a region explained at a pyramid level
+    with ``downsample`` (level-0 pixels per level pixel; one value, or (y, x)) whose
+    first pixel lies at level-0 ``origin`` = (y0, x0) maps pixel edge (r, c) to
+    x = x0 + c · downsample_x, y = y0 + r · downsample_y. The defaults (1, (0, 0))
+    keep the mask's own pixel coordinates. ``area_pixels`` counts the region's pixels
+    in the mask; ``area_level0_pixels`` the level-0 pixels they cover.
+    """
+    import shapely
+    from shapely.geometry import mapping
+    from shapely.geometry.polygon import orient
+
+    fy, fx = _pair(downsample, "downsample")
+    if fy <= 0 or fx <= 0:
+        raise ValueError(f"downsample must be positive, got {downsample!r}")
+    oy, ox = _pair(origin, "origin")
+    geom = mask_polygons(mask)
+    polygons = list(getattr(geom, "geoms", [geom])) if not geom.is_empty else []
+    props = dict(properties or {})
+    name = str(props.get("class_name", "Med-CAM"))
+    features = []
+    for poly in sorted(polygons, key=lambda p: (p.bounds[1], p.bounds[0])):
+        area = float(poly.area)
+        placed = shapely.transform(orient(poly), lambda xy: xy * (fx, fy) + (ox, oy))
         features.append(
             {
                 "type": "Feature",
-                "geometry": {"type": "Polygon", "coordinates": rings},
+                "geometry": mapping(placed),
                 "properties": {
                     "objectType": "annotation",
-                    "classification": {"name": (properties or {}).get("class_name", "Med-CAM")},
-                    "area_pixels": int(region.area),
-                    **_jsonable(properties or {}),
+                    "classification": {"name": name, "color": list(QUPATH_COLOR)},
+                    "area_pixels": int(round(area)),
+                    "area_level0_pixels": area * fx * fy,
+                    **_jsonable(props),
                 },
             }
         )
     return {"type": "FeatureCollection", "features": features}
 
 
-def _ring_area(ring: list[list[float]]) -> float:
-    xs = np.array([p[0] for p in ring])
-    ys = np.array([p[1] for p in ring])
-    return 0.5 * float(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1)))
+def geojson_writer(
+    mask: Any,
+    properties: dict[str, Any] | None = None,
+    downsample: float | Sequence[float] = 1.0,
+    origin: Sequence[float] = (0.0, 0.0),
+) -> Callable[[Path], None]:
+    """Compute `mask_to_geojson` now; return ``write(path)`` for its JSON text."""
+    text = json.dumps(_jsonable(mask_to_geojson(mask, properties, downsample, origin)))
+    return lambda tmp: tmp.write_text(text)
 
 
 def write_geojson(
     path: str | Path,
-    mask: np.ndarray,
+    mask: Any,
     properties: dict[str, Any] | None = None,
     overwrite: bool = False,
+    downsample: float | Sequence[float] = 1.0,
+    origin: Sequence[float] = (0.0, 0.0),
 ) -> Path:
     """Write `mask_to_geojson` atomically."""
-    doc = mask_to_geojson(mask, properties)
-    return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(doc)), overwrite)
+    return write_atomic(path, geojson_writer(mask, properties, downsample, origin), overwrite)
+
+
+#: masks larger than this (a side) are written as tiled pyramids, read tile by tile
+PYRAMID_ABOVE = 4096
+
+
+def write_mask(
+    path: str | Path,
+    mask: Any,
+    metadata: dict[str, Any] | None = None,
+    *,
+    pixel_size: tuple[float, ...] | None = None,
+    geojson: dict[str, Any] | None = None,
+    plane: Any = None,
+    downsample: float | Sequence[float] = 1.0,
+    origin: Sequence[float] = (0.0, 0.0),
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write a mask TIFF and, when ``geojson`` (its Feature properties) is given, its
+    GeoJSON beside it (same name, ``.geojson``): both files, or neither.
+
+    A 2-D mask larger than `PYRAMID_ABOVE` a side (it may be lazy: zarr, dask) is
+    written as a tiled pyramid, read tile by tile; smaller ones as a flat TIFF. The
+    GeoJSON outlines ``plane`` (the 2-D mask the explanation made, default ``mask``)
+    in level-0 slide coordinates (``downsample``, ``origin``: see
+    `mask_to_geojson`). Everything is checked and computed before the first file
+    is created.
+    """
+    path = Path(path)
+    if len(mask.shape) == 2 and max(mask.shape) > PYRAMID_ABOVE:
+        from napari_medcam.slides import pyramid_writer
+
+        writers: dict[Path, Callable[[Path], None]] = {path: pyramid_writer(mask, metadata)}
+    else:
+        writers = {path: mask_tiff_writer(np.asarray(mask), metadata, pixel_size)}
+    if geojson is not None:
+        writers[path.with_suffix(".geojson")] = geojson_writer(
+            mask if plane is None else plane, geojson, downsample, origin
+        )
+    return write_files(writers, overwrite)

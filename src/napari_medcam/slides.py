@@ -6,7 +6,7 @@ the same as opening a small one, and a region at level 0 reads only its tiles.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,9 +127,21 @@ def write_pyramid(
     level is read and written one tile at a time, so a whole-slide mask is never
     held in memory.
     """
+    from napari_medcam.io import write_atomic
+
+    return write_atomic(path, pyramid_writer(data, metadata, tile, min_side), overwrite)
+
+
+def pyramid_writer(
+    data: Any,
+    metadata: dict[str, Any] | None = None,
+    tile: int = 512,
+    min_side: int = 512,
+) -> Callable[[Path], None]:
+    """Check ``data`` now; return ``write(path)`` writing it as `write_pyramid` does."""
     import tifffile
 
-    from napari_medcam.io import _jsonable, write_atomic
+    from napari_medcam.io import _jsonable
 
     if len(data.shape) != 2:
         raise ValueError(f"a pyramid mask must be 2-D, got shape {tuple(data.shape)}")
@@ -164,4 +176,4 @@ def write_pyramid(
                     subfiletype=1 if i else 0,
                 )
 
-    return write_atomic(path, _write, overwrite)
+    return _write
