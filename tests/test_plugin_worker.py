@@ -66,14 +66,55 @@ def test_torch_threads_is_restored():
     assert torch.get_num_threads() == before
 
 
-def test_masks_stitched_on_disk_come_back_as_arrays(lesion_tile, monkeypatch):
+def test_masks_stitched_on_disk_reach_the_gui_as_lazy_levels(lesion_tile, monkeypatch):
+    from napari_medcam.plugin import lazy
+
     monkeypatch.setattr("napari_medcam.tiling.IN_MEMORY_PIXELS", 1000)  # as for a whole slide
+    monkeypatch.setattr(lazy, "MIN_SIDE", 112)  # a pyramid even for this small canvas
+    monkeypatch.setattr(lazy, "IN_MEMORY_LEVEL", 100)  # and its coarse levels on disk
     canvas = np.full((224, 448, 3), 245, np.uint8)
     canvas[:, :224] = lesion_tile[0]
-    job = ExplainJob(canvas, mc.demo_classifier(), None, mc.MedCAMConfig.fast(steps=5, min_steps=1))
+    job = ExplainJob(
+        canvas, mc.demo_classifier(), None, mc.MedCAMConfig.fast(steps=5, min_steps=1), soft=True
+    )
     _events, result = _drain(run_explanation(job))
     exp = result.explanation
     assert not result.error, result.error
-    # the layers are made from these in the GUI thread: no disk reads left there
-    assert isinstance(exp.mask, np.ndarray) and isinstance(exp.soft_mask, np.ndarray)
-    assert exp.mask.shape == exp.soft_mask.shape == (224, 448)
+    # nothing was read whole into memory: the mask stays on disk, napari gets levels
+    assert not isinstance(exp.mask, np.ndarray)
+    levels = result.mask_levels
+    assert [lv.shape for lv in levels] == [(224, 448), (112, 224), (56, 112)]
+    assert not any(isinstance(lv, np.ndarray) for lv in levels)
+    mask = np.asarray(exp.mask).astype(np.uint8)  # (read here, to compare)
+    np.testing.assert_array_equal(np.asarray(levels[0]), mask)
+    np.testing.assert_array_equal(np.asarray(levels[2]), mask[::4, ::4])
+    assert [lv.shape for lv in result.soft_levels] == [(224, 448), (112, 224), (56, 112)]
+    # Grad-CAM of a region too large for memory would be held whole: skipped, said why
+    assert result.gradcam is None and "Grad-CAM skipped" in result.gradcam_note
+
+
+class _CountingArray:
+    """A read-only 2-D array that records the size of every read."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
+        self.reads: list[int] = []
+
+    def __getitem__(self, key):
+        out = self.data[key]
+        self.reads.append(out.size)
+        return out
+
+
+def test_pyramid_reads_a_large_mask_block_by_block(monkeypatch):
+    from napari_medcam.plugin import lazy
+
+    monkeypatch.setattr(lazy, "BLOCK", 64)
+    rng = np.random.default_rng(0)
+    data = rng.random((300, 500)) > 0.7
+    source = _CountingArray(data)
+    levels = lazy.pyramid(source, np.uint8, min_side=80)
+    assert [lv.shape for lv in levels] == [(300, 500), (150, 250), (75, 125), (38, 63)]
+    assert max(source.reads) <= 64 * 64  # never more than one block at a time
+    for f, lv in zip((1, 2, 4, 8), levels):
+        np.testing.assert_array_equal(np.asarray(lv), data[::f, ::f].astype(np.uint8))

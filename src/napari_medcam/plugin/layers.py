@@ -68,6 +68,21 @@ class Region:
         """True when the region is the whole layer (no fixed axes)."""
         return not self.fixed
 
+    @property
+    def explained_axes(self) -> list[int]:
+        """Axes of the layer's data the classifier sees (the others are fixed)."""
+        return [a for a, k in enumerate(self.key) if isinstance(k, slice)]
+
+    def level0_placement(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(downsample, level-0 origin) of the explained axes: where the region's pixel
+        edge 0 lies in full-resolution pixels, and how many of those one region pixel
+        spans. A plain (not multiscale) region: (1, ...) and (0, ...)."""
+        axes = self.explained_axes
+        if self.level is None:
+            return (1.0,) * len(axes), (0.0,) * len(axes)
+        f = tuple(float(self.downsample[a]) for a in axes)
+        return f, tuple(float(self.origin[a]) * fa for a, fa in zip(axes, f))
+
     def to_meta(self) -> dict[str, Any]:
         """JSON-ready description, stored with the result."""
         return {
@@ -84,6 +99,7 @@ class Region:
                     "level_shape": [int(s) for s in self.level_shape],
                     "downsample": [float(f) for f in self.downsample],
                     "origin": [int(o) for o in self.origin],
+                    "origin_level0": list(self.level0_placement()[1]),
                     "visible_region": bool(self.visible),
                 }
                 if self.level is not None
@@ -404,14 +420,22 @@ def _chunks(arr: Any) -> Any:
     return tuple(min(int(s), 1024) for s in arr.shape)
 
 
-def region_of(data: np.ndarray, region: Region) -> np.ndarray:
+def region_of(data: Any, region: Region, copy: bool = True) -> Any:
     """The part of a full-shape (mask) array that ``region`` covers.
 
     A level region's result layer is the region itself (fixed axes of length 1).
+    A NumPy result is copied unless ``copy`` is False (the user may go on painting
+    on the layer while a worker reads it); lazy data (zarr, dask) stays lazy.
     """
-    if region.level is not None:
-        return np.asarray(data).reshape(region.shape)
-    return np.asarray(data[region.key])
+    if not isinstance(data, np.ndarray):
+        import dask.array as da
+
+        arr = data if isinstance(data, da.Array) else da.from_array(data, chunks=_chunks(data))
+        if region.level is None:
+            return arr[region.key]
+        return arr if tuple(arr.shape) == tuple(region.shape) else arr.reshape(region.shape)
+    part = data.reshape(region.shape) if region.level is not None else data[region.key]
+    return np.array(part, copy=True) if copy else np.asarray(part)
 
 
 def embed(region: Region, values: np.ndarray, dtype: Any) -> np.ndarray:
@@ -421,6 +445,21 @@ def embed(region: Region, values: np.ndarray, dtype: Any) -> np.ndarray:
     out = np.zeros(region.layer_shape, dtype=dtype)
     out[region.key] = values
     return out
+
+
+def embed_levels(region: Region, levels: list[Any]) -> list[Any]:
+    """Multiscale levels of a region's (lazy) result, shaped like its layer: the fixed
+    axes of a level region (length 1 in the result layer) added to every level."""
+    if region.level is None or len(region.layer_shape) == len(region.shape):
+        return list(levels)
+    axes = tuple(sorted(region.fixed))
+    return [_expand(lv, axes) for lv in levels]
+
+
+def _expand(level: Any, axes: tuple[int, ...]) -> Any:
+    for a in axes:
+        level = level[(slice(None),) * a + (None,)]
+    return level
 
 
 def transform_kwargs(layer: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from napari_medcam.plugin.layers import (
     Region,
     data_hash,
     embed,
+    embed_levels,
     insert_above,
     result_name,
 )
@@ -121,11 +122,17 @@ class ResultStore:
             self._edited.add(source)
 
     def is_edited(self, layer: Any) -> bool:
-        """Has the user changed this result since it was made? (paint events or content)"""
+        """Has the user changed this result since it was made? (paint events or content)
+
+        A multiscale result (a mask too large for memory, on disk) cannot be painted
+        in napari; it is not hashed (that would read it whole).
+        """
         if layer in self._edited:
             return True
         rec = self.get(layer)
-        return rec is not None and data_hash(layer.data) != rec.data_hash
+        if rec is None or getattr(layer, "multiscale", False):
+            return False
+        return data_hash(layer.data) != rec.data_hash
 
     def previous(self, ctx: RunContext, class_name: str) -> Any:
         """The most recent result of the same image, region and class, if any."""
@@ -155,19 +162,26 @@ class ResultStore:
             ("Med-CAM soft", ctx.add_soft, exp.soft_mask, "magma"),
             ("Grad-CAM", ctx.add_gradcam, result.gradcam, "inferno"),
         ]
+        if result.soft_levels is not None:  # too large for memory: multiscale, lazy
+            wanted[0] = ("Med-CAM soft", ctx.add_soft, result.soft_levels, "magma")
         for kind, on, values, cmap in wanted:
             if not on or values is None:
                 continue
-            data = values if region.is_full else embed(region, values, np.float32)
+            if isinstance(values, list):
+                data: Any = embed_levels(region, values)
+            else:
+                data = values if region.is_full else embed(region, values, np.float32)
+                data = np.asarray(data, np.float32)
             name = result_name(ctx.layer_name, exp.class_name, kind)
             out.append(
                 Image(
-                    np.asarray(data, np.float32),
+                    data,
                     name=name,
                     colormap=cmap,
                     contrast_limits=(0.0, 1.0),
                     blending="additive",
                     opacity=0.7,
+                    multiscale=isinstance(data, list),
                     **ctx.transforms,
                 )
             )
@@ -175,12 +189,16 @@ class ResultStore:
 
     def place(self, ctx: RunContext, result: JobResult) -> Placement:
         """Add (or replace, when allowed) the result layers right above the image."""
-        from napari.layers import Labels
 
         exp = result.explanation
         region = ctx.region
-        mask = exp.mask.astype(np.uint8)
-        data = mask if region.is_full else embed(region, mask, np.uint8)
+        if result.mask_levels is not None and (region.is_full or region.level is not None):
+            # a mask on disk: multiscale levels over it, never read whole (not paintable)
+            data: Any = embed_levels(region, result.mask_levels)
+        else:
+            mask = np.asarray(exp.mask).astype(np.uint8)
+            data = mask if region.is_full else embed(region, mask, np.uint8)
+        lazy = isinstance(data, list)
         meta = result_metadata(ctx, exp)
         extras = self._extras(ctx, result)
         record = ResultRecord(
@@ -192,7 +210,7 @@ class ResultStore:
             target=int(exp.target),
             class_name=exp.class_name,
             config=ctx.config,
-            data_hash=data_hash(data),
+            data_hash="" if lazy else data_hash(data),
             gradcam=result.gradcam,
             extras=[weakref.ref(e) for e in extras],
         )
@@ -205,6 +223,10 @@ class ResultStore:
                 extra = ref()
                 if extra is not None and extra in layers:
                     layers.remove(extra)
+            if lazy or previous.multiscale:  # a layer cannot change between the two kinds
+                layers.remove(previous)
+                placed = self._new_layer(ctx, exp, data, meta, record, source, extras)
+                return Placement(placed, replaced=True)
             self._records[previous] = record
             previous.data = data
             previous.metadata = meta
@@ -214,15 +236,31 @@ class ResultStore:
                 layers.move(layers.index(previous), layers.index(extras[-1]) + 1)
             return Placement(previous, replaced=True)
         kept = previous if previous is not None and self.is_edited(previous) else None
+        layer = self._new_layer(ctx, exp, data, meta, record, source, extras)
+        return Placement(layer, kept_edited=kept)
+
+    def _new_layer(
+        self,
+        ctx: RunContext,
+        exp: Any,
+        data: Any,
+        meta: dict[str, Any],
+        record: ResultRecord,
+        source: Any,
+        extras: list[Any],
+    ) -> Any:
+        from napari.layers import Labels
+
         layer = Labels(
             data,
             name=result_name(ctx.layer_name, exp.class_name),
             metadata=meta,
             opacity=0.55,
             colormap=dict(MASK_COLORS),
+            multiscale=isinstance(data, list),
             **ctx.transforms,
         )
         self._records[layer] = record
         layer.events.paint.connect(self._on_paint)
         insert_above(self.viewer, source, [*extras, layer])
-        return Placement(layer, kept_edited=kept)
+        return layer

@@ -20,7 +20,7 @@ from qtpy.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from napari_medcam.plugin.layers import META_KEY, region_of, region_pixels
 from napari_medcam.plugin.results import ResultRecord
-from napari_medcam.plugin.worker import check_worker
+from napari_medcam.plugin.worker import CheckJob, check_worker
 from napari_medcam.plugin.writer import pixel_size
 
 SCORE_KEYS = ("dice", "iou", "precision", "recall")
@@ -44,6 +44,7 @@ class ReviewMixin:
     viewer: Any
     results: Any
     _side: dict[str, Any] | None
+    check_job: Any
 
     # ------------------------------------------------------------ check edits
     def _record(self, layer: Any) -> ResultRecord | None:
@@ -56,10 +57,25 @@ class ReviewMixin:
         return rec
 
     def check_edited_mask(self, _v: Any = None) -> Any:
-        """Recompute masked and robust confidence for the (edited) mask; returns the worker."""
+        """Score the (edited) mask as its explanation was made; returns the worker.
+
+        The mask is copied now (painting on goes on in the layer, not in the check),
+        and scored in the background tile by tile on the explanation's grid, with
+        progress; pressing the button again cancels. Not while an explanation runs:
+        both would move the one classifier between devices.
+        """
+        if self.check_worker is not None:
+            self._notify_info("Med-CAM is already checking a mask: wait for it, or cancel it")
+            return None
+        if self.worker is not None:
+            self._notify_info(
+                "Med-CAM is explaining: wait until it has finished (or cancel it), "
+                "then check the mask"
+            )
+            return None
         layer = self.result_combo.value
         rec = self._record(layer)
-        if rec is None or self.check_worker is not None:
+        if rec is None:
             return None
         source = rec.source_ref()
         if source is None or source not in self.viewer.layers:
@@ -67,31 +83,58 @@ class ReviewMixin:
             return None
         try:
             image = region_pixels(source, rec.region)
-            mask = region_of(layer.data, rec.region)
+            data = layer.data[0] if layer.multiscale else layer.data
+            mask = region_of(data, rec.region)  # a copy: the user may go on painting
         except Exception as err:
             self._notify_error(f"cannot read the mask: {err}")
             return None
-        worker = check_worker(
-            image,
-            mask,
-            rec.classifier,
-            rec.target,
-            rec.config,
-            int(self.threads_spin.value),
+        job = CheckJob(
+            image=image,
+            mask=mask,
+            classifier=rec.classifier,
+            target=rec.target,
+            config=rec.config,
+            threads=int(self.threads_spin.value),
             slice_axis=rec.region.slice_axis,
         )
+        worker = check_worker(job)
+        worker.yielded.connect(self._on_check_progress)
         worker.returned.connect(partial(self._on_checked, layer, rec))
         worker.finished.connect(partial(self._on_check_finished, worker))
         self.check_worker = worker
+        self.check_job = job
+        self._session.check_job = job
         self.check_label.setText("Checking the edited mask…")
         self.check_label.setVisible(True)
         self._update_buttons()
         worker.start()
         return worker
 
+    def cancel_check(self) -> None:
+        """Stop the running check before its next tile."""
+        if self.check_job is not None:
+            self.check_job.cancel.set()
+            self.check_label.setText("Cancelling the check…")
+
+    def _on_check_clicked(self, _v: Any = None) -> None:
+        if self.check_worker is not None:
+            self.cancel_check()
+        else:
+            self.check_edited_mask()
+
+    def _on_check_progress(self, event: Any) -> None:
+        if self._closed or event.total <= 1:
+            return
+        self.check_label.setText(
+            f"Checking the edited mask… tile {event.done}/{event.total} "
+            f"({100 * event.fraction:.0f} %)"
+        )
+
     def _on_check_finished(self, worker: Any) -> None:
         if worker is self.check_worker:
             self.check_worker = None
+            self.check_job = None
+            self._session.check_job = None
             if not self._closed:
                 self._update_buttons()
 
@@ -99,8 +142,11 @@ class ReviewMixin:
         if self._closed:
             return
         self.last_check = res
+        if res.get("cancelled"):
+            self.check_label.setText("Check cancelled.")
+            return
         if "error" in res:
-            self.check_label.setText(f"⚠ {res['error']}")
+            self.check_label.setText(f"⚠ {html.escape(res['error'])}")
             self._notify_error(f"Med-CAM check: {res['error']}")
             return
         meta = layer.metadata.get(META_KEY, {})
@@ -112,17 +158,26 @@ class ReviewMixin:
         )
         was = before.get("masked_confidence")
         was_txt = f"{was:.3f} → " if isinstance(was, (int, float)) else ""
-        slices = (
-            f" on {res['slices_held']} of {res['slices']} marked slices" if "slices" in res else ""
-        )
+        where = ""
+        if "slices" in res:
+            where = f" on {res['slices_held']} of {res['slices']} marked slices"
+        elif res.get("tiled"):
+            where = (
+                f" on {res['tiles_held']} of {res['tiles']} '{html.escape(rec.class_name)}' "
+                f"tiles (mean per tile, as explained; {res['windows']} tiles in all)"
+            )
         self.check_label.setText(
-            f"Edited mask: p({rec.class_name}) {was_txt}<b>{res['masked']:.3f}</b>, "
+            f"Edited mask: p({html.escape(rec.class_name)}) {was_txt}<b>{res['masked']:.3f}</b>, "
             f"robust {res['robust']:.3f}, area {100 * res['area_fraction']:.1f} % · {held}"
-            f"{slices}"
+            f"{where}"
         )
         new_meta = dict(layer.metadata)
         entry = dict(new_meta.get(META_KEY, {}))
-        entry["check"] = {k: (bool(v) if k == "held" else float(v)) for k, v in res.items()}
+        entry["check"] = {
+            k: (bool(v) if isinstance(v, (bool, np.bool_)) else float(v))
+            for k, v in res.items()
+            if isinstance(v, (bool, np.bool_, int, float, np.number))
+        }
         new_meta[META_KEY] = entry
         layer.metadata = new_meta
 
@@ -139,7 +194,13 @@ class ReviewMixin:
         if ref is None:
             self._notify_info("Choose a reference Labels layer under 'Compare with'")
             return None
-        mask = region_of(layer.data, rec.region)
+        if layer.multiscale:
+            self._notify_error(
+                f"'{layer.name}' is a mask too large for memory (kept on disk): "
+                "explain a smaller region (or a coarser level) to compare it"
+            )
+            return None
+        mask = region_of(layer.data, rec.region, copy=False)
         ref_data = np.asarray(ref.data)
         if ref_data.shape == tuple(rec.region.layer_shape):
             reference = region_of(ref_data, rec.region)
@@ -297,11 +358,13 @@ class ReviewMixin:
         overwrite: bool = False,
         layer: Any = None,
     ) -> list[Path]:
-        """Write the mask as TIFF (+ GeoJSON of its explained plane), atomically.
+        """Write the mask as TIFF (+ GeoJSON of its explained plane): both, or neither.
 
-        An existing file is kept (FileExistsError) unless ``overwrite``.
+        The GeoJSON is in the slide's level-0 pixels (a pyramid level's downsample
+        and the region's origin applied), as QuPath places annotations. An existing
+        file is kept (FileExistsError) unless ``overwrite``.
         """
-        from napari_medcam.io import write_geojson, write_mask_tiff
+        from napari_medcam.io import write_mask
 
         layer = layer if layer is not None else self.result_combo.value
         if layer is None:
@@ -310,36 +373,44 @@ class ReviewMixin:
         path = Path(path)
         if path.suffix.lower() not in (".tif", ".tiff"):
             path = path.with_suffix(".tif")
-        data = np.asarray(layer.data)
-        written = [
-            write_mask_tiff(
-                path,
-                data,
-                metadata=dict(layer.metadata),
-                pixel_size=pixel_size(layer.scale),
-                overwrite=overwrite,
-            )
-        ]
+        data = layer.data[0] if layer.multiscale else layer.data
+        if isinstance(data, np.ndarray):  # a copy: the user may paint while it is written
+            data = data.copy()
+        rec = self.results.get(layer)
+        props = None
+        downsample: tuple[float, ...] = (1.0, 1.0)
+        origin: tuple[float, ...] = (0.0, 0.0)
+        plane = data
         if geojson:
-            rec = self.results.get(layer)
-            plane = region_of(data, rec.region) if rec is not None else data
-            if plane.ndim != 2:
+            plane = region_of(data, rec.region, copy=False) if rec is not None else data
+            if len(plane.shape) != 2:
                 raise ValueError(
-                    f"GeoJSON needs a 2-D mask; this one is {plane.ndim}-D (the TIFF was written)"
+                    f"GeoJSON needs a 2-D mask; this one is {len(plane.shape)}-D: "
+                    "untick 'also GeoJSON' to save the TIFF alone"
                 )
+            if rec is not None:
+                downsample, origin = rec.region.level0_placement()
             summary = layer.metadata.get(META_KEY, {}).get("summary", {})
             props = {
                 "class_name": summary.get("class_name", "Med-CAM"),
                 "source_layer": layer.metadata.get(META_KEY, {}).get("source_layer", ""),
                 "fixed_axes": rec.region.to_meta()["fixed_axes"] if rec is not None else {},
+                "level": rec.region.level if rec is not None else None,
                 "masked_confidence": summary.get("masked_confidence"),
                 "original_confidence": summary.get("original_confidence"),
                 "valid": summary.get("valid"),
             }
-            written.append(
-                write_geojson(path.with_suffix(".geojson"), plane > 0, props, overwrite=overwrite)
-            )
-        return written
+        return write_mask(
+            path,
+            data,
+            dict(layer.metadata),
+            pixel_size=pixel_size(layer.scale),
+            geojson=props,
+            plane=plane,
+            downsample=downsample,
+            origin=origin,
+            overwrite=overwrite,
+        )
 
     def _save_dialog(self, _v: Any = None) -> None:
         layer = self.result_combo.value

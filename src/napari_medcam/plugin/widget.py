@@ -88,21 +88,33 @@ class _Session:
         self.closed = False
         self.job: ExplainJob | None = None
         self.worker: Any = None
+        self.check_job: Any = None  # worker.CheckJob of a running edited-mask check
 
-    def stop(self, timeout: float = 10.0) -> bool:
-        """Mark closed, cancel the run and wait (≤ ``timeout`` s) until its thread lets go."""
+    def stop(self, timeout: float = 0.0) -> bool:
+        """Mark closed and cancel any run and check; True when their threads have let go.
+
+        Cancelling is immediate: each worker stops at its next step or tile and
+        drops its result. Closing the viewer calls this without waiting (the GUI
+        thread never blocks on a worker); ``timeout`` > 0 waits that long, for
+        callers that must know (tests, scripts).
+        """
         self.closed = True
-        job, worker = self.job, self.worker
-        if job is None or worker is None:
-            return True
-        job.cancel.set()
+        for job in (self.job, self.check_job):
+            if job is not None:
+                job.cancel.set()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if job.done.is_set() or not worker.is_running:
-                return True
+        while not self._let_go():
+            if time.monotonic() >= deadline:
+                if timeout > 0:
+                    logger.warning("Med-CAM worker did not stop within %.0f s", timeout)
+                return False
             time.sleep(0.01)
-        logger.warning("Med-CAM worker did not stop within %.0f s", timeout)
-        return False
+        return True
+
+    def _let_go(self) -> bool:
+        run = self.job is None or self.job.done.is_set()
+        run = run or (self.worker is not None and not self.worker.is_running)
+        return run and (self.check_job is None or self.check_job.done.is_set())
 
 
 def _group(title: str, *widgets: Any) -> QGroupBox:
@@ -136,14 +148,16 @@ class MedCAMWidget(ReviewMixin, QWidget):
         self.classifier_label = ""
         self.worker: Any = None  # running explanation
         self.check_worker: Any = None  # running edited-mask check
+        self.check_job: Any = None  # its job (copies of image and mask, cancel flag)
         self._ctx: RunContext | None = None
         self._pbar: Any = None
         self.results = ResultStore(self.viewer)
         self._rejected: Any = None  # weakref to a selected non-image layer
         self._side: dict[str, Any] | None = None
         self._session = _Session()
-        # stop a run when the widget goes (its dock or the whole viewer is closed)
-        self.destroyed.connect(lambda *_a, s=self._session: s.stop())
+        # stop a run when the widget goes (its dock or the whole viewer is closed):
+        # cancel only, never wait on the GUI thread
+        self.destroyed.connect(lambda *_a, s=self._session: s.stop(timeout=0.0))
         self.last_result: JobResult | None = None
         self.last_check: dict[str, Any] | None = None
         self.last_scores: list[dict[str, Any]] = []
@@ -382,7 +396,7 @@ class MedCAMWidget(ReviewMixin, QWidget):
         self.preset_combo.changed.connect(self._apply_preset)
         self.advanced_toggle.toggled.connect(self._toggle_advanced)
         self.run_button.clicked.connect(self._on_run_clicked)
-        self.check_button.clicked.connect(self.check_edited_mask)
+        self.check_button.clicked.connect(self._on_check_clicked)
         self.compare_button.clicked.connect(self.compare)
         self.copy_button.clicked.connect(self.copy_scores)
         self.csv_button.clicked.connect(self._save_csv_dialog)
@@ -559,14 +573,18 @@ class MedCAMWidget(ReviewMixin, QWidget):
         if self._closed:
             return
         busy = self.worker is not None
+        checking = self.check_worker is not None
         if not busy:
             region = region if region is not None else self.current_region()
-            can = region.ok and self.classifier is not None
+            can = region.ok and self.classifier is not None and not checking
             self.run_button.enabled = can
-            self.run_button.tooltip = "" if can else (region.problem or "load a classifier first")
+            why = "wait for the check of the edited mask" if checking else ""
+            why = why or region.problem or "load a classifier first"
+            self.run_button.tooltip = "" if can else why
         result = self.result_combo.value
-        checking = self.check_worker is not None
-        self.check_button.enabled = result is not None and not busy and not checking
+        # while a check runs its button cancels it; no check during an explanation
+        self.check_button.text = "Cancel check" if checking else "Check edited mask"
+        self.check_button.enabled = checking or (result is not None and not busy)
         self.compare_button.enabled = result is not None and self.reference_combo.value is not None
         self.save_button.enabled = result is not None
         self.copy_button.enabled = bool(self.last_scores)
@@ -709,6 +727,13 @@ class MedCAMWidget(ReviewMixin, QWidget):
         if self.worker is not None:
             self._notify_info("Med-CAM is already running: cancel it first")
             return None
+        if self.check_worker is not None:
+            # both would move the one classifier between devices
+            self._notify_info(
+                "Med-CAM is checking an edited mask: wait until the check has finished "
+                "(or cancel it), then explain"
+            )
+            return None
         region = self.current_region()
         layer = self.image_combo.value
         if not region.ok or layer is None:
@@ -732,6 +757,7 @@ class MedCAMWidget(ReviewMixin, QWidget):
             threads=int(self.threads_spin.value),
             gradcam=bool(getattr(clf, "hookable", True) and clf.layers),
             slice_axis=region.slice_axis,
+            soft=bool(self.add_soft.value),
         )
         self._ctx = RunContext(
             layer_ref=weakref.ref(layer),
@@ -943,7 +969,10 @@ class MedCAMWidget(ReviewMixin, QWidget):
         return self._session.closed
 
     def shutdown(self, timeout: float = 10.0) -> bool:
-        """Stop any run for good (the viewer is closing); True when its thread let go in time."""
+        """Stop any run and check for good; wait up to ``timeout`` s for their threads.
+
+        True when they let go in time. (Closing the viewer cancels without waiting.)
+        """
         done = self._session.stop(timeout)
         self._stop_progress()
         return done

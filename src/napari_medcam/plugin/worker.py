@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from napari_medcam import tiling
+from napari_medcam.plugin.lazy import is_lazy, pyramid
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +109,8 @@ class ExplainJob:
     gradcam: bool = True
     #: every-slice mode: explain the stack slice by slice along this axis of ``image``
     slice_axis: int | None = None
+    #: the soft mask will be shown (a large one then gets its pyramid too)
+    soft: bool = False
     #: set by the GUI to stop at the next step (no result is made)
     cancel: threading.Event = field(default_factory=threading.Event)
     #: set by the worker thread when it has let go of the job (finished or stopped)
@@ -118,6 +124,10 @@ class JobResult:
     gradcam_note: str = ""
     error: str = ""
     cancelled: bool = False
+    #: a mask stitched on disk (too large for memory): multiscale levels over it, for
+    #: napari (`lazy.pyramid`); None when the masks are NumPy arrays
+    mask_levels: list[Any] | None = None
+    soft_levels: list[Any] | None = None
 
 
 def _message(err: BaseException) -> str:
@@ -170,20 +180,27 @@ def run_explanation(job: ExplainJob) -> Generator[Any, None, JobResult]:
                 return JobResult(cancelled=True)
             if job.slice_axis is not None:  # one result for the whole stack
                 explanation = explanation.as_explanation()
-            if not isinstance(explanation.mask, np.ndarray):
-                # stitched on disk (a whole slide at full resolution): the layers need
-                # the arrays, read here rather than in the GUI thread
-                explanation = replace(
-                    explanation,
-                    mask=np.asarray(explanation.mask),
-                    soft_mask=np.asarray(explanation.soft_mask),
-                )
             result = JobResult(explanation=explanation)
-            if job.gradcam:
-                try:
-                    result.gradcam = _gradcam(job, explanation.target)
-                except Exception as err:  # Grad-CAM is a comparison, not the result
-                    result.gradcam_note = f"Grad-CAM unavailable: {_message(err)}"
+            if is_lazy(explanation.mask):
+                # stitched on disk (a whole slide at full resolution): never read whole
+                # into memory; napari gets multiscale levels over it, built here
+                result.mask_levels = pyramid(explanation.mask, np.uint8)
+                if job.soft and explanation.soft_mask is not None:
+                    result.soft_levels = pyramid(explanation.soft_mask, np.float32)
+            if job.gradcam and not job.cancel.is_set():
+                pixels = math.prod(int(n) for n in explanation.mask.shape)
+                if pixels > tiling.IN_MEMORY_PIXELS:
+                    result.gradcam_note = (
+                        f"Grad-CAM skipped: the region ({pixels:,} pixels) is larger than "
+                        "Med-CAM keeps in memory; explain a smaller region to compare"
+                    )
+                else:
+                    try:
+                        result.gradcam = _gradcam(job, explanation.target)
+                    except Exception as err:  # Grad-CAM is a comparison, not the result
+                        result.gradcam_note = f"Grad-CAM unavailable: {_message(err)}"
+            if job.cancel.is_set():
+                return JobResult(cancelled=True)
             return result
     finally:
         job.done.set()
@@ -204,49 +221,56 @@ def _gradcam(job: ExplainJob, target: int) -> np.ndarray:
     return np.moveaxis(np.stack(maps), 0, job.slice_axis)
 
 
-def run_check(
-    image: np.ndarray,
-    mask: np.ndarray,
-    classifier: Any,
-    target: int | None,
-    config: Any,
-    threads: int | None = None,
-    slice_axis: int | None = None,
-) -> dict[str, Any]:
-    """`metrics.mask_confidences` for an edited mask; ``{'error': ...}`` on failure.
+@dataclass
+class CheckJob:
+    """An edited-mask check: copies of the image region and the mask, taken when the
+    button was pressed (the user may go on painting meanwhile)."""
 
-    With ``slice_axis`` (an every-slice result) each slice the mask marks is checked
-    on its own; confidences are their means and ``held`` means every one held.
+    image: Any  # a numpy array, or a lazy (dask) region of a pyramid level
+    mask: Any  # a numpy copy of the edited mask, or a lazy on-disk mask (not editable)
+    classifier: Any
+    target: int
+    config: Any
+    threads: int | None = None
+    slice_axis: int | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def run_check(job: CheckJob) -> Generator[Any, None, dict[str, Any]]:
+    """`checking.iter_check` for an edited mask: yields its progress, returns its facts
+    (``{'cancelled': True}`` or ``{'error': ...}`` instead; never raises).
+
+    A mask of an image larger than the classifier's input is scored tile by tile on
+    the explanation's grid; ``job.cancel`` is checked before every tile.
     """
-    from napari_medcam.metrics import mask_confidences
+    from napari_medcam.checking import iter_check
 
-    with torch_threads(threads):
-        try:
-            # a lazy region (pyramid level) is read here, in the worker thread
-            image = np.asarray(image)
-            if slice_axis is None:
-                return mask_confidences(image, mask, classifier, target, config)
-            planes = np.moveaxis(image, slice_axis, 0)
-            masks = np.moveaxis(np.asarray(mask), slice_axis, 0)
-            marked = [i for i, m in enumerate(masks) if m.any()] or list(range(len(masks)))
-            per = [
-                mask_confidences(planes[i], masks[i], classifier, target, config) for i in marked
-            ]
-            out: dict[str, Any] = {
-                k: float(np.mean([r[k] for r in per]))
-                for k in ("original", "masked", "robust", "deletion")
-            }
-            out.update(
-                target=per[0]["target"],
-                held=all(r["held"] for r in per),
-                area_fraction=float(np.mean(masks)),
-                slices=len(marked),
-                slices_held=sum(bool(r["held"]) for r in per),
-            )
-            return out
-        except Exception as err:
-            logger.debug("Med-CAM check failed", exc_info=True)
-            return {"error": _message(err)}
+    try:
+        with torch_threads(job.threads):
+            try:
+                gen = iter_check(
+                    job.image,
+                    job.mask,
+                    job.classifier,
+                    job.target,
+                    job.config,
+                    slice_axis=job.slice_axis,
+                )
+                while True:
+                    if job.cancel.is_set():
+                        gen.close()
+                        return {"cancelled": True}
+                    try:
+                        event = next(gen)
+                    except StopIteration as stop:
+                        return stop.value
+                    yield event
+            except Exception as err:
+                logger.debug("Med-CAM check failed", exc_info=True)
+                return {"error": _message(err)}
+    finally:
+        job.done.set()
 
 
 def explanation_worker(job: ExplainJob):
@@ -256,8 +280,8 @@ def explanation_worker(job: ExplainJob):
     return thread_worker(run_explanation, start_thread=False, ignore_errors=True)(job)
 
 
-def check_worker(*args: Any, **kwargs: Any):
-    """A napari ``FunctionWorker`` (not yet started) running `run_check`."""
+def check_worker(job: CheckJob):
+    """A napari ``GeneratorWorker`` (not yet started) running `run_check`."""
     from napari.qt.threading import thread_worker
 
-    return thread_worker(run_check, start_thread=False, ignore_errors=True)(*args, **kwargs)
+    return thread_worker(run_check, start_thread=False, ignore_errors=True)(job)
