@@ -33,6 +33,7 @@ from napari_medcam.engine.unet import UNet
 
 EVAL_BACKGROUNDS = 16  # random backgrounds used to report the robust confidence
 CRISP = 0.25  # mean |soft − binary| below which a mask counts as committed
+REFINE_LOGIT = 1.0  # how far from the threshold the refinement starts (logit units)
 
 
 @contextmanager
@@ -190,7 +191,10 @@ def optimise_masks(
                 for i, st in enumerate(states)
             ]
         )
-        coarse = torch.logit(start.clamp(0.02, 0.98)).detach()
+        # the coarse mask's logits, squeezed to ±REFINE_LOGIT: from ±4 a pixel deep inside
+        # a coarse blob could not leave it in a short refinement (Adam moves ~lr a step)
+        coarse = REFINE_LOGIT * torch.tanh(torch.logit(start.clamp(1e-4, 1 - 1e-4)) / 4)
+        coarse = coarse.detach()
         residual = torch.zeros_like(coarse, requires_grad=True)
         opt = torch.optim.Adam([residual], lr=cfg.refine_lr)
         for st in states:
