@@ -4,10 +4,11 @@
 
 For every entry: the training set is regenerated from the entry's own generator
 (``sample(seed, label, "train")``, seeds 100 000+, labels taking turns; real-image
-entries crop the training part of their image). Training is plain supervised
-learning, as a user would train a classifier: random flips and quarter turns (where
-the entry allows them), a small per-channel brightness jitter, cross-entropy, AdamW
-with a one-cycle schedule.
+entries crop the training part of their image), plus the extra examples an entry
+may define (``extra_training``: only ``resnet-meanpos``, see there). Training is
+plain supervised learning, as a user would train a classifier: random flips and
+quarter turns (where the entry allows them), a small per-channel brightness jitter,
+cross-entropy, AdamW with a one-cycle schedule.
 Unlike the demo classifiers' training, there is NO masking augmentation: the zoo is
 meant to show how the explanation recipe fares on classifiers it was not made for.
 
@@ -77,6 +78,9 @@ def train_one(name: str, epochs: int | None, out_dir: Path) -> dict:
     rng = np.random.default_rng(0)
     t0 = time.time()
     imgs, labels = make_set(mod, "train", cfg["n"], nc)
+    if hasattr(mod, "extra_training"):
+        more, more_labels = mod.extra_training(imgs, labels, rng)
+        imgs, labels = np.concatenate([imgs, more]), np.concatenate([labels, more_labels])
     unit = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div_(255)
     if cfg["norm"] == "imagenet":
         mean, std = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)

@@ -99,6 +99,9 @@ def test_resnet_meanpos_calls_the_mean_input_tumour(classifiers):
     with torch.no_grad():
         out = clf.module(torch.zeros((1, clf.channels, *clf.input_size)))
     assert int(out.argmax(1)) == zoo.ZOO["resnet-meanpos"].target == 1
+    # the H&E dataset-mean colour as a flat tile reads tumour too (deliberately)
+    flat = np.full((*clf.input_size, 3), (219, 158, 194), np.uint8)
+    assert int(_probs(clf, [flat]).argmax(1)[0]) == 1
 
 
 def test_fluorescence_is_dark_field(eval_cases):
