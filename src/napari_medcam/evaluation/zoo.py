@@ -11,6 +11,8 @@ against the entry's evidence reference:
 - **precision**: share of the mask on the reference dilated by `DILATE` pixels;
 - **pointing**: the soft mask's maximum on that dilated reference;
 - **Grad-CAM** and **RISE** precision at the mask's own area (their top pixels);
+- **reference suffices**: whether the dilated reference alone, on the same absence,
+  keeps the confidence the mask had to keep (the classifier may use more than it);
 - **seconds** per image (wall time of `explain`, this machine).
 
 The table goes between the zoo markers of BENCHMARKS.md, with the machine.
@@ -31,7 +33,7 @@ from napari_medcam.baselines import gradcam, rise
 from napari_medcam.engine.backgrounds import FLAT, IMAGE
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explain import explain
-from napari_medcam.metrics import pointing_game, threshold_to_area
+from napari_medcam.metrics import MaskScorer, pointing_game, threshold_to_area
 
 DILATE = 2
 SECTION = "## Classifier zoo (issue 9)"
@@ -84,6 +86,15 @@ def score_case(case: Any, clf: Any, settings: ZooSettings) -> dict[str, Any]:
         absence=exp.baseline,
         precision=_precision(mask, near),
         pointing=pointing_game(np.asarray(exp.soft_mask), near) if mask.any() else False,
+    )
+    # does the reference alone (dilated as above) reach the same goal, on the same absence?
+    # If not, the classifier uses more than the reference, and precision must fall short
+    ref_conf = MaskScorer.from_image(case.image, clf, case.target, settings.config).confidences(
+        near
+    )
+    goal = (settings.config.tolerance or 0.5) * rec["p0"]
+    rec["reference_suffices"] = bool(
+        ref_conf["held"] and ref_conf["masked"] >= goal and ref_conf["robust"] >= goal
     )
     if mask.any():
         gc = gradcam(case.image, clf, case.target)
@@ -140,8 +151,12 @@ def summary_row(name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
     from napari_medcam import zoo
 
     done = [r for r in records if r["called_target"]]
-    row: dict[str, Any] = {"classifier": name, "split": "tuning" if name in zoo.TUNING else
-                           "held out", "images": len(records), "explained": len(done)}
+    row: dict[str, Any] = {
+        "classifier": name,
+        "split": "tuning" if name in zoo.TUNING else "held out",
+        "images": len(records),
+        "explained": len(done),
+    }
     if not done:
         return row
     pct = lambda key: 100 * float(np.mean([bool(r.get(key)) for r in done]))  # noqa: E731
@@ -159,6 +174,7 @@ def summary_row(name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
         gradcam=_nanmean([r.get("gradcam_precision", float("nan")) for r in done]),
         rise=_nanmean([r.get("rise_precision", float("nan")) for r in done]),
         pointing=pct("pointing"),
+        reference_suffices=pct("reference_suffices"),
         gradcam_pointing=pct("gradcam_pointing"),
         seconds=float(np.mean([r["seconds"] for r in done])),
         absence=", ".join(sorted({r["absence"].split(" ")[0] for r in done})),
@@ -170,7 +186,8 @@ def render(results: dict[str, list[dict[str, Any]]], settings: ZooSettings, mach
     """The Markdown block: one row per classifier, then what each column means."""
     head = (
         "| classifier | split | explained | valid % | kept % | p orig → masked | area (ref) | "
-        "area / ref | precision | Grad-CAM | RISE | pointing (GC) | s / image | absence |"
+        "area / ref | precision | Grad-CAM | RISE | pointing (GC) | ref. suffices | s / image | "
+        "absence |"
     )
     lines = [
         f"Recipe `MedCAMConfig.fast()` with defaults; split `{settings.split}`, up to "
@@ -182,14 +199,15 @@ def render(results: dict[str, list[dict[str, Any]]], settings: ZooSettings, mach
     for name, records in results.items():
         r = summary_row(name, records)
         if "valid" not in r:
-            lines.append(f"| {name} | {r['split']} | 0 / {r['images']} | | | | | | | | | | | |")
+            lines.append(f"| {name} | {r['split']} | 0 / {r['images']} |" + " |" * 12)
             continue
         lines.append(
             f"| {name} | {r['split']} | {r['explained']} / {r['images']} | {r['valid']:.0f} | "
             f"{r['kept']:.0f} | {r['p0']:.3f} → {r['masked']:.3f} | {r['area']:.2f} % "
             f"({r['ref_area']:.2f} %) | {r['area_ratio']:.2f} | {r['precision']:.2f} | "
             f"{r['gradcam']:.2f} | {r['rise']:.2f} | {r['pointing']:.0f} % "
-            f"({r['gradcam_pointing']:.0f} %) | {r['seconds']:.1f} | {r['absence']} |"
+            f"({r['gradcam_pointing']:.0f} %) | {r['reference_suffices']:.0f} % | "
+            f"{r['seconds']:.1f} | {r['absence']} |"
         )
     lines += [
         "",
@@ -197,8 +215,10 @@ def render(results: dict[str, list[dict[str, Any]]], settings: ZooSettings, mach
         "explained); *area*: medians of the mask and of the reference evidence; "
         f"*precision*: share of the mask on the reference dilated {DILATE} px; *Grad-CAM*, "
         "*RISE*: the same for their top pixels at the mask's own area; *pointing*: the soft "
-        "mask's (Grad-CAM's) maximum on the dilated reference; *absence*: what replaced the "
-        "image outside the mask.",
+        "mask's (Grad-CAM's) maximum on the dilated reference; *ref. suffices*: images where "
+        "the dilated reference alone, on the same absence, keeps the confidence the mask must "
+        "keep (where it does not, the classifier uses more than the reference and precision "
+        "cannot reach 1); *absence*: what replaced the image outside the mask.",
     ]
     return "\n".join(lines)
 
