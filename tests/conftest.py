@@ -40,7 +40,7 @@ def wait_for_run(qtbot, widget, timeout: int = 120_000) -> None:
 def run_explanation(qtbot, widget, timeout: int = 120_000):
     """Press Explain and wait for the result; returns the worker's `JobResult`."""
     worker = widget.explain()
-    assert worker is not None, widget.region_label.value
+    assert worker is not None, widget.input.region_label.value
     wait_for_run(qtbot, widget, timeout)
     result = widget.last_result
     assert result is not None and not result.error, result and result.error

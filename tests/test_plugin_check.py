@@ -37,10 +37,10 @@ def test_check_of_a_tiled_image_scores_each_tile_as_explained(medcam, qtbot):
     viewer, widget = medcam
     img, ev = two_by_two()
     viewer.add_image(img, rgb=True, name="2x2")
-    assert "4 tiles" in widget.region_label.value
+    assert "4 tiles" in widget.input.region_label.value
     widget.build_config = lambda: QUICK
     run_explanation(qtbot, widget)
-    labels = widget.result_combo.value
+    labels = widget.review.result_combo.value
     # the pathologist keeps the evidence of the top two tiles only
     edited = np.where(np.arange(416)[:, None] < 208, ev, False).astype(np.uint8)
     labels.data = edited
@@ -64,7 +64,7 @@ def test_check_of_a_tiled_image_scores_each_tile_as_explained(medcam, qtbot):
     # the whole image resized to the input (a thumbnail) says something else entirely
     thumb = mask_confidences(img, edited, clf, 1, cfg)
     assert thumb["held"] and thumb["masked"] > check["masked"] + 0.3
-    text = widget.check_label.text()
+    text = widget.review.check_label.text()
     assert "decision <b>lost</b>" in text and "2 of 4 'lesion' tiles" in text
     assert labels.metadata["medcam"]["check"]["tiles_held"] == 2
 
@@ -76,7 +76,7 @@ def explained(medcam, qtbot):
     viewer.add_image(img, **img_meta)
     widget.build_config = lambda: QUICK
     run_explanation(qtbot, widget)
-    return viewer, widget, widget.result_combo.value
+    return viewer, widget, widget.review.result_combo.value
 
 
 @pytest.fixture
@@ -132,30 +132,30 @@ def test_explain_and_check_never_run_together(explained, qtbot, held_check, lesi
     worker = widget.check_edited_mask()
     assert started.wait(30)
     # while the check runs: Explain is disabled and refuses with a reason
-    assert not widget.run_button.enabled
-    assert "check" in widget.run_button.tooltip
+    assert not widget.run.run_button.enabled
+    assert "check" in widget.run.run_button.tooltip
     before = len(notification_manager.records)
     assert widget.explain() is None
     msgs = [str(n.message) for n in notification_manager.records[before:]]
     assert any("checking an edited mask" in m for m in msgs), msgs
-    assert widget.check_button.text == "Cancel check"
+    assert widget.review.check_button.text == "Cancel check"
     release.set()
     _finish(qtbot, worker)
-    assert widget.run_button.enabled and widget.check_button.text == "Check edited mask"
+    assert widget.run.run_button.enabled and widget.review.check_button.text == "Check edited mask"
     # while an explanation runs: no check (both move the one classifier between devices)
     widget.build_config = lambda: mc.MedCAMConfig.paper(steps=400)
     steps: list[int] = []
     run = widget.explain()
     run.yielded.connect(lambda ev: steps.append(ev.step))
     qtbot.waitUntil(lambda: len(steps) >= 1, timeout=60_000)
-    assert not widget.check_button.enabled
+    assert not widget.review.check_button.enabled
     before = len(notification_manager.records)
     assert widget.check_edited_mask() is None
     msgs = [str(n.message) for n in notification_manager.records[before:]]
     assert any("Med-CAM is explaining" in m for m in msgs), msgs
     widget.cancel()
     wait_for_run(qtbot, widget, timeout=30_000)
-    assert widget.check_button.enabled
+    assert widget.review.check_button.enabled
 
 
 def test_a_running_check_can_be_cancelled(explained, qtbot, held_check):
@@ -163,9 +163,9 @@ def test_a_running_check_can_be_cancelled(explained, qtbot, held_check):
     viewer, widget, labels = explained
     worker = widget.check_edited_mask()
     assert started.wait(30)
-    widget.check_button.clicked()  # the button cancels while a check runs
+    widget.review.check_button.clicked()  # the button cancels while a check runs
     release.set()
     _finish(qtbot, worker)
     assert widget.last_check == {"cancelled": True}
-    assert "cancelled" in widget.check_label.text()
+    assert "cancelled" in widget.review.check_label.text()
     assert "check" not in labels.metadata["medcam"]

@@ -35,8 +35,8 @@ def test_geojson_of_a_visible_level_region_overlays_its_level0_pixels(
         levels, multiscale=True, rgb=True, scale=SCALE, translate=TRANSLATE, name="slide"
     )
     widget.build_config = lambda: mc.MedCAMConfig.fast(steps=5, min_steps=1)
-    widget.level_combo.value = 1
-    widget.scope_combo.value = "visible"
+    widget.input.level_combo.value = 1
+    widget.input.scope_combo.value = "visible"
     camera = viewer.scene.camera
     camera.center = (TRANSLATE[0] + 112 * 2 * SCALE[0], TRANSLATE[1] + 336 * 2 * SCALE[1])
     camera.zoom = 6
@@ -44,7 +44,7 @@ def test_geojson_of_a_visible_level_region_overlays_its_level0_pixels(
     y0, x0 = region.origin  # at level 1
     assert region.level == 1 and y0 > 0 and x0 > 0
     run_explanation(qtbot, widget)
-    labels = widget.result_combo.value
+    labels = widget.review.result_combo.value
     # the pathologist's edit: two known shapes, one of them touching the region's edge
     h, w = labels.data.shape
     edited = np.zeros((h, w), np.uint8)

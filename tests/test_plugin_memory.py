@@ -31,9 +31,9 @@ def test_a_mask_too_large_for_memory_is_added_as_a_lazy_multiscale_layer(
     canvas[:, :224] = lesion_tile[0]
     image = viewer.add_image(canvas, rgb=True, name="big", scale=(0.5, 0.5))
     widget.build_config = lambda: QUICK
-    widget.add_soft.value = True
+    widget.settings.add_soft.value = True
     result = run_explanation(qtbot, widget)
-    labels = widget.result_combo.value
+    labels = widget.review.result_combo.value
     assert labels is viewer.layers[viewer.layers.index(image) + 2]  # above its soft mask
     # a multiscale layer over the mask on disk: never read whole into memory
     assert labels.multiscale
@@ -59,17 +59,17 @@ def test_a_mask_too_large_for_memory_is_added_as_a_lazy_multiscale_layer(
     assert json.loads(geo.read_text())["type"] == "FeatureCollection"
     # comparing needs the arrays in memory: a clear message, nothing raised
     viewer.add_labels(np.zeros((224, 448), np.uint8), name="reference")
-    widget.reference_combo.value = viewer.layers["reference"]
+    widget.review.reference_combo.value = viewer.layers["reference"]
     before = len(notification_manager.records)
     assert widget.compare() is None
     msgs = [str(n.message) for n in notification_manager.records[before:]]
     assert any("too large for memory" in m for m in msgs), msgs
     # a rerun replaces the unedited lazy result (a new layer: napari cannot swap kinds)
     n = len(viewer.layers)
-    widget.image_combo.value = image
+    widget.input.image_combo.value = image
     run_explanation(qtbot, widget)
     assert len(viewer.layers) == n and labels not in viewer.layers
-    assert widget.result_combo.value.multiscale
+    assert widget.review.result_combo.value.multiscale
 
 
 def test_closing_the_viewer_never_waits_for_the_worker(
@@ -101,7 +101,7 @@ def test_closing_the_viewer_never_waits_for_the_worker(
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-medcam", "Med-CAM")
     viewer.add_image(lesion_tile[0], name="tile", rgb=True)
     worker = widget.explain()
-    job = widget._ctx.job
+    job = widget.run._ctx.job
     assert started.wait(30)
     t0 = time.perf_counter()
     viewer.close()

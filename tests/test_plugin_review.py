@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_medcam.io import read_mask_tiff
-from napari_medcam.plugin.review import viewer_grid
+from napari_medcam.plugin.panels.grid import viewer_grid
 from napari_medcam.plugin.sample_data import synthetic_tile_sample
 from tests.conftest import run_explanation
 
@@ -20,9 +20,9 @@ def explained(medcam, qtbot):
     (img, img_meta, _), (ev, ev_meta, _) = synthetic_tile_sample()
     image = viewer.add_image(img, scale=(0.5, 0.5), translate=(5.0, 7.0), **img_meta)
     viewer.add_labels(ev, scale=(0.5, 0.5), translate=(5.0, 7.0), **ev_meta)
-    widget.image_combo.value = image
+    widget.input.image_combo.value = image
     run_explanation(qtbot, widget)
-    mask = widget.result_combo.value
+    mask = widget.review.result_combo.value
     assert mask is viewer.layers[viewer.layers.index(image) + 1]
     return viewer, widget, image, mask
 
@@ -32,7 +32,7 @@ def test_erasing_the_evidence_lowers_masked_confidence(explained, qtbot):
     evidence = viewer.layers["true evidence"].data > 0
     widget.set_settings("fast")  # a real mask: the decision must hold on it
     run_explanation(qtbot, widget)
-    mask = widget.result_combo.value
+    mask = widget.review.result_combo.value
     # the mask as the widget made it: the classifier keeps its decision
     worker = widget.check_edited_mask()
     with qtbot.waitSignal(worker.finished, timeout=30_000):
@@ -50,40 +50,40 @@ def test_erasing_the_evidence_lowers_masked_confidence(explained, qtbot):
     after = widget.last_check
     assert after["masked"] < first["masked"] - 0.2, (first, after)
     assert after["area_fraction"] < first["area_fraction"]
-    assert "Edited mask" in widget.check_label.text()
+    assert "Edited mask" in widget.review.check_label.text()
     assert mask.metadata["medcam"]["check"]["masked"] == pytest.approx(after["masked"])
 
 
 def test_compare_with_reference_and_side_by_side(explained, tmp_path):
     viewer, widget, image, mask = explained
     reference = viewer.layers["true evidence"]
-    widget.reference_combo.value = reference
+    widget.review.reference_combo.value = reference
     rows = widget.compare()
     assert [r["method"] for r in rows] == ["Med-CAM", "Grad-CAM"]
     for r in rows:
         assert {"dice", "iou", "precision", "recall"} <= set(r)
         assert 0.0 <= r["dice"] <= 1.0
     assert rows[1]["area_percent"] == pytest.approx(rows[0]["area_percent"], abs=0.1)
-    assert "Dice" in widget.scores_label.text()
-    csv_text = widget.scores_csv()
+    assert "Dice" in widget.review.scores_label.text()
+    csv_text = widget.review.scores_csv()
     assert csv_text.splitlines()[0].startswith("method,dice,iou,precision,recall")
-    widget.copy_scores()
+    widget.review.copy_scores()
     from qtpy.QtWidgets import QApplication
 
     assert QApplication.clipboard().text() == csv_text
-    out = widget.save_scores(tmp_path / "scores.csv")
+    out = widget.review.save_scores(tmp_path / "scores.csv")
     assert out.read_text() == csv_text
     with pytest.raises(FileExistsError):
-        widget.save_scores(tmp_path / "scores.csv")
+        widget.review.save_scores(tmp_path / "scores.csv")
     # side by side: image + mask in one pane, image (twin) + reference in the other
     order = list(viewer.layers)
-    widget.side_by_side.value = True
+    widget.review.side_by_side.value = True
     assert viewer_grid(viewer).enabled and viewer_grid(viewer).stride == 2
     twin = viewer.layers[2]
     assert twin.name.endswith("(side by side)")
     assert list(viewer.layers)[:4] == [image, mask, twin, reference]
     assert all(ly.visible for ly in list(viewer.layers)[:4])
-    widget.side_by_side.value = False
+    widget.review.side_by_side.value = False
     assert not viewer_grid(viewer).enabled
     assert list(viewer.layers) == order
 
@@ -120,7 +120,7 @@ def test_rerun_never_overwrites_an_edited_mask(explained, qtbot):
     # an unedited result is replaced in place by a rerun (nothing of the user's is lost)
     run_explanation(qtbot, widget)
     assert len(viewer.layers) == n
-    assert widget.result_combo.value is mask
+    assert widget.review.result_combo.value is mask
     # the user paints on it ...
     mask.selected_label = 1
     mask.paint((3, 3), 1)
@@ -129,7 +129,7 @@ def test_rerun_never_overwrites_an_edited_mask(explained, qtbot):
     # ... so the next run adds a new layer and leaves the edited one alone
     run_explanation(qtbot, widget)
     assert len(viewer.layers) == n + 1
-    new = widget.result_combo.value
+    new = widget.review.result_combo.value
     assert new is not mask
     np.testing.assert_array_equal(mask.data, painted)
     assert viewer.layers.index(new) == viewer.layers.index(image) + 1
@@ -138,10 +138,10 @@ def test_rerun_never_overwrites_an_edited_mask(explained, qtbot):
     assert widget.is_edited(new)
     run_explanation(qtbot, widget)
     assert len(viewer.layers) == n + 2
-    newest = widget.result_combo.value
+    newest = widget.review.result_combo.value
     assert newest is not new and newest is not mask
     # asking not to replace: a new layer even when unedited
-    widget.replace_unedited.value = False
+    widget.settings.replace_unedited.value = False
     run_explanation(qtbot, widget)
     assert len(viewer.layers) == n + 3
 
@@ -165,17 +165,17 @@ def test_save_dialog_asks_before_replacing(explained, tmp_path, monkeypatch):
 
         return staticmethod(question)
 
-    widget.geojson_check.value = True
-    widget.save_button.clicked()
+    widget.export.geojson_check.value = True
+    widget.export.save_button.clicked()
     assert target.exists() and target.with_suffix(".geojson").exists()
     assert not asked
     before = target.read_bytes()
     # the GeoJSON exists: the widget asks; "No" leaves both files alone
     mask.data = np.zeros_like(mask.data)
     monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.No))
-    widget.save_button.clicked()
+    widget.export.save_button.clicked()
     assert len(asked) == 1 and "m.geojson" in asked[0]
     assert target.read_bytes() == before
     monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.Yes))
-    widget.save_button.clicked()
+    widget.export.save_button.clicked()
     assert read_mask_tiff(target)[0].max() == 0

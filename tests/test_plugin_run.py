@@ -24,7 +24,7 @@ def test_mask_lines_up_with_scaled_translated_image(medcam, qtbot, lesion_tile):
         image, name="tile", rgb=True, scale=(0.5, 0.25), translate=(100.0, -40.0), rotate=10.0
     )
     viewer.add_points(np.array([[0.0, 0.0]]), name="other")  # something above the image
-    widget.image_combo.value = layer
+    widget.input.image_combo.value = layer
     widget.set_settings("fast")  # the real default: the mask must find the evidence
     result = run_explanation(qtbot, widget)
     exp = result.explanation
@@ -56,7 +56,7 @@ def test_stack_explains_the_displayed_slice_only(medcam, qtbot):
     )
     k = 3
     viewer.dims.set_point(0, -8.0 + 4.0 * k)
-    assert f"current slice (z = {k})" in widget.region_label.value
+    assert f"current slice (z = {k})" in widget.input.region_label.value
     result = run_explanation(qtbot, widget)
     labels = viewer.layers[viewer.layers.index(layer) + 1]
     assert labels.data.shape == stack.shape[:3]
@@ -74,10 +74,10 @@ def test_every_slice_mode_explains_the_whole_stack_slice_by_slice(medcam, qtbot)
     kinds = [(7200, 1), (7201, 0), (7202, 1)]  # lesion, normal, lesion
     stack = np.stack([mc.synthetic_tile(seed, label)[0] for seed, label in kinds])
     layer = viewer.add_image(stack, name="stack", rgb=True, scale=(4.0, 0.5, 0.5))
-    assert not widget.every_slice.native.isHidden()  # a 2-D classifier on a stack offers it
-    assert "current slice (z = " in widget.region_label.value
-    widget.every_slice.value = True
-    assert "every z slice (3, one by one)" in widget.region_label.value
+    assert not widget.input.every_slice.native.isHidden()  # a 2-D classifier on a stack offers it
+    assert "current slice (z = " in widget.input.region_label.value
+    widget.input.every_slice.value = True
+    assert "every z slice (3, one by one)" in widget.input.region_label.value
     result = run_explanation(qtbot, widget)
     exp = result.explanation
     assert exp.tiles == 3 and exp.class_name == "lesion"
@@ -98,12 +98,12 @@ def test_every_slice_mode_explains_the_whole_stack_slice_by_slice(medcam, qtbot)
     check = widget.last_check
     assert "error" not in check, check
     assert check["slices"] == 2 and check["held"], check
-    assert "marked slices" in widget.check_label.text()
+    assert "marked slices" in widget.review.check_label.text()
     # a 2-D image offers no every-slice mode
     viewer.add_image(stack[0], name="tile", rgb=True)
-    widget.image_combo.value = viewer.layers["tile"]
-    assert widget.every_slice.native.isHidden()
-    assert "whole image" in widget.region_label.value
+    widget.input.image_combo.value = viewer.layers["tile"]
+    assert widget.input.every_slice.native.isHidden()
+    assert "whole image" in widget.input.region_label.value
 
 
 def test_cancel_mid_run_adds_no_layer(medcam, qtbot, lesion_tile):
@@ -115,14 +115,14 @@ def test_cancel_mid_run_adds_no_layer(medcam, qtbot, lesion_tile):
     worker = widget.explain()
     worker.yielded.connect(lambda ev: steps.append(ev.step))
     qtbot.waitUntil(lambda: len(steps) >= 2, timeout=60_000)
-    assert widget.run_button.text == "Cancel"
-    widget.run_button.clicked()  # the Explain button is now Cancel
+    assert widget.run.run_button.text == "Cancel"
+    widget.run.run_button.clicked()  # the Explain button is now Cancel
     wait_for_run(qtbot, widget, timeout=30_000)
     assert len(viewer.layers) == n_layers
     assert widget.last_result is not None and widget.last_result.cancelled
     assert max(steps) < 400
-    assert "Cancelled" in widget.status_label.value
-    assert widget.run_button.text == "Explain"
+    assert "Cancelled" in widget.run.status_label.value
+    assert widget.run.run_button.text == "Explain"
 
 
 def measure_gui_gaps(qtbot, viewer, widget) -> dict[str, float]:
@@ -164,7 +164,7 @@ def test_gui_stays_responsive_during_a_run(make_napari_viewer, qtbot, lesion_til
     gaps = measure_gui_gaps(qtbot, viewer, widget)
     with capsys.disabled():
         print(
-            f"\n[GUI] {gaps['seconds']:.1f} s run, {widget.threads_spin.value} torch thread(s): "
+            f"\n[GUI] {gaps['seconds']:.1f} s run, {widget.settings.threads} torch thread(s): "
             f"{gaps['ticks']} ticks of a 10 ms timer, largest gap {1000 * gaps['run']:.0f} ms "
             f"(median {1000 * gaps['median']:.0f} ms); including adding the result layer "
             f"{1000 * gaps['with_result']:.0f} ms"
@@ -180,7 +180,7 @@ def test_closing_the_viewer_mid_run_stops_the_worker(make_napari_viewer, qtbot, 
     widget.set_settings("paper", steps=400)
     steps: list[int] = []
     worker = widget.explain()
-    job = widget._ctx.job
+    job = widget.run._ctx.job
     finished: list[bool] = []
     worker.yielded.connect(lambda ev: steps.append(ev.step))
     worker.finished.connect(lambda: finished.append(True))

@@ -33,7 +33,7 @@ def _add_slide(viewer, widget, levels):
     img = viewer.add_image(
         levels, multiscale=True, rgb=True, scale=SCALE, translate=TRANSLATE, name="slide"
     )
-    assert widget.image_combo.value is img
+    assert widget.input.image_combo.value is img
     # a short run; min_steps is not in the form, so the config is given directly
     widget.build_config = lambda: mc.MedCAMConfig.fast(steps=30, min_steps=5)
     return img
@@ -54,12 +54,12 @@ def test_whole_slide_at_level_1_lines_up_with_the_image(medcam, slide, qtbot):
     levels, ev1 = slide
     img = _add_slide(viewer, widget, levels)
     # the form offers the levels (finest ≤ 4096 px by default) and the region choice
-    assert not widget.slide_form.native.isHidden()
-    assert list(widget.level_combo.choices) == [0, 1]
-    assert widget.level_combo.value == 0 and widget.scope_combo.value == "whole"
-    widget.level_combo.value = 1
-    assert "whole slide at level 1 (downsample 2×)" in widget.region_label.value
-    assert "224 × 448 px" in widget.region_label.value
+    assert not widget.input.slide_form.native.isHidden()
+    assert list(widget.input.level_combo.choices) == [0, 1]
+    assert widget.input.level_combo.value == 0 and widget.input.scope_combo.value == "whole"
+    widget.input.level_combo.value = 1
+    assert "whole slide at level 1 (downsample 2×)" in widget.input.region_label.value
+    assert "224 × 448 px" in widget.input.region_label.value
 
     worker = widget.explain()
     assert worker is not None
@@ -69,7 +69,7 @@ def test_whole_slide_at_level_1_lines_up_with_the_image(medcam, slide, qtbot):
     result = widget.last_result
     assert result is not None and not result.error, result and result.error
 
-    labels = widget.result_combo.value
+    labels = widget.review.result_combo.value
     assert labels.data.shape == (224, 448)
     np.testing.assert_allclose(labels.scale, np.multiply(SCALE, 2))
     np.testing.assert_allclose(labels.translate, TRANSLATE)
@@ -82,7 +82,7 @@ def test_whole_slide_at_level_1_lines_up_with_the_image(medcam, slide, qtbot):
     np.testing.assert_allclose(labels.extent.world, img.extent.world, atol=SCALE[0] + 1e-9)
     meta = labels.metadata["medcam"]["region"]
     assert meta["level"] == 1 and meta["origin"] == [0, 0] and not meta["visible_region"]
-    assert "level 1" in widget.summary.text()
+    assert "level 1" in widget.summary.label.text()
 
     # mask pixels, taken to the world and back into the image's level 1, hit the lesion
     world = _mask_world_points(labels)
@@ -95,24 +95,24 @@ def test_whole_slide_at_level_1_lines_up_with_the_image(medcam, slide, qtbot):
 
 
 def worker_job_image(widget):
-    return widget._ctx.job.image
+    return widget.run._ctx.job.image
 
 
 def test_visible_region_after_zoom_is_placed_where_it_is(medcam, slide, qtbot):
     viewer, widget = medcam
     levels, ev1 = slide
     img = _add_slide(viewer, widget, levels)
-    widget.level_combo.value = 1
-    widget.scope_combo.value = "visible"
+    widget.input.level_combo.value = 1
+    widget.input.scope_combo.value = "visible"
     camera = viewer.scene.camera
     # look at the middle of the lesion tile (level-1 pixel (112, 336)), zoomed in
     camera.center = (TRANSLATE[0] + 112 * 2 * SCALE[0], TRANSLATE[1] + 336 * 2 * SCALE[1])
     camera.zoom = 6
-    corners = widget.visible_corners()
+    corners = widget.input.visible_corners()
     assert corners is not None
     region = widget.current_region()
     assert region.ok and region.visible and region.level == 1
-    assert "visible region at level 1" in widget.region_label.value
+    assert "visible region at level 1" in widget.input.region_label.value
     h, w = region.shape
     assert h < 224 and w < 448 and h > 8 and w > 8
     y0, x0 = region.origin
@@ -124,7 +124,7 @@ def test_visible_region_after_zoom_is_placed_where_it_is(medcam, slide, qtbot):
     assert region.key == (slice(y0, y0 + h), slice(x0, x0 + w))
 
     run_explanation(qtbot, widget)
-    labels = widget.result_combo.value
+    labels = widget.review.result_combo.value
     assert labels.data.shape == (h, w)
     np.testing.assert_allclose(labels.scale, np.multiply(SCALE, 2))
     np.testing.assert_allclose(
@@ -137,11 +137,11 @@ def test_visible_region_after_zoom_is_placed_where_it_is(medcam, slide, qtbot):
     # and the result lies inside the view
     ext = labels.extent.world
     assert np.all(ext[0] >= corners[0] - 1.0) and np.all(ext[1] <= corners[1] + 1.0)
-    assert "visible region at level 1" in widget.summary.text()
+    assert "visible region at level 1" in widget.summary.label.text()
 
     # the whole slide is still one choice away; a plain image hides the slide form
-    widget.scope_combo.value = "whole"
+    widget.input.scope_combo.value = "whole"
     assert widget.current_region().shape == (224, 448)
     viewer.add_image(np.zeros((64, 64), np.uint8), name="plain")
-    assert widget.slide_form.native.isHidden()
-    assert "whole image" in widget.region_label.value
+    assert widget.input.slide_form.native.isHidden()
+    assert "whole image" in widget.input.region_label.value

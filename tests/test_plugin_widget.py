@@ -12,50 +12,53 @@ def test_widget_opens_through_manifest(medcam):
     assert isinstance(widget, MedCAMWidget)
     assert widget.classifier is not None
     assert widget.classifier.class_names == ["normal", "lesion"]
-    assert "lesion" in widget.classifier_label_w.value
-    assert [c for c in widget.target_combo.choices] == [None, 0, 1]
-    assert "auto" in widget.device_combo.choices and "cpu" in widget.device_combo.choices
-    assert widget.device_combo.native.currentText() == "auto → cpu"
+    assert "lesion" in widget.classifier_panel.classifier_label_w.value
+    assert [c for c in widget.classifier_panel.target_combo.choices] == [None, 0, 1]
+    assert (
+        "auto" in widget.settings.device_combo.choices
+        and "cpu" in widget.settings.device_combo.choices
+    )
+    assert widget.settings.device_combo.native.currentText() == "auto → cpu"
     # nothing to explain yet: a clear message, Explain disabled
-    assert not widget.run_button.enabled
-    assert "no image layer" in widget.region_label.value
+    assert not widget.run.run_button.enabled
+    assert "no image layer" in widget.input.region_label.value
 
 
 def test_follows_active_layer_and_rejects_non_images(medcam):
     viewer, widget = medcam
     a = viewer.add_image(np.zeros((64, 64), np.uint8), name="a")
-    assert widget.image_combo.value is a
-    assert widget.run_button.enabled
-    assert "whole image" in widget.region_label.value
+    assert widget.input.image_combo.value is a
+    assert widget.run.run_button.enabled
+    assert "whole image" in widget.input.region_label.value
     b = viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="b", rgb=True)
-    assert widget.image_combo.value is b
+    assert widget.input.image_combo.value is b
     points = viewer.add_points(np.array([[1.0, 2.0]]), name="pts")
     assert viewer.layers.selection.active is points
-    assert not widget.run_button.enabled
-    assert "'pts' is a Points layer, not an image" in widget.region_label.value
+    assert not widget.run.run_button.enabled
+    assert "'pts' is a Points layer, not an image" in widget.input.region_label.value
     # the chooser can still be changed by hand
-    widget.image_combo.value = a
-    assert widget.run_button.enabled
+    widget.input.image_combo.value = a
+    assert widget.run.run_button.enabled
     viewer.layers.selection.active = b
-    assert widget.image_combo.value is b
+    assert widget.input.image_combo.value is b
 
 
 def test_states_slice_and_tiles(medcam):
     viewer, widget = medcam
     big = viewer.add_image(np.zeros((512, 512, 3), np.uint8), rgb=True, name="big")
-    assert "whole image, 9 tiles" in widget.region_label.value
+    assert "whole image, 9 tiles" in widget.input.region_label.value
     viewer.layers.remove(big)
     # a z-stack with a z scale and offset: the displayed plane comes from world → data
     stack = viewer.add_image(
         np.zeros((6, 64, 64), np.uint8), name="stack", scale=(2.5, 1, 1), translate=(10, 0, 0)
     )
     viewer.dims.set_point(0, 10 + 2.5 * 4)
-    assert "current slice (z = 4)" in widget.region_label.value
+    assert "current slice (z = 4)" in widget.input.region_label.value
     region = widget.current_region()
     assert region.key[0] == 4 and region.shape == (64, 64)
     viewer.dims.set_point(0, 10 + 2.5 * 1)
-    assert "current slice (z = 1)" in widget.region_label.value
-    assert stack is widget.image_combo.value
+    assert "current slice (z = 1)" in widget.input.region_label.value
+    assert stack is widget.input.image_combo.value
 
 
 def test_layer_with_fewer_dims_than_viewer(medcam):
@@ -64,10 +67,10 @@ def test_layer_with_fewer_dims_than_viewer(medcam):
     small = viewer.add_image(np.zeros((32, 32), np.uint8), name="2d")
     viewer.dims.set_point(0, 2)
     viewer.dims.set_point(1, 5)
-    assert widget.image_combo.value is small
-    assert "whole image" in widget.region_label.value
+    assert widget.input.image_combo.value is small
+    assert "whole image" in widget.input.region_label.value
     viewer.layers.selection.active = viewer.layers["4d"]
-    assert "current plane (t = 2, z = 5)" in widget.region_label.value
+    assert "current plane (t = 2, z = 5)" in widget.input.region_label.value
 
 
 def test_errors_become_notifications_not_tracebacks(medcam, qtbot, tmp_path):
@@ -83,24 +86,24 @@ def test_errors_become_notifications_not_tracebacks(medcam, qtbot, tmp_path):
     qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
     assert widget.last_result.error
     assert "too small" in widget.last_result.error
-    assert "⚠" in widget.status_label.value
+    assert "⚠" in widget.run.status_label.value
     msgs = [str(n.message) for n in notification_manager.records[before:]]
     assert any("too small" in m for m in msgs), msgs
     assert len(viewer.layers) == 1
     # a broken model file: a message, Explain disabled, nothing raised
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"not a model")
-    widget.classifier_combo.value = ("file", "")
-    widget.model_file.value = bad
-    widget.load_button.clicked()
+    widget.classifier_panel.classifier_combo.value = ("file", "")
+    widget.classifier_panel.model_file.value = bad
+    widget.classifier_panel.load_button.clicked()
     assert widget.classifier is None
-    assert "cannot load classifier" in widget.classifier_label_w.value
-    assert not widget.run_button.enabled
+    assert "cannot load classifier" in widget.classifier_panel.classifier_label_w.value
+    assert not widget.run.run_button.enabled
     # invalid advanced setting
-    widget.classifier_combo.value = ("registered", "demo")
+    widget.classifier_panel.classifier_combo.value = ("registered", "demo")
     assert widget.classifier is not None
-    widget.advanced["lr"].value = widget.advanced["lr"].min
-    widget.advanced["threshold"].value = 0.5
+    widget.settings.advanced["lr"].value = widget.settings.advanced["lr"].min
+    widget.settings.advanced["threshold"].value = 0.5
     assert widget.build_config().lr > 0
 
 
@@ -111,13 +114,13 @@ def test_explain_a_chosen_class_with_extra_layers(medcam, qtbot, lesion_tile):
     viewer, widget = medcam
     image, _ = lesion_tile
     layer = viewer.add_image(image, name="tile", rgb=True, scale=(2.0, 2.0))
-    widget.target_combo.value = 0  # "normal" instead of the predicted class
-    widget.add_soft.value = True
-    widget.add_gradcam.value = True
+    widget.classifier_panel.target_combo.value = 0  # "normal" instead of the predicted class
+    widget.settings.add_soft.value = True
+    widget.settings.add_gradcam.value = True
     worker = widget.explain()
     assert worker is not None
     # progress reaches napari's activity dock
-    assert widget._pbar is not None and widget._pbar in progress._all_instances
+    assert widget.run._pbar is not None and widget.run._pbar in progress._all_instances
     qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
     exp = widget.last_result.explanation
     assert exp.class_name == "normal"
@@ -131,15 +134,15 @@ def test_explain_a_chosen_class_with_extra_layers(medcam, qtbot, lesion_tile):
         assert extra.data.shape == image.shape[:2]
     assert gradcam.data.min() >= 0.0 and gradcam.data.max() <= 1.0
     assert labels.metadata["medcam"]["summary"]["target"] == 0
-    text = widget.summary.text()
+    text = widget.summary.label.text()
     assert "normal" in text and "lesion" in text and "% of the image" in text
-    assert widget.run_button.text == "Explain" and widget.run_button.enabled
-    assert not widget.progress.visible
-    assert widget._pbar is None
+    assert widget.run.run_button.text == "Explain" and widget.run.run_button.enabled
+    assert not widget.run.progress.visible
+    assert widget.run._pbar is None
 
 
 def test_region_for_multiscale_and_volume_classifiers(medcam):
-    from napari_medcam.plugin.layers import find_region
+    from napari_medcam.plugin.region import find_region
 
     viewer, widget = medcam
     pyramid = [np.zeros((512, 512), np.uint8), np.zeros((256, 256), np.uint8)]

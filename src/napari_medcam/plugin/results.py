@@ -19,13 +19,13 @@ import numpy as np
 
 from napari_medcam.plugin.layers import (
     META_KEY,
-    Region,
     data_hash,
     embed,
     embed_levels,
     insert_above,
     result_name,
 )
+from napari_medcam.plugin.region import Region
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari

@@ -70,12 +70,6 @@ def weights_loader(name: str, build: Callable[..., nn.Module]) -> Classifier:
         return load_checkpoint(path, build, f"zoo/{name}")
 
 
-def split_seed(split: str, i: int) -> int:
-    if split not in SEED0:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    return SEED0[split] + int(i)
-
-
 def soft_ellipse(
     shape: tuple[int, int],
     cy: float,

@@ -1,0 +1,236 @@
+"""The run panel: Explain / Cancel, progress, and the explanation worker's life cycle."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from functools import partial
+from typing import Any
+
+from magicgui.widgets import Label, ProgressBar, PushButton
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+from napari_medcam.plugin.layers import region_pixels, region_transform_kwargs
+from napari_medcam.plugin.panels.common import Notifier, Session, wrap
+from napari_medcam.plugin.results import ResultStore, RunContext
+from napari_medcam.plugin.worker import ExplainJob, JobResult, explanation_worker
+
+logger = logging.getLogger(__name__)
+
+
+class RunPanel(QWidget):
+    """Start an explanation of the input panel's region in the background; place its result.
+
+    ``busy_changed`` says a run started or ended (the form locks meanwhile);
+    ``result_added`` carries the new (or replaced) result layer; ``explained``
+    the `Explanation` and what was explained, for the summary.
+    """
+
+    busy_changed = Signal(bool)
+    result_added = Signal(object)
+    explained = Signal(object, object, str)
+
+    def __init__(
+        self,
+        session: Session,
+        notify: Notifier,
+        results: ResultStore,
+        inputs: Any,
+        classifier: Any,
+        settings: Any,
+        config: Any,
+    ) -> None:
+        super().__init__()
+        self.session = session
+        self.notify = notify
+        self.results = results
+        self.inputs = inputs  # InputPanel: the image layer and its region
+        self.classifier = classifier  # ClassifierPanel: the model and the target
+        self.settings = settings  # SettingsPanel: device, threads, extra layers
+        self._config = config  # () -> the MedCAMConfig of a new run
+        self._ctx: RunContext | None = None
+        self._pbar: Any = None
+        self.last_result: JobResult | None = None
+        self.run_button = PushButton(text="Explain")
+        self.run_button.native.setMinimumHeight(32)
+        self.progress = ProgressBar(min=0, max=100, value=0, visible=False)
+        self.status_label = Label(value="")
+        wrap(self.status_label)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        for w in (self.run_button, self.progress, self.status_label):
+            lay.addWidget(w.native)
+        self.run_button.clicked.connect(self._on_clicked)
+
+    def set_status(self, text: str) -> None:
+        if not self.session.closed:
+            self.status_label.value = text
+
+    def update_button(self, region: Any) -> None:
+        """Explain is possible for an explainable region, a classifier, and no check running."""
+        if self.session.explaining:
+            return
+        checking = self.session.checking
+        can = region.ok and self.classifier.classifier is not None and not checking
+        self.run_button.enabled = can
+        why = "wait for the check of the edited mask" if checking else ""
+        why = why or region.problem or "load a classifier first"
+        self.run_button.tooltip = "" if can else why
+
+    def _on_clicked(self, _v: Any = None) -> None:
+        if self.session.explaining:
+            self.cancel()
+        else:
+            self.explain()
+
+    def explain(self) -> Any:
+        """Start explaining the chosen image region; returns the worker (or None)."""
+        if self.session.explaining:
+            self.notify.info("Med-CAM is already running: cancel it first")
+            return None
+        if self.session.checking:
+            # both would move the one classifier between devices
+            self.notify.info(
+                "Med-CAM is checking an edited mask: wait until the check has finished "
+                "(or cancel it), then explain"
+            )
+            return None
+        region = self.inputs.current_region()
+        layer = self.inputs.image_combo.value
+        if not region.ok or layer is None:
+            self.notify.error(region.problem or "choose an image layer")
+            return None
+        clf = self.classifier.classifier or self.classifier.load(notify=True)
+        if clf is None:
+            return None
+        try:
+            config = self._config()
+            image = region_pixels(layer, region)
+        except (ValueError, MemoryError) as err:
+            self.notify.error(str(err))
+            return None
+        settings = self.settings
+        job = ExplainJob(
+            image=image,
+            classifier=clf,
+            target=self.classifier.target,
+            config=config,
+            device=settings.device_combo.value,
+            threads=settings.threads,
+            gradcam=bool(getattr(clf, "hookable", True) and clf.layers),
+            slice_axis=region.slice_axis,
+            soft=bool(settings.add_soft.value),
+        )
+        self._ctx = RunContext(
+            layer_ref=weakref.ref(layer),
+            layer_name=layer.name,
+            region=region,
+            transforms=region_transform_kwargs(layer, region),
+            classifier=clf,
+            classifier_label=self.classifier.classifier_label or clf.name,
+            config=config,
+            add_soft=bool(settings.add_soft.value),
+            add_gradcam=bool(settings.add_gradcam.value),
+            replace=bool(settings.replace_unedited.value),
+            job=job,
+        )
+        worker = explanation_worker(job)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(partial(self._on_returned, self._ctx))
+        worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(partial(self._on_finished, worker))
+        self.session.job, self.session.worker = job, worker
+        self._start_progress(f"Med-CAM: {layer.name}")
+        self._set_busy(True)
+        self.status_label.value = f"Explaining {region.description} of '{layer.name}'…"
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Stop the running explanation at its next step; no layer is added."""
+        if not self.session.explaining or self._ctx is None:
+            return
+        self._ctx.job.cancel.set()
+        self.run_button.text = "Cancelling…"
+        self.run_button.enabled = False
+
+    def _start_progress(self, desc: str) -> None:
+        from napari.utils import progress
+
+        self.progress.value = 0
+        self.progress.visible = True
+        try:
+            self._pbar = progress(total=100, desc=desc)
+        except Exception:  # the activity dock is a nicety
+            self._pbar = None
+
+    def stop_progress(self) -> None:
+        if self._pbar is not None:
+            try:
+                self._pbar.close()
+            except Exception:
+                logger.debug("progress close failed", exc_info=True)
+            self._pbar = None
+        if not self.session.closed:
+            self.progress.visible = False
+
+    def _set_busy(self, busy: bool) -> None:
+        self.run_button.text = "Cancel" if busy else "Explain"
+        self.run_button.enabled = True
+        self.busy_changed.emit(busy)
+
+    def _on_progress(self, event: Any) -> None:
+        if self.session.closed:
+            return
+        pct = int(round(100 * float(event.fraction)))
+        self.progress.value = pct
+        if self._pbar is not None and pct > self._pbar.n:
+            self._pbar.update(pct - self._pbar.n)
+        tile = f"tile {event.tile + 1}/{event.tiles} · " if event.tiles > 1 else ""
+        self.status_label.value = (
+            f"{tile}step {event.step}/{event.total} · p(masked) {event.masked_confidence:.2f}"
+            f" · area {100 * event.area_fraction:.1f} %"
+        )
+
+    def _on_aborted(self) -> None:
+        self.set_status("Cancelled: no layer added.")
+
+    def _on_finished(self, worker: Any) -> None:
+        if worker is not self.session.worker:
+            return
+        self._ctx = None
+        self.session.job = self.session.worker = None
+        self.stop_progress()
+        if not self.session.closed:
+            self._set_busy(False)
+
+    def _on_returned(self, ctx: RunContext, result: JobResult) -> None:
+        if self.session.closed:
+            return
+        self.last_result = result
+        if result.cancelled:
+            self.status_label.value = "Cancelled: no layer added."
+            return
+        if result.error:
+            self.status_label.value = f"⚠ {result.error}"
+            self.notify.error(f"Med-CAM: {result.error}")
+            return
+        exp = result.explanation
+        try:
+            placed = self.results.place(ctx, result)
+        except Exception as err:  # e.g. the viewer is being torn down
+            logger.debug("adding result failed", exc_info=True)
+            self.notify.error(f"Med-CAM could not add the result: {err}")
+            return
+        if placed.kept_edited is not None:
+            self.notify.info(
+                f"Kept your edited '{placed.kept_edited.name}'; the new result is a new layer"
+            )
+        self.result_added.emit(placed.layer)
+        self.explained.emit(exp, list(ctx.classifier.class_names), ctx.region.description)
+        self.status_label.value = f"Done: '{placed.layer.name}' ({exp.seconds:.1f} s)"
+        if not exp.valid:
+            self.notify.warning(f"Med-CAM: the mask is not trustworthy: {exp.status}")
+        if result.gradcam_note and ctx.add_gradcam:
+            self.notify.info(result.gradcam_note)

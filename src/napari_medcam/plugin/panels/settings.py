@@ -1,0 +1,152 @@
+"""The settings panel: a preset, the device, the Advanced fields of `MedCAMConfig`,
+and which extra layers a run adds."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from magicgui.widgets import CheckBox, ComboBox, Container, create_widget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QGroupBox, QToolButton
+
+from napari_medcam.plugin.panels.common import add_rows
+from napari_medcam.plugin.worker import default_threads
+
+#: (field, label, magicgui options) of the Advanced section; fields the config does
+#: not (or no longer) have are left out, and each control's type is the field's
+ADVANCED: list[tuple[str, str, dict[str, Any]]] = [
+    ("lambda_act", "λ activations", {"min": 0.0, "max": 1e5, "step": 0.5}),
+    ("lambda_ce", "λ cross-entropy", {"min": 0.0, "max": 1e5, "step": 0.5}),
+    ("lambda_kl", "λ KL", {"min": 0.0, "max": 1e5, "step": 0.5}),
+    ("lambda_area", "λ area", {"min": 0.0, "max": 1e5, "step": 1.0}),
+    ("lambda_bin", "λ binary", {"min": 0.0, "max": 1e5, "step": 0.5}),
+    ("lambda_tv", "λ smoothness (TV)", {"min": 0.0, "max": 1e5, "step": 10.0}),
+    ("lambda_rob", "λ robustness", {"min": 0.0, "max": 1e5, "step": 1.0}),
+    ("steps", "max steps", {"min": 1, "max": 100_000}),
+    ("lr", "learning rate", {"min": 1e-5, "max": 1.0, "step": 1e-5}),
+    ("threshold", "mask threshold", {"min": 0.01, "max": 0.99, "step": 0.05}),
+    ("seed", "seed", {"min": 0, "max": 2**31 - 1}),
+]
+
+
+def advanced_fields() -> list[tuple[str, type, str, dict[str, Any]]]:
+    """(field, type, label, options) of the `ADVANCED` fields `MedCAMConfig` has."""
+    from napari_medcam import MedCAMConfig
+
+    defaults = MedCAMConfig()
+    known = {f.name for f in dataclasses.fields(MedCAMConfig)}
+    out = []
+    for name, label, opts in ADVANCED:
+        value = getattr(defaults, name, None) if name in known else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out.append((name, type(value), label, opts))
+    return out
+
+
+class SettingsPanel(QGroupBox):
+    """What a run will do: `build_config` is the preset with the Advanced values."""
+
+    def __init__(self) -> None:
+        super().__init__("Settings")
+        from napari_medcam.engine.prepare import available_devices
+
+        self.preset_combo = ComboBox(
+            label="Preset",
+            choices=["fast", "paper"],
+            value="fast",
+            tooltip="fast: seconds on a CPU · paper: the authors' recipe",
+        )
+        self.device_combo = ComboBox(
+            label="Device",
+            value="auto",
+            choices=device_choices(available_devices()),
+            tooltip="auto: CUDA, then MPS, then the CPU",
+        )
+        self.advanced: dict[str, Any] = {}
+        for name, typ, label, opts in advanced_fields():
+            self.advanced[name] = create_widget(
+                value=typ(opts.get("min", 0)),
+                annotation=typ,
+                name=name,
+                label=label,
+                options=dict(opts),
+            )
+        self.threads_spin = create_widget(
+            value=default_threads(),
+            annotation=int,
+            name="threads",
+            label="CPU threads",
+            options={"min": 1, "max": 256},
+        )
+        self.threads_spin.tooltip = "torch threads for a run; fewer keep napari responsive"
+        self.advanced_box = Container(widgets=[*self.advanced.values(), self.threads_spin])
+        self.advanced_box.margins = (12, 0, 0, 0)
+        self.advanced_box.visible = False
+        self.advanced_toggle = QToolButton()
+        self.advanced_toggle.setText("Advanced")
+        self.advanced_toggle.setCheckable(True)
+        self.advanced_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.advanced_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.advanced_toggle.setAutoRaise(True)
+        form = Container(widgets=[self.preset_combo, self.device_combo])
+        form.margins = (0, 0, 0, 0)
+        self.add_soft = CheckBox(text="add soft-mask layer", value=False)
+        self.add_gradcam = CheckBox(text="add Grad-CAM layer", value=False)
+        self.replace_unedited = CheckBox(text="replace my previous result if unedited", value=True)
+        options = Container(widgets=[self.add_soft, self.add_gradcam, self.replace_unedited])
+        options.margins = (0, 0, 0, 0)
+        add_rows(self, form, self.advanced_toggle, self.advanced_box, options)
+        self.preset_combo.changed.connect(self._apply_preset)
+        self.advanced_toggle.toggled.connect(self._toggle_advanced)
+        self._apply_preset()
+
+    @property
+    def threads(self) -> int:
+        return int(self.threads_spin.value)
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Lock preset and device while a run uses them."""
+        self.preset_combo.enabled = enabled
+        self.device_combo.enabled = enabled
+
+    def _apply_preset(self, _v: Any = None) -> None:
+        from napari_medcam import MedCAMConfig
+
+        cfg = MedCAMConfig.preset(self.preset_combo.value)
+        for name, w in self.advanced.items():
+            w.value = getattr(cfg, name)
+
+    def _toggle_advanced(self, on: bool) -> None:
+        self.advanced_box.visible = on
+        self.advanced_toggle.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+
+    def build_config(self) -> Any:
+        """The `MedCAMConfig` of the form: the preset with the Advanced values."""
+        from napari_medcam import MedCAMConfig
+
+        changes = {name: w.value for name, w in self.advanced.items()}
+        return MedCAMConfig.preset(self.preset_combo.value).replace(**changes)
+
+    def set_settings(self, preset: str = "fast", **values: Any) -> None:
+        """Set the preset and any Advanced field (or ``threads``) programmatically."""
+        self.preset_combo.value = preset
+        self._apply_preset()
+        for name, value in values.items():
+            if name == "threads":
+                self.threads_spin.value = value
+            elif name in self.advanced:
+                self.advanced[name].value = value
+            else:
+                raise ValueError(f"unknown setting {name!r}; known: {list(self.advanced)}")
+
+
+def device_choices(devices: list[str]) -> list[tuple[str, str]]:
+    """Choices showing what ``auto`` resolves to, e.g. ``auto → cpu``."""
+    from napari_medcam.engine.prepare import resolve_device
+
+    try:
+        auto = str(resolve_device("auto"))
+    except ValueError:
+        auto = "?"
+    return [(f"auto → {auto}" if d == "auto" else d, d) for d in devices]
