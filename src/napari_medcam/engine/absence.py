@@ -14,8 +14,9 @@ class. So the engine builds candidates a domain expert would reach for:
   user's ``absence_tiles``, or other tiles of the same slide).
 
 It keeps the neutral ones (argmax ≠ target and p(target) < 0.5) and picks the one
-closest to the image in the classifier's own feature space (global-average-pooled
-deepest activation layer; its logits when no layer is hookable), and reports every
+closest to the image in the classifier's own feature space (every activation layer,
+global-average pooled, shallow and deep weighing alike; its logits when no layer is
+hookable), and reports every
 candidate's verdict. Random backgrounds for the robustness term are then drawn
 *around* that absence (`backgrounds.draw_backgrounds`) and each is checked for
 neutrality: the robustness term never uses a background the classifier calls the
@@ -69,17 +70,25 @@ class Absence:
 
 
 def _features(classifier: Classifier, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, pooled deepest activation) of a batch, without gradients."""
+    """(logits, per-layer features) of a batch, without gradients.
+
+    Features are every activation layer's output, global-average pooled and scaled by
+    the first item's (the image's) norm, so that shallow layers (colour, texture) and
+    deep ones (shapes) weigh alike; the logits when no layer is hookable.
+    """
     from napari_medcam.engine.optimise import record_activations
 
-    layer = classifier.layers[-1:] if classifier.layers else []
-    with torch.no_grad(), record_activations(classifier.module, layer) as acts:
+    layers = list(classifier.layers)
+    with torch.no_grad(), record_activations(classifier.module, layers) as acts:
         logits = classifier.module(batch)
-        if layer and isinstance(acts.get(layer[0]), torch.Tensor):
-            a = acts[layer[0]]
-            feats = a.flatten(2).mean(2) if a.ndim > 2 else a.flatten(1)
-        else:
-            feats = logits
+        parts = []
+        for name in layers:
+            a = acts.get(name)
+            if not isinstance(a, torch.Tensor):
+                continue
+            pooled = a.flatten(2).mean(2) if a.ndim > 2 else a.flatten(1)
+            parts.append(pooled / (pooled[0].norm() + 1e-6))
+    feats = torch.cat(parts, 1) / len(parts) ** 0.5 if parts else logits
     return logits, feats
 
 
@@ -136,7 +145,7 @@ def choose_absence(
     logits, feats = _features(classifier, torch.cat([x, *cands]))
     probs = torch.softmax(logits, 1)
     ref = feats[0]
-    scale = float(ref.norm()) or 1.0
+    scale = float(ref.norm()) or 1.0  # distances relative to the image's own features
     report = []
     for i, name in enumerate(names, start=1):
         report.append(

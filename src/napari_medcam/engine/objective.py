@@ -75,7 +75,9 @@ class Objective:
         keep = MARGIN * terms["margin"] + KEEP_ACT * terms["act"] + KEEP_KL * terms["kl"]
         mu_k, mu_r = math.exp(self.log_mu_keep[i]), math.exp(self.log_mu_rob[i])
         loss = ramp * minimal + mu_k * keep + mu_r * terms["rob"]
-        rank = float((terms["area_value"] + cfg.weight_tv * terms["tv"]).detach())
+        # ranked on the binary mask the user gets: the soft map's TV favours a blurry
+        # coarse blob over a crisp full-resolution mask of the same evidence
+        rank = float((terms["area_value"] + cfg.weight_tv * terms["tv_value"]).detach())
         return loss, rank
 
     def update(self, i: int, log_p_masked: float, log_p_robust: float) -> None:

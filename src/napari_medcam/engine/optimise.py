@@ -304,6 +304,7 @@ class _Run:
                     "tv": losses.tv_loss(soft[one]),
                     "rob": losses.robustness_loss(rob, st.target) if k else soft.new_zeros(()),
                     "area_value": hard[one].mean(),
+                    "tv_value": losses.tv_loss(hard[one]).detach(),
                 }
                 tile_loss, rank = obj.combine(i, terms, ramp)
                 loss = loss + tile_loss
@@ -346,7 +347,7 @@ class _Run:
                         else float((hard[one] != st.prev_hard).float().mean())
                     )
                     st.prev_hard = hard[one].detach()
-                record = {n: float(v.detach()) for n, v in terms.items() if n != "area_value"}
+                record = {n: float(v) for n, v in terms.items() if not n.endswith("_value")}
                 record.update(
                     masked=p_masked,
                     robust=p_robust,
