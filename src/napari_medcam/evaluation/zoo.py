@@ -146,14 +146,24 @@ def _nanmean(values: list[float]) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def _split(name: str) -> str:
+    """How the recipe relates to a classifier: tuned on it, seen its failures, or neither."""
+    from napari_medcam import zoo
+
+    if name in zoo.TUNING:
+        return "tuning"
+    if name in zoo.SEEN:
+        return "seen (round 2)"
+    return "fresh held out" if name in zoo.FRESH else "held out"
+
+
 def summary_row(name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
     """The per-classifier figures of the table."""
-    from napari_medcam import zoo
 
     done = [r for r in records if r["called_target"]]
     row: dict[str, Any] = {
         "classifier": name,
-        "split": "tuning" if name in zoo.TUNING else "held out",
+        "split": _split(name),
         "images": len(records),
         "explained": len(done),
     }
