@@ -136,6 +136,10 @@ def test_explain_a_chosen_class_with_extra_layers(medcam, qtbot, lesion_tile):
     assert labels.metadata["medcam"]["summary"]["target"] == 0
     text = widget.summary.label.text()
     assert "normal" in text and "lesion" in text and "% of the image" in text
+    # what the engine chose for this classifier is shown: the layers it matched
+    assert "layers" in text and all(name in text for name in exp.provenance["activation_layers"])
+    if exp.baseline:
+        assert f"absence</td><td>{exp.baseline}" in text
     assert widget.run.run_button.text == "Explain" and widget.run.run_button.enabled
     assert not widget.run.progress.visible
     assert widget.run._pbar is None

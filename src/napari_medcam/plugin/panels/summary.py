@@ -51,6 +51,7 @@ def summary_html(exp: Any, class_names: list[str], where: str = "") -> str:
     ]
     if where:
         facts.append(("explained", esc(where)))
+    facts += _choices(exp)
     head = "".join(f"<tr><td style='color:gray'>{k}</td><td>{v}</td></tr>" for k, v in facts)
     bold = [
         "<b>" + esc(n) + "</b>" if i == exp.target else esc(n) for i, n in enumerate(class_names)
@@ -67,3 +68,20 @@ def summary_html(exp: Any, class_names: list[str], where: str = "") -> str:
         "<td style='color:gray' align='right'>&nbsp;&nbsp;mask</td></tr>"
         f"{probs}</table>"
     )
+
+
+def _choices(exp: Any) -> list[tuple[str, str]]:
+    """What the engine chose for this classifier: replacement image and matched layers."""
+    esc = html.escape
+    out = []
+    if exp.baseline:
+        neutral = [
+            c["name"] for c in exp.provenance.get("absence_candidates", []) if c.get("neutral")
+        ]
+        others = [n for n in neutral if n != exp.baseline]
+        tip = f" (also neutral: {esc(', '.join(others))})" if others else ""
+        out.append(("absence", f"{esc(exp.baseline)}{tip}"))
+    layers = exp.provenance.get("activation_layers")
+    if layers is not None:
+        out.append(("layers", esc(", ".join(layers)) or "none (outputs only)"))
+    return out
