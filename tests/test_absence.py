@@ -179,3 +179,24 @@ def test_cli_absence_tiles_and_tolerance(tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "c.tif"), "--absence-tiles", str(empty)]) == 2
     assert "no images" in capsys.readouterr().err
     assert not (tmp_path / "c.tif").exists()
+
+
+def test_evidence_a_few_pixels_across_is_followed_at_full_resolution():
+    """A 7×7 red dot (0.3 % of a 128² input; the U-Net's cells are 4 pixels): the mask
+    must lie on the dot and be no larger than it, give or take its rim (issue 9)."""
+    from tests.toys import MEAN, STD, RedCounter
+
+    clf = mc.Classifier(
+        RedCounter(gain=2500, bias=1.5),
+        input_size=(128, 128),
+        mean=MEAN,
+        std=STD,
+        class_names=["grey", "red"],
+        layers=["features"],
+    )
+    img, dot = red_square_image(128, 7, (41, 66))
+    exp = mc.explain(img, clf, device="cpu")
+    assert exp.valid, exp.status
+    assert "full resolution" in exp.provenance["mask_resolution"]
+    assert (exp.mask & dot).sum() / exp.mask.sum() >= 0.9
+    assert exp.mask.sum() <= 1.3 * dot.sum()
