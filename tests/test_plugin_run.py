@@ -81,7 +81,7 @@ def test_every_slice_mode_explains_the_whole_stack_slice_by_slice(medcam, qtbot)
     result = run_explanation(qtbot, widget)
     exp = result.explanation
     assert exp.tiles == 3 and exp.class_name == "lesion"
-    assert exp.status.startswith("2 of 3 slices valid")
+    assert exp.status.startswith("2 of 2 'lesion' slices valid (3 slices in all")
     assert "slice classified 'normal', not 'lesion': not explained" in exp.status
     labels = viewer.layers[viewer.layers.index(layer) + 1]
     assert labels.data.shape == stack.shape[:3]

@@ -169,7 +169,7 @@ def test_slice_mode_fills_every_slice(tile_stack):
     whole = result.as_explanation()  # what the widget shows and saves for the stack
     assert isinstance(whole, mc.Explanation) and whole.tiles == n
     assert whole.mask is result.mask and whole.valid
-    assert whole.status.startswith(f"{result.n_valid} of {n} slices valid")
+    assert whole.status.startswith(f"{result.n_valid} of {n} 'lesion' slices valid ({n} slices")
     valid = [e for e in result.explanations if e.valid]
     assert whole.masked_confidence == pytest.approx(np.mean([e.masked_confidence for e in valid]))
     assert whole.summary()["shape"] == list(tile_stack.shape[:3])

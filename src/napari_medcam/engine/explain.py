@@ -7,7 +7,12 @@ by tile, so lazy (dask, zarr) images are never loaded whole. Background tiles
 (little tissue, see `napari_medcam.tiling`) are skipped; tiles the classifier
 assigns to the target are explained ``tile_batch`` at a time — one classifier
 batch per step, each tile with its own U-Net — and their soft masks are blended
-in the overlaps and thresholded once. Past `napari_medcam.tiling.IN_MEMORY_PIXELS`
+in the overlaps and thresholded once. Each explained tile gets a verdict
+(`napari_medcam.engine.verdict`) before it is stitched: an invalid tile adds nothing
+and its whole window is cleared after stitching — a valid neighbour's evidence in
+the overlap included — so the mask shown holds only evidence that passed the checks
+(an untiled image keeps its one mask, valid or not, with the reason in ``status``).
+Past `napari_medcam.tiling.IN_MEMORY_PIXELS`
 the stitched masks are chunked zarr arrays on disk, not NumPy arrays, so memory is
 bounded by the tile batch and a few chunks, not by the image.
 """
@@ -29,6 +34,7 @@ from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explanation import Explanation, ProgressEvent
 from napari_medcam.engine.optimise import evaluate_mask, optimise_masks, to_numpy_mask
 from napari_medcam.engine.prepare import resize, resolve_device, unit_tensor
+from napari_medcam.engine.verdict import overall, tile_record, tile_verdict
 from napari_medcam.tiling import (
     MIN_TISSUE_FRACTION,
     Stitcher,
@@ -96,21 +102,6 @@ class _Tiles:
         for start in range(0, len(indices), size):
             chunk = indices[start : start + size]
             yield chunk, torch.cat([self.input(i)[0] for i in chunk])
-
-
-def _verdict(facts: dict[str, Any], config: MedCAMConfig, name: str) -> str:
-    """Empty string when a tile's mask can be trusted, else why not."""
-    if facts["problem"]:
-        return facts["problem"]
-    ev = facts["eval"]
-    area = facts["area"]
-    if area < config.min_area:
-        return "empty mask: no region keeps the decision on its own"
-    if area > config.max_area:
-        return f"mask covers {100 * area:.0f} % of the image: no minimal evidence found"
-    if ev["masked_pred"] != facts["target"]:
-        return f"decision lost on the binary mask (p({name}) = {ev['masked']:.2f})"
-    return ""
 
 
 def _explain_batch(
@@ -234,6 +225,7 @@ def iter_explain(
     tissue = torch.cat(parts) if parts else None
     stitcher = Stitcher(tiles.spatial)
     per_tile: list[dict[str, Any]] = []
+    failed: list[tuple[slice, ...]] = []  # windows of invalid tiles: no evidence shown there
     try:
         for chunk, x in tiles.batches(selected, tile_batch):
             facts = yield from _explain_batch(
@@ -241,14 +233,20 @@ def iter_explain(
             )
             for i, f in zip(chunk, facts):
                 window = tiles.windows[i]
-                shape = tuple(s.stop - s.start for s in window)
-                stitcher.add(window, to_numpy_mask(resize(f["soft"], shape)))
+                f["verdict"] = tile_verdict(f, config, classifier.class_names[f["target"]])
+                f["record"] = tile_record(f, window, f["verdict"])
+                if f["verdict"] and tiles.tiled:
+                    failed.append(window)
+                else:
+                    shape = tuple(s.stop - s.start for s in window)
+                    stitcher.add(window, to_numpy_mask(resize(f["soft"], shape)))
                 if tiles.tiled:  # only the facts stay: memory must not grow with the slide
                     for key in _TILE_TENSORS:
                         f.pop(key, None)
                 per_tile.append(f)
             target_idx = per_tile[0]["target"]
         mask, soft, area = stitcher.result(config.threshold)
+        area = _clear(failed, mask, soft, area)
     finally:  # cancelled (closed) or failed: no half-stitched files are left behind
         stitcher.close()
     if not tiles.tiled and per_tile:  # one tile: the optimised binary mask, exactly
@@ -270,6 +268,20 @@ def iter_explain(
         len(tiles.windows),
         dev,
     )
+
+
+def _clear(windows: list[tuple[slice, ...]], mask: Any, soft: Any, area: float) -> float:
+    """Clear the windows of invalid tiles in the stitched masks; return the new area.
+
+    A valid neighbour's evidence in the overlap goes too: no pixel a failed tile
+    covers is shown as evidence. Works window by window (NumPy or zarr).
+    """
+    total = float(np.prod(mask.shape))
+    for window in windows:  # cleared one after another: no pixel is subtracted twice
+        area -= np.count_nonzero(np.asarray(mask[window])) / total
+        mask[window] = False
+        soft[window] = 0.0
+    return max(area, 0.0)
 
 
 def _select_tiles(
@@ -343,6 +355,15 @@ def _summarise(
     n_windows: int,
     dev: torch.device,
 ) -> Explanation:
+    """The `Explanation` of what the user sees.
+
+    ``valid`` only when every explained tile is (`napari_medcam.engine.verdict`).
+    On a tiled image the confidences (original, masked, robust, deletion) and the
+    probabilities are means over the *valid* tiles only — the tiles whose evidence
+    is in the mask — or over every explained tile when none is valid;
+    ``area_fraction`` is the stitched mask's (invalid windows cleared);
+    ``tile_verdicts`` has one entry per explained tile.
+    """
     provenance = {
         "package": "napari-medcam",
         "version": __version__,
@@ -382,38 +403,39 @@ def _summarise(
             probabilities=mean_probs or [0.0] * classifier.num_classes,
             status=f"no tissue tile is classified '{name}'",
         )
-    verdicts = [_verdict(f, config, name) for f in per_tile]
+    verdicts = [f["verdict"] for f in per_tile]
     if n_windows == 1:
         status = verdicts[0] or "valid"
-        valid = not verdicts[0]
     else:
         n_ok = sum(not v for v in verdicts)
         status = f"{n_ok} of {len(per_tile)} '{name}' tiles valid ({n_windows} tiles in all)"
         if n_ok < len(per_tile):
             status += "; first problem: " + next(v for v in verdicts if v)
-        valid = n_ok > 0
+    valid = overall([not v for v in verdicts])
     if not classifier.layers:
         status += "; output-only matching (no hookable layers)"
+    # what the user sees: on a tiled image only valid tiles are in the mask, so the
+    # confidences are theirs (every explained tile's when none is valid)
+    used = [f for f, v in zip(per_tile, verdicts) if not v] or per_tile
 
-    def mean(key: str) -> float:
-        return float(np.mean([f["eval"][key] for f in per_tile]))
+    def mean(values: list[Any]) -> Any:
+        return np.mean(np.asarray(values, dtype=float), axis=0).tolist()
 
     return Explanation(
         **common,
-        original_confidence=float(np.mean([f["probabilities"][target] for f in per_tile])),
-        masked_confidence=mean("masked"),
-        robust_confidence=mean("robust"),
-        deletion_confidence=mean("deletion"),
+        original_confidence=mean([f["probabilities"][target] for f in used]),
+        masked_confidence=mean([f["eval"]["masked"] for f in used]),
+        robust_confidence=mean([f["eval"]["robust"] for f in used]),
+        deletion_confidence=mean([f["eval"]["deletion"] for f in used]),
         area_fraction=area,
         valid=valid,
         status=status,
-        probabilities=[float(v) for v in np.mean([f["probabilities"] for f in per_tile], 0)],
-        masked_probabilities=[
-            float(v) for v in np.mean([f["eval"]["masked_probabilities"] for f in per_tile], 0)
-        ],
+        probabilities=mean([f["probabilities"] for f in used]),
+        masked_probabilities=mean([f["eval"]["masked_probabilities"] for f in used]),
         baseline=",".join(dict.fromkeys(f["baseline"] for f in per_tile)),
         steps=int(sum(f["steps"] for f in per_tile)),
         history=per_tile[0]["history"] if n_windows == 1 else [],
+        tile_verdicts=[f["record"] for f in per_tile],
     )
 
 

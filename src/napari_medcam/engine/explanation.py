@@ -31,8 +31,14 @@ class Explanation:
     """A Med-CAM explanation of one image (DESIGN.md §4).
 
     ``valid`` is False, with the reason in ``status``, when the mask should not be
-    trusted: empty or near-full mask, decision lost on the binary mask, or no
-    neutral baseline (the classifier already gives the class to a blank image).
+    trusted (`napari_medcam.engine.verdict`): no mask passed the optimisation's test,
+    empty or near-full mask, decision lost on the binary mask or on random
+    backgrounds, or no neutral absence (the classifier already gives the class to a
+    blank image). A tiled image (slide, region, volume) is valid only when every
+    tile it explained is; ``tile_verdicts`` has one dict per explained tile (window
+    as starts then stops — [y0, x0, y1, x1] or [z0, y0, x0, z1, y1, x1] — target,
+    original, masked, robust, area, valid, status), and the windows of invalid tiles
+    hold no evidence in ``mask``.
 
     ``mask`` and ``soft_mask`` are NumPy arrays, except for images larger than
     `napari_medcam.tiling.IN_MEMORY_PIXELS` (a whole slide at full resolution):
@@ -61,6 +67,7 @@ class Explanation:
     config: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     tiles: int = 1
+    tile_verdicts: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def not_explained(
@@ -106,6 +113,7 @@ class Explanation:
             "baseline": self.baseline,
             "steps": self.steps,
             "tiles": self.tiles,
+            "tile_verdicts": [dict(v) for v in self.tile_verdicts],
             "shape": list(self.mask.shape),
             "provenance": self.provenance,
             "config": self.config,

@@ -23,6 +23,7 @@ from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explain import ExplanationCancelled, iter_explain
 from napari_medcam.engine.explanation import Explanation, ProgressEvent
 from napari_medcam.engine.prepare import prepare_input, resolve_device
+from napari_medcam.engine.verdict import overall
 from napari_medcam.tiling import needs_tiling
 
 
@@ -31,8 +32,12 @@ class SliceExplanations:
     """Per-slice explanations of a volume, and their masks stacked back into the volume.
 
     ``mask`` / ``soft_mask`` have the volume's spatial shape (D×H×W); slice ``i``
-    along ``axis`` holds ``explanations[i]``'s mask when that explanation is valid,
-    and is empty otherwise (its soft mask is kept either way).
+    along ``axis`` holds ``explanations[i]``'s mask when that explanation is valid or
+    tiled (a tiled slice's mask holds only its valid tiles' evidence), and is empty
+    otherwise (its soft mask is kept either way).
+
+    A slice is *explained* when at least one of its tiles was (it has tile
+    verdicts); slices the classifier does not assign to the target are not.
     """
 
     explanations: list[Explanation]
@@ -52,6 +57,10 @@ class SliceExplanations:
         return sum(self.valid)
 
     @property
+    def explained(self) -> list[bool]:
+        return [bool(e.tile_verdicts) for e in self.explanations]
+
+    @property
     def area_fraction(self) -> float:
         return float(self.mask.mean())
 
@@ -65,16 +74,26 @@ class SliceExplanations:
         """The whole volume as one `Explanation`, for code that shows or saves one result.
 
         Masks are the stacked volumes; confidences are means over the slices whose
-        masks are valid (over all slices when none is); ``valid`` when any slice is;
-        ``tiles`` counts slices and ``status`` says how many are valid.
+        masks are valid (over the explained slices when none is); ``valid`` only when every
+        explained slice is (and at least one was explained); ``tiles`` counts slices,
+        ``status`` says how many of the explained slices are valid, and
+        ``tile_verdicts`` lists every explained slice's tile verdicts with 3-D windows
+        ([z0, y0, x0, z1, y1, x1] in the volume's axis order) and the slice index.
         """
         exps = self.explanations
-        used = [e for e in exps if e.valid] or exps
         n = len(exps)
-        status = f"{self.n_valid} of {n} slices valid (slice by slice along axis {self.axis})"
-        problems = [e.status for e in exps if not e.valid]
+        explained = [e for e, x in zip(exps, self.explained) if x]
+        used = [e for e in exps if e.valid] or explained or exps
+        status = (
+            f"{self.n_valid} of {len(explained)} '{self.class_name}' slices valid "
+            f"({n} slices in all, slice by slice along axis {self.axis})"
+        )
+        problems = [e.status for e in explained if not e.valid]
         if problems:
             status += f"; first problem: {problems[0]}"
+        skipped = [e.status for e, x in zip(exps, self.explained) if not x]
+        if skipped:
+            status += f"; {len(skipped)} not explained (first: {skipped[0]})"
 
         def mean(values: list[Any]) -> Any:
             return np.mean(np.asarray(values, dtype=float), axis=0).tolist()
@@ -90,7 +109,7 @@ class SliceExplanations:
             deletion_confidence=mean([e.deletion_confidence for e in used]),
             area_fraction=self.area_fraction,
             seconds=self.seconds,
-            valid=self.n_valid > 0,
+            valid=overall([e.valid for e in explained]),
             status=status,
             probabilities=mean([e.probabilities for e in used]),
             masked_probabilities=mean([e.masked_probabilities for e in used]),
@@ -99,7 +118,20 @@ class SliceExplanations:
             config=exps[0].config if exps else {},
             provenance={**(exps[0].provenance if exps else {}), "slice_axis": self.axis},
             tiles=n,
+            tile_verdicts=self._tile_verdicts(),
         )
+
+    def _tile_verdicts(self) -> list[dict[str, Any]]:
+        """Every explained slice's tile verdicts, windows lifted into the volume."""
+        out = []
+        for i, exp in enumerate(self.explanations):
+            for v in exp.tile_verdicts:
+                half = len(v["window"]) // 2
+                starts, stops = list(v["window"][:half]), list(v["window"][half:])
+                starts.insert(self.axis, i)
+                stops.insert(self.axis, i + 1)
+                out.append({**v, "window": starts + stops, "slice": i})
+        return out
 
 
 def _check_volume(volume: Any, classifier: Classifier, axis: int) -> tuple[int, ...]:
@@ -272,7 +304,7 @@ def iter_explain_slices(
         where = [slice(None)] * 3
         where[axis] = i
         soft[tuple(where)] = exp.soft_mask
-        if exp.valid:
+        if exp.valid or exp.tiles > 1:  # a tiled slice's mask holds only valid tiles
             mask[tuple(where)] = exp.mask
     return SliceExplanations(
         explanations,
