@@ -174,7 +174,10 @@ FAST: dict[str, Any] = dict(
     # mask cross the threshold at once on fluo-stages)
     tolerance=0.95,
     baseline="auto",
-    noises=("jitter", "blur", "tissue"),
+    # counterfactual tissue is an absence candidate, but not a random background by
+    # default: block-shuffled / flipped normal tiles as backgrounds took the demo's
+    # two-lesion slide from 0.98 to 0.47 of the mask near the lesions (opt-in: "tissue")
+    noises=("jitter", "blur"),
     refine_steps=20,
 )
 # Chosen with the demo volume classifier on seeds 1000-1007 (tests use 7000+). Spelled

@@ -347,7 +347,9 @@ class _Run:
                         else float((hard[one] != st.prev_hard).float().mean())
                     )
                     st.prev_hard = hard[one].detach()
-                record = {n: float(v) for n, v in terms.items() if not n.endswith("_value")}
+                record = {
+                    n: float(v.detach()) for n, v in terms.items() if not n.endswith("_value")
+                }
                 record.update(
                     masked=p_masked,
                     robust=p_robust,
