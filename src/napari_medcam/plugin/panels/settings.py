@@ -16,6 +16,7 @@ from napari_medcam.plugin.worker import default_threads
 #: (field, label, magicgui options) of the Advanced section; fields the config does
 #: not (or no longer) have are left out, and each control's type is the field's
 ADVANCED: list[tuple[str, str, dict[str, Any]]] = [
+    ("tolerance", "keep ≥ confidence", {"min": 0.5, "max": 1.0, "step": 0.01}),
     ("lambda_act", "λ activations", {"min": 0.0, "max": 1e5, "step": 0.5}),
     ("lambda_ce", "λ cross-entropy", {"min": 0.0, "max": 1e5, "step": 0.5}),
     ("lambda_kl", "λ KL", {"min": 0.0, "max": 1e5, "step": 0.5}),
@@ -34,11 +35,12 @@ def advanced_fields() -> list[tuple[str, type, str, dict[str, Any]]]:
     """(field, type, label, options) of the `ADVANCED` fields `MedCAMConfig` has."""
     from napari_medcam import MedCAMConfig
 
-    defaults = MedCAMConfig()
+    presets = [MedCAMConfig.fast(), MedCAMConfig()]  # a field may be unset in one (None)
     known = {f.name for f in dataclasses.fields(MedCAMConfig)}
     out = []
     for name, label, opts in ADVANCED:
-        value = getattr(defaults, name, None) if name in known else None
+        values = [getattr(p, name) for p in presets] if name in known else [None]
+        value = next((v for v in values if v is not None), None)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             out.append((name, type(value), label, opts))
     return out
@@ -115,7 +117,15 @@ class SettingsPanel(QGroupBox):
 
         cfg = MedCAMConfig.preset(self.preset_combo.value)
         for name, w in self.advanced.items():
-            w.value = getattr(cfg, name)
+            value = getattr(cfg, name)
+            # a constrained preset has no λ to set (its one knob is the share of the
+            # confidence to keep); the paper's fixed weights have no tolerance
+            used = value is not None and not (
+                name.startswith("lambda_") and cfg.tolerance is not None
+            )
+            w.visible = used
+            if value is not None:
+                w.value = value
 
     def _toggle_advanced(self, on: bool) -> None:
         self.advanced_box.visible = on
@@ -125,8 +135,14 @@ class SettingsPanel(QGroupBox):
         """The `MedCAMConfig` of the form: the preset with the Advanced values."""
         from napari_medcam import MedCAMConfig
 
-        changes = {name: w.value for name, w in self.advanced.items()}
-        return MedCAMConfig.preset(self.preset_combo.value).replace(**changes)
+        cfg = MedCAMConfig.preset(self.preset_combo.value)
+        changes = {
+            name: w.value
+            for name, w in self.advanced.items()
+            if getattr(cfg, name) is not None
+            and not (name.startswith("lambda_") and cfg.tolerance is not None)
+        }
+        return cfg.replace(**changes)
 
     def set_settings(self, preset: str = "fast", **values: Any) -> None:
         """Set the preset and any Advanced field (or ``threads``) programmatically."""
