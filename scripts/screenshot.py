@@ -44,7 +44,7 @@ def main(out: Path) -> int:
 
     worker = widget.explain()
     if worker is None:
-        print("could not start:", widget.region_label.value, file=sys.stderr)
+        print("could not start:", widget.input.region_label.value, file=sys.stderr)
         return 1
     wait(lambda: widget.worker is None, 600)
     result = widget.last_result
@@ -52,8 +52,8 @@ def main(out: Path) -> int:
         print("run failed:", result and result.error, file=sys.stderr)
         return 1
     print(result.explanation.one_line())
-    mask = widget.result_combo.value
-    widget.reference_combo.value = evidence
+    mask = widget.review.result_combo.value
+    widget.review.reference_combo.value = evidence
     widget.compare()
     evidence.contour = 2  # the planted evidence as an outline over the cyan mask
     viewer.layers.selection.active = mask
