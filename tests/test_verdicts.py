@@ -1,5 +1,6 @@
-"""Per-tile verdicts: one definition of valid, a slide valid only when its explained tiles
-are, failed tiles kept out of the mask, summaries of what the user sees."""
+"""Per-tile verdicts: one definition of valid, a slide valid when enough of its explained
+tiles are (``valid_share``), failed tiles kept out of the mask, summaries of what the user
+sees."""
 
 import dataclasses
 import importlib
@@ -51,6 +52,17 @@ def test_one_definition_of_valid():
     assert overall([True, True]) and not overall([True, False]) and not overall([])
 
 
+def test_a_share_of_valid_tiles_is_enough_but_never_none():
+    assert not overall([True] * 8 + [False] * 2, 0.9)  # 80 % < 90 %
+    assert overall([True] * 9 + [False], 0.9)  # 90 %: just enough
+    assert overall([True, False], 0.5) and not overall([True, False], 0.9)
+    assert not overall([False], 0.5) and not overall([], 0.5)
+    assert MedCAMConfig().valid_share == 0.9 and MedCAMConfig(valid_share=1).valid_share == 1
+    for bad in (0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="valid_share must be in"):
+            MedCAMConfig(valid_share=bad)
+
+
 def test_a_fallback_mask_that_never_passed_is_invalid_even_if_it_scores_well():
     cfg = MedCAMConfig.fast()
     reason = tile_verdict(_facts(found_valid=False), cfg, "lesion")
@@ -82,7 +94,8 @@ def test_untiled_fallback_is_reported_invalid_and_keeps_its_mask(clf, monkeypatc
     assert verdict["status"] == exp.status
 
 
-def test_a_failed_tile_makes_the_slide_invalid_and_stays_out_of_the_mask(clf, monkeypatch):
+@pytest.mark.parametrize("share", [0.9, 0.5])
+def test_a_failed_tile_makes_the_slide_invalid_and_stays_out_of_the_mask(clf, monkeypatch, share):
     real = explain_module.evaluate_mask
     calls = []
 
@@ -97,13 +110,16 @@ def test_a_failed_tile_makes_the_slide_invalid_and_stays_out_of_the_mask(clf, mo
     left, _ = mc.synthetic_tile(8000, 1)
     right, _ = mc.synthetic_tile(8001, 1)
     canvas = np.concatenate([left, right], axis=1)  # 224 × 448: three overlapping tiles
-    exp = mc.explain(canvas, clf, target="lesion", config=QUICK, device="cpu")
+    config = dataclasses.replace(QUICK, valid_share=share)
+    exp = mc.explain(canvas, clf, target="lesion", config=config, device="cpu")
     verdicts = exp.tile_verdicts
     assert exp.tiles == 3 and len(verdicts) >= 2
     failed, rest = verdicts[0], verdicts[1:]
     assert not failed["valid"] and failed["status"].startswith("decision lost on the binary mask")
-    assert not exp.valid  # one failed tile is enough
     n_ok = sum(v["valid"] for v in verdicts)
+    # 1 of 2 (or 2 of 3) tiles valid: not enough at 0.9, enough at 0.5
+    assert 0.5 <= n_ok / len(verdicts) < 0.9
+    assert exp.valid == (share == 0.5)
     assert exp.status.startswith(f"{n_ok} of {len(verdicts)} 'lesion' tiles valid (3 tiles in all)")
     assert "first problem: decision lost" in exp.status
     y0, x0, y1, x1 = failed["window"]
@@ -160,6 +176,13 @@ def test_a_volume_is_valid_only_when_every_explained_slice_is():
     assert [v["window"] for v in whole.tile_verdicts] == [[0, 0, 0, 1, 4, 6], [1, 0, 0, 2, 4, 6]]
     assert [v["valid"] for v in whole.tile_verdicts] == [True, False]
     assert [v["slice"] for v in whole.tile_verdicts] == [0, 1]
+    halves = dataclasses.replace(
+        mixed,
+        explanations=[
+            dataclasses.replace(e, config={"valid_share": 0.5}) for e in mixed.explanations
+        ],
+    )
+    assert halves.as_explanation().valid  # 1 of 2 slices valid is enough at 0.5
     good = volume(_slice_exp(True), skipped, _slice_exp(True)).as_explanation()
     assert good.valid and good.status.startswith("2 of 2 'lesion' slices valid")
     assert not volume(skipped).as_explanation().valid  # nothing explained: nothing valid

@@ -70,6 +70,7 @@ class MedCAMConfig:
     # validity thresholds
     min_area: float = 0.001
     max_area: float = 0.9
+    valid_share: float = 0.9  # a tiled image is valid when ≥ this share of its tiles is
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -106,6 +107,8 @@ class MedCAMConfig:
             problems.append("multiplier_init and multiplier_rate must be > 0")
         if self.n_backgrounds < 0:
             problems.append("n_backgrounds must be ≥ 0")
+        if not isinstance(self.valid_share, (int, float)) or not 0 < self.valid_share <= 1:
+            problems.append(f"valid_share must be in (0, 1], got {self.valid_share!r}")
         if problems:
             raise ValueError("invalid MedCAMConfig: " + "; ".join(problems))
 

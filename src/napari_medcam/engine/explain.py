@@ -357,7 +357,8 @@ def _summarise(
 ) -> Explanation:
     """The `Explanation` of what the user sees.
 
-    ``valid`` only when every explained tile is (`napari_medcam.engine.verdict`).
+    ``valid`` when at least ``config.valid_share`` of the explained tiles are
+    (`napari_medcam.engine.verdict`).
     On a tiled image the confidences (original, masked, robust, deletion) and the
     probabilities are means over the *valid* tiles only — the tiles whose evidence
     is in the mask — or over every explained tile when none is valid;
@@ -411,7 +412,7 @@ def _summarise(
         status = f"{n_ok} of {len(per_tile)} '{name}' tiles valid ({n_windows} tiles in all)"
         if n_ok < len(per_tile):
             status += "; first problem: " + next(v for v in verdicts if v)
-    valid = overall([not v for v in verdicts])
+    valid = overall([not v for v in verdicts], config.valid_share)
     if not classifier.layers:
         status += "; output-only matching (no hookable layers)"
     # what the user sees: on a tiled image only valid tiles are in the mask, so the

@@ -34,8 +34,9 @@ class Explanation:
     trusted (`napari_medcam.engine.verdict`): no mask passed the optimisation's test,
     empty or near-full mask, decision lost on the binary mask or on random
     backgrounds, or no neutral absence (the classifier already gives the class to a
-    blank image). A tiled image (slide, region, volume) is valid only when every
-    tile it explained is; ``tile_verdicts`` has one dict per explained tile (window
+    blank image). A tiled image (slide, region, volume) is valid when at least
+    ``config.valid_share`` (default 0.9) of the tiles it explained are, never when
+    it explained none; ``tile_verdicts`` has one dict per explained tile (window
     as starts then stops — [y0, x0, y1, x1] or [z0, y0, x0, z1, y1, x1] — target,
     original, masked, robust, area, valid, status), and the windows of invalid tiles
     hold no evidence in ``mask``.

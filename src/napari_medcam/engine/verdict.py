@@ -10,8 +10,9 @@ A tile's mask is **valid** when all of these hold:
 - the robust confidence (fresh random backgrounds around the absence) is ≥ 0.5;
 - the area is within ``config.min_area`` … ``config.max_area``.
 
-A tiled image (slide, region, volume) is valid only when every tile it explained
-is (`overall`).
+A tiled image (slide, region, volume) is valid when at least ``config.valid_share``
+(default 0.9) of the tiles it explained are, and never when it explained none
+(`overall`).
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ def tile_record(facts: dict[str, Any], window: Sequence[slice], reason: str) -> 
     }
 
 
-def overall(valid: Sequence[bool]) -> bool:
-    """A tiled result is valid only when it explained something and every part is valid."""
-    return bool(valid) and all(valid)
+def overall(valid: Sequence[bool], share: float = 1.0) -> bool:
+    """A tiled result is valid when it explained something and ≥ ``share`` of its parts are.
+
+    ``share`` is ``config.valid_share``; 1.0 asks for every part.
+    """
+    if not valid:
+        return False
+    return sum(bool(v) for v in valid) >= share * len(valid) - 1e-9

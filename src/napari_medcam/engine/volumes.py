@@ -74,8 +74,9 @@ class SliceExplanations:
         """The whole volume as one `Explanation`, for code that shows or saves one result.
 
         Masks are the stacked volumes; confidences are means over the slices whose
-        masks are valid (over the explained slices when none is); ``valid`` only when every
-        explained slice is (and at least one was explained); ``tiles`` counts slices,
+        masks are valid (over the explained slices when none is); ``valid`` when at least
+        ``valid_share`` (the slices' config, default 0.9) of the explained slices are (and
+        at least one was explained); ``tiles`` counts slices,
         ``status`` says how many of the explained slices are valid, and
         ``tile_verdicts`` lists every explained slice's tile verdicts with 3-D windows
         ([z0, y0, x0, z1, y1, x1] in the volume's axis order) and the slice index.
@@ -84,6 +85,8 @@ class SliceExplanations:
         n = len(exps)
         explained = [e for e, x in zip(exps, self.explained) if x]
         used = [e for e in exps if e.valid] or explained or exps
+        cfg = exps[0].config if exps else {}
+        share = float(cfg.get("valid_share", MedCAMConfig.valid_share))
         status = (
             f"{self.n_valid} of {len(explained)} '{self.class_name}' slices valid "
             f"({n} slices in all, slice by slice along axis {self.axis})"
@@ -109,7 +112,7 @@ class SliceExplanations:
             deletion_confidence=mean([e.deletion_confidence for e in used]),
             area_fraction=self.area_fraction,
             seconds=self.seconds,
-            valid=overall([e.valid for e in explained]),
+            valid=overall([e.valid for e in explained], share),
             status=status,
             probabilities=mean([e.probabilities for e in used]),
             masked_probabilities=mean([e.masked_probabilities for e in used]),
