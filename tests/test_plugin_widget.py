@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from napari_medcam.plugin.widget import MedCAMWidget
 
@@ -163,3 +164,57 @@ def test_region_for_multiscale_and_volume_classifiers(medcam):
     assert region.description.startswith("volume at t = 1, 8 tiles")
     flat = viewer.add_image(np.zeros((40, 40), np.uint8), name="flat")
     assert "needs a 3-D image" in find_region(flat, viewer.dims, spatial_dims=3).problem
+
+
+def test_a_tiled_run_adds_a_tile_map_of_valid_and_failed_tiles(medcam, qtbot, monkeypatch):
+    import importlib
+
+    from napari.layers import Labels
+
+    import napari_medcam as mc
+    from napari_medcam import tiling
+    from napari_medcam.plugin.results import tile_map, tile_map_too_large
+
+    from .conftest import run_explanation
+
+    explain_module = importlib.import_module("napari_medcam.engine.explain")
+    real = explain_module.evaluate_mask
+    calls = []
+
+    def first_tile_fails(*args, **kwargs):  # the first explained tile loses its decision
+        ev = real(*args, **kwargs)
+        calls.append(ev)
+        return {**ev, "masked_pred": 1 - args[3]} if len(calls) == 1 else ev
+
+    monkeypatch.setattr(explain_module, "evaluate_mask", first_tile_fails)
+    viewer, widget = medcam
+    left, _ = mc.synthetic_tile(8000, 1)
+    right, _ = mc.synthetic_tile(8001, 1)
+    canvas = np.concatenate([left, right], axis=1)  # 224 × 448: three overlapping tiles
+    layer = viewer.add_image(canvas, name="slide", rgb=True, scale=(0.5, 0.5), translate=(3, 7))
+    result = run_explanation(qtbot, widget)
+    exp = result.explanation
+    assert exp.tiles == 3 and len(exp.tile_verdicts) >= 2
+    i = viewer.layers.index(layer)
+    tiles, mask = viewer.layers[i + 1 : i + 3]
+    assert isinstance(tiles, Labels) and tiles.name == f"slide · Med-CAM tiles · {exp.class_name}"
+    assert mask.name == f"slide · Med-CAM · {exp.class_name}"
+    assert viewer.layers.selection.active is mask  # the mask stays selected
+    assert tiles.visible and tiles.opacity == pytest.approx(0.3)
+    for attr in ("scale", "translate"):
+        np.testing.assert_allclose(getattr(tiles, attr), getattr(layer, attr))
+    assert tiles.data.shape == mask.data.shape == canvas.shape[:2]
+    expected = np.zeros(canvas.shape[:2], np.uint8)
+    for v in exp.tile_verdicts:
+        if v["valid"]:
+            y0, x0, y1, x1 = v["window"]
+            expected[y0:y1, x0:x1] = 1
+    for v in exp.tile_verdicts:
+        if not v["valid"]:  # painted last: the failed window shows whole
+            y0, x0, y1, x1 = v["window"]
+            expected[y0:y1, x0:x1] = 2
+    np.testing.assert_array_equal(tiles.data, expected)
+    assert {1, 2} <= set(np.unique(tiles.data).tolist())
+    # no tile map past the in-memory limit (the status says so)
+    monkeypatch.setattr(tiling, "IN_MEMORY_PIXELS", 1000)
+    assert tile_map(exp) is None and tile_map_too_large(exp)

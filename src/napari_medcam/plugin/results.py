@@ -36,6 +36,42 @@ _SERIAL = itertools.count()
 
 #: Med-CAM evidence in cyan; anything the user paints with another label in yellow
 MASK_COLORS = {0: "transparent", 1: "#00e5ff", None: "#ffd400"}
+#: the tile map of a tiled run: valid tiles green, invalid (failed) tiles orange
+TILE_COLORS = {0: "transparent", 1: "#5cb85c", 2: "#f0ad4e", None: "#808080"}
+TILE_VALID, TILE_INVALID = 1, 2
+
+
+def tile_map_too_large(exp: Any) -> bool:
+    """Whether a tiled 2-D result gets no tile map because its mask is too large."""
+    from napari_medcam.tiling import IN_MEMORY_PIXELS
+
+    shape = tuple(getattr(exp.mask, "shape", ()))
+    tiled = exp.tiles > 1 and bool(exp.tile_verdicts) and len(shape) == 2
+    return tiled and int(np.prod(shape)) > IN_MEMORY_PIXELS
+
+
+def tile_map(exp: Any) -> np.ndarray | None:
+    """Each explained tile's window painted 1 (valid) or 2 (invalid), over the mask's shape.
+
+    Invalid tiles are painted after valid ones, so a failed tile's whole window shows
+    even where it overlaps valid neighbours. None unless a 2-D image was tiled (and has
+    tile verdicts), or when the mask is too large to hold a second copy in memory.
+    """
+    from napari_medcam.tiling import IN_MEMORY_PIXELS
+
+    verdicts = exp.tile_verdicts or []
+    shape = tuple(getattr(exp.mask, "shape", ()))
+    if exp.tiles <= 1 or not verdicts or len(shape) != 2:
+        return None
+    if any(len(v["window"]) != 4 for v in verdicts) or int(np.prod(shape)) > IN_MEMORY_PIXELS:
+        return None
+    out = np.zeros(shape, np.uint8)
+    for value, wanted in ((TILE_VALID, True), (TILE_INVALID, False)):
+        for v in verdicts:
+            if bool(v["valid"]) == wanted:
+                y0, x0, y1, x1 = (int(c) for c in v["window"])
+                out[y0:y1, x0:x1] = value
+    return out
 
 
 @dataclass
@@ -153,7 +189,7 @@ class ResultStore:
 
     # -------------------------------------------------------------- placing
     def _extras(self, ctx: RunContext, result: JobResult) -> list[Any]:
-        from napari.layers import Image
+        from napari.layers import Image, Labels
 
         exp = result.explanation
         region = ctx.region
@@ -182,6 +218,18 @@ class ResultStore:
                     blending="additive",
                     opacity=0.7,
                     multiscale=isinstance(data, list),
+                    **ctx.transforms,
+                )
+            )
+        tiles = tile_map(exp) if result.mask_levels is None else None
+        if tiles is not None:  # right below the mask: where tiles held and where they failed
+            data = tiles if region.is_full else embed(region, tiles, np.uint8)
+            out.append(
+                Labels(
+                    data,
+                    name=result_name(ctx.layer_name, exp.class_name, "Med-CAM tiles"),
+                    colormap=dict(TILE_COLORS),
+                    opacity=0.3,
                     **ctx.transforms,
                 )
             )
@@ -232,8 +280,9 @@ class ResultStore:
             previous.metadata = meta
             record.data_hash = data_hash(previous.data)
             insert_above(self.viewer, source, extras)
-            if extras:  # keep the mask on top of its extras
+            if extras:  # keep the mask on top of its extras, and selected
                 layers.move(layers.index(previous), layers.index(extras[-1]) + 1)
+                layers.selection.active = previous
             return Placement(previous, replaced=True)
         kept = previous if previous is not None and self.is_edited(previous) else None
         layer = self._new_layer(ctx, exp, data, meta, record, source, extras)

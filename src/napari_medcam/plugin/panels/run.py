@@ -13,7 +13,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from napari_medcam.plugin.layers import region_pixels, region_transform_kwargs
 from napari_medcam.plugin.panels.common import Notifier, Session, wrap
-from napari_medcam.plugin.results import ResultStore, RunContext
+from napari_medcam.plugin.results import ResultStore, RunContext, tile_map_too_large
 from napari_medcam.plugin.worker import ExplainJob, JobResult, explanation_worker
 
 logger = logging.getLogger(__name__)
@@ -230,6 +230,8 @@ class RunPanel(QWidget):
         self.result_added.emit(placed.layer)
         self.explained.emit(exp, list(ctx.classifier.class_names), ctx.region.description)
         self.status_label.value = f"Done: '{placed.layer.name}' ({exp.seconds:.1f} s)"
+        if tile_map_too_large(exp):
+            self.status_label.value += " · no tile map: the image is too large to hold one"
         if not exp.valid:
             self.notify.warning(f"Med-CAM: the mask is not trustworthy: {exp.status}")
         if result.gradcam_note and ctx.add_gradcam:
