@@ -69,15 +69,25 @@ class StainOnGlass(nn.Module):
 
 def red_counter() -> mc.Classifier:
     return mc.Classifier(
-        RedCounter(), input_size=(64, 64), mean=MEAN, std=STD, class_names=["grey", "red"],
-        layers=["features"], name="red counter",
+        RedCounter(),
+        input_size=(64, 64),
+        mean=MEAN,
+        std=STD,
+        class_names=["grey", "red"],
+        layers=["features"],
+        name="red counter",
     )
 
 
 def stain_on_glass() -> mc.Classifier:
     return mc.Classifier(
-        StainOnGlass(), input_size=(64, 64), mean=MEAN, std=STD,
-        class_names=["negative", "positive"], layers=["features"], name="stain on glass",
+        StainOnGlass(),
+        input_size=(64, 64),
+        mean=MEAN,
+        std=STD,
+        class_names=["negative", "positive"],
+        layers=["features"],
+        name="stain on glass",
     )
 
 
@@ -125,8 +135,13 @@ class FlatReadsPositive(nn.Module):
 
 def flat_reads_positive() -> mc.Classifier:
     return mc.Classifier(
-        FlatReadsPositive(), input_size=(64, 64), mean=MEAN, std=STD,
-        class_names=["normal", "finding"], layers=["features"], name="flat reads positive",
+        FlatReadsPositive(),
+        input_size=(64, 64),
+        mean=MEAN,
+        std=STD,
+        class_names=["normal", "finding"],
+        layers=["features"],
+        name="flat reads positive",
     )
 
 

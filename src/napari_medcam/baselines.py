@@ -28,13 +28,13 @@ def gradcam(
     one pass over the image resized to the input would blur a slide into a few
     cells. ``target`` None: each tile's predicted class.
     """
-    from napari_medcam.engine.explain import _Tiles
+    from napari_medcam.engine.tiles import Tiles
 
     target_idx = classifier.class_index(target)
     targets = None if target_idx is None else [target_idx]
     if not hasattr(image, "shape") or not hasattr(image, "dtype"):
         image = np.asarray(image)
-    tiles = _Tiles(image, classifier, classifier.device, tile_overlap)
+    tiles = Tiles(image, classifier, classifier.device, tile_overlap)
     if not tiles.tiled:
         unit = unit_tensor(np.asarray(image), classifier)
         x = classifier.normalise(resize(unit, classifier.input_size)).to(classifier.device)

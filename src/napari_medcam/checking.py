@@ -61,19 +61,6 @@ def score_window(
     return mask_confidences(image, mask, classifier, target, config)
 
 
-def value_range(image: Any, classifier: Any) -> tuple[float, float]:
-    """The range mapped to [0, 1] for every window, as ``explain`` takes it: the
-    image's own for an array in memory, the dtype's (integers) or [0, 1] (floats)
-    for a lazy one, which is never read whole."""
-    if isinstance(image, np.ndarray):
-        return classifier.value_range(image)
-    dtype = np.dtype(image.dtype)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return float(info.min), float(info.max)
-    return 0.0, 1.0
-
-
 def area_fraction(mask: Any) -> float:
     """Share of the mask's pixels that are set; a lazy mask is counted chunk by chunk."""
     if isinstance(mask, np.ndarray):
@@ -117,7 +104,7 @@ def iter_check(
         raise ValueError(
             f"mask shape {tuple(mask.shape)} does not match the image's spatial shape {spatial}"
         )
-    vrange = value_range(image, classifier)
+    vrange = classifier.value_range(image)  # as explain takes it
     if slice_axis is None:
         planes: list[tuple[int | None, Any, Any]] = [(None, image, mask)]
     else:

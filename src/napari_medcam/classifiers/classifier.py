@@ -323,12 +323,15 @@ class Classifier:
         """The range that maps to [0, 1]: the dtype's for integers, else [0, 1] or min..max.
 
         Float images already in [0, 1] are kept; others (e.g. 0..255 stored as float,
-        or CT numbers) are rescaled by their own range. NaN/Inf are refused.
+        or CT numbers) are rescaled by their own range. NaN/Inf are refused. A lazy
+        (dask, zarr) float image is never read whole for this: it is taken as [0, 1].
         """
         dtype = np.dtype(image.dtype)
         if np.issubdtype(dtype, np.integer):
             info = np.iinfo(dtype)
             return float(info.min), float(info.max)
+        if not isinstance(image, np.ndarray):
+            return 0.0, 1.0
         lo, hi = float(np.min(image)), float(np.max(image))
         if not (np.isfinite(lo) and np.isfinite(hi)):
             raise ValueError("the image contains NaN or infinite values")

@@ -32,6 +32,7 @@ import torch
 from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.engine.backgrounds import FLAT, IMAGE, draw_backgrounds, make_baseline
 from napari_medcam.engine.config import MedCAMConfig
+from napari_medcam.engine.hooks import record_activations
 
 NEUTRAL_P = 0.5  # a replacement counts as neutral below this p(target) (and argmax ≠ target)
 POOL = 8  # random backgrounds drawn (and checked) per tile for the optimisation
@@ -76,8 +77,6 @@ def _features(classifier: Classifier, batch: torch.Tensor) -> tuple[torch.Tensor
     the first item's (the image's) norm, so that shallow layers (colour, texture) and
     deep ones (shapes) weigh alike; the logits when no layer is hookable.
     """
-    from napari_medcam.engine.optimise import record_activations
-
     layers = list(classifier.layers)
     with torch.no_grad(), record_activations(classifier.module, layers) as acts:
         logits = classifier.module(batch)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
@@ -32,18 +32,13 @@ from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.engine.absence import choose_absence
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explanation import Explanation, ProgressEvent
-from napari_medcam.engine.optimise import evaluate_mask, optimise_masks, to_numpy_mask
-from napari_medcam.engine.prepare import resize, resolve_device, unit_tensor
+from napari_medcam.engine.optimise import optimise_masks, to_numpy_mask
+from napari_medcam.engine.prepare import prepare_input, resize, resolve_device
+from napari_medcam.engine.scoring import evaluate_mask
+from napari_medcam.engine.tiles import Tiles, select_tiles
 from napari_medcam.engine.verdict import overall, tile_record, tile_verdict
-from napari_medcam.tiling import (
-    MIN_TISSUE_FRACTION,
-    Stitcher,
-    needs_tiling,
-    tile_grid,
-    tissue_fraction,
-)
+from napari_medcam.tiling import Stitcher
 
-COUNTERFACTUAL_TILES = 8  # a slide's own non-target tiles offered as absence
 # a tile's tensors, dropped once stitched (its facts — verdict, confidences — are kept)
 _TILE_TENSORS = ("soft", "hard", "absence", "history")
 
@@ -58,50 +53,6 @@ def _check_config(config: MedCAMConfig | None) -> MedCAMConfig:
     if not isinstance(config, MedCAMConfig):
         raise ValueError(f"config must be a MedCAMConfig, got {type(config).__name__}")
     return config
-
-
-class _Tiles:
-    """Reads the image window by window, as classifier inputs, on demand."""
-
-    def __init__(
-        self, image: Any, classifier: Classifier, device: torch.device, overlap: int
-    ) -> None:
-        self.image = image
-        self.classifier = classifier
-        self.device = device
-        self.spatial = classifier.check_image(image.shape, image.dtype)
-        if isinstance(image, np.ndarray):
-            self.value_range = classifier.value_range(image)
-        elif np.issubdtype(np.dtype(image.dtype), np.integer):
-            info = np.iinfo(image.dtype)
-            self.value_range = (float(info.min), float(info.max))
-        else:  # a lazy float image: taken as [0, 1] (values outside are clipped)
-            self.value_range = (0.0, 1.0)
-        size = classifier.input_size
-        if needs_tiling(self.spatial, size):
-            self.windows = tile_grid(self.spatial, size, overlap)
-        else:
-            self.windows = [tuple(slice(0, n) for n in self.spatial)]
-
-    @property
-    def tiled(self) -> bool:
-        return len(self.windows) > 1
-
-    def unit(self, i: int) -> torch.Tensor:
-        region = np.asarray(self.image[self.windows[i]])
-        return unit_tensor(region, self.classifier, self.value_range)
-
-    def input(self, i: int) -> tuple[torch.Tensor, float]:
-        """(normalised classifier input, tissue fraction) of window ``i``."""
-        unit = self.unit(i)
-        tissue = tissue_fraction(unit[0].permute(*range(1, unit.ndim - 1), 0).numpy())
-        x = self.classifier.normalise(resize(unit.to(self.device), self.classifier.input_size))
-        return x, tissue
-
-    def batches(self, indices: list[int], size: int) -> Iterator[tuple[list[int], torch.Tensor]]:
-        for start in range(0, len(indices), size):
-            chunk = indices[start : start + size]
-            yield chunk, torch.cat([self.input(i)[0] for i in chunk])
 
 
 def _explain_batch(
@@ -207,7 +158,7 @@ def iter_explain(
     if not hasattr(image, "shape") or not hasattr(image, "dtype"):
         image = np.asarray(image)
     dev = resolve_device(device)
-    tiles = _Tiles(image, classifier, dev, tile_overlap)
+    tiles = Tiles(image, classifier, dev, tile_overlap)
     if tile_batch < 1:
         raise ValueError(f"tile_batch must be ≥ 1, got {tile_batch}")
     user_tissue = _absence_tensor(absence_tiles, classifier)
@@ -216,7 +167,7 @@ def iter_explain(
 
     own_tissue = None
     if tiles.tiled:
-        selected, mean_probs, target_idx, own_tissue = _select_tiles(
+        selected, mean_probs, target_idx, own_tissue = select_tiles(
             tiles, classifier, target_idx, tile_batch, skip_background
         )
     else:
@@ -284,52 +235,8 @@ def _clear(windows: list[tuple[slice, ...]], mask: Any, soft: Any, area: float) 
     return max(area, 0.0)
 
 
-def _select_tiles(
-    tiles: _Tiles,
-    classifier: Classifier,
-    target: int | None,
-    batch: int,
-    skip_background: bool,
-) -> tuple[list[int], list[float], int, torch.Tensor | None]:
-    """Classify every tissue tile; keep those assigned to the target (chosen if None).
-
-    Default target of a tiled image: its most confident finding — the class, other
-    than the one the classifier gives a blank (mean-colour) image, that some tile
-    shows with the highest probability; the blank class only when no tile shows
-    anything else. Also returns up to `COUNTERFACTUAL_TILES` tissue tiles of other
-    classes, evenly spread over the image, as counterfactual tissue for the absence.
-    """
-    tissue_idx, probs = [], []
-    with torch.no_grad():
-        for i in range(len(tiles.windows)):
-            x, tissue = tiles.input(i)
-            if skip_background and tissue < MIN_TISSUE_FRACTION:
-                continue
-            tissue_idx.append(i)
-            probs.append(torch.softmax(classifier.module(x), 1)[0])
-        if not probs:
-            return [], [0.0] * classifier.num_classes, target if target is not None else 0, None
-        p = torch.stack(probs)
-        blank_in = torch.zeros((1, classifier.channels, *classifier.input_size), device=p.device)
-        blank = int(classifier.module(blank_in).argmax())
-    preds = p.argmax(1)
-    if target is None:
-        best = p.max(0).values
-        findings = [c for c in range(p.shape[1]) if c != blank and bool((preds == c).any())]
-        target = max(findings, key=lambda c: float(best[c])) if findings else blank
-    selected = [i for i, pred in zip(tissue_idx, preds.tolist()) if pred == target]
-    others = [i for i, pred in zip(tissue_idx, preds.tolist()) if pred != target]
-    if len(others) > COUNTERFACTUAL_TILES:
-        picks = np.linspace(0, len(others) - 1, COUNTERFACTUAL_TILES).round().astype(int)
-        others = [others[j] for j in picks]
-    own = torch.cat([tiles.input(i)[0] for i in others]) if others else None
-    return selected, p.mean(0).tolist(), target, own
-
-
 def _absence_tensor(tiles: Any, classifier: Classifier) -> torch.Tensor | None:
     """User-supplied absence tiles as one normalised (T, C, *input_size) tensor."""
-    from napari_medcam.engine.prepare import prepare_input
-
     if tiles is None:
         return None
     items = list(tiles)

@@ -13,12 +13,10 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Generator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from napari_medcam.classifiers.classifier import Classifier
@@ -26,30 +24,14 @@ from napari_medcam.engine import losses
 from napari_medcam.engine.absence import Absence
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explanation import ProgressEvent
+from napari_medcam.engine.hooks import record_activations
 from napari_medcam.engine.objective import Objective
 from napari_medcam.engine.prepare import resize
 from napari_medcam.engine.saliency import gradcam_maps
 from napari_medcam.engine.unet import UNet
 
-EVAL_BACKGROUNDS = 16  # random backgrounds used to report the robust confidence
 CRISP = 0.25  # mean |soft − binary| below which a mask counts as committed
 REFINE_LOGIT = 1.0  # how far from the threshold the refinement starts (logit units)
-
-
-@contextmanager
-def record_activations(module: nn.Module, names: Sequence[str]):
-    """Collect the outputs of the named sub-modules during forward passes."""
-    store: dict[str, torch.Tensor] = {}
-    modules = dict(module.named_modules())
-    handles = [
-        modules[n].register_forward_hook(lambda _m, _i, o, n=n: store.__setitem__(n, o))
-        for n in names
-    ]
-    try:
-        yield store
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @dataclass
@@ -387,34 +369,6 @@ class _Run:
             )
             if all(s.done for s in states):
                 break
-
-
-def evaluate_mask(
-    x: torch.Tensor,
-    hard: torch.Tensor,
-    classifier: Classifier,
-    target: int,
-    absence: Absence,
-    config: MedCAMConfig,
-) -> dict[str, float | list[float]]:
-    """Confidences of a binary mask: on the absence, on fresh neutral backgrounds drawn
-    around it (never those the optimisation saw), and with the mask's content deleted."""
-    noise = absence.draw(x, classifier, target, EVAL_BACKGROUNDS, config.seed + 104729)
-    if not len(noise):
-        noise = absence.baseline
-    b = absence.baseline
-    batch = torch.cat(
-        [hard * x + (1 - hard) * b, hard * x + (1 - hard) * noise, (1 - hard) * x + hard * b]
-    )
-    with torch.no_grad():
-        probs = torch.softmax(classifier.module(batch), 1)
-    return {
-        "masked": float(probs[0, target]),
-        "masked_probabilities": probs[0].tolist(),
-        "robust": float(probs[1:-1, target].mean()),
-        "deletion": float(probs[-1, target]),
-        "masked_pred": int(probs[0].argmax()),
-    }
 
 
 def to_numpy_mask(t: torch.Tensor) -> np.ndarray:

@@ -161,17 +161,6 @@ def _check_volume(volume: Any, classifier: Classifier, axis: int) -> tuple[int, 
     return spatial
 
 
-def _value_range(volume: Any, classifier: Classifier) -> tuple[float, float]:
-    """One intensity scale for all slices (each slice's own range would differ)."""
-    if isinstance(volume, np.ndarray):
-        return classifier.value_range(volume)
-    dtype = np.dtype(volume.dtype)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return float(info.min), float(info.max)
-    return 0.0, 1.0  # lazy float volumes are taken as [0, 1], as `explain` does
-
-
 def _slice(volume: Any, axis: int, i: int, value_range: tuple[float, float]) -> np.ndarray:
     """Slice ``i`` along ``axis`` as float32 on the volume's [0, 1] scale."""
     index = [slice(None)] * volume.ndim
@@ -274,7 +263,7 @@ def iter_explain_slices(
     dev = resolve_device(device)
     classifier.to(dev)
     start = time.perf_counter()
-    value_range = _value_range(volume, classifier)
+    value_range = classifier.value_range(volume)  # one scale for all slices
     n = spatial[axis]
 
     def plane(i: int) -> np.ndarray:
