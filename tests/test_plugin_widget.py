@@ -25,23 +25,42 @@ def test_widget_opens_through_manifest(medcam):
     assert "no image layer" in widget.input.region_label.value
 
 
-def test_follows_active_layer_and_rejects_non_images(medcam):
+def test_follows_images_but_not_other_layers(medcam):
     viewer, widget = medcam
+    points = viewer.add_points(np.array([[1.0, 2.0]]), name="pts")
+    assert viewer.layers.selection.active is points
+    assert not widget.run.run_button.enabled
+    assert "'pts' is a Points layer, not an image" in widget.input.region_label.value
     a = viewer.add_image(np.zeros((64, 64), np.uint8), name="a")
     assert widget.input.image_combo.value is a
     assert widget.run.run_button.enabled
     assert "whole image" in widget.input.region_label.value
     b = viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="b", rgb=True)
     assert widget.input.image_combo.value is b
-    points = viewer.add_points(np.array([[1.0, 2.0]]), name="pts")
-    assert viewer.layers.selection.active is points
-    assert not widget.run.run_button.enabled
-    assert "'pts' is a Points layer, not an image" in widget.input.region_label.value
+    # selecting (or adding) a layer that is not an image keeps the chosen image
+    viewer.layers.selection.active = points
+    viewer.add_labels(np.zeros((64, 64), np.uint8), name="ref")
+    assert widget.input.image_combo.value is b and widget.run.run_button.enabled
     # the chooser can still be changed by hand
     widget.input.image_combo.value = a
     assert widget.run.run_button.enabled
     viewer.layers.selection.active = b
     assert widget.input.image_combo.value is b
+
+
+def test_the_only_image_is_chosen_and_samples_open_ready(medcam):
+    viewer, widget = medcam
+    viewer.add_labels(np.zeros((32, 32), np.uint8), name="ref")
+    image = viewer.add_image(np.zeros((32, 32), np.uint8), name="img")
+    viewer.layers.selection.active = viewer.layers["ref"]
+    widget.input.image_combo.value = None
+    widget.refresh_choices()
+    assert widget.input.image_combo.value is image
+    viewer.layers.clear()
+    viewer.open_sample("napari-medcam", "synthetic_tile")
+    assert isinstance(viewer.layers.selection.active, type(viewer.layers["true evidence"]))
+    assert widget.input.image_combo.value is viewer.layers["synthetic tile"]
+    assert widget.run.run_button.enabled, widget.run.run_button.tooltip
 
 
 def test_states_slice_and_tiles(medcam):
@@ -144,6 +163,16 @@ def test_explain_a_chosen_class_with_extra_layers(medcam, qtbot, lesion_tile):
     assert widget.run.run_button.text == "Explain" and widget.run.run_button.enabled
     assert not widget.run.progress.visible
     assert widget.run._pbar is None
+    # the plugin's own layers are never offered as input: a second Explain explains
+    # the original image, not the Grad-CAM heatmap the run added and selected
+    assert [n for n, _ in widget.input._image_choices()] == ["tile"]
+    viewer.layers.selection.active = gradcam
+    assert widget.input.image_combo.value is layer
+    assert widget.explain() is not None
+    assert widget.run._ctx.layer_name == "tile"
+    widget.cancel()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert len(viewer.layers) == i + 4
 
 
 def test_region_for_multiscale_and_volume_classifiers(medcam):

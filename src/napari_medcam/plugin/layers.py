@@ -139,3 +139,14 @@ def insert_above(viewer: napari.Viewer, anchor: Any, layers: list[Any]) -> None:
 
 def result_name(image_name: str, class_name: str, kind: str = "Med-CAM") -> str:
     return f"{image_name} · {kind} · {class_name}"
+
+
+def own_metadata(role: str, source_name: str) -> dict[str, Any]:
+    """Metadata marking a layer the plugin made (so it is never offered as input)."""
+    return {META_KEY: {"role": role, "source_layer": source_name}}
+
+
+def is_own_layer(layer: Any) -> bool:
+    """Did napari-medcam make this layer (a result, soft map, Grad-CAM, tile map, twin)?"""
+    meta = getattr(layer, "metadata", None)
+    return isinstance(meta, dict) and META_KEY in meta

@@ -23,6 +23,7 @@ from napari_medcam.plugin.layers import (
     embed,
     embed_levels,
     insert_above,
+    own_metadata,
     result_name,
 )
 from napari_medcam.plugin.region import Region
@@ -218,6 +219,7 @@ class ResultStore:
                     blending="additive",
                     opacity=0.7,
                     multiscale=isinstance(data, list),
+                    metadata=own_metadata(kind, ctx.layer_name),
                     **ctx.transforms,
                 )
             )
@@ -230,6 +232,7 @@ class ResultStore:
                     name=result_name(ctx.layer_name, exp.class_name, "Med-CAM tiles"),
                     colormap=dict(TILE_COLORS),
                     opacity=0.3,
+                    metadata=own_metadata("Med-CAM tiles", ctx.layer_name),
                     **ctx.transforms,
                 )
             )

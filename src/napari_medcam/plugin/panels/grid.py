@@ -17,6 +17,8 @@ def enter_side_by_side(viewer: Any, source: Any, mask: Any, reference: Any) -> d
     grid, everything else hidden; returns what `leave_side_by_side` restores."""
     from napari.layers import Layer
 
+    from napari_medcam.plugin.layers import own_metadata
+
     layers = viewer.layers
     grid = viewer_grid(viewer)
     state: dict[str, Any] = {
@@ -25,7 +27,11 @@ def enter_side_by_side(viewer: Any, source: Any, mask: Any, reference: Any) -> d
         "grid": (grid.enabled, grid.stride, grid.shape),
     }
     data, meta, kind = source.as_layer_data_tuple()
-    meta = dict(meta, name=f"{source.name} (side by side)")
+    meta = dict(
+        meta,
+        name=f"{source.name} (side by side)",
+        metadata=own_metadata("side by side", source.name),
+    )
     twin = Layer.create(data, meta, kind)
     layers.append(twin)
     state["twin"] = twin

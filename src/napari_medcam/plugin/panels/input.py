@@ -11,6 +11,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, Label
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QGroupBox
 
+from napari_medcam.plugin.layers import is_own_layer
 from napari_medcam.plugin.panels.common import Session, add_rows, wrap
 from napari_medcam.plugin.region import (
     Region,
@@ -25,7 +26,12 @@ logger = logging.getLogger(__name__)
 
 
 class InputPanel(QGroupBox):
-    """Image layer (following the selection), pyramid level and region, every-slice mode.
+    """Image layer, pyramid level and region, every-slice mode.
+
+    The Image list holds the user's image layers only (never the plugin's own
+    soft map, Grad-CAM or side-by-side copy). Selecting an image chooses it;
+    selecting anything else (a reference, a points layer, a layer the plugin just
+    added) leaves the choice alone, and the only image is chosen when none is.
 
     ``region_changed`` carries the new `Region` whenever what would be explained
     changes; ``result_activated`` a result layer the user selected in the layer list.
@@ -48,7 +54,8 @@ class InputPanel(QGroupBox):
             label="Image",
             choices=self._image_choices,
             nullable=True,
-            tooltip="The image layer to explain (follows the selection)",
+            tooltip="The image layer to explain (follows the image you select; "
+            "the plugin's own layers are not listed)",
         )
         self.region_label = Label(value="")
         wrap(self.region_label)
@@ -100,18 +107,34 @@ class InputPanel(QGroupBox):
     def _image_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
         from napari.layers import Image
 
-        return [(ly.name, ly) for ly in self.viewer.layers if isinstance(ly, Image)]
+        return [
+            (ly.name, ly)
+            for ly in self.viewer.layers
+            if isinstance(ly, Image) and not is_own_layer(ly)
+        ]
 
     def refresh_choices(self) -> None:
-        """The layers changed: list the images again (the region follows if it moved)."""
+        """The layers changed: list the images again (the region follows if it moved);
+        with no image chosen, the active image — or the only one — is."""
         image = self.image_combo.value
         with self.image_combo.changed.blocked():
             self.image_combo.reset_choices()
+            if self.image_combo.value is None:
+                self._pick_default()
         if self.image_combo.value is not image or image is None:
             self.update_region()
 
+    def _pick_default(self) -> None:
+        images = [ly for _name, ly in self._image_choices()]
+        active = self.viewer.layers.selection.active
+        pick = active if active in images else images[0] if len(images) == 1 else None
+        if pick is not None:
+            self._rejected = None
+            self.image_combo.value = pick
+
     def _on_active(self, event: Any = None) -> None:
-        """Follow the active layer: an image is chosen; a result selects its image."""
+        """Follow the active layer: a user's image is chosen; a result selects its image;
+        anything else keeps the current choice (or, with none, says why not)."""
         if self.session.closed:
             return
         from napari.layers import Image
@@ -119,18 +142,19 @@ class InputPanel(QGroupBox):
         layer = self.viewer.layers.selection.active
         if layer is None:
             return
-        if isinstance(layer, Image):
-            self._rejected = None
-            self.image_combo.value = layer
-        elif layer in self.results:
+        if layer in self.results:
             self._rejected = None
             self.result_activated.emit(layer)
             source = self.results.get(layer).source()
             if source is not None and source in self.viewer.layers:
                 self.image_combo.value = source
-        else:
-            self._rejected = weakref.ref(layer)
-            self.image_combo.value = None
+        elif isinstance(layer, Image) and not is_own_layer(layer):
+            self._rejected = None
+            self.image_combo.value = layer
+        elif self.image_combo.value is None:
+            self._pick_default()
+            if self.image_combo.value is None and not is_own_layer(layer):
+                self._rejected = weakref.ref(layer)
         self.update_region()
 
     def _on_image_chosen(self, _value: Any = None) -> None:
