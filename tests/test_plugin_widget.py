@@ -134,7 +134,7 @@ def test_explain_a_chosen_class_with_extra_layers(medcam, qtbot, lesion_tile):
     viewer, widget = medcam
     image, _ = lesion_tile
     layer = viewer.add_image(image, name="tile", rgb=True, scale=(2.0, 2.0))
-    widget.classifier_panel.target_combo.value = 0  # "normal" instead of the predicted class
+    widget.classifier_panel.target_combo.value = 1  # chosen, not "predicted class"
     widget.settings.add_soft.value = True
     widget.settings.add_gradcam.value = True
     worker = widget.explain()
@@ -143,23 +143,23 @@ def test_explain_a_chosen_class_with_extra_layers(medcam, qtbot, lesion_tile):
     assert widget.run._pbar is not None and widget.run._pbar in progress._all_instances
     qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
     exp = widget.last_result.explanation
-    assert exp.class_name == "normal"
+    assert exp.class_name == "lesion" and exp.valid, exp.status
     i = viewer.layers.index(layer)
     soft, gradcam, labels = viewer.layers[i + 1 : i + 4]
-    assert isinstance(soft, Image) and soft.name == "tile · Med-CAM soft · normal"
-    assert isinstance(gradcam, Image) and gradcam.name == "tile · Grad-CAM · normal"
-    assert isinstance(labels, Labels) and labels.name == "tile · Med-CAM · normal"
+    assert isinstance(soft, Image) and soft.name == "tile · Med-CAM soft · lesion"
+    assert isinstance(gradcam, Image) and gradcam.name == "tile · Grad-CAM · lesion"
+    assert isinstance(labels, Labels) and labels.name == "tile · Med-CAM · lesion"
     for extra in (soft, gradcam, labels):
         np.testing.assert_allclose(extra.scale, layer.scale)
         assert extra.data.shape == image.shape[:2]
     assert gradcam.data.min() >= 0.0 and gradcam.data.max() <= 1.0
-    assert labels.metadata["medcam"]["summary"]["target"] == 0
-    text = widget.summary.label.text()
+    assert labels.metadata["medcam"]["summary"]["target"] == 1
+    text = widget.summary.text()
     assert "normal" in text and "lesion" in text and "% of the image" in text
     # what the engine chose for this classifier is shown: the layers it matched
     assert "layers" in text and all(name in text for name in exp.provenance["activation_layers"])
     if exp.baseline:
-        assert f"absence</td><td>{exp.baseline}" in text
+        assert exp.baseline in text
     assert widget.run.run_button.text == "Explain" and widget.run.run_button.enabled
     assert not widget.run.progress.visible
     assert widget.run._pbar is None
@@ -247,3 +247,48 @@ def test_a_tiled_run_adds_a_tile_map_of_valid_and_failed_tiles(medcam, qtbot, mo
     # no tile map past the in-memory limit (the status says so)
     monkeypatch.setattr(tiling, "IN_MEMORY_PIXELS", 1000)
     assert tile_map(exp) is None and tile_map_too_large(exp)
+
+
+def test_an_invalid_run_adds_no_layer_and_says_why(medcam, qtbot):
+    from napari.utils.notifications import notification_manager
+
+    from .conftest import run_explanation
+
+    viewer, widget = medcam
+    viewer.add_image(np.full((64, 64, 3), 255, np.uint8), name="glass", rgb=True)
+    widget.classifier_panel.target_combo.value = 1  # 'lesion' on an empty slide
+    before = len(notification_manager.records)
+    exp = run_explanation(qtbot, widget).explanation
+    assert not exp.valid
+    assert [ly.name for ly in viewer.layers] == ["glass"]
+    status = widget.run.status_label.value
+    assert status.startswith("No layer added") and exp.status in status
+    text = widget.summary.text()
+    assert "Not trustworthy" in text and "lesion" in text
+    msgs = [str(n.message) for n in notification_manager.records[before:]]
+    assert any("no layer" in m for m in msgs) and all(len(m) < 100 for m in msgs), msgs
+
+
+def test_the_result_reads_as_a_sentence_with_tooltips(medcam):
+    from types import SimpleNamespace
+
+    from napari_medcam.plugin.panels.summary import READING_DOC, plain_sentence
+
+    _viewer, widget = medcam
+    exp = SimpleNamespace(
+        class_name="lesion", valid=True, status="valid", masked_confidence=0.97,
+        deletion_confidence=0.99, original_confidence=0.99, robust_confidence=0.95,
+        area_fraction=0.02, seconds=3.0, steps=40, tiles=1, provenance={}, baseline="glass",
+        probabilities=[0.01, 0.99], masked_probabilities=[0.03, 0.97], target=1,
+        one_line=lambda: "lesion",
+    )
+    assert plain_sentence(exp)[0] == "sufficient, not necessary"
+    assert "not the only evidence" in plain_sentence(exp)[1]
+    assert plain_sentence(SimpleNamespace(**{**vars(exp), "deletion_confidence": 0.1}))[0] == (
+        "sufficient and necessary"
+    )
+    widget.summary.show_explanation(exp, ["normal", "lesion"], "whole image")
+    assert widget.summary.text().count("not the only evidence") == 1
+    cells = widget.summary._cells
+    assert cells and all(c.toolTip() for c in cells)
+    assert READING_DOC.is_file() and "What do these mean?" in widget.summary.link.text()

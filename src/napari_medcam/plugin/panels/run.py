@@ -187,11 +187,7 @@ class RunPanel(QWidget):
         self.progress.value = pct
         if self._pbar is not None and pct > self._pbar.n:
             self._pbar.update(pct - self._pbar.n)
-        tile = f"tile {event.tile + 1}/{event.tiles} · " if event.tiles > 1 else ""
-        self.status_label.value = (
-            f"{tile}step {event.step}/{event.total} · p(masked) {event.masked_confidence:.2f}"
-            f" · area {100 * event.area_fraction:.1f} %"
-        )
+        self.status_label.value = event.describe()
 
     def _on_aborted(self) -> None:
         self.set_status("Cancelled: no layer added.")
@@ -217,6 +213,12 @@ class RunPanel(QWidget):
             self.notify.error(f"Med-CAM: {result.error}")
             return
         exp = result.explanation
+        where = ctx.region.description
+        if not has_evidence(exp):
+            self.explained.emit(exp, list(ctx.classifier.class_names), where)
+            self.status_label.value = f"No layer added: the mask is not trustworthy. {exp.status}."
+            self.notify.warning("Med-CAM added no layer: the mask is not trustworthy (see why in the widget)")
+            return
         try:
             placed = self.results.place(ctx, result)
         except Exception as err:  # e.g. the viewer is being torn down
@@ -228,11 +230,19 @@ class RunPanel(QWidget):
                 f"Kept your edited '{placed.kept_edited.name}'; the new result is a new layer"
             )
         self.result_added.emit(placed.layer)
-        self.explained.emit(exp, list(ctx.classifier.class_names), ctx.region.description)
+        self.explained.emit(exp, list(ctx.classifier.class_names), where)
         self.status_label.value = f"Done: '{placed.layer.name}' ({exp.seconds:.1f} s)"
         if tile_map_too_large(exp):
             self.status_label.value += " · no tile map: the image is too large to hold one"
-        if not exp.valid:
-            self.notify.warning(f"Med-CAM: the mask is not trustworthy: {exp.status}")
+        if not exp.valid:  # some tiles held: their evidence is kept, the failed ones are empty
+            self.status_label.value += f" · not valid overall: {exp.status}"
         if result.gradcam_note and ctx.add_gradcam:
             self.notify.info(result.gradcam_note)
+
+
+def has_evidence(exp: Any) -> bool:
+    """Is there a mask worth a layer: a valid one, or a tiled one where some tiles held
+    (failed tiles' windows are empty and the tile map shows them)?"""
+    if exp.valid:
+        return True
+    return exp.tiles > 1 and any(v.get("valid") for v in exp.tile_verdicts or [])

@@ -1,45 +1,85 @@
-"""The result panel: what the last explanation found, as a table."""
+"""The result panel: one plain sentence first, then the numbers, each with a tooltip.
+
+The sentence says what the mask shows and how sure, from two measurements: the
+masked confidence (is the mask *sufficient*: does the classifier keep its decision
+on the mask alone?) and the deletion confidence (is it *necessary*: does the
+decision go when the mask's content is removed?). docs/reading-results.md says the
+same at length; "What do these mean?" opens it.
+"""
 
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import Any
 
-from qtpy.QtWidgets import QGroupBox, QLabel
+from qtpy.QtWidgets import (
+    QDialog,
+    QGridLayout,
+    QGroupBox,
+    QLabel,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
 
 from napari_medcam.plugin.panels.common import add_rows, wrap
 
+#: the docs page the "What do these mean?" link opens (in a source checkout)
+READING_DOC = Path(__file__).resolve().parents[4] / "docs" / "reading-results.md"
 
-class SummaryPanel(QGroupBox):
-    """Decision kept?, confidences, area, time, and every class's probability."""
+TIPS = {
+    "class": "The class explained: the predicted class unless you chose another.",
+    "confidence": "p(class) on the whole image → on the image with everything outside the "
+    "mask replaced by the absence. The mask is sufficient when the second keeps the decision.",
+    "robust": "Mean p(class) on the mask over random backgrounds drawn around the absence: "
+    "the decision should not depend on what replaces the rest of the image.",
+    "mask removed": "p(class) with the mask's content replaced by the absence (deletion). "
+    "Low: the mask is necessary, without it the classifier changes its mind. High: there "
+    "is more evidence for the class outside the mask.",
+    "area": "Share of the explained image inside the mask.",
+    "regions": "Separate pieces of the mask, after dropping those under the minimum size.",
+    "time": "Wall time of the run, optimisation steps (per tile), and tiles explained.",
+    "explained": "Which part of which image the classifier saw.",
+    "absence": "What replaces the image outside the mask, chosen per image among "
+    "candidates the classifier does not call the class (and which others were neutral).",
+    "layers": "The classifier's internal layers whose activations the mask must keep.",
+    "p(class)": "Every class's probability on the image and on the mask alone.",
+}
 
-    def __init__(self) -> None:
-        super().__init__("Result")
-        self.label = QLabel("No explanation yet.")
-        wrap(self.label, rich=True)
-        add_rows(self, self.label)
 
-    def show_explanation(self, exp: Any, class_names: list[str], where: str = "") -> None:
-        self.label.setText(summary_html(exp, class_names, where))
-        self.label.setToolTip(exp.one_line())
-
-
-def summary_html(exp: Any, class_names: list[str], where: str = "") -> str:
-    """An `Explanation` as rich text: facts, then p(class) on the image and on the mask."""
-    esc = html.escape
-    if len(class_names) != len(exp.probabilities):
-        class_names = [f"class {i}" for i in range(len(exp.probabilities))]
-    state = (
-        "<span style='color:#5cb85c'><b>valid</b></span>"
-        if exp.valid
-        else f"<span style='color:#f0ad4e'><b>not valid</b></span>: {esc(exp.status)}"
+def plain_sentence(exp: Any) -> tuple[str, str]:
+    """(verdict, one sentence) on what the mask shows: sufficient and necessary,
+    sufficient only, or neither (not trustworthy, with the engine's reason)."""
+    c = exp.class_name
+    pm, pd = exp.masked_confidence, exp.deletion_confidence
+    tiles = f" ({exp.status})" if exp.valid and exp.status != "valid" else ""
+    if not exp.valid:
+        return (
+            "not trustworthy",
+            f"The mask does not hold the '{c}' decision, so it shows no evidence: {exp.status}.",
+        )
+    if pd < 0.5:
+        return (
+            "sufficient and necessary",
+            f"The '{c}' decision rests on the outlined region: on it alone the classifier "
+            f"still says '{c}' ({pm:.0%}), and without it, it no longer does ({pd:.0%}){tiles}.",
+        )
+    return (
+        "sufficient, not necessary",
+        f"The outlined region alone is enough for '{c}' ({pm:.0%}), but it is not the only "
+        f"evidence: with it removed the classifier still says '{c}' ({pd:.0%}); look for "
+        f"more of the same elsewhere{tiles}.",
     )
-    if exp.valid and exp.status != "valid":  # tiles or slices: how many hold
-        state += f"<br>{esc(exp.status)}"
+
+
+def facts(exp: Any, where: str = "", regions: str = "") -> list[tuple[str, str]]:
+    """(name, rich-text value) rows of the numbers under the sentence."""
+    esc = html.escape
     unit = "slices" if exp.provenance.get("slice_axis") is not None else "tiles"
     tiles = f" · {exp.tiles} {unit}" if exp.tiles > 1 else ""
-    facts = [
-        ("class", f"<b>{esc(exp.class_name)}</b> — {state}"),
+    rows = [
+        ("class", f"<b>{esc(exp.class_name)}</b>"),
         (
             "confidence",
             f"{exp.original_confidence:.3f} → <b>{exp.masked_confidence:.3f}</b> on the mask",
@@ -47,41 +87,119 @@ def summary_html(exp: Any, class_names: list[str], where: str = "") -> str:
         ("robust", f"{exp.robust_confidence:.3f} on random backgrounds"),
         ("mask removed", f"{exp.deletion_confidence:.3f}"),
         ("area", f"{100 * exp.area_fraction:.1f} % of the image"),
-        ("time", f"{exp.seconds:.1f} s · {exp.steps} steps{tiles}"),
     ]
+    if regions:
+        rows.append(("regions", esc(regions)))
+    rows.append(("time", f"{exp.seconds:.1f} s · {exp.steps} steps{tiles}"))
     if where:
-        facts.append(("explained", esc(where)))
-    facts += _choices(exp)
-    head = "".join(f"<tr><td style='color:gray'>{k}</td><td>{v}</td></tr>" for k, v in facts)
-    bold = [
-        "<b>" + esc(n) + "</b>" if i == exp.target else esc(n) for i, n in enumerate(class_names)
-    ]
-    probs = "".join(
-        f"<tr><td>{bold[i]}</td><td align='right'>{p:.3f}</td><td align='right'>{q:.3f}</td></tr>"
-        for i, (p, q) in enumerate(zip(exp.probabilities, exp.masked_probabilities))
-    )
-    return (
-        f"<table cellspacing='0' cellpadding='2'>{head}</table>"
-        "<table cellspacing='0' cellpadding='2' style='margin-top:6px'>"
-        "<tr><td style='color:gray'>p(class)&nbsp;&nbsp;&nbsp;</td>"
-        "<td style='color:gray' align='right'>&nbsp;image&nbsp;</td>"
-        "<td style='color:gray' align='right'>&nbsp;&nbsp;mask</td></tr>"
-        f"{probs}</table>"
-    )
-
-
-def _choices(exp: Any) -> list[tuple[str, str]]:
-    """What the engine chose for this classifier: replacement image and matched layers."""
-    esc = html.escape
-    out = []
+        rows.append(("explained", esc(where)))
     if exp.baseline:
         neutral = [
             c["name"] for c in exp.provenance.get("absence_candidates", []) if c.get("neutral")
         ]
         others = [n for n in neutral if n != exp.baseline]
-        tip = f" (also neutral: {esc(', '.join(others))})" if others else ""
-        out.append(("absence", f"{esc(exp.baseline)}{tip}"))
+        also = f" (also neutral: {esc(', '.join(others))})" if others else ""
+        rows.append(("absence", f"{esc(exp.baseline)}{also}"))
     layers = exp.provenance.get("activation_layers")
     if layers is not None:
-        out.append(("layers", esc(", ".join(layers)) or "none (outputs only)"))
-    return out
+        rows.append(("layers", esc(", ".join(layers)) or "none (outputs only)"))
+    return rows
+
+
+def probabilities_html(exp: Any, class_names: list[str]) -> str:
+    """p(class) on the image and on the mask, the explained class in bold."""
+    esc = html.escape
+    if len(class_names) != len(exp.probabilities):
+        class_names = [f"class {i}" for i in range(len(exp.probabilities))]
+    bold = [
+        "<b>" + esc(n) + "</b>" if i == exp.target else esc(n) for i, n in enumerate(class_names)
+    ]
+    rows = "".join(
+        f"<tr><td>{bold[i]}</td><td align='right'>{p:.3f}</td><td align='right'>{q:.3f}</td></tr>"
+        for i, (p, q) in enumerate(zip(exp.probabilities, exp.masked_probabilities))
+    )
+    return (
+        "<table cellspacing='0' cellpadding='2'>"
+        "<tr><td style='color:gray'>p(class)&nbsp;&nbsp;&nbsp;</td>"
+        "<td style='color:gray' align='right'>&nbsp;image&nbsp;</td>"
+        "<td style='color:gray' align='right'>&nbsp;&nbsp;mask</td></tr>"
+        f"{rows}</table>"
+    )
+
+
+class SummaryPanel(QGroupBox):
+    """The plain sentence, the numbers (each with a tooltip) and every class's probability."""
+
+    def __init__(self) -> None:
+        super().__init__("Result")
+        self.sentence = QLabel("No explanation yet.")
+        wrap(self.sentence, rich=True)
+        self.grid_box = QWidget()
+        self.grid = QGridLayout(self.grid_box)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid.setHorizontalSpacing(8)
+        self.grid.setVerticalSpacing(1)
+        self.probs = QLabel("")
+        wrap(self.probs, rich=True)
+        self.probs.setToolTip(TIPS["p(class)"])
+        self.link = QLabel("<a href='reading-results'>What do these mean?</a>")
+        self.link.setToolTip(f"Opens {READING_DOC.name}: how to read a result")
+        self.link.linkActivated.connect(lambda _h: self.show_help())
+        self.stale = QLabel("")
+        wrap(self.stale, rich=True)
+        self.stale.setVisible(False)
+        add_rows(self, self.sentence, self.stale, self.grid_box, self.probs, self.link)
+        self._cells: list[QLabel] = []
+        self.grid_box.setVisible(False)
+        self.probs.setVisible(False)
+
+    def show_explanation(
+        self, exp: Any, class_names: list[str], where: str = "", regions: str = ""
+    ) -> None:
+        verdict, sentence = plain_sentence(exp)
+        colour = "#5cb85c" if exp.valid else "#f0ad4e"
+        self.sentence.setText(
+            f"<span style='color:{colour}'><b>{html.escape(verdict.capitalize())}.</b></span> "
+            f"{html.escape(sentence)}"
+        )
+        self.sentence.setToolTip(exp.one_line())
+        self.set_stale("")
+        for cell in self._cells:
+            self.grid.removeWidget(cell)
+            cell.deleteLater()
+        self._cells = []
+        for row, (name, value) in enumerate(facts(exp, where, regions)):
+            for col, text in enumerate((f"<span style='color:gray'>{name}</span>", value)):
+                cell = QLabel(text)
+                wrap(cell, rich=True)
+                cell.setToolTip(TIPS.get(name, ""))
+                self.grid.addWidget(cell, row, col)
+                self._cells.append(cell)
+        self.grid.setColumnStretch(1, 1)
+        self.probs.setText(probabilities_html(exp, class_names))
+        self.grid_box.setVisible(True)
+        self.probs.setVisible(True)
+
+    def set_stale(self, reason: str) -> None:
+        """Say the numbers no longer describe the mask (it was edited), or clear that."""
+        self.stale.setText(f"<span style='color:#f0ad4e'>⚠ {html.escape(reason)}</span>")
+        self.stale.setVisible(bool(reason))
+
+    def text(self) -> str:
+        """Everything the panel says, as rich text (for tests and screenshots)."""
+        cells = "".join(c.text() for c in self._cells)
+        return self.sentence.text() + self.stale.text() + cells + self.probs.text()
+
+    def show_help(self) -> None:
+        """Show docs/reading-results.md in a dialog (the page, or where to find it)."""
+        dialog = QDialog(self)
+        dialog.setWindowTitle("Reading a Med-CAM result")
+        browser = QTextBrowser(dialog)
+        browser.setOpenExternalLinks(True)
+        if READING_DOC.is_file():
+            browser.setMarkdown(READING_DOC.read_text(encoding="utf-8"))
+        else:
+            browser.setPlainText("See docs/reading-results.md in napari-medcam's repository.")
+        QVBoxLayout(dialog).addWidget(browser)
+        dialog.resize(560, 640)
+        dialog.show()
