@@ -150,3 +150,15 @@ def test_large_image_is_tiled_and_mask_keeps_its_shape(clf):
     assert exp.class_name == "lesion"
     assert exp.mask[:, 224:].sum() == 0  # the normal tile has no lesion evidence
     assert (exp.mask[:, :224] & ndimage.binary_dilation(ev_a, iterations=2)).sum() > 0
+
+
+def test_paper_preset_starts_from_a_full_mask_that_keeps_the_decision(lesion_tile):
+    """The published recipe's first binary mask is the whole image, not an empty one."""
+    gen = mc.iter_explain(
+        lesion_tile[0], mc.demo_classifier(), "lesion", mc.MedCAMConfig.paper(steps=2, min_steps=2),
+        device="cpu",
+    )
+    first = next(gen)
+    gen.close()
+    assert first.step == 1 and first.area_fraction > 0.99
+    assert first.masked_confidence > 0.9

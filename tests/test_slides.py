@@ -69,7 +69,8 @@ def test_cancelling_an_on_disk_run_leaves_no_files(clf, monkeypatch, tmp_path):
     canvas = np.full((224, 448, 3), GLASS, np.uint8)
     canvas[:, :224] = mc.synthetic_tile(8000, 1)[0]
     gen = mc.iter_explain(canvas, clf, config=SHORT)
-    next(gen)
+    while next(gen).stage != "optimise":  # tiles classified; now optimising on disk
+        pass
     assert [p.name for p in tmp_path.iterdir()][0].startswith("napari-medcam-stitch-")
     gen.close()  # what Cancel does
     assert list(tmp_path.iterdir()) == []

@@ -173,7 +173,11 @@ def test_slice_mode_fills_every_slice(tile_stack):
     valid = [e for e in result.explanations if e.valid]
     assert whole.masked_confidence == pytest.approx(np.mean([e.masked_confidence for e in valid]))
     assert whole.summary()["shape"] == list(tile_stack.shape[:3])
-    assert {e.tile for e in events} == set(range(n)) and {e.tiles for e in events} == {n}
+    classify = [e for e in events if e.stage == "classify"]
+    assert [e.step for e in classify] == list(range(1, n + 1))  # every slice, before any step
+    steps = events[len(classify) :]
+    assert {e.stage for e in steps} == {"optimise"}
+    assert {e.tile for e in steps} == set(range(n)) and {e.tiles for e in steps} == {n}
     assert all(0 <= e.fraction <= 1 for e in events)
 
 
@@ -182,6 +186,9 @@ def test_slice_mode_along_another_axis_and_cancel():
     vol = np.stack([mc.synthetic_tile(7300, 1, size=64)[0]] * 3, axis=1)  # 64×3×64×3
     gen = iter_explain_slices(vol, clf, config=mc.MedCAMConfig.fast(steps=3, min_steps=1), axis=1)
     first = next(gen)
+    assert (first.stage, first.step, first.total) == ("classify", 1, 3)
+    while first.stage != "optimise":
+        first = next(gen)
     assert first.tile == 0 and first.tiles == 3
     gen.close()  # cancelling leaves nothing half-made
     with pytest.raises(StopIteration):

@@ -2,13 +2,58 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
+
 import numpy as np
 import torch
 
 from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.engine.explanation import ProgressEvent
 from napari_medcam.engine.prepare import resize, unit_tensor
 from napari_medcam.engine.saliency import gradcam_maps
 from napari_medcam.tiling import MIN_TISSUE_FRACTION, Stitcher
+
+
+def iter_gradcam(
+    image: np.ndarray,
+    classifier: Classifier,
+    target: int | str | None = None,
+    layer: str | None = None,
+    *,
+    tile_overlap: int = 32,
+) -> Generator[ProgressEvent, None, np.ndarray]:
+    """`gradcam` tile by tile: yields a "gradcam" `ProgressEvent` per window, returns the map.
+
+    Stop iterating (or ``close()`` the generator) to cancel between tiles.
+    """
+    from napari_medcam.engine.tiles import Tiles
+
+    target_idx = classifier.class_index(target)
+    targets = None if target_idx is None else [target_idx]
+    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
+        image = np.asarray(image)
+    tiles = Tiles(image, classifier, classifier.device, tile_overlap)
+    if not tiles.tiled:
+        unit = unit_tensor(np.asarray(image), classifier)
+        x = classifier.normalise(resize(unit, classifier.input_size)).to(classifier.device)
+        cams, _ = gradcam_maps(x, classifier, targets, layer)
+        cam = resize(cams, tuple(unit.shape[2:]))[0, 0].cpu().numpy()
+    else:
+        stitcher = Stitcher(tiles.spatial)
+        n = len(tiles.windows)
+        try:
+            for i, window in enumerate(tiles.windows):
+                x, tissue = tiles.input(i)
+                if tissue >= MIN_TISSUE_FRACTION:
+                    raw, _ = gradcam_maps(x, classifier, targets, layer, normalise=False)
+                    shape = tuple(s.stop - s.start for s in window)
+                    stitcher.add(window, resize(raw, shape)[0, 0].cpu().numpy())
+                yield ProgressEvent(i + 1, n, {}, float("nan"), 0.0, stage="gradcam")
+            cam = np.asarray(stitcher.result(0.5)[1])
+        finally:
+            stitcher.close()
+    peak = float(cam.max())  # peak 1 at the image's resolution, not only the feature map's
+    return (cam / peak if peak > 0 else cam).astype(np.float32)
 
 
 def gradcam(
@@ -28,30 +73,12 @@ def gradcam(
     one pass over the image resized to the input would blur a slide into a few
     cells. ``target`` None: each tile's predicted class.
     """
-    from napari_medcam.engine.tiles import Tiles
-
-    target_idx = classifier.class_index(target)
-    targets = None if target_idx is None else [target_idx]
-    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
-        image = np.asarray(image)
-    tiles = Tiles(image, classifier, classifier.device, tile_overlap)
-    if not tiles.tiled:
-        unit = unit_tensor(np.asarray(image), classifier)
-        x = classifier.normalise(resize(unit, classifier.input_size)).to(classifier.device)
-        cams, _ = gradcam_maps(x, classifier, targets, layer)
-        cam = resize(cams, tuple(unit.shape[2:]))[0, 0].cpu().numpy()
-    else:
-        stitcher = Stitcher(tiles.spatial)
-        for i, window in enumerate(tiles.windows):
-            x, tissue = tiles.input(i)
-            if tissue < MIN_TISSUE_FRACTION:
-                continue
-            raw, _ = gradcam_maps(x, classifier, targets, layer, normalise=False)
-            shape = tuple(s.stop - s.start for s in window)
-            stitcher.add(window, resize(raw, shape)[0, 0].cpu().numpy())
-        cam = np.asarray(stitcher.result(0.5)[1])
-    peak = float(cam.max())  # peak 1 at the image's resolution, not only the feature map's
-    return (cam / peak if peak > 0 else cam).astype(np.float32)
+    gen = iter_gradcam(image, classifier, target, layer, tile_overlap=tile_overlap)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
 
 
 def _prepared(image: np.ndarray, classifier: Classifier, what: str):

@@ -27,11 +27,7 @@ class _Progress:
             return
         self.last = pct
         bar = "#" * (pct // 4) + "-" * (25 - pct // 4)
-        tiles = f" tile {event.tile + 1}/{event.tiles}" if event.tiles > 1 else ""
-        sys.stderr.write(
-            f"\r[{bar}] {pct:3d} %{tiles} step {event.step}/{event.total} "
-            f"p={event.masked_confidence:.3f} area={100 * event.area_fraction:.1f}%"
-        )
+        sys.stderr.write(f"\r[{bar}] {pct:3d} % {event.describe()}\033[K")
         sys.stderr.flush()
 
     def done(self) -> None:

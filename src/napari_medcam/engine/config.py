@@ -45,7 +45,10 @@ class MedCAMConfig:
     # explainer network
     unet_channels: tuple[int, ...] = (32, 64, 128, 256, 512)
     mask_scale: float = 1.0  # mask resolution relative to the classifier input
-    init_fill: float = 0.5  # initial soft-mask value everywhere (sigmoid of the bias)
+    # initial soft-mask value everywhere (sigmoid of the head's bias): the mask starts
+    # full, so its first binary mask keeps the decision; at 0.5 every pixel sits on the
+    # threshold and the first binary mask is empty (the paper does not say how it starts)
+    init_fill: float = 0.8
     init_spread: float = 0.0  # std of the U-Net head's initial weights (0: uniform start)
     prior_strength: float = 0.0  # ± logits added from the classifier's Grad-CAM (0: none)
     linear_area: bool = False  # area gradient with a constant slope in logit space

@@ -167,7 +167,7 @@ def iter_explain(
 
     own_tissue = None
     if tiles.tiled:
-        selected, mean_probs, target_idx, own_tissue = select_tiles(
+        selected, mean_probs, target_idx, own_tissue = yield from select_tiles(
             tiles, classifier, target_idx, tile_batch, skip_background
         )
     else:

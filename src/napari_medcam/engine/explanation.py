@@ -10,7 +10,7 @@ import numpy as np
 
 @dataclass
 class ProgressEvent:
-    """One optimisation step: yielded by `iter_explain` for progress bars and plots."""
+    """One unit of work (a step, or tiles classified): yielded for progress bars and plots."""
 
     step: int
     total: int
@@ -19,11 +19,26 @@ class ProgressEvent:
     area_fraction: float
     tile: int = 0
     tiles: int = 1
+    # "optimise": a step of the mask's optimisation; "classify": tiles or slices
+    # classified before any is explained; "gradcam": tiles of the comparison map
+    stage: str = "optimise"
 
     @property
     def fraction(self) -> float:
-        """Overall progress in [0, 1], across tiles."""
+        """Progress of the current stage in [0, 1], across tiles."""
         return min(1.0, (self.tile + self.step / max(self.total, 1)) / max(self.tiles, 1))
+
+    def describe(self) -> str:
+        """One line for a status bar or terminal: what is being done, how far along."""
+        tile = f"tile {self.tile + 1}/{self.tiles} · " if self.tiles > 1 else ""
+        if self.stage == "classify":
+            return f"{tile}classifying tiles {self.step}/{self.total}"
+        if self.stage == "gradcam":
+            return f"Grad-CAM {self.step}/{self.total}"
+        return (
+            f"{tile}step {self.step}/{self.total} · p(masked) {self.masked_confidence:.2f}"
+            f" · area {100 * self.area_fraction:.1f} %"
+        )
 
 
 @dataclass

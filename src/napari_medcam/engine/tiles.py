@@ -7,13 +7,14 @@ show it, and offers a few tiles of other classes as counterfactual tissue.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
 from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.engine.explanation import ProgressEvent
 from napari_medcam.engine.prepare import resize, unit_tensor
 from napari_medcam.tiling import MIN_TISSUE_FRACTION, needs_tiling, tile_grid, tissue_fraction
 
@@ -58,41 +59,69 @@ class Tiles:
             yield chunk, torch.cat([self.input(i)[0] for i in chunk])
 
 
+def blank_class(classifier: Classifier, device: torch.device) -> int:
+    """The class the classifier gives a blank (dataset-mean) input: "nothing found"."""
+    with torch.no_grad():
+        blank_in = torch.zeros((1, classifier.channels, *classifier.input_size), device=device)
+        return int(classifier.module(blank_in).argmax())
+
+
+def choose_target(probs: torch.Tensor, blank: int) -> int:
+    """The most confident finding among tiles or slices (rows of ``probs``).
+
+    The class, other than the blank input's, that some row is assigned to with the
+    highest probability; the blank class only when no row shows anything else.
+    """
+    preds = probs.argmax(1)
+    best = probs.max(0).values
+    findings = [c for c in range(probs.shape[1]) if c != blank and bool((preds == c).any())]
+    return max(findings, key=lambda c: float(best[c])) if findings else blank
+
+
+def classify_stage(done: int, total: int) -> ProgressEvent:
+    """A progress event for inputs classified before any is explained."""
+    return ProgressEvent(done, total, {}, float("nan"), 0.0, stage="classify")
+
+
 def select_tiles(
     tiles: Tiles,
     classifier: Classifier,
     target: int | None,
     batch: int,
     skip_background: bool,
-) -> tuple[list[int], list[float], int, torch.Tensor | None]:
+) -> Generator[ProgressEvent, None, tuple[list[int], list[float], int, torch.Tensor | None]]:
     """Classify every tissue tile; keep those assigned to the target (chosen if None).
 
-    Default target of a tiled image: its most confident finding — the class, other
-    than the one the classifier gives a blank (mean-colour) image, that some tile
-    shows with the highest probability; the blank class only when no tile shows
-    anything else. Also returns up to `COUNTERFACTUAL_TILES` tissue tiles of other
+    Yields a "classify" `ProgressEvent` per batch of windows (one forward pass
+    each), so a slide's first minutes can be watched and cancelled; returns (tiles
+    to explain, mean probabilities, target, counterfactual tissue). Default target:
+    `choose_target`. Also returns up to `COUNTERFACTUAL_TILES` tissue tiles of other
     classes, evenly spread over the image, as counterfactual tissue for the absence.
     """
-    tissue_idx, probs = [], []
-    with torch.no_grad():
-        for i in range(len(tiles.windows)):
-            x, tissue = tiles.input(i)
-            if skip_background and tissue < MIN_TISSUE_FRACTION:
-                continue
-            tissue_idx.append(i)
-            probs.append(torch.softmax(classifier.module(x), 1)[0])
-        if not probs:
-            return [], [0.0] * classifier.num_classes, target if target is not None else 0, None
-        p = torch.stack(probs)
-        blank_in = torch.zeros((1, classifier.channels, *classifier.input_size), device=p.device)
-        blank = int(classifier.module(blank_in).argmax())
-    preds = p.argmax(1)
+    n = len(tiles.windows)
+    tissue_idx: list[int] = []
+    probs: list[torch.Tensor] = []
+    for start in range(0, n, batch):
+        inputs = [tiles.input(i) for i in range(start, min(start + batch, n))]
+        keep = [
+            (start + j, x)
+            for j, (x, tissue) in enumerate(inputs)
+            if not skip_background or tissue >= MIN_TISSUE_FRACTION
+        ]
+        if keep:
+            with torch.no_grad():
+                p = torch.softmax(classifier.module(torch.cat([x for _, x in keep])), 1)
+            tissue_idx += [i for i, _ in keep]
+            probs += list(p)
+        yield classify_stage(min(start + batch, n), n)
+    if not probs:
+        return [], [0.0] * classifier.num_classes, target if target is not None else 0, None
+    p = torch.stack(probs)
     if target is None:
-        best = p.max(0).values
-        findings = [c for c in range(p.shape[1]) if c != blank and bool((preds == c).any())]
-        target = max(findings, key=lambda c: float(best[c])) if findings else blank
-    selected = [i for i, pred in zip(tissue_idx, preds.tolist()) if pred == target]
-    others = [i for i, pred in zip(tissue_idx, preds.tolist()) if pred != target]
+        target = choose_target(p, blank_class(classifier, p.device))
+    preds = p.argmax(1).tolist()
+    selected = [i for i, pred in zip(tissue_idx, preds) if pred == target]
+    others = [i for i, pred in zip(tissue_idx, preds) if pred != target]
     if len(others) > COUNTERFACTUAL_TILES:
         picks = np.linspace(0, len(others) - 1, COUNTERFACTUAL_TILES).round().astype(int)
         others = [others[j] for j in picks]

@@ -33,10 +33,11 @@ class UNet(nn.Module):
     ``channels`` gives the width of each level (the paper: 32-64-128-256-512).
     Inputs whose sides are not multiples of ``2**(levels-1)`` are padded and the
     output cropped back, so any size works. The last layer starts with bias
-    ``logit(init_fill)`` and small random weights (std ``init_spread``): the first
-    mask is about ``init_fill`` everywhere, so the decision is held from step 0,
-    but pixels differ a little, so they cross the threshold one region at a time
-    instead of all at once (a uniform start empties the mask in one step).
+    ``logit(init_fill)`` and weights of std ``init_spread`` (0 in every preset): the
+    first mask is ``init_fill`` everywhere, above the threshold, so the decision is
+    held from step 0. Pixels then part by their gradients — and, in the fast
+    presets, by a Grad-CAM prior added to the logits (`MedCAMConfig.prior_strength`)
+    — so they cross the threshold region by region, not all at once.
     """
 
     def __init__(

@@ -23,6 +23,7 @@ from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explain import ExplanationCancelled, iter_explain
 from napari_medcam.engine.explanation import Explanation, ProgressEvent
 from napari_medcam.engine.prepare import prepare_input, resolve_device
+from napari_medcam.engine.tiles import blank_class, choose_target, classify_stage
 from napari_medcam.engine.verdict import overall
 from napari_medcam.tiling import needs_tiling
 
@@ -173,32 +174,15 @@ def _slice(volume: Any, axis: int, i: int, value_range: tuple[float, float]) -> 
 
 def _slice_probabilities(
     slices: Callable[[int], np.ndarray], n: int, classifier: Classifier, device: torch.device
-) -> tuple[torch.Tensor, int]:
-    """(n × classes probabilities of every slice, the class a blank input gets)."""
-    with torch.no_grad():
-        probs = torch.stack(
-            [
-                torch.softmax(
-                    classifier.module(prepare_input(slices(i), classifier).to(device)), 1
-                )[0]
-                for i in range(n)
-            ]
-        )
-        blank_in = torch.zeros((1, classifier.channels, *classifier.input_size), device=device)
-        blank = int(classifier.module(blank_in).argmax())
-    return probs.cpu(), blank
-
-
-def _volume_target(probs: torch.Tensor, blank: int) -> int:
-    """The volume's most confident finding (as for a tiled image in `iter_explain`).
-
-    The class, other than the one a blank (mean-colour) input gets, that some slice
-    shows with the highest probability; the blank class when no slice shows another.
-    """
-    preds = probs.argmax(1)
-    best = probs.max(0).values
-    findings = [c for c in range(probs.shape[1]) if c != blank and bool((preds == c).any())]
-    return max(findings, key=lambda c: float(best[c])) if findings else blank
+) -> Generator[ProgressEvent, None, torch.Tensor]:
+    """Probabilities (n × classes) of every slice; a "classify" event per slice."""
+    probs = []
+    for i in range(n):
+        with torch.no_grad():
+            x = prepare_input(slices(i), classifier).to(device)
+            probs.append(torch.softmax(classifier.module(x), 1)[0])
+        yield classify_stage(i + 1, n)
+    return torch.stack(probs).cpu()
 
 
 def _not_shown(
@@ -269,9 +253,9 @@ def iter_explain_slices(
     def plane(i: int) -> np.ndarray:
         return _slice(volume, axis, i, value_range)
 
-    probs, blank = _slice_probabilities(plane, n, classifier, dev)
-    if target_idx is None:
-        target_idx = _volume_target(probs, blank)
+    probs = yield from _slice_probabilities(plane, n, classifier, dev)
+    if target_idx is None:  # the volume's most confident finding, as for a tiled image
+        target_idx = choose_target(probs, blank_class(classifier, dev))
     plane_shape = tuple(k for a, k in enumerate(spatial) if a != axis)
     # a slice larger than the input is tiled, and `iter_explain` picks its own tiles
     tiled = needs_tiling(plane_shape, classifier.input_size)

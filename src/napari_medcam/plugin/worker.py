@@ -20,7 +20,7 @@ import os
 import threading
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -196,7 +196,7 @@ def run_explanation(job: ExplainJob) -> Generator[Any, None, JobResult]:
                     )
                 else:
                     try:
-                        result.gradcam = _gradcam(job, explanation.target)
+                        result.gradcam = yield from _gradcam(job, explanation.target)
                     except Exception as err:  # Grad-CAM is a comparison, not the result
                         result.gradcam_note = f"Grad-CAM unavailable: {_message(err)}"
             if job.cancel.is_set():
@@ -206,18 +206,34 @@ def run_explanation(job: ExplainJob) -> Generator[Any, None, JobResult]:
         job.done.set()
 
 
-def _gradcam(job: ExplainJob, target: int) -> np.ndarray:
+def _gradcam(job: ExplainJob, target: int) -> Generator[Any, None, np.ndarray | None]:
     """Grad-CAM of the job's image (slice by slice in every-slice mode), for comparison.
 
-    A lazy region (pyramid level) is read here, in the worker thread, window by
-    window as `explain` reads it (never whole).
+    Yields its progress; returns None as soon as the job is cancelled (checked
+    between tiles). A lazy region (pyramid level) is read here, in the worker
+    thread, window by window as `explain` reads it (never whole).
     """
-    from napari_medcam.baselines import gradcam
+    from napari_medcam.baselines import iter_gradcam
 
     if job.slice_axis is None:
-        return gradcam(job.image, job.classifier, target)
-    planes = np.moveaxis(np.asarray(job.image), job.slice_axis, 0)
-    maps = [gradcam(plane, job.classifier, target) for plane in planes]
+        planes = [job.image]
+    else:
+        planes = list(np.moveaxis(np.asarray(job.image), job.slice_axis, 0))
+    maps = []
+    for i, plane in enumerate(planes):
+        gen = iter_gradcam(plane, job.classifier, target)
+        while True:
+            if job.cancel.is_set():
+                gen.close()
+                return None
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                maps.append(stop.value)
+                break
+            yield replace(event, tile=i, tiles=len(planes))
+    if job.slice_axis is None:
+        return maps[0]
     return np.moveaxis(np.stack(maps), 0, job.slice_axis)
 
 
