@@ -1,0 +1,103 @@
+"""``napari-medcam batch``: explain a cohort of slides from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from typing import Any
+
+EXIT_INTERRUPTED = 130
+
+
+def _run_batch(args: argparse.Namespace) -> int:
+    import napari_medcam as mc
+    from napari_medcam.batch.cohort import CohortInterrupted, run_cohort
+
+    config = mc.MedCAMConfig.preset(args.preset, seed=args.seed)
+    if args.steps is not None:
+        config = config.capped(args.steps)
+    if args.tolerance is not None:
+        config = config.replace(tolerance=args.tolerance)
+    target: Any = args.target
+    if target is not None and target.lstrip("-").isdigit():
+        target = int(target)
+    try:
+        report = run_cohort(
+            args.slides,
+            args.out,
+            slide_list=args.list,
+            classifier=args.classifier,
+            weights=args.weights,
+            config=config,
+            level=args.level,
+            target=target,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            device=args.device,
+            force=args.force,
+            dashboard_address=args.dashboard_address,
+        )
+    except CohortInterrupted as stop:
+        rep = stop.report
+        again = " ".join(shlex.quote(a) for a in ["napari-medcam", *sys.argv[1:]])
+        print(
+            f"\nnapari-medcam batch: interrupted. {len(rep.done)} slides finished in this run "
+            f"are kept, {len(rep.interrupted)} running ones were stopped and will be redone.\n"
+            f"Resume with the same command:\n  {again}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    for path in report.summary:
+        print(f"  {path}")
+    return 1 if report.failed else 0
+
+
+def add_batch_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add the ``batch`` sub-command to the ``napari-medcam`` parser's subparsers."""
+    b = sub.add_parser(
+        "batch",
+        help="explain every slide of a cohort on a Dask cluster (resumable)",
+        description="Explain every slide of a cohort, one Dask task per slide, into --out: "
+        "a folder per slide (mask TIFF, GeoJSON, tile table), a manifest, summary.csv and "
+        "summary.html. Rerun the same command to resume: finished slides are skipped.",
+    )
+    b.add_argument("slides", nargs="*", metavar="SLIDE", help="slide files, or folders of slides")
+    b.add_argument("--list", metavar="CSV", help="CSV of slides (a 'path' column, or the first)")
+    b.add_argument("--out", required=True, help="cohort output folder (created if needed)")
+    b.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="address of a running Dask scheduler (e.g. tcp://10.0.0.5:8786); "
+        "default: a local cluster on this machine",
+    )
+    b.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes of the local cluster (default: one per GPU, else per CPU core)",
+    )
+    b.add_argument(
+        "--level",
+        type=int,
+        help="pyramid level to explain (default: per slide, the finest at most 4096 px a side)",
+    )
+    b.add_argument("--target", help="class index or name (default: each slide's finding)")
+    b.add_argument("--classifier", default="demo", help="as for explain (default: demo)")
+    b.add_argument("--weights", help="state-dict file for a factory classifier")
+    b.add_argument("--preset", choices=["fast", "paper"], default="fast")
+    b.add_argument("--steps", type=int, help="at most this many optimisation steps per tile")
+    b.add_argument("--tolerance", type=float, help="keep at least this share of the confidence")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    b.add_argument(
+        "--force",
+        action="store_true",
+        help="redo every slide, also when --out holds results made with other settings",
+    )
+    b.add_argument(
+        "--dashboard-address",
+        default=":8787",
+        help="where the local cluster serves its Dask dashboard (':0' for any free port)",
+    )
+    b.set_defaults(run=_run_batch)
+    return b

@@ -1,0 +1,310 @@
+"""`run_cohort`: explain every slide of a study on a Dask cluster, resumably.
+
+One task per slide (`napari_medcam.batch.task.explain_slide`) on a
+``distributed.LocalCluster`` (default: one single-threaded worker process per CPU
+core, or per GPU) or on any running scheduler (``scheduler="tcp://host:8786"``:
+dask-jobqueue, Kubernetes, ``dask scheduler`` by hand; the workers must see the
+slides and the output folder at the same paths). The client only submits paths and
+records results: the manifest after every slide, the summary at the end.
+
+A worker process that dies (killed, out of memory) loses only its slide's partial
+work: the scheduler reruns the task on another worker, up to
+``distributed.scheduler.allowed-failures`` times (default 3); past that the slide
+is recorded as failed. Ctrl-C cancels what is running, records it as interrupted
+and raises `CohortInterrupted`; the same call (command) again resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from napari_medcam.batch.manifest import DONE, FAILED, INTERRUPTED, RUNNING, open_manifest
+from napari_medcam.batch.slides import resolve_slides
+from napari_medcam.batch.summary import write_summary
+from napari_medcam.batch.task import PROGRESS_TOPIC, SlideJob, explain_slide
+from napari_medcam.engine.config import MedCAMConfig
+
+
+@dataclass
+class CohortReport:
+    """What a run did: slide ids by outcome, where the summary is, the dashboard."""
+
+    out: Path
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    interrupted: list[str] = field(default_factory=list)
+    dashboard: str | None = None
+    summary: list[Path] = field(default_factory=list)
+
+    def one_line(self) -> str:
+        if not self.done and not self.failed and not self.interrupted:
+            return f"nothing to do: all {len(self.skipped)} slides already explained in {self.out}"
+        parts = [f"{len(self.done)} explained"]
+        if self.skipped:
+            parts.append(f"{len(self.skipped)} already done (skipped)")
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed")
+        if self.interrupted:
+            parts.append(f"{len(self.interrupted)} interrupted")
+        return ", ".join(parts)
+
+
+class CohortInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `run_cohort`: running slides were cancelled and recorded; rerun to resume."""
+
+    def __init__(self, report: CohortReport) -> None:
+        super().__init__("cohort run interrupted")
+        self.report = report
+
+
+def _default_workers() -> int:
+    import torch
+
+    return torch.cuda.device_count() or os.cpu_count() or 1
+
+
+class _Progress:
+    """Terminal bars: slides finished, and tiles of the slides running now (tqdm).
+
+    Tile events arrive on the client's event-loop thread; lines about finished
+    slides are printed through tqdm so the bars stay whole. Without a terminal
+    there are no bars, only the lines.
+    """
+
+    def __init__(self, total: int, enabled: bool, log: Callable[[str], None]) -> None:
+        from tqdm import tqdm
+
+        self.log = log
+        self.lock = threading.Lock()
+        self.running: dict[str, tuple[int, int]] = {}
+        on = enabled and os.isatty(2)
+        self.slides = tqdm(total=total, desc="slides", unit="slide", disable=not on, position=0)
+        self.tiles = tqdm(total=0, desc="tiles of running slides", disable=not on, position=1)
+
+    def event(self, event: tuple[float, dict[str, Any]]) -> None:
+        msg = event[1]
+        with self.lock:
+            self.running[msg["slide"]] = (int(msg["tile"]), int(msg["tiles"]))
+            self._tiles()
+
+    def _tiles(self) -> None:
+        self.tiles.total = sum(n for _, n in self.running.values())
+        self.tiles.n = sum(t for t, _ in self.running.values())
+        self.tiles.refresh()
+
+    def finished(self, slide_id: str, line: str) -> None:
+        with self.lock:
+            self.running.pop(slide_id, None)
+            self._tiles()
+            self.slides.update(1)
+            if self.slides.disable:
+                self.log(line)
+            else:
+                self.slides.write(line)
+
+    def close(self) -> None:
+        self.tiles.close()
+        self.slides.close()
+
+
+def _line(slide_id: str, row: dict[str, Any]) -> str:
+    if row["status"] != DONE:
+        return f"  failed  {slide_id}: {row.get('reason', '')}"
+    verdict = "valid" if row["valid"] else "not valid"
+    found = row["class_found"] or "no finding"
+    return (
+        f"  done    {slide_id}: {found}, {row['tiles_valid']}/{row['tiles_explained']} tiles "
+        f"valid, {verdict}, {row['seconds']:.1f} s"
+    )
+
+
+def run_cohort(
+    slides: Iterable[str | Path] = (),
+    out: str | Path = "medcam-cohort",
+    *,
+    slide_list: str | Path | None = None,
+    classifier: str = "demo",
+    weights: str | Path | None = None,
+    config: MedCAMConfig | None = None,
+    level: int | None = None,
+    target: int | str | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    device: str = "auto",
+    force: bool = False,
+    dashboard_address: str = ":8787",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> CohortReport:
+    """Explain every slide into ``out`` (one folder per slide, manifest, summary).
+
+    ``slides``: slide files or folders of slides; ``slide_list``: a CSV whose
+    ``path`` column (or first column) names more. ``scheduler``: the address of a
+    running Dask scheduler; None starts a LocalCluster of ``workers`` processes.
+    Finished slides (same settings) are skipped, others (new, failed, interrupted)
+    explained; a folder made with other settings is a ValueError unless ``force``,
+    which redoes every slide. Raises `CohortInterrupted` on Ctrl-C.
+    """
+    from napari_medcam.classifiers import load_classifier
+    from napari_medcam.classifiers.fingerprint import classifier_fingerprint
+
+    config = config if config is not None else MedCAMConfig.fast()
+    if not isinstance(config, MedCAMConfig):
+        raise ValueError(f"config must be a MedCAMConfig, got {type(config).__name__}")
+    if level is not None and level < 0:
+        raise ValueError(f"level must be ≥ 0, got {level}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be ≥ 1, got {workers}")
+    paths = resolve_slides(slides, slide_list)
+    out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    clf = load_classifier(classifier, weights=weights)
+    fingerprint = classifier_fingerprint(clf)
+    if target is not None:
+        clf.class_index(target)  # an unknown class is an error now, not on every worker
+    settings = {
+        "config": config.to_dict(),
+        "level": "auto" if level is None else level,
+        "target": target,
+        "classifier_fingerprint": fingerprint,
+        "tile_overlap": 32,
+        "tile_batch": 4,
+    }
+    about = {
+        "spec": str(classifier),
+        "weights": str(weights) if weights else None,
+        "name": clf.name,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    manifest, started_over = open_manifest(out, settings, about, force)
+    if started_over:
+        log(f"--force: settings changed, every slide in {out} is redone")
+    ids = [manifest.add(p) for p in paths]
+    report = CohortReport(out)
+    todo = []
+    for sid in ids:
+        if not force and manifest.finished(sid):
+            report.skipped.append(sid)
+            if manifest.slides[sid]["status"] != DONE:  # recovered: done, but not recorded
+                manifest.update(sid, status=DONE)
+        else:
+            todo.append(sid)
+    manifest.save()
+    if not todo:
+        report.summary = write_summary(manifest)
+        log(report.one_line())
+        return report
+    job = SlideJob(
+        classifier=str(classifier),
+        weights=str(Path(weights).resolve()) if weights else None,
+        fingerprint=fingerprint,
+        config=config,
+        level=level,
+        target=target,
+        device=device,
+        settings_hash=manifest.hash,
+    )
+    _submit_all(manifest, todo, job, report, scheduler, workers, dashboard_address, progress, log)
+    return report
+
+
+def _submit_all(
+    manifest: Any,
+    todo: Sequence[str],
+    job: SlideJob,
+    report: CohortReport,
+    scheduler: str | None,
+    workers: int | None,
+    dashboard_address: str,
+    progress: bool,
+    log: Callable[[str], None],
+) -> None:
+    """Run the slides in ``todo`` as Dask tasks and record each as it finishes."""
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler is None:
+        n = min(workers or _default_workers(), len(todo))
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=dashboard_address,
+        )
+        client = Client(cluster)
+        log(f"local Dask cluster: {n} worker process{'es' if n > 1 else ''}")
+    else:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except OSError as err:
+            raise ValueError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
+        log(f"Dask scheduler {scheduler}: {len(client.scheduler_info()['workers'])} workers")
+    report.dashboard = client.dashboard_link
+    log(f"Dask dashboard: {report.dashboard}")
+    bars = _Progress(len(todo), progress, log)
+    futures: dict[Any, str] = {}
+    try:
+        client.subscribe_topic(PROGRESS_TOPIC, bars.event)
+        for rank, sid in enumerate(todo):
+            manifest.update(sid, status=RUNNING)
+            fut = client.submit(
+                explain_slide,
+                manifest.slides[sid]["path"],
+                str(manifest.folder(sid)),
+                sid,
+                job,
+                key=f"medcam-slide-{sid}-{manifest.hash}",
+                pure=False,
+                priority=-rank,  # in the order given
+            )
+            futures[fut] = sid
+        manifest.save()
+        for fut in as_completed(list(futures)):
+            sid = futures.pop(fut)
+            row = _row(fut)
+            manifest.update(sid, **row)
+            manifest.save()
+            if row["status"] == DONE:
+                report.done.append(sid)
+            else:
+                report.failed[sid] = row["reason"]
+            bars.finished(sid, _line(sid, row))
+    except KeyboardInterrupt:
+        client.cancel(list(futures))
+        for sid in futures.values():
+            manifest.update(sid, status=INTERRUPTED, reason="run interrupted (Ctrl-C)")
+            report.interrupted.append(sid)
+        manifest.save()
+        report.summary = write_summary(manifest)
+        raise CohortInterrupted(report) from None
+    finally:
+        bars.close()
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    report.summary = write_summary(manifest)
+    log(report.one_line())
+
+
+def _row(fut: Any) -> dict[str, Any]:
+    """The task's result row; a task that could not run at all (its workers kept dying,
+    or it raised before its own error handling) as a failed row with the reason."""
+    from distributed.scheduler import KilledWorker
+
+    try:
+        return fut.result()
+    except KilledWorker:
+        return {
+            "status": FAILED,
+            "reason": "the worker process died every time it explained this slide "
+            "(out of memory? see the worker logs)",
+        }
+    except Exception as err:
+        return {"status": FAILED, "reason": f"{type(err).__name__}: {err}"}

@@ -1,0 +1,161 @@
+"""The cohort manifest: which run settings made a folder, and where every slide stands.
+
+``OUT/manifest.json`` is written by the client only (one writer, atomically, after
+every slide), so it is always whole. It records the settings that make results
+comparable — the Med-CAM config, level, target, tiling and the classifier's
+fingerprint — and, per slide, its path, folder, status (done, failed, running,
+interrupted), reason and seconds. A rerun trusts a slide as finished only when its
+own ``result.json`` is there with the same settings hash (the manifest may lag a
+crash by one slide, the slide folder may have been deleted); everything else is
+redone. Another settings hash is refused unless forced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from napari_medcam.batch.outputs import read_result
+from napari_medcam.io import _jsonable, write_atomic
+
+MANIFEST = "manifest.json"
+FORMAT = "napari-medcam cohort 1"
+SLIDES_DIR = "slides"
+DONE, FAILED, RUNNING, INTERRUPTED = "done", "failed", "running", "interrupted"
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    """Short stable hash of the run settings (sorted JSON)."""
+    text = json.dumps(_jsonable(settings), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """'key: old → new' for every setting that differs (nested keys dotted)."""
+    a, b = _flat(_jsonable(old)), _flat(_jsonable(new))
+    return [
+        f"{k}: {a.get(k, '—')} → {b.get(k, '—')}"
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k) != b.get(k)
+    ]
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass
+class Manifest:
+    """``manifest.json`` of a cohort output folder, in memory."""
+
+    out: Path
+    settings: dict[str, Any]
+    classifier: dict[str, Any]
+    slides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    created: str = field(default_factory=_now)
+
+    @property
+    def hash(self) -> str:
+        return settings_hash(self.settings)
+
+    @classmethod
+    def load(cls, out: Path) -> Manifest | None:
+        """The folder's manifest, None if there is none; ValueError if it is not ours."""
+        path = out / MANIFEST
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            if data.get("format") != FORMAT:
+                raise ValueError(f"format {data.get('format')!r}, expected {FORMAT!r}")
+            return cls(out, data["settings"], data["classifier"], data["slides"], data["created"])
+        except (OSError, ValueError, KeyError, AttributeError) as err:
+            raise ValueError(
+                f"{path} is not a napari-medcam cohort manifest ({err}); "
+                "choose another --out folder, or pass --force to start this one over"
+            ) from None
+
+    def save(self) -> None:
+        data = {
+            "format": FORMAT,
+            "created": self.created,
+            "updated": _now(),
+            "settings_hash": self.hash,
+            "settings": self.settings,
+            "classifier": self.classifier,
+            "slides": self.slides,
+        }
+        text = json.dumps(_jsonable(data), indent=1)
+        write_atomic(self.out / MANIFEST, lambda tmp: tmp.write_text(text), overwrite=True)
+
+    def folder(self, slide_id: str) -> Path:
+        return self.out / SLIDES_DIR / slide_id
+
+    def id_for(self, path: Path) -> str:
+        """The slide's folder name: kept from an earlier run, else its file name's stem
+        (made safe, and unique with a hash of the path when two slides share it)."""
+        for sid, rec in self.slides.items():
+            if rec["path"] == str(path):
+                return sid
+        stem = path.name.split(".")[0] or "slide"
+        base = re.sub(r"[^A-Za-z0-9_-]+", "_", stem)
+        sid = base
+        if sid in self.slides:
+            sid = f"{base}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+        return sid
+
+    def add(self, path: Path) -> str:
+        sid = self.id_for(path)
+        self.slides.setdefault(sid, {"path": str(path), "status": "new"})
+        return sid
+
+    def update(self, slide_id: str, **facts: Any) -> None:
+        self.slides[slide_id].update(facts, updated=_now())
+
+    def finished(self, slide_id: str) -> bool:
+        """Whether the slide's outputs are complete and made with these settings."""
+        result = read_result(self.folder(slide_id))
+        return result is not None and result.get("settings_hash") == self.hash
+
+
+def open_manifest(
+    out: Path, settings: dict[str, Any], classifier: dict[str, Any], force: bool
+) -> tuple[Manifest, bool]:
+    """The folder's manifest for a run with ``settings`` (a new one if there is none).
+
+    Returns (manifest, started_over). Different settings are a ValueError naming
+    the differences, unless ``force``: then the old records are dropped and every
+    slide is redone (the old outputs are replaced slide by slide).
+    """
+    old = None
+    try:
+        old = Manifest.load(out)
+    except ValueError:
+        if not force:
+            raise
+    if old is not None and old.hash == settings_hash(settings):
+        old.classifier = classifier
+        return old, False
+    if old is not None and not force:
+        diff = differences(old.settings, settings)
+        raise ValueError(
+            f"{out} holds a cohort explained with other settings ("
+            + "; ".join(diff[:6])
+            + ("; …" if len(diff) > 6 else "")
+            + "): pass --force to redo every slide with the new ones, or choose another --out"
+        )
+    return Manifest(out, settings, classifier), old is not None

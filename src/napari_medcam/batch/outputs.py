@@ -1,0 +1,226 @@
+"""One slide's outputs in its own folder, written all at once; and reading them back.
+
+A slide folder holds ``mask.tif`` (pyramidal uint8 0/1 TIFF at the explained level,
+the explanation as metadata), ``mask.geojson`` (QuPath annotations in level-0
+pixels), ``tiles.csv`` (one row per explained tile: window, confidences, verdict),
+``thumbnail.png`` / ``overlay.png`` (the slide, and the slide with its evidence, for
+the summary) and ``result.json``. They are written by one `write_files` call, and
+``result.json`` is renamed last: a slide is finished exactly when its
+``result.json`` exists and names the run's settings. A worker killed while writing
+leaves at most hidden temporary files (``.mask.tif.1a2b3c4d.tif``), which the next
+attempt removes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_medcam.io import _jsonable, geojson_writer, write_files
+
+MASK, GEOJSON, TILES, THUMB, OVERLAY, RESULT = (
+    "mask.tif",
+    "mask.geojson",
+    "tiles.csv",
+    "thumbnail.png",
+    "overlay.png",
+    "result.json",
+)
+#: larger side of the summary's thumbnails, in pixels
+THUMB_SIDE = 320
+TILE_COLUMNS = (
+    "tile",
+    "y0",
+    "x0",
+    "y1",
+    "x1",
+    "y0_level0",
+    "x0_level0",
+    "y1_level0",
+    "x1_level0",
+    "target",
+    "class_name",
+    "original",
+    "masked",
+    "robust",
+    "area",
+    "valid",
+    "status",
+)
+EVIDENCE = (0, 229, 255)  # the mask's cyan, as in napari and QuPath
+FAILED_TILE = (240, 173, 78)  # the plugin's orange for tiles whose mask failed
+
+
+def remove_partial(folder: Path) -> None:
+    """Delete hidden temporary files a killed attempt left in a slide folder."""
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p.name.startswith(".") and p.is_file():
+                p.unlink(missing_ok=True)
+
+
+def tiles_csv(verdicts: list[dict[str, Any]], class_names: list[str], downsample: float) -> str:
+    """The per-tile verdict table: windows at the explained level and in level-0 pixels."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(TILE_COLUMNS)
+    for i, v in enumerate(verdicts):
+        y0, x0, y1, x1 = (int(c) for c in v["window"])
+        level0 = [round(c * downsample) for c in (y0, x0, y1, x1)]
+        w.writerow(
+            [i, y0, x0, y1, x1, *level0, v["target"], class_names[v["target"]]]
+            + [v["original"], v["masked"], v["robust"], v["area"], int(bool(v["valid"]))]
+            + [v["status"]]
+        )
+    return buf.getvalue()
+
+
+def read_tiles_csv(path: Path) -> list[dict[str, Any]]:
+    """Rows of a ``tiles.csv``, windows as ints and ``valid`` as bool."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k in TILE_COLUMNS[:10]:
+            r[k] = int(r[k])
+        r["valid"] = r["valid"] == "1"
+    return rows
+
+
+def _small(image: Any, side: int = THUMB_SIDE) -> np.ndarray:
+    """An RGB uint8 view of ``image`` (2-D or RGB, lazy or not) at most ``side`` a side."""
+    step = max(1, -(-max(int(n) for n in image.shape[:2]) // side))
+    arr = np.asarray(image[::step, ::step])
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    arr = arr[..., :3]
+    if arr.dtype != np.uint8:
+        lo, hi = float(arr.min(initial=0)), float(arr.max(initial=1))
+        arr = ((arr - lo) / max(hi - lo, 1e-12) * 255).astype(np.uint8)
+    return arr
+
+
+def _resize_nearest(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    rows = np.minimum(
+        (np.arange(shape[0]) * mask.shape[0] / shape[0]).astype(int), mask.shape[0] - 1
+    )
+    cols = np.minimum(
+        (np.arange(shape[1]) * mask.shape[1] / shape[1]).astype(int), mask.shape[1] - 1
+    )
+    return mask[rows][:, cols]
+
+
+def thumbnails(
+    image: Any, mask: Any, verdicts: list[dict[str, Any]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(slide thumbnail, thumbnail with the evidence in cyan and failed tiles outlined)."""
+    thumb = _small(image)
+    step = max(1, -(-max(int(n) for n in mask.shape[:2]) // THUMB_SIDE))
+    small_mask = _resize_nearest(np.asarray(mask[::step, ::step]) > 0, thumb.shape[:2])
+    over = thumb.copy()
+    over[small_mask] = (0.4 * over[small_mask] + 0.6 * np.array(EVIDENCE)).astype(np.uint8)
+    fy, fx = thumb.shape[0] / mask.shape[0], thumb.shape[1] / mask.shape[1]
+    for v in verdicts:
+        if v["valid"]:
+            continue
+        y0, x0, y1, x1 = v["window"]
+        a, b = int(y0 * fy), max(int(y1 * fy) - 1, int(y0 * fy))
+        c, d = int(x0 * fx), max(int(x1 * fx) - 1, int(x0 * fx))
+        over[a, c : d + 1] = over[b, c : d + 1] = FAILED_TILE
+        over[a : b + 1, c] = over[a : b + 1, d] = FAILED_TILE
+    return thumb, over
+
+
+def _png_writer(rgb: np.ndarray):
+    from PIL import Image
+
+    return lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG")
+
+
+def write_slide_outputs(
+    folder: Path,
+    exp: Any,
+    facts: dict[str, Any],
+    thumbs: tuple[np.ndarray, np.ndarray],
+    class_names: list[str],
+) -> list[Path]:
+    """Write every output of one explained slide into ``folder``: all of them, or none.
+
+    ``facts``: the run's and slide's facts (slide path, level, downsample, settings
+    hash, ...) that go into ``result.json`` and the mask's metadata. Existing
+    outputs of an earlier attempt are replaced.
+    """
+    from napari_medcam.slides import pyramid_writer
+
+    summary = exp.summary()
+    verdicts = summary.pop("tile_verdicts")
+    f = float(facts["downsample"])
+    meta = {**summary, **{k: v for k, v in facts.items() if k != "result"}}
+    props = {
+        "class_name": exp.class_name,
+        "slide": facts["slide"],
+        "level": facts["level"],
+        "valid": exp.valid,
+        "masked_confidence": exp.masked_confidence,
+        "original_confidence": exp.original_confidence,
+    }
+    result = {**facts["result"], "explanation": summary}
+    writers = {
+        folder / MASK: pyramid_writer(exp.mask, meta),
+        folder / GEOJSON: geojson_writer(exp.mask, props, downsample=f, origin=(0.0, 0.0)),
+        folder / TILES: _text_writer(tiles_csv(verdicts, class_names, f)),
+        folder / THUMB: _png_writer(thumbs[0]),
+        folder / OVERLAY: _png_writer(thumbs[1]),
+        # last: its presence means every file above is in place
+        folder / RESULT: _text_writer(json.dumps(_jsonable(result), indent=1)),
+    }
+    return write_files(writers, overwrite=True)
+
+
+def _text_writer(text: str):
+    return lambda tmp: tmp.write_text(text)
+
+
+def read_result(folder: Path) -> dict[str, Any] | None:
+    """A slide folder's ``result.json``, or None when it is missing or unreadable."""
+    try:
+        return json.loads((folder / RESULT).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def slide_outputs_valid(folder: Path) -> str:
+    """Empty when every output of a finished slide opens and agrees, else what is wrong.
+
+    Checks what a reader of the folder relies on: result.json, the mask TIFF (its
+    shape, its metadata), the GeoJSON and the tile table, and the thumbnails.
+    """
+    from napari_medcam.io import read_mask_tiff
+
+    result = read_result(folder)
+    if result is None:
+        return f"{folder / RESULT} missing or unreadable"
+    try:
+        mask, meta = read_mask_tiff(folder / MASK)
+        if list(mask.shape) != list(result["level_shape"]):
+            return f"mask shape {mask.shape} is not the level's {result['level_shape']}"
+        if meta.get("settings_hash") != result["settings_hash"] or set(np.unique(mask)) - {0, 1}:
+            return "mask metadata or values do not match result.json"
+        gj = json.loads((folder / GEOJSON).read_text())
+        if gj.get("type") != "FeatureCollection":
+            return "mask.geojson is not a FeatureCollection"
+        rows = read_tiles_csv(folder / TILES)
+        if len(rows) != result["tiles_explained"]:
+            return f"tiles.csv has {len(rows)} rows, result.json says {result['tiles_explained']}"
+        from PIL import Image
+
+        for name in (THUMB, OVERLAY):
+            with Image.open(folder / name) as im:
+                im.verify()
+    except (OSError, ValueError, KeyError) as err:
+        return f"{type(err).__name__}: {err}"
+    return ""

@@ -1,0 +1,170 @@
+"""``summary.csv`` and ``summary.html`` of a cohort folder: one row per slide.
+
+Made from the manifest and each finished slide's ``result.json`` (small files: no
+slide is opened here). The HTML page is static and self-contained apart from the
+slides' own thumbnails and files, linked relatively, so the folder can be moved,
+zipped, or opened from a file share in any browser.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+from napari_medcam.batch.manifest import DONE, Manifest
+from napari_medcam.batch.outputs import GEOJSON, MASK, OVERLAY, RESULT, THUMB, TILES, read_result
+from napari_medcam.io import write_files
+
+COLUMNS = (
+    "slide",
+    "status",
+    "reason",
+    "class_found",
+    "valid",
+    "tiles",
+    "tiles_explained",
+    "tiles_valid",
+    "evidence_area_fraction",
+    "evidence_level0_px",
+    "level",
+    "seconds",
+    "path",
+    "folder",
+)
+
+
+def summary_rows(manifest: Manifest) -> list[dict[str, Any]]:
+    """One dict per slide of the manifest (COLUMNS), finished ones from their result.json."""
+    rows = []
+    for sid, rec in manifest.slides.items():
+        row: dict[str, Any] = dict.fromkeys(COLUMNS, "")
+        row.update(slide=sid, path=rec["path"], folder=f"slides/{sid}")
+        result = read_result(manifest.folder(sid)) if manifest.finished(sid) else None
+        if result is not None:
+            row.update(
+                status=DONE,
+                class_found=result["class_found"],
+                valid=result["valid"],
+                tiles=result["tiles"],
+                tiles_explained=result["tiles_explained"],
+                tiles_valid=result["tiles_valid"],
+                evidence_area_fraction=result["area_fraction"],
+                evidence_level0_px=result["evidence_level0_px"],
+                level=result["level"],
+                seconds=result["seconds"],
+                reason="" if result["valid"] else result["explanation_status"],
+            )
+        else:
+            status = rec.get("status", "new")
+            row.update(
+                status="not finished" if status == DONE else status,
+                reason=rec.get("reason", ""),
+                seconds=rec.get("seconds", ""),
+            )
+        rows.append(row)
+    return rows
+
+
+def summary_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:6px 10px;
+text-align:left;vertical-align:top}th{background:#f4f4f4}img{display:block;max-width:240px}
+.done{color:#2e7d32}.failed{color:#c62828;font-weight:bold}.other{color:#ef6c00}
+.bad{color:#ef6c00}.small{font-size:85%;color:#555}code{font-size:85%}
+"""
+
+
+def _status_cell(row: dict[str, Any]) -> str:
+    status = str(row["status"])
+    cls = {"done": "done", "failed": "failed"}.get(status, "other")
+    out = f'<span class="{cls}">{html.escape(status)}</span>'
+    if row["status"] == DONE:
+        verdict = "valid" if row["valid"] else "not valid"
+        out += f'<br><span class="{"done" if row["valid"] else "bad"}">{verdict}</span>'
+    if row["reason"]:
+        out += f'<br><span class="small">{html.escape(str(row["reason"]))}</span>'
+    return out
+
+
+def summary_html(manifest: Manifest, rows: list[dict[str, Any]]) -> str:
+    """The page a pathologist opens: per slide its thumbnail, its evidence, the numbers."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    cfg = manifest.settings["config"]
+    head = (
+        f"<h1>Med-CAM cohort: {len(rows)} slides</h1><p>"
+        + ", ".join(f"{n} {html.escape(s)}" for s, n in sorted(counts.items()))
+        + f"</p><p class=small>classifier <code>{html.escape(str(manifest.classifier['spec']))}"
+        f"</code> (fingerprint <code>{manifest.settings['classifier_fingerprint'][:12]}</code>), "
+        f"level {html.escape(str(manifest.settings['level']))}, target "
+        f"{html.escape(str(manifest.settings['target'] or 'predicted class'))}, "
+        f"≤ {cfg['steps'] + cfg['refine_steps']} steps per tile, tolerance {cfg['tolerance']}; "
+        f"settings <code>{manifest.hash}</code>. Evidence in cyan; tiles whose mask failed "
+        "its checks outlined in orange (they add no evidence).</p>"
+    )
+    lines = [
+        "<!doctype html><html><head><meta charset=utf-8>",
+        f"<title>Med-CAM cohort {html.escape(manifest.out.name)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        head,
+        "<table><tr><th>slide</th><th>status</th><th>slide</th><th>evidence</th>"
+        "<th>finding</th><th>tiles valid / explained</th><th>evidence area</th>"
+        "<th>seconds</th><th>files</th></tr>",
+    ]
+    for r in rows:
+        folder = f"slides/{html.escape(r['slide'])}"
+        done = r["status"] == DONE
+        imgs = (
+            [
+                f'<img src="{folder}/{THUMB}" alt="slide">',
+                f'<img src="{folder}/{OVERLAY}" alt="evidence">',
+            ]
+            if done
+            else ["", ""]
+        )
+        files = (
+            " ".join(f'<a href="{folder}/{n}">{n}</a>' for n in (MASK, GEOJSON, TILES, RESULT))
+            if done
+            else ""
+        )
+        area = (
+            f"{100 * float(r['evidence_area_fraction']):.2f} %<br>"
+            f"<span class=small>{int(r['evidence_level0_px']):,} level-0 px</span>"
+            if done
+            else ""
+        )
+        tiles = f"{r['tiles_valid']} / {r['tiles_explained']}" if done else ""
+        lines.append(
+            f"<tr><td><b>{html.escape(r['slide'])}</b><br><span class=small>"
+            f"{html.escape(str(r['path']))}</span></td><td>{_status_cell(r)}</td>"
+            f"<td>{imgs[0]}</td><td>{imgs[1]}</td>"
+            f"<td>{html.escape(str(r['class_found'] or ('none' if done else '')))}</td>"
+            f"<td>{tiles}</td><td>{area}</td><td>{r['seconds']}</td><td>{files}</td></tr>"
+        )
+    lines.append("</table></body></html>")
+    return "\n".join(lines)
+
+
+def write_summary(manifest: Manifest) -> list[Path]:
+    """Write ``summary.csv`` and ``summary.html`` into the cohort folder (both, or neither)."""
+    rows = summary_rows(manifest)
+    csv_text, page = summary_csv(rows), summary_html(manifest, rows)
+    return write_files(
+        {
+            manifest.out / "summary.csv": lambda tmp: tmp.write_text(csv_text),
+            manifest.out / "summary.html": lambda tmp: tmp.write_text(page),
+        },
+        overwrite=True,
+    )

@@ -1,0 +1,176 @@
+"""The task a Dask worker runs for one slide: open it, explain it, write its folder.
+
+Nothing large travels: the task gets the slide's path and a small `SlideJob`, opens
+the slide itself, loads the classifier once per worker process (checking its
+fingerprint against the run's), explains the chosen level tile batch by tile batch
+on the worker's device, and returns a one-line dict. A slide that cannot be read or
+explained comes back as ``{"status": "failed", "reason": ...}``; only the death of
+the worker process itself escapes, and the scheduler reruns the task elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from napari_medcam.batch.outputs import remove_partial, thumbnails, write_slide_outputs
+from napari_medcam.engine.config import MedCAMConfig
+
+#: Dask event topic on which workers report tiles of running slides
+PROGRESS_TOPIC = "napari-medcam-progress"
+#: level chosen when none is given: the finest at most this many pixels a side
+AUTO_LEVEL_SIDE = 4096
+
+_CLASSIFIERS: dict[tuple[str, str | None], Any] = {}
+
+
+@dataclass(frozen=True)
+class SlideJob:
+    """What every slide task of a run needs (pickled to the workers, a few hundred bytes)."""
+
+    classifier: str
+    weights: str | None
+    fingerprint: str
+    config: MedCAMConfig
+    level: int | None
+    target: int | str | None
+    device: str
+    settings_hash: str
+    tile_overlap: int = 32
+    tile_batch: int = 4
+
+
+def _classifier(job: SlideJob) -> Any:
+    """The run's classifier, loaded once per worker process and checked by fingerprint."""
+    from napari_medcam.classifiers import load_classifier
+    from napari_medcam.classifiers.fingerprint import classifier_fingerprint
+
+    key = (job.classifier, job.weights)
+    if key not in _CLASSIFIERS:
+        clf = load_classifier(job.classifier, weights=job.weights)
+        fp = classifier_fingerprint(clf)
+        if fp != job.fingerprint:
+            raise ValueError(
+                f"classifier {job.classifier!r} on this worker has other weights "
+                f"(fingerprint {fp[:12]}, the run's {job.fingerprint[:12]})"
+            )
+        _CLASSIFIERS[key] = clf
+    return _CLASSIFIERS[key]
+
+
+def _worker() -> Any:
+    try:
+        from distributed import get_worker
+
+        return get_worker()
+    except (ImportError, ValueError):
+        return None
+
+
+def _device(job: SlideJob, worker: Any) -> str:
+    """``auto`` spreads a local cluster's workers over the GPUs (by worker name)."""
+    import torch
+
+    n = torch.cuda.device_count()
+    if job.device == "auto" and n > 1 and worker is not None and isinstance(worker.name, int):
+        return f"cuda:{worker.name % n}"
+    return job.device
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def explain_slide(path: str, folder: str, slide_id: str, job: SlideJob) -> dict[str, Any]:
+    """Explain one slide into ``folder`` (see the module docstring); a small result row."""
+    start = time.perf_counter()
+    worker = _worker()
+    try:
+        row = _explain(Path(path), Path(folder), slide_id, job, worker, start)
+    except Exception as err:  # any failure of this slide is recorded; the others go on
+        reason = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+        row = {"status": "failed", "reason": reason or type(err).__name__}
+    row.update(
+        seconds=round(time.perf_counter() - start, 3),
+        worker=str(getattr(worker, "address", "local")),
+        pid=os.getpid(),
+        peak_rss_mb=round(_peak_rss_mb(), 1),
+    )
+    return row
+
+
+def _explain(
+    path: Path, folder: Path, slide_id: str, job: SlideJob, worker: Any, start: float
+) -> dict[str, Any]:
+    import dask
+
+    import napari_medcam as mc
+    from napari_medcam.slides import open_slide
+
+    clf = _classifier(job)
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_partial(folder)
+    last = [-1]
+
+    def progress(event: Any) -> None:
+        if worker is not None and event.tile != last[0]:
+            last[0] = event.tile
+            worker.log_event(
+                PROGRESS_TOPIC, {"slide": slide_id, "tile": event.tile, "tiles": event.tiles}
+            )
+
+    # the slide's tiles are read here, on this worker's thread: inside a worker, dask's
+    # default scheduler would be the cluster itself (a task per tile through the client)
+    with dask.config.set(scheduler="synchronous"), open_slide(path) as slide:
+        level = job.level if job.level is not None else slide.level_for_size(AUTO_LEVEL_SIDE)
+        view, _, f = slide.region(level)
+        exp = mc.explain(
+            view,
+            clf,
+            job.target,
+            job.config,
+            device=_device(job, worker),
+            progress=progress,
+            tile_overlap=job.tile_overlap,
+            tile_batch=job.tile_batch,
+        )
+        thumbs = thumbnails(slide.levels[-1], exp.mask, exp.tile_verdicts)
+        slide_shape = list(slide.shape)
+    if worker is not None:
+        worker.log_event(PROGRESS_TOPIC, {"slide": slide_id, "tile": exp.tiles, "tiles": exp.tiles})
+    n_valid = sum(bool(v["valid"]) for v in exp.tile_verdicts)
+    evidence = float(exp.area_fraction) * int(view.shape[0]) * int(view.shape[1])
+    row = {
+        "status": "done",
+        "class_found": exp.class_name if exp.tile_verdicts or exp.tiles == 1 else "",
+        "valid": bool(exp.valid),
+        "explanation_status": exp.status,
+        "tiles": int(exp.tiles),
+        "tiles_explained": len(exp.tile_verdicts),
+        "tiles_valid": n_valid,
+        "area_fraction": round(float(exp.area_fraction), 6),
+        "evidence_level0_px": round(evidence * f * f),
+        "level": level,
+        "downsample": f,
+    }
+    facts = {
+        "slide": str(path),
+        "slide_id": slide_id,
+        "slide_shape": slide_shape,
+        "level": level,
+        "downsample": f,
+        "level_shape": [int(n) for n in view.shape[:2]],
+        "origin_level0": [0, 0],
+        "settings_hash": job.settings_hash,
+        "classifier_fingerprint": job.fingerprint,
+    }
+    seconds = round(time.perf_counter() - start, 3)
+    facts["result"] = {**facts, **row, "seconds": seconds, "peak_rss_mb": round(_peak_rss_mb(), 1)}
+    write_slide_outputs(folder, exp, facts, thumbs, clf.class_names)
+    return row
