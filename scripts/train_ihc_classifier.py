@@ -12,7 +12,7 @@ replaced by a background (dataset-mean colour, Gaussian or uniform noise, a blur
 copy). A positive crop always keeps all its DAB-positive pixels, so its label stays
 true; a background alone is negative. Without that, the dataset-mean colour (a
 light brown) is itself called positive and masking explanations have no neutral
-baseline (DESIGN.md §1).
+baseline (docs/method.md).
 
 Writes src/napari_medcam/classifiers/weights/ihc_dab.pt and prints the accuracy on
 every unambiguous 64×64 crop of the held-out right half (stride 16).

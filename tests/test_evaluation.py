@@ -143,7 +143,7 @@ def test_ihc_classifier_separates_held_out_patches():
     pred = [int(clf.predict_proba(p).argmax()) for p, _ in labelled]
     acc = np.mean([p == y for p, (_, y) in zip(pred, labelled)])
     assert len(labelled) > 50 and acc >= 0.95
-    # the dataset-mean colour is a neutral baseline (DESIGN.md §1)
+    # the dataset-mean colour is a neutral baseline (docs/method.md)
     with torch.no_grad():
         p_blank = torch.softmax(clf.module(torch.zeros(1, 3, PATCH, PATCH)), 1)[0, 1]
     assert p_blank < 0.5

@@ -1,6 +1,6 @@
 """napari-medcam: Med-CAM minimal-evidence explanations for image classifiers.
 
-The public API (DESIGN.md §4); napari itself is only imported by the plugin layer.
+The public API; napari itself is only imported by the plugin layer.
 """
 
 from napari_medcam._version import __version__

@@ -117,7 +117,7 @@ class MedCAMConfig:
 
     @classmethod
     def paper(cls, **overrides: Any) -> MedCAMConfig:
-        """The authors' recipe (DESIGN.md §1): minutes per image on a CPU."""
+        """The authors' recipe (docs/method.md), from a full mask: minutes per image on a CPU."""
         return replace(cls(), **overrides)
 
     @classmethod

@@ -43,7 +43,7 @@ class ProgressEvent:
 
 @dataclass
 class Explanation:
-    """A Med-CAM explanation of one image (DESIGN.md §4).
+    """A Med-CAM explanation of one image.
 
     ``valid`` is False, with the reason in ``status``, when the mask should not be
     trusted (`napari_medcam.engine.verdict`): no mask passed the optimisation's test,

@@ -1,4 +1,4 @@
-"""The seven Med-CAM loss terms (DESIGN.md §1), one small function each.
+"""The seven Med-CAM loss terms (docs/method.md), one small function each.
 
 All take batched tensors: masks are (B, 1, *spatial), logits (B, classes).
 """
