@@ -378,6 +378,7 @@ class Classifier:
 
     def predict_proba(self, image: np.ndarray) -> np.ndarray:
         """Class probabilities for one image (resized to the input size)."""
+        # imported here: the engine package imports this module (one direction at import)
         from napari_medcam.engine.prepare import prepare_input
 
         x = prepare_input(image, self)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_medcam.classifiers.classifier import Classifier
+if TYPE_CHECKING:  # the classifier uses these helpers: no import cycle at run time
+    from napari_medcam.classifiers.classifier import Classifier
 
 
 def resize(t: torch.Tensor, size: tuple[int, ...], smooth: bool = True) -> torch.Tensor:
