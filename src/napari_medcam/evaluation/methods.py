@@ -21,7 +21,6 @@ from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.metrics import threshold_to_area
 
-METHODS = ("medcam-fast", "medcam-paper", "gradcam", "rise", "occlusion")
 LABELS = {
     "medcam-fast": "Med-CAM (fast)",
     "medcam-paper": "Med-CAM (paper)",
@@ -65,6 +64,61 @@ class MethodResult:
         return LABELS.get(self.method, self.method)
 
 
+def _medcam(config: MedCAMConfig):
+    def run(image: np.ndarray, classifier: Classifier, target: Any, opt: MethodOptions):
+        from napari_medcam.engine import explain
+
+        exp = explain(image, classifier, target, config(opt), device=opt.device)
+        info = {
+            "valid": bool(exp.valid),
+            "status": exp.status,
+            "steps": int(exp.steps),
+            "baseline": exp.baseline,
+            "own_area": float(exp.area_fraction),
+        }
+        return np.asarray(exp.soft_mask, np.float32), np.asarray(exp.mask, bool), info
+
+    return run
+
+
+def _map_only(method):
+    """A comparison method with a heatmap and no mask of its own."""
+
+    def run(image: np.ndarray, classifier: Classifier, target: Any, opt: MethodOptions):
+        return method(image, classifier, target, opt), None, {}
+
+    return run
+
+
+# every method: (image, classifier, target, options) -> (map, own mask or None, info)
+_RUNNERS = {
+    "medcam-fast": _medcam(lambda opt: opt.fast),
+    "medcam-paper": _medcam(lambda opt: opt.paper),
+    "gradcam": _map_only(lambda image, clf, target, opt: gradcam(image, clf, target)),
+    "rise": _map_only(
+        lambda image, clf, target, opt: rise(
+            image,
+            clf,
+            target,
+            n_masks=opt.rise_masks,
+            cells=opt.rise_cells,
+            baseline=opt.baseline,
+        )
+    ),
+    "occlusion": _map_only(
+        lambda image, clf, target, opt: occlusion(
+            image,
+            clf,
+            target,
+            window=opt.occlusion_window,
+            stride=opt.occlusion_stride,
+            baseline=opt.baseline,
+        )
+    ),
+}
+METHODS = tuple(_RUNNERS)
+
+
 def run_method(
     method: str,
     image: np.ndarray,
@@ -75,47 +129,12 @@ def run_method(
     options: MethodOptions | None = None,
 ) -> MethodResult:
     """Explain ``image`` with ``method`` (one of `METHODS`); see the module docstring."""
-    if method not in METHODS:
+    if method not in _RUNNERS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-    opt = options or MethodOptions()
-    info: dict[str, Any] = {}
     start = time.perf_counter()
-    if method.startswith("medcam"):
-        from napari_medcam.engine import explain
-
-        config = opt.fast if method == "medcam-fast" else opt.paper
-        exp = explain(image, classifier, target, config, device=opt.device)
-        heat = np.asarray(exp.soft_mask, np.float32)
-        own = np.asarray(exp.mask, bool)
-        info = {
-            "valid": bool(exp.valid),
-            "status": exp.status,
-            "steps": int(exp.steps),
-            "baseline": exp.baseline,
-            "own_area": float(exp.area_fraction),
-        }
-    elif method == "gradcam":
-        heat = gradcam(image, classifier, target)
-    elif method == "rise":
-        heat = rise(
-            image,
-            classifier,
-            target,
-            n_masks=opt.rise_masks,
-            cells=opt.rise_cells,
-            baseline=opt.baseline,
-        )
-    else:
-        heat = occlusion(
-            image,
-            classifier,
-            target,
-            window=opt.occlusion_window,
-            stride=opt.occlusion_stride,
-            baseline=opt.baseline,
-        )
+    heat, own, info = _RUNNERS[method](image, classifier, target, options or MethodOptions())
     seconds = time.perf_counter() - start
-    if method.startswith("medcam") and area is None:
+    if own is not None and area is None:
         mask = own
     else:
         mask = threshold_to_area(heat, DEFAULT_AREA if area is None else area)
