@@ -241,8 +241,6 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true")
     d.set_defaults(run=_run_demo)
 
-    add_fit_parser(sub)
-
     from napari_medcam.evaluation.cli import add_arguments
 
     v = sub.add_parser("evaluate", help="Med-CAM vs Grad-CAM, RISE and occlusion (BENCHMARKS.md)")
