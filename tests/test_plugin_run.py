@@ -29,8 +29,10 @@ def test_mask_lines_up_with_scaled_translated_image(medcam, qtbot, lesion_tile):
     result = run_explanation(qtbot, widget)
     exp = result.explanation
     assert exp.valid, exp.status
-    labels = viewer.layers[viewer.layers.index(layer) + 1]
-    assert labels.name == "tile · Med-CAM · lesion"
+    labels = viewer.layers[-1]  # on top, above the other layers
+    assert labels.name == "Med-CAM: lesion"
+    assert labels.metadata["medcam"]["source_layer"] == "tile"
+    assert labels.contour > 0  # an outline: the tissue stays readable
     np.testing.assert_allclose(labels.scale, layer.scale)
     np.testing.assert_allclose(labels.translate, layer.translate)
     np.testing.assert_allclose(labels.rotate, layer.rotate)

@@ -147,9 +147,21 @@ def test_explain_a_chosen_class_with_extra_layers(medcam, qtbot, lesion_tile):
     assert exp.class_name == "lesion" and exp.valid, exp.status
     i = viewer.layers.index(layer)
     soft, gradcam, labels = viewer.layers[i + 1 : i + 4]
-    assert isinstance(soft, Image) and soft.name == "tile · Med-CAM soft · lesion"
-    assert isinstance(gradcam, Image) and gradcam.name == "tile · Grad-CAM · lesion"
-    assert isinstance(labels, Labels) and labels.name == "tile · Med-CAM · lesion"
+    assert isinstance(soft, Image) and soft.name == "Med-CAM soft: lesion"
+    assert isinstance(gradcam, Image) and gradcam.name == "Grad-CAM: lesion"
+    assert isinstance(labels, Labels) and labels.name == "Med-CAM: lesion"
+    # evidence as an outline in the class colour; the extras added hidden
+    assert labels.contour > 0 and labels.opacity == 1.0
+    assert not soft.visible and not gradcam.visible
+    assert labels.metadata["medcam"]["source_layer"] == "tile"
+    assert gradcam.metadata["medcam"]["source_layer"] == "tile"
+    widget.settings.fill.value = True
+    assert labels.contour == 0 and labels.opacity < 1
+    widget.settings.fill.value = False
+    assert labels.contour > 0
+    legend = widget.summary.legend.text()
+    assert "evidence for 'lesion'" in legend and "Grad-CAM" in legend
+    assert "piece" in widget.summary.text()
     for extra in (soft, gradcam, labels):
         np.testing.assert_allclose(extra.scale, layer.scale)
         assert extra.data.shape == image.shape[:2]
@@ -226,9 +238,9 @@ def test_a_tiled_run_adds_a_tile_map_of_valid_and_failed_tiles(medcam, qtbot, mo
     exp = result.explanation
     assert exp.tiles == 3 and len(exp.tile_verdicts) >= 2
     i = viewer.layers.index(layer)
-    tiles, mask = viewer.layers[i + 1 : i + 3]
-    assert isinstance(tiles, Labels) and tiles.name == f"slide · Med-CAM tiles · {exp.class_name}"
-    assert mask.name == f"slide · Med-CAM · {exp.class_name}"
+    tiles, mask = viewer.layers[i + 1], viewer.layers[-1]
+    assert isinstance(tiles, Labels) and tiles.name == f"Med-CAM tiles: {exp.class_name}"
+    assert mask.name == f"Med-CAM: {exp.class_name}"
     assert viewer.layers.selection.active is mask  # the mask stays selected
     assert tiles.visible and tiles.opacity == pytest.approx(0.3)
     for attr in ("scale", "translate"):
@@ -293,3 +305,14 @@ def test_the_result_reads_as_a_sentence_with_tooltips(medcam):
     cells = widget.summary._cells
     assert cells and all(c.toolTip() for c in cells)
     assert READING_DOC.is_file() and "What do these mean?" in widget.summary.link.text()
+
+
+def test_small_pieces_are_dropped_and_counted():
+    from napari_medcam.plugin.worker import drop_small_regions
+
+    mask = np.zeros((40, 40), bool)
+    mask[2:12, 2:12] = True  # 100 px
+    mask[30, 30] = mask[35, 5] = True  # two specks
+    kept, n, dropped, pixels = drop_small_regions(mask, 10)
+    assert (n, dropped, pixels) == (1, 2, 2) and kept.sum() == 100
+    assert drop_small_regions(mask, 0)[1:] == (3, 0, 0)

@@ -137,8 +137,9 @@ def insert_above(viewer: napari.Viewer, anchor: Any, layers: list[Any]) -> None:
         viewer.layers.insert(index + offset, layer)
 
 
-def result_name(image_name: str, class_name: str, kind: str = "Med-CAM") -> str:
-    return f"{image_name} · {kind} · {class_name}"
+def result_name(class_name: str, kind: str = "Med-CAM") -> str:
+    """A short layer name, "Med-CAM: lesion" (the image is in the layer's metadata)."""
+    return f"{kind}: {class_name}"
 
 
 def own_metadata(role: str, source_name: str) -> dict[str, Any]:
@@ -150,3 +151,19 @@ def is_own_layer(layer: Any) -> bool:
     """Did napari-medcam make this layer (a result, soft map, Grad-CAM, tile map, twin)?"""
     meta = getattr(layer, "metadata", None)
     return isinstance(meta, dict) and META_KEY in meta
+
+
+def microns_per_pixel(layer: Any, region: Region | None = None) -> float | None:
+    """The size of one explained pixel in µm, when known: the slide's recorded µm/pixel
+    (reader metadata ``mpp``) or the layer's scale in length units; None otherwise."""
+    f = float(np.max(region.downsample)) if region is not None and region.level is not None else 1.0
+    meta = getattr(layer, "metadata", None) or {}
+    mpp = meta.get("mpp") if isinstance(meta, dict) else None
+    if isinstance(mpp, (int, float)) and mpp > 0:
+        return float(mpp) * f
+    try:
+        unit = layer.units[-1]
+        um = float((1 * unit).to("micrometer").magnitude)
+    except Exception:  # pixels, or no units: the size is not known
+        return None
+    return um * float(abs(layer.scale[-1])) * f

@@ -35,11 +35,32 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _SERIAL = itertools.count()
 
-#: Med-CAM evidence in cyan; anything the user paints with another label in yellow
-MASK_COLORS = {0: "transparent", 1: "#00e5ff", None: "#ffd400"}
+#: evidence colour per explained class (class index modulo the list): bright hues
+#: that stay visible on H&E pink/purple and on DAB brown
+CLASS_COLORS = ("#00e5ff", "#39ff14", "#ff3df5", "#ffd400", "#ff7f0e", "#ffffff")
+#: what the user paints with another label than 1
+PAINT_COLOR = "#ffd400"
+#: outline thickness (data pixels) of a mask shown as an outline; 0 fills it
+OUTLINE = 2
+FILL_OPACITY = 0.45
 #: the tile map of a tiled run: valid tiles green, invalid (failed) tiles orange
 TILE_COLORS = {0: "transparent", 1: "#5cb85c", 2: "#f0ad4e", None: "#808080"}
 TILE_VALID, TILE_INVALID = 1, 2
+
+
+def class_color(target: int) -> str:
+    return CLASS_COLORS[int(target) % len(CLASS_COLORS)]
+
+
+def mask_colors(target: int) -> dict[Any, str]:
+    """A mask's Labels colormap: evidence in its class colour, other labels yellow."""
+    return {0: "transparent", 1: class_color(target), None: PAINT_COLOR}
+
+
+def show_filled(layer: Any, fill: bool) -> None:
+    """Show a mask as its outline (the tissue stays readable) or filled."""
+    layer.contour = 0 if fill else OUTLINE
+    layer.opacity = FILL_OPACITY if fill else 1.0
 
 
 def tile_map_too_large(exp: Any) -> bool:
@@ -89,6 +110,7 @@ class RunContext:
     add_soft: bool
     add_gradcam: bool
     replace: bool
+    fill: bool
     job: ExplainJob
     started: float = field(default_factory=time.perf_counter)
 
@@ -127,6 +149,7 @@ def result_metadata(ctx: RunContext, exp: Any) -> dict[str, Any]:
         META_KEY: {
             "summary": exp.summary(),
             "config": exp.config,
+            "role": "Med-CAM",
             "source_layer": ctx.layer_name,
             "region": ctx.region.to_meta(),
             "classifier": ctx.classifier_label,
@@ -209,15 +232,16 @@ class ResultStore:
             else:
                 data = values if region.is_full else embed(region, values, np.float32)
                 data = np.asarray(data, np.float32)
-            name = result_name(ctx.layer_name, exp.class_name, kind)
+            name = result_name(exp.class_name, kind)
             out.append(
                 Image(
                     data,
                     name=name,
                     colormap=cmap,
                     contrast_limits=(0.0, 1.0),
-                    blending="additive",
-                    opacity=0.7,
+                    blending="translucent",
+                    opacity=0.5,
+                    visible=False,  # one click away; shown at once they hide the tissue
                     multiscale=isinstance(data, list),
                     metadata=own_metadata(kind, ctx.layer_name),
                     **ctx.transforms,
@@ -229,7 +253,7 @@ class ResultStore:
             out.append(
                 Labels(
                     data,
-                    name=result_name(ctx.layer_name, exp.class_name, "Med-CAM tiles"),
+                    name=result_name(exp.class_name, "Med-CAM tiles"),
                     colormap=dict(TILE_COLORS),
                     opacity=0.3,
                     metadata=own_metadata("Med-CAM tiles", ctx.layer_name),
@@ -281,11 +305,12 @@ class ResultStore:
             self._records[previous] = record
             previous.data = data
             previous.metadata = meta
+            previous.colormap = mask_colors(exp.target)
             record.data_hash = data_hash(previous.data)
             insert_above(self.viewer, source, extras)
-            if extras:  # keep the mask on top of its extras, and selected
-                layers.move(layers.index(previous), layers.index(extras[-1]) + 1)
-                layers.selection.active = previous
+            # the mask on top of everything (references included), and selected
+            layers.move(layers.index(previous), len(layers))
+            layers.selection.active = previous
             return Placement(previous, replaced=True)
         kept = previous if previous is not None and self.is_edited(previous) else None
         layer = self._new_layer(ctx, exp, data, meta, record, source, extras)
@@ -305,14 +330,21 @@ class ResultStore:
 
         layer = Labels(
             data,
-            name=result_name(ctx.layer_name, exp.class_name),
+            name=result_name(exp.class_name),
             metadata=meta,
-            opacity=0.55,
-            colormap=dict(MASK_COLORS),
+            colormap=mask_colors(exp.target),
             multiscale=isinstance(data, list),
             **ctx.transforms,
         )
+        show_filled(layer, ctx.fill)
         self._records[layer] = record
         layer.events.paint.connect(self._on_paint)
-        insert_above(self.viewer, source, [*extras, layer])
+        insert_above(self.viewer, source, extras)
+        # on top of everything, references included: colours never mix under it
+        self.viewer.layers.append(layer)
         return layer
+
+    def set_fill(self, fill: bool) -> None:
+        """Show every result mask filled or as its outline."""
+        for layer in self.layers():
+            show_filled(layer, fill)

@@ -100,6 +100,7 @@ class MedCAMWidget(QWidget):
         self.run.busy_changed.connect(self._on_busy)
         self.run.result_added.connect(self._on_result_added)
         self.run.explained.connect(self.summary.show_explanation)
+        self.settings.fill.changed.connect(self.results.set_fill)
         self.review.changed.connect(self.update_buttons)
         self.review.status.connect(self.run.set_status)
         self.export.status.connect(self.run.set_status)

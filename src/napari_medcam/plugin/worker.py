@@ -111,6 +111,8 @@ class ExplainJob:
     slice_axis: int | None = None
     #: the soft mask will be shown (a large one then gets its pyramid too)
     soft: bool = False
+    #: mask pieces smaller than this many pixels are dropped (0: none)
+    min_region: int = 0
     #: set by the GUI to stop at the next step (no result is made)
     cancel: threading.Event = field(default_factory=threading.Event)
     #: set by the worker thread when it has let go of the job (finished or stopped)
@@ -128,6 +130,28 @@ class JobResult:
     #: napari (`lazy.pyramid`); None when the masks are NumPy arrays
     mask_levels: list[Any] | None = None
     soft_levels: list[Any] | None = None
+    #: pieces of the mask kept, and pieces (and their pixels) dropped as too small;
+    #: None for a mask kept on disk (never read whole)
+    regions: int | None = None
+    dropped: int = 0
+    dropped_pixels: int = 0
+
+
+def drop_small_regions(mask: np.ndarray, min_pixels: int) -> tuple[np.ndarray, int, int, int]:
+    """(mask without pieces under ``min_pixels``, pieces kept, pieces dropped, pixels
+    dropped). Specks of a few pixels are noise to a reader, not evidence to look at."""
+    from scipy import ndimage
+
+    binary = np.asarray(mask) > 0
+    labels, n = ndimage.label(binary)
+    if n == 0:
+        return binary, 0, 0, 0
+    sizes = np.bincount(labels.ravel())[1:]
+    small = sizes < max(int(min_pixels), 0)
+    if not small.any():
+        return binary, n, 0, 0
+    keep = np.concatenate([[False], ~small])[labels]
+    return keep, int(n - small.sum()), int(small.sum()), int(sizes[small].sum())
 
 
 def _message(err: BaseException) -> str:
@@ -181,7 +205,12 @@ def run_explanation(job: ExplainJob) -> Generator[Any, None, JobResult]:
             if job.slice_axis is not None:  # one result for the whole stack
                 explanation = explanation.as_explanation()
             result = JobResult(explanation=explanation)
-            if is_lazy(explanation.mask):
+            if not is_lazy(explanation.mask):
+                mask, result.regions, result.dropped, result.dropped_pixels = (
+                    drop_small_regions(explanation.mask, job.min_region)
+                )
+                explanation.mask = mask
+            else:
                 # stitched on disk (a whole slide at full resolution): never read whole
                 # into memory; napari gets multiscale levels over it, built here
                 result.mask_levels = pyramid(explanation.mask, np.uint8)

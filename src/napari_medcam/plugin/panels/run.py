@@ -7,11 +7,16 @@ import weakref
 from functools import partial
 from typing import Any
 
+import numpy as np
 from magicgui.widgets import Label, ProgressBar, PushButton
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from napari_medcam.plugin.layers import region_pixels, region_transform_kwargs
+from napari_medcam.plugin.layers import (
+    microns_per_pixel,
+    region_pixels,
+    region_transform_kwargs,
+)
 from napari_medcam.plugin.panels.common import Notifier, Session, wrap
 from napari_medcam.plugin.results import ResultStore, RunContext, tile_map_too_large
 from napari_medcam.plugin.worker import ExplainJob, JobResult, explanation_worker
@@ -29,7 +34,7 @@ class RunPanel(QWidget):
 
     busy_changed = Signal(bool)
     result_added = Signal(object)
-    explained = Signal(object, object, str)
+    explained = Signal(object, object, str, object)
 
     def __init__(
         self,
@@ -121,6 +126,7 @@ class RunPanel(QWidget):
             gradcam=bool(getattr(clf, "hookable", True) and clf.layers),
             slice_axis=region.slice_axis,
             soft=bool(settings.add_soft.value),
+            min_region=int(settings.min_region.value),
         )
         self._ctx = RunContext(
             layer_ref=weakref.ref(layer),
@@ -133,6 +139,7 @@ class RunPanel(QWidget):
             add_soft=bool(settings.add_soft.value),
             add_gradcam=bool(settings.add_gradcam.value),
             replace=bool(settings.replace_unedited.value),
+            fill=bool(settings.fill.value),
             job=job,
         )
         worker = explanation_worker(job)
@@ -214,8 +221,9 @@ class RunPanel(QWidget):
             return
         exp = result.explanation
         where = ctx.region.description
+        names = list(ctx.classifier.class_names)
         if not has_evidence(exp):
-            self.explained.emit(exp, list(ctx.classifier.class_names), where)
+            self.explained.emit(exp, names, where, {})
             self.status_label.value = f"No layer added: the mask is not trustworthy. {exp.status}."
             self.notify.warning("Med-CAM added no layer: the mask is not trustworthy (see why in the widget)")
             return
@@ -230,7 +238,7 @@ class RunPanel(QWidget):
                 f"Kept your edited '{placed.kept_edited.name}'; the new result is a new layer"
             )
         self.result_added.emit(placed.layer)
-        self.explained.emit(exp, list(ctx.classifier.class_names), where)
+        self.explained.emit(exp, names, where, self._notes(ctx, result))
         self.status_label.value = f"Done: '{placed.layer.name}' ({exp.seconds:.1f} s)"
         if tile_map_too_large(exp):
             self.status_label.value += " · no tile map: the image is too large to hold one"
@@ -238,6 +246,38 @@ class RunPanel(QWidget):
             self.status_label.value += f" · not valid overall: {exp.status}"
         if result.gradcam_note and ctx.add_gradcam:
             self.notify.info(result.gradcam_note)
+
+
+    def _notes(self, ctx: RunContext, result: JobResult) -> dict[str, Any]:
+        """What the summary says beyond the explanation: regions, extra layers added."""
+        notes: dict[str, Any] = {"regions": regions_text(ctx, result)}
+        notes["hidden"] = [
+            kind
+            for kind, on, there in (
+                ("soft map", ctx.add_soft, True),
+                ("Grad-CAM", ctx.add_gradcam, result.gradcam is not None),
+            )
+            if on and there
+        ]
+        return notes
+
+
+def regions_text(ctx: RunContext, result: JobResult) -> str:
+    """"3 pieces ≥ 50 px (≥ 12.5 µm²); 4 smaller dropped (0.1 %)", or "" when unknown."""
+    if result.regions is None:
+        return ""
+    n = ctx.job.min_region
+    um = microns_per_pixel(ctx.layer_ref(), ctx.region)
+    size = f" ≥ {n} px" + (f" ({n * um * um:,.1f} µm²)" if um else "") if n else ""
+    text = f"{result.regions} piece{'s' * (result.regions != 1)}{size}"
+    if result.dropped:
+        total = max(1, int(np.prod(np.shape(result.explanation.mask))))
+        share = 100 * result.dropped_pixels / total
+        text += (
+            f"; {result.dropped} smaller dropped ({share:.2f} % of the image) after the "
+            "numbers above were measured: Check edited mask measures what is left"
+        )
+    return text
 
 
 def has_evidence(exp: Any) -> bool:

@@ -93,12 +93,43 @@ class SettingsPanel(QGroupBox):
         self.advanced_toggle.setAutoRaise(True)
         form = Container(widgets=[self.preset_combo, self.device_combo])
         form.margins = (0, 0, 0, 0)
-        self.add_soft = CheckBox(text="add soft-mask layer", value=False)
-        self.add_gradcam = CheckBox(text="add Grad-CAM layer", value=False)
+        self.add_soft = CheckBox(
+            text="add soft-mask layer (hidden)",
+            value=False,
+            tooltip="The mask before thresholding, as an image layer added hidden",
+        )
+        self.add_gradcam = CheckBox(
+            text="add Grad-CAM layer (hidden)",
+            value=False,
+            tooltip="Grad-CAM of the same class, for comparison, added hidden",
+        )
         self.replace_unedited = CheckBox(text="replace my previous result if unedited", value=True)
-        options = Container(widgets=[self.add_soft, self.add_gradcam, self.replace_unedited])
+        self.fill = CheckBox(
+            text="fill the mask",
+            value=False,
+            tooltip="Off: the mask is drawn as its outline in the class colour, so the "
+            "tissue under it stays readable · On: filled, half transparent",
+        )
+        self.min_region = create_widget(
+            value=0,
+            annotation=int,
+            name="min_region",
+            label="min region (px)",
+            options={"min": 0, "max": 1_000_000, "step": 10},
+        )
+        self.min_region.tooltip = (
+            "Mask pieces smaller than this many pixels are dropped after a run (the "
+            "result says how many, and that its numbers were measured before); 0 keeps "
+            "every piece. Med-CAM's minimal masks can be a few pixels across: dropping "
+            "them may lose the decision (Check edited mask measures it)"
+        )
+        size = Container(widgets=[self.min_region])
+        size.margins = (0, 0, 0, 0)
+        options = Container(
+            widgets=[self.fill, self.add_soft, self.add_gradcam, self.replace_unedited]
+        )
         options.margins = (0, 0, 0, 0)
-        add_rows(self, form, self.advanced_toggle, self.advanced_box, options)
+        add_rows(self, form, size, options, self.advanced_toggle, self.advanced_box)
         self.preset_combo.changed.connect(self._apply_preset)
         self.advanced_toggle.toggled.connect(self._toggle_advanced)
         self._apply_preset()

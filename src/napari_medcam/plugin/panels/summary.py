@@ -127,6 +127,27 @@ def probabilities_html(exp: Any, class_names: list[str]) -> str:
     )
 
 
+def legend_html(exp: Any, notes: dict[str, Any]) -> str:
+    """A legend of the layers a run added: outline colour, tile map, hidden extras."""
+    from napari_medcam.plugin.results import TILE_COLORS, class_color
+
+    esc = html.escape
+
+    def swatch(colour: str) -> str:
+        return f"<span style='color:{colour}'>■</span>"
+
+    rows = [f"{swatch(class_color(exp.target))} evidence for '{esc(exp.class_name)}' (Med-CAM)"]
+    if exp.tiles > 1 and exp.tile_verdicts and exp.provenance.get("slice_axis") is None:
+        rows.append(
+            f"{swatch(TILE_COLORS[1])} tiles whose mask held · "
+            f"{swatch(TILE_COLORS[2])} tiles that failed · "
+            "unmarked: not explained (no tissue, or not the class)"
+        )
+    if notes.get("hidden"):
+        rows.append("hidden, tick the eye to see: " + esc(", ".join(notes["hidden"])))
+    return "<br>".join(rows)
+
+
 class SummaryPanel(QGroupBox):
     """The plain sentence, the numbers (each with a tooltip) and every class's probability."""
 
@@ -145,17 +166,31 @@ class SummaryPanel(QGroupBox):
         self.link = QLabel("<a href='reading-results'>What do these mean?</a>")
         self.link.setToolTip(f"Opens {READING_DOC.name}: how to read a result")
         self.link.linkActivated.connect(lambda _h: self.show_help())
+        self.legend = QLabel("")
+        wrap(self.legend, rich=True)
+        self.legend.setVisible(False)
+        self.legend.setToolTip("What the layers the run added show")
         self.stale = QLabel("")
         wrap(self.stale, rich=True)
         self.stale.setVisible(False)
-        add_rows(self, self.sentence, self.stale, self.grid_box, self.probs, self.link)
+        add_rows(
+            self, self.sentence, self.stale, self.legend, self.grid_box, self.probs, self.link
+        )
         self._cells: list[QLabel] = []
         self.grid_box.setVisible(False)
         self.probs.setVisible(False)
 
     def show_explanation(
-        self, exp: Any, class_names: list[str], where: str = "", regions: str = ""
+        self,
+        exp: Any,
+        class_names: list[str],
+        where: str = "",
+        notes: dict[str, Any] | None = None,
     ) -> None:
+        """Show a run's result; ``notes`` has its ``regions`` text and the ``hidden``
+        extra layers it added (both absent when no layer was added)."""
+        notes = notes or {}
+        regions = notes.get("regions", "")
         verdict, sentence = plain_sentence(exp)
         colour = "#5cb85c" if exp.valid else "#f0ad4e"
         self.sentence.setText(
@@ -177,6 +212,8 @@ class SummaryPanel(QGroupBox):
                 self._cells.append(cell)
         self.grid.setColumnStretch(1, 1)
         self.probs.setText(probabilities_html(exp, class_names))
+        self.legend.setText(legend_html(exp, notes) if notes else "")
+        self.legend.setVisible(bool(notes))
         self.grid_box.setVisible(True)
         self.probs.setVisible(True)
 
@@ -188,7 +225,8 @@ class SummaryPanel(QGroupBox):
     def text(self) -> str:
         """Everything the panel says, as rich text (for tests and screenshots)."""
         cells = "".join(c.text() for c in self._cells)
-        return self.sentence.text() + self.stale.text() + cells + self.probs.text()
+        head = self.sentence.text() + self.stale.text() + self.legend.text()
+        return head + cells + self.probs.text()
 
     def show_help(self) -> None:
         """Show docs/reading-results.md in a dialog (the page, or where to find it)."""
