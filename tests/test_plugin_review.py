@@ -182,3 +182,27 @@ def test_save_dialog_asks_before_replacing(explained, tmp_path, monkeypatch):
     monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.Yes))
     widget.export.save_button.clicked()
     assert read_mask_tiff(target)[0].max() == 0
+
+
+def test_edits_mark_results_out_of_date_and_undo_clears_it(explained, qtbot):
+    viewer, widget, image, mask = explained
+    widget.review.reference_combo.value = viewer.layers["true evidence"]
+    widget.compare()
+    assert not widget.summary.stale.isVisibleTo(widget.summary)
+    # one stroke of the eraser: out of date at once, before any timer
+    mask.selected_label = 0
+    mask.paint((112, 112), 0) if mask.data[112, 112] else mask.paint((112, 112), 1)
+    assert widget.summary.stale.isVisibleTo(widget.summary)
+    assert "Out of date" in widget.review.scores_label.text()
+    # Ctrl+Z back to the mask as made: the warnings go
+    mask.undo()
+    qtbot.waitUntil(lambda: not widget.summary.stale.isVisibleTo(widget.summary), timeout=5000)
+    assert "Out of date" not in widget.review.scores_label.text()
+    # an edit without events (a script) is noticed too; Compare recomputes
+    mask.data = np.zeros_like(mask.data)
+    qtbot.waitUntil(lambda: widget.summary.stale.isVisibleTo(widget.summary), timeout=5000)
+    assert "Out of date" in widget.review.scores_label.text()
+    rows = widget.compare()
+    assert rows[0]["area_percent"] == 0.0
+    assert "Out of date" not in widget.review.scores_label.text()
+    assert widget.summary.stale.isVisibleTo(widget.summary)  # still not what was measured

@@ -289,10 +289,22 @@ def test_the_result_reads_as_a_sentence_with_tooltips(medcam):
 
     _viewer, widget = medcam
     exp = SimpleNamespace(
-        class_name="lesion", valid=True, status="valid", masked_confidence=0.97,
-        deletion_confidence=0.99, original_confidence=0.99, robust_confidence=0.95,
-        area_fraction=0.02, seconds=3.0, steps=40, tiles=1, provenance={}, baseline="glass",
-        probabilities=[0.01, 0.99], masked_probabilities=[0.03, 0.97], target=1,
+        class_name="lesion",
+        valid=True,
+        status="valid",
+        masked_confidence=0.97,
+        deletion_confidence=0.99,
+        original_confidence=0.99,
+        robust_confidence=0.95,
+        area_fraction=0.02,
+        seconds=3.0,
+        steps=40,
+        tiles=1,
+        provenance={},
+        baseline="glass",
+        probabilities=[0.01, 0.99],
+        masked_probabilities=[0.03, 0.97],
+        target=1,
         one_line=lambda: "lesion",
     )
     assert plain_sentence(exp)[0] == "sufficient, not necessary"

@@ -11,6 +11,7 @@ class connects. Its methods are the widget's public verbs, for scripts and tests
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from napari_medcam.plugin.panels.classifier import ClassifierPanel
 from napari_medcam.plugin.panels.common import Notifier, Session
+from napari_medcam.plugin.panels.edits import EditWatcher, content_hash
 from napari_medcam.plugin.panels.export import ExportPanel
 from napari_medcam.plugin.panels.input import InputPanel
 from napari_medcam.plugin.panels.review import ReviewPanel
@@ -63,6 +65,8 @@ class MedCAMWidget(QWidget):
             self.viewer, self.session, notify, self.results, lambda: self.settings.threads
         )
         self.export = ExportPanel(notify, self.results, lambda: self.review.result_combo.value)
+        self.edits = EditWatcher()
+        self._summary_of: Any = None  # weakref to the result layer the summary describes
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.setSpacing(6)
@@ -82,6 +86,7 @@ class MedCAMWidget(QWidget):
         # stop a run when the widget goes (its dock or the whole viewer is closed):
         # cancel only, never wait on the GUI thread
         self.destroyed.connect(lambda *_a, s=self.session: s.stop(timeout=0.0))
+        self.destroyed.connect(lambda *_a, e=self.edits: e.stop())
         self.refresh_choices()
         self.input._on_active()
         self.classifier_panel.load(notify=False)
@@ -99,8 +104,10 @@ class MedCAMWidget(QWidget):
         self.input.result_activated.connect(self.review.select_result)
         self.run.busy_changed.connect(self._on_busy)
         self.run.result_added.connect(self._on_result_added)
-        self.run.explained.connect(self.summary.show_explanation)
+        self.run.explained.connect(self._on_explained)
         self.settings.fill.changed.connect(self.results.set_fill)
+        self.edits.painted.connect(lambda layer: self._on_edited(layer, None))
+        self.edits.edited.connect(lambda layer: self._on_edited(layer, content_hash(layer)))
         self.review.changed.connect(self.update_buttons)
         self.review.status.connect(self.run.set_status)
         self.export.status.connect(self.run.set_status)
@@ -125,8 +132,33 @@ class MedCAMWidget(QWidget):
         self.update_buttons()
 
     def _on_result_added(self, layer: Any) -> None:
+        self.edits.watch(layer)
+        self._summary_of = weakref.ref(layer)
         self.review.select_result(layer)
         self.update_buttons()
+
+    def _on_explained(self, exp: Any, names: list[str], where: str, notes: Any) -> None:
+        if not notes:  # no layer was added: the summary describes none
+            self._summary_of = None
+        self.summary.show_explanation(exp, names, where, notes)
+
+    def _on_edited(self, layer: Any, current: str | None) -> None:
+        """A result's mask changed (``current``: its hash; None while painting): what
+        was measured on another state of it is marked out of date, or cleared again."""
+        if self.session.closed:
+            return
+        stale = self.review.mark_edited(layer, current)
+        rec = self.results.get(layer)
+        if self._summary_of is not None and self._summary_of() is layer and rec is not None:
+            edited = current is None or (bool(rec.data_hash) and current != rec.data_hash)
+            self.summary.set_stale(
+                "You edited the mask: the numbers below describe the mask as Med-CAM "
+                "made it. Check edited mask measures the edited one."
+                if edited
+                else ""
+            )
+            stale |= edited
+        self.edits.poll(layer, stale)
 
     def update_buttons(self, region: Region | None = None) -> None:
         """Enable what can be done now (Explain, check, compare, save)."""

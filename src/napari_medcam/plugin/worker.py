@@ -113,6 +113,10 @@ class ExplainJob:
     soft: bool = False
     #: mask pieces smaller than this many pixels are dropped (0: none)
     min_region: int = 0
+    #: a fitted amortised explainer: one pass instead of per-image optimisation,
+    #: every class found when ``target`` is None; ``refine`` N repairs failed tiles
+    explainer: Any = None
+    refine: int = 0
     #: set by the GUI to stop at the next step (no result is made)
     cancel: threading.Event = field(default_factory=threading.Event)
     #: set by the worker thread when it has let go of the job (finished or stopped)
@@ -174,9 +178,21 @@ def run_explanation(job: ExplainJob) -> Generator[Any, None, JobResult]:
     try:
         with torch_threads(job.threads):
             try:
+                amortised = (
+                    {"explainer": job.explainer, "refine": job.refine}
+                    if job.explainer is not None
+                    else {}
+                )
+                if amortised and job.slice_axis is not None:
+                    raise ValueError("an explainer explains one plane: untick 'every slice'")
                 if job.slice_axis is None:
                     gen = mc.iter_explain(
-                        job.image, job.classifier, job.target, job.config, device=job.device
+                        job.image,
+                        job.classifier,
+                        job.target,
+                        job.config,
+                        device=job.device,
+                        **amortised,
                     )
                 else:
                     gen = iter_explain_slices(
@@ -206,14 +222,18 @@ def run_explanation(job: ExplainJob) -> Generator[Any, None, JobResult]:
                 explanation = explanation.as_explanation()
             result = JobResult(explanation=explanation)
             if not is_lazy(explanation.mask):
-                mask, result.regions, result.dropped, result.dropped_pixels = (
-                    drop_small_regions(explanation.mask, job.min_region)
+                mask, result.regions, result.dropped, result.dropped_pixels = drop_small_regions(
+                    explanation.mask, job.min_region
                 )
                 explanation.mask = mask
+                if getattr(explanation, "labels", None) is not None:  # multi-class
+                    explanation.labels = np.where(mask, explanation.labels, 0).astype(np.uint8)
             else:
                 # stitched on disk (a whole slide at full resolution): never read whole
                 # into memory; napari gets multiscale levels over it, built here
-                result.mask_levels = pyramid(explanation.mask, np.uint8)
+                labels = getattr(explanation, "labels", None)
+                shown = explanation.mask if labels is None else labels
+                result.mask_levels = pyramid(shown, np.uint8)
                 if job.soft and explanation.soft_mask is not None:
                     result.soft_levels = pyramid(explanation.soft_mask, np.float32)
             if job.gradcam and not job.cancel.is_set():

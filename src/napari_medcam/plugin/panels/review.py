@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import html
 import io as _io
+import weakref
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,11 @@ from qtpy.QtWidgets import QApplication, QFileDialog, QGroupBox, QLabel
 
 from napari_medcam.plugin.layers import META_KEY, region_of, region_pixels
 from napari_medcam.plugin.panels.common import Notifier, Session, add_rows, wrap
+from napari_medcam.plugin.panels.edits import content_hash
 from napari_medcam.plugin.panels.grid import enter_side_by_side, leave_side_by_side
+from napari_medcam.plugin.panels.texts import OUT_OF_DATE, check_text, scores_text
 from napari_medcam.plugin.results import ResultRecord, ResultStore
 from napari_medcam.plugin.worker import CheckJob, check_worker
-
-SCORE_KEYS = ("dice", "iou", "precision", "recall")
 
 
 class ReviewPanel(QGroupBox):
@@ -50,6 +51,10 @@ class ReviewPanel(QGroupBox):
         self.last_check: dict[str, Any] | None = None
         self.last_scores: list[dict[str, Any]] = []
         self._side: dict[str, Any] | None = None  # what side by side will restore
+        # (layer, content hash) the shown check and scores were measured on
+        self._checked: tuple[Any, str] | None = None
+        self._scored: tuple[Any, str] | None = None
+        self._check_html = self._scores_html = ""
         self.result_combo = ComboBox(label="Mask", choices=self._result_choices, nullable=True)
         self.reference_combo = ComboBox(
             label="Compare with", choices=self._reference_choices, nullable=True
@@ -167,6 +172,7 @@ class ReviewPanel(QGroupBox):
         except Exception as err:
             self.notify.error(f"cannot read the mask: {err}")
             return None
+        self._checked = (weakref.ref(layer), content_hash(layer))
         job = CheckJob(
             image=image,
             mask=mask,
@@ -224,7 +230,8 @@ class ReviewPanel(QGroupBox):
             self.check_label.setText(f"⚠ {html.escape(res['error'])}")
             self.notify.error(f"Med-CAM check: {res['error']}")
             return
-        self.check_label.setText(check_text(res, rec.class_name, layer.metadata))
+        self._check_html = check_text(res, rec.class_name, layer.metadata)
+        self.check_label.setText(self._check_html)
         new_meta = dict(layer.metadata)
         entry = dict(new_meta.get(META_KEY, {}))
         entry["check"] = {
@@ -291,7 +298,9 @@ class ReviewPanel(QGroupBox):
             r.update(mask=layer.name, reference=ref.name)
         self.last_scores = rows
         self.scores_label.setVisible(True)
-        self.scores_label.setText(scores_text(rows, ref.name, rec.gradcam is not None))
+        self._scored = (weakref.ref(layer), content_hash(layer))
+        self._scores_html = scores_text(rows, ref.name, rec.gradcam is not None)
+        self.scores_label.setText(self._scores_html)
         self.changed.emit()
         return rows
 
@@ -325,6 +334,23 @@ class ReviewPanel(QGroupBox):
             except (OSError, ValueError) as err:
                 self.notify.error(f"cannot save scores: {err}")
 
+    # ---------------------------------------------------------------- edits
+    def mark_edited(self, layer: Any, current: str | None) -> bool:
+        """The mask may have changed: ``current`` is its content hash (None while being
+        painted). The shown check and scores say whether they are out of date; True
+        while either is."""
+        stale = False
+        for state, label, text, what in (
+            (self._checked, self.check_label, self._check_html, "Check edited mask"),
+            (self._scored, self.scores_label, self._scores_html, "Compare"),
+        ):
+            if state is None or state[0]() is not layer or not text:
+                continue
+            out = current is None or current != state[1]
+            stale |= out
+            label.setText(OUT_OF_DATE.format(what=what) + text if out else text)
+        return stale
+
     # ----------------------------------------------------------- side by side
     def set_side_by_side(self, on: bool) -> None:
         """Grid view: image + Med-CAM mask in one pane, image + reference in the other."""
@@ -347,47 +373,3 @@ class ReviewPanel(QGroupBox):
             leave_side_by_side(self.viewer, state)
             with self.side_by_side.changed.blocked():
                 self.side_by_side.value = False
-
-
-def check_text(res: dict[str, Any], class_name: str, metadata: dict[str, Any]) -> str:
-    """The check's outcome as rich text: confidence before → after, held or lost, where."""
-    before = metadata.get(META_KEY, {}).get("summary", {})
-    held = (
-        "decision <b>held</b>"
-        if res["held"]
-        else "<span style='color:#f0ad4e'>decision <b>lost</b></span>"
-    )
-    was = before.get("masked_confidence")
-    was_txt = f"{was:.3f} → " if isinstance(was, (int, float)) else ""
-    name = html.escape(class_name)
-    where = ""
-    if "slices" in res:
-        where = f" on {res['slices_held']} of {res['slices']} marked slices"
-    elif res.get("tiled"):
-        where = (
-            f" on {res['tiles_held']} of {res['tiles']} '{name}' tiles "
-            f"(mean per tile, as explained; {res['windows']} tiles in all)"
-        )
-    return (
-        f"Edited mask: p({name}) {was_txt}<b>{res['masked']:.3f}</b>, "
-        f"robust {res['robust']:.3f}, area {100 * res['area_fraction']:.1f} % · {held}{where}"
-    )
-
-
-def scores_text(rows: list[dict[str, Any]], reference: str, gradcam: bool) -> str:
-    """The comparison as a rich-text table."""
-    head = "".join(
-        f"<td align='right' style='color:gray'>&nbsp;{h}</td>"
-        for h in ("Dice", "IoU", "prec.", "recall")
-    )
-    body = "".join(
-        f"<tr><td>{html.escape(r['method'])}</td>"
-        + "".join(f"<td align='right'>&nbsp;{r[k]:.3f}</td>" for k in SCORE_KEYS)
-        + "</tr>"
-        for r in rows
-    )
-    note = "" if gradcam else "<br>Grad-CAM: n/a for this model"
-    return (
-        f"vs <b>{html.escape(reference)}</b> (Grad-CAM thresholded to the same area):"
-        f"<table cellspacing='0' cellpadding='2'><tr><td></td>{head}</tr>{body}</table>{note}"
-    )

@@ -225,7 +225,9 @@ class RunPanel(QWidget):
         if not has_evidence(exp):
             self.explained.emit(exp, names, where, {})
             self.status_label.value = f"No layer added: the mask is not trustworthy. {exp.status}."
-            self.notify.warning("Med-CAM added no layer: the mask is not trustworthy (see why in the widget)")
+            self.notify.warning(
+                "Med-CAM added no layer: the mask is not trustworthy (see why in the widget)"
+            )
             return
         try:
             placed = self.results.place(ctx, result)
@@ -247,7 +249,6 @@ class RunPanel(QWidget):
         if result.gradcam_note and ctx.add_gradcam:
             self.notify.info(result.gradcam_note)
 
-
     def _notes(self, ctx: RunContext, result: JobResult) -> dict[str, Any]:
         """What the summary says beyond the explanation: regions, extra layers added."""
         notes: dict[str, Any] = {"regions": regions_text(ctx, result)}
@@ -263,7 +264,7 @@ class RunPanel(QWidget):
 
 
 def regions_text(ctx: RunContext, result: JobResult) -> str:
-    """"3 pieces ≥ 50 px (≥ 12.5 µm²); 4 smaller dropped (0.1 %)", or "" when unknown."""
+    """ "3 pieces ≥ 50 px (≥ 12.5 µm²); 4 smaller dropped (0.1 %)", or "" when unknown."""
     if result.regions is None:
         return ""
     n = ctx.job.min_region

@@ -173,9 +173,7 @@ class SummaryPanel(QGroupBox):
         self.stale = QLabel("")
         wrap(self.stale, rich=True)
         self.stale.setVisible(False)
-        add_rows(
-            self, self.sentence, self.stale, self.legend, self.grid_box, self.probs, self.link
-        )
+        add_rows(self, self.sentence, self.stale, self.legend, self.grid_box, self.probs, self.link)
         self._cells: list[QLabel] = []
         self.grid_box.setVisible(False)
         self.probs.setVisible(False)
