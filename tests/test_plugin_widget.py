@@ -328,3 +328,25 @@ def test_small_pieces_are_dropped_and_counted():
     kept, n, dropped, pixels = drop_small_regions(mask, 10)
     assert (n, dropped, pixels) == (1, 2, 2) and kept.sum() == 100
     assert drop_small_regions(mask, 0)[1:] == (3, 0, 0)
+
+
+def test_docked_widget_fits_a_1366x768_screen(medcam, qtbot):
+    viewer, widget = medcam
+    viewer.window._qt_window.show()
+    widget.settings.advanced_toggle.setChecked(True)  # even with Advanced open
+    qtbot.wait(50)
+    dock = widget.parentWidget()
+    while dock is not None and not hasattr(dock, "setFloating"):
+        dock = dock.parentWidget()
+    assert dock is not None
+    window = viewer.window._qt_window
+    assert dock.minimumSizeHint().height() <= 400  # the panels scroll inside it
+    assert window.minimumSizeHint().height() <= 768 - 40
+    window.resize(1366, 768 - 40)  # the screen less a panel or taskbar
+    qtbot.wait(50)
+    assert window.height() <= 768 - 40
+    # the panels do not fit at that height: they scroll, nothing is cut off
+    assert widget.scroll.widget().sizeHint().height() > widget.scroll.viewport().height()
+    # sections that need a result stay hidden until there is one
+    assert not widget.review.isVisibleTo(widget) and not widget.export.isVisibleTo(widget)
+    assert all(w.tooltip for w in widget.settings.advanced.values())

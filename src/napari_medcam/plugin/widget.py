@@ -15,11 +15,13 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
 from napari_medcam.plugin.panels.classifier import ClassifierPanel
 from napari_medcam.plugin.panels.common import Notifier, Session
 from napari_medcam.plugin.panels.edits import EditWatcher, content_hash
+from napari_medcam.plugin.panels.explainer import ExplainerPanel
 from napari_medcam.plugin.panels.export import ExportPanel
 from napari_medcam.plugin.panels.input import InputPanel
 from napari_medcam.plugin.panels.review import ReviewPanel
@@ -60,6 +62,16 @@ class MedCAMWidget(QWidget):
             self.settings,
             lambda: self.build_config(),  # a method, so that scripts may replace it
         )
+        self.explainer_panel = ExplainerPanel(
+            self.viewer,
+            self.session,
+            notify,
+            self.input,
+            self.classifier_panel,
+            self.settings,
+            lambda: self.build_config(),
+        )
+        self.run.amortised = self.explainer_panel.choice
         self.summary = SummaryPanel()
         self.review = ReviewPanel(
             self.viewer, self.session, notify, self.results, lambda: self.settings.threads
@@ -67,13 +79,16 @@ class MedCAMWidget(QWidget):
         self.export = ExportPanel(notify, self.results, lambda: self.review.result_combo.value)
         self.edits = EditWatcher()
         self._summary_of: Any = None  # weakref to the result layer the summary describes
-        layout = QVBoxLayout(self)
+        # everything in a scroll area: docked, the widget fits a 1366×768 laptop
+        inner = QWidget()
+        layout = QVBoxLayout(inner)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.setSpacing(6)
         for panel in (
             self.input,
             self.classifier_panel,
             self.settings,
+            self.explainer_panel,
             self.run,
             self.summary,
             self.review,
@@ -81,6 +96,17 @@ class MedCAMWidget(QWidget):
         ):
             layout.addWidget(panel)
         layout.addStretch(1)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll.setWidget(inner)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.scroll)
+        # sections that only make sense after a run stay out of the way until then
+        for panel in (self.summary, self.review, self.export):
+            panel.setVisible(False)
         self.setMinimumWidth(340)
         self._connect()
         # stop a run when the widget goes (its dock or the whole viewer is closed):
@@ -100,6 +126,8 @@ class MedCAMWidget(QWidget):
         for layer in layers:
             layer.events.name.connect(self._on_layers_changed)
         self.classifier_panel.changed.connect(self.input.update_region)
+        self.classifier_panel.changed.connect(self.explainer_panel.refresh)
+        self.run.busy_changed.connect(self.explainer_panel.on_busy)
         self.input.region_changed.connect(self.update_buttons)
         self.input.result_activated.connect(self.review.select_result)
         self.run.busy_changed.connect(self._on_busy)
@@ -141,6 +169,7 @@ class MedCAMWidget(QWidget):
         if not notes:  # no layer was added: the summary describes none
             self._summary_of = None
         self.summary.show_explanation(exp, names, where, notes)
+        self.summary.setVisible(True)
 
     def _on_edited(self, layer: Any, current: str | None) -> None:
         """A result's mask changed (``current``: its hash; None while painting): what
@@ -168,6 +197,9 @@ class MedCAMWidget(QWidget):
             self.run.update_button(region if region is not None else self.current_region())
         self.review.update_buttons(explaining=self.session.explaining)
         self.export.update_buttons()
+        has_results = bool(self.results.layers())
+        self.review.setVisible(has_results)
+        self.export.setVisible(has_results)
 
     # ------------------------------------------------------------ public verbs
     @property

@@ -43,6 +43,7 @@ def enter_side_by_side(viewer: Any, source: Any, mask: Any, reference: Any) -> d
     grid.stride = 2
     grid.shape = (-1, -1)
     grid.enabled = True
+    viewer.reset_view()  # both panes framed on the image
     return state
 
 
@@ -63,3 +64,4 @@ def leave_side_by_side(viewer: Any, state: dict[str, Any]) -> None:
     grid.stride = stride
     grid.shape = shape
     grid.enabled = enabled
+    viewer.reset_view()

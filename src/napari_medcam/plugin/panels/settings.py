@@ -30,6 +30,25 @@ ADVANCED: list[tuple[str, str, dict[str, Any]]] = [
     ("seed", "seed", {"min": 0, "max": 2**31 - 1}),
 ]
 
+#: what each Advanced field does, in the words of its effect on the mask
+TOOLTIPS = {
+    "tolerance": "Share of the original confidence the mask must keep. Lower: smaller "
+    "masks that keep less of the decision",
+    "lambda_act": "Weight of keeping the classifier's internal activations on the mask. "
+    "Higher: the mask keeps what the classifier sees, not only its answer",
+    "lambda_ce": "Weight of keeping the decision (cross-entropy of the class on the mask)",
+    "lambda_kl": "Weight of keeping every class's probability (KL divergence)",
+    "lambda_area": "Weight of a small mask. Higher: smaller masks, at the risk of losing "
+    "the decision",
+    "lambda_bin": "Weight pushing the soft mask to 0 or 1 (a crisp mask)",
+    "lambda_tv": "Weight of a smooth mask (total variation). Higher: fewer, rounder pieces",
+    "lambda_rob": "Weight of keeping the decision on random backgrounds",
+    "steps": "Most optimisation steps per tile; fewer are faster and coarser",
+    "lr": "Learning rate of the mask's optimisation",
+    "threshold": "Soft-mask value above which a pixel is in the mask",
+    "seed": "Random seed: the same seed gives the same mask",
+}
+
 
 def advanced_fields() -> list[tuple[str, type, str, dict[str, Any]]]:
     """(field, type, label, options) of the `ADVANCED` fields `MedCAMConfig` has."""
@@ -57,7 +76,9 @@ class SettingsPanel(QGroupBox):
             label="Preset",
             choices=["fast", "paper"],
             value="fast",
-            tooltip="fast: seconds on a CPU · paper: the authors' recipe",
+            tooltip="fast: the default recipe, one knob (the confidence to keep) · "
+            "paper: the published fixed-weight recipe, more steps. "
+            "The time a run will take is estimated under Explain before it starts",
         )
         self.device_combo = ComboBox(
             label="Device",
@@ -74,6 +95,7 @@ class SettingsPanel(QGroupBox):
                 label=label,
                 options=dict(opts),
             )
+            self.advanced[name].tooltip = TOOLTIPS.get(name, "")
         self.threads_spin = create_widget(
             value=default_threads(),
             annotation=int,
