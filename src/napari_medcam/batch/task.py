@@ -96,12 +96,9 @@ def explain_slide(path: str, folder: str, slide_id: str, job: SlideJob) -> dict[
     except Exception as err:  # any failure of this slide is recorded; the others go on
         reason = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
         row = {"status": "failed", "reason": reason or type(err).__name__}
-    row.update(
-        seconds=round(time.perf_counter() - start, 3),
-        worker=str(getattr(worker, "address", "local")),
-        pid=os.getpid(),
-        peak_rss_mb=round(_peak_rss_mb(), 1),
-    )
+    row.setdefault("worker", str(getattr(worker, "address", "local")))
+    row.setdefault("pid", os.getpid())
+    row.update(seconds=round(time.perf_counter() - start, 3), peak_rss_mb=round(_peak_rss_mb(), 1))
     return row
 
 
@@ -119,7 +116,10 @@ def _explain(
     last = [-1]
 
     def progress(event: Any) -> None:
-        if worker is not None and event.tile != last[0]:
+        # tiles of the optimisation only (tile selection also reports, per window)
+        if worker is None or getattr(event, "stage", "optimise") != "optimise":
+            return
+        if event.tile != last[0]:
             last[0] = event.tile
             worker.log_event(
                 PROGRESS_TOPIC, {"slide": slide_id, "tile": event.tile, "tiles": event.tiles}
@@ -143,7 +143,8 @@ def _explain(
         thumbs = thumbnails(slide.levels[-1], exp.mask, exp.tile_verdicts)
         slide_shape = list(slide.shape)
     if worker is not None:
-        worker.log_event(PROGRESS_TOPIC, {"slide": slide_id, "tile": exp.tiles, "tiles": exp.tiles})
+        n = len(exp.tile_verdicts)
+        worker.log_event(PROGRESS_TOPIC, {"slide": slide_id, "tile": n, "tiles": n})
     n_valid = sum(bool(v["valid"]) for v in exp.tile_verdicts)
     evidence = float(exp.area_fraction) * int(view.shape[0]) * int(view.shape[1])
     row = {
@@ -158,6 +159,8 @@ def _explain(
         "evidence_level0_px": round(evidence * f * f),
         "level": level,
         "downsample": f,
+        "worker": str(getattr(worker, "address", "local")),
+        "pid": os.getpid(),
     }
     facts = {
         "slide": str(path),

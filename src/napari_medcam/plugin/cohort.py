@@ -1,0 +1,164 @@
+"""Reader contribution for a cohort output folder (``napari-medcam batch --out DIR``).
+
+Opening the folder docks a list of its slides (status, finding, tiles valid) and
+opens the first finished one; choosing another replaces it. A slide opens as its
+pyramid (lazy, level 0 at scale 1), the tile map of its explained tiles (valid
+green, failed orange) and its evidence mask on top, both at the explained level's
+downsample so that they lie exactly on the slide.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtWidgets import QLabel, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
+
+from napari_medcam.batch.manifest import DONE, MANIFEST, Manifest
+from napari_medcam.batch.outputs import MASK, TILES, read_result, read_tiles_csv
+from napari_medcam.batch.summary import summary_rows
+from napari_medcam.plugin.layers import result_name
+from napari_medcam.plugin.results import MASK_COLORS, TILE_COLORS, TILE_INVALID, TILE_VALID
+from napari_medcam.slides import open_slide
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+#: key in a layer's metadata naming the cohort folder and slide it shows
+COHORT_KEY = "medcam_cohort"
+
+
+def get_cohort_reader(path: str | list[str]) -> Any:
+    """Claim a folder holding a cohort manifest."""
+    if isinstance(path, list) or not (Path(path) / MANIFEST).is_file():
+        return None
+    return read_cohort
+
+
+def _tile_map(rows: list[dict[str, Any]], shape: tuple[int, int]) -> np.ndarray:
+    """Explained tiles' windows painted valid (1) or failed (2, painted last)."""
+    out = np.zeros(shape, np.uint8)
+    for value, wanted in ((TILE_VALID, True), (TILE_INVALID, False)):
+        for r in rows:
+            if r["valid"] == wanted:
+                out[r["y0"] : r["y1"], r["x0"] : r["x1"]] = value
+    return out
+
+
+def slide_layers(cohort: Path, slide_id: str) -> list[tuple[Any, dict[str, Any], str]]:
+    """Layer data of one finished slide: the slide, its tile map and its mask, aligned."""
+    folder = cohort / "slides" / slide_id
+    result = read_result(folder)
+    if result is None:
+        raise ValueError(f"slide {slide_id} has no finished result in {cohort}")
+    marker = {COHORT_KEY: {"folder": str(cohort), "slide": slide_id}}
+    slide = open_slide(result["slide"])
+    f = float(result["downsample"])
+    scale = (f, f)
+    mask = open_slide(folder / MASK)
+    name = result["class_found"] or "no finding"
+    tiles = _tile_map(read_tiles_csv(folder / TILES), tuple(result["level_shape"]))
+    return [
+        (
+            slide.levels,
+            {"name": slide_id, "multiscale": True, "rgb": slide.rgb, "metadata": dict(marker)},
+            "image",
+        ),
+        (
+            tiles,
+            {
+                "name": result_name(slide_id, name, "Med-CAM tiles"),
+                "colormap": dict(TILE_COLORS),
+                "opacity": 0.3,
+                "scale": scale,
+                "metadata": dict(marker),
+            },
+            "labels",
+        ),
+        (
+            mask.levels,
+            {
+                "name": result_name(slide_id, name),
+                "multiscale": len(mask.levels) > 1,
+                "colormap": dict(MASK_COLORS),
+                "scale": scale,
+                "metadata": {**marker, "medcam_result": result},
+            },
+            "labels",
+        ),
+    ]
+
+
+class CohortBrowser(QWidget):
+    """The cohort's slides; choosing one shows it (and removes the one shown before)."""
+
+    def __init__(self, viewer: napari.Viewer | None, cohort: Path) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self.cohort = cohort
+        manifest = Manifest.load(cohort)
+        self.rows = {r["slide"]: r for r in summary_rows(manifest)} if manifest else {}
+        self.list = QListWidget()
+        for sid, r in self.rows.items():
+            if r["status"] == DONE:
+                text = (
+                    f"{sid} — {r['class_found'] or 'no finding'}, {r['tiles_valid']}/"
+                    f"{r['tiles_explained']} tiles valid" + ("" if r["valid"] else " (not valid)")
+                )
+            else:
+                text = f"{sid} — {r['status']}: {r['reason']}"
+            QListWidgetItem(text, self.list).setData(256, sid)  # 256: Qt.UserRole
+        self.info = QLabel(f"{len(self.rows)} slides in {cohort.name}")
+        self.info.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.list)
+        layout.addWidget(self.info)
+        self.list.currentItemChanged.connect(self._chosen)
+
+    def finished(self) -> list[str]:
+        return [sid for sid, r in self.rows.items() if r["status"] == DONE]
+
+    def _chosen(self, item: QListWidgetItem | None, _previous: Any = None) -> None:
+        if item is not None:
+            self.show_slide(item.data(256))
+
+    def select(self, slide_id: str) -> None:
+        """Choose ``slide_id`` in the list (shows it, as a click does)."""
+        for i in range(self.list.count()):
+            if self.list.item(i).data(256) == slide_id:
+                self.list.setCurrentRow(i)
+                return
+        raise ValueError(f"no slide {slide_id!r} in {self.cohort}")
+
+    def show_slide(self, slide_id: str) -> None:
+        """Replace the cohort layers in the viewer with ``slide_id``'s."""
+        row = self.rows[slide_id]
+        if row["status"] != DONE:
+            self.info.setText(f"{slide_id}: {row['status']} — {row['reason']}")
+            return
+        if self.viewer is None:
+            return
+        for layer in list(self.viewer.layers):
+            mark = layer.metadata.get(COHORT_KEY)
+            if mark and mark["folder"] == str(self.cohort):
+                self.viewer.layers.remove(layer)
+        for data, meta, kind in slide_layers(self.cohort, slide_id):
+            getattr(self.viewer, f"add_{kind}")(data, **meta)
+        self.info.setText(f"{slide_id}: {row['reason'] or 'valid'}")
+
+
+def read_cohort(path: str) -> list[tuple]:
+    """Dock the slide list in the current viewer and return the first finished slide."""
+    import napari
+
+    cohort = Path(path).resolve()
+    viewer = napari.current_viewer()
+    browser = CohortBrowser(viewer, cohort)
+    first = browser.finished()[:1]
+    if viewer is not None:
+        viewer.window.add_dock_widget(browser, name=f"Med-CAM cohort · {cohort.name}")
+        if first:  # selecting it shows it (added by the browser, replaced on the next pick)
+            browser.select(first[0])
+        return [(None,)]
+    return slide_layers(cohort, first[0]) if first else [(None,)]
