@@ -108,8 +108,8 @@ def summary_html(manifest: Manifest, rows: list[dict[str, Any]]) -> str:
         + ", ".join(f"{n} {html.escape(s)}" for s, n in sorted(counts.items()))
         + f"</p><p class=small>classifier <code>{html.escape(str(manifest.classifier['spec']))}"
         f"</code> (fingerprint <code>{manifest.settings['classifier_fingerprint'][:12]}</code>), "
-        f"level {html.escape(str(manifest.settings['level']))}, target "
-        f"{html.escape(str(manifest.settings['target'] or 'predicted class'))}, "
+        f"level {html.escape(str(manifest.settings.get('level', 'auto')))}, target "
+        f"{html.escape(str(manifest.settings.get('target') or 'predicted class'))}, "
         f"≤ {cfg['steps'] + cfg['refine_steps']} steps per tile, tolerance {cfg['tolerance']}; "
         f"settings <code>{manifest.hash}</code>. Evidence in cyan; tiles whose mask failed "
         "its checks outlined in orange (they add no evidence).</p>"

@@ -4,7 +4,7 @@ Opening the folder docks a list of its slides (status, finding, tiles valid) and
 opens the first finished one; choosing another replaces it. A slide opens as its
 pyramid (lazy, level 0 at scale 1), the tile map of its explained tiles (valid
 green, failed orange) and its evidence mask on top, both at the explained level's
-downsample so that they lie exactly on the slide.
+downsample, each of their pixels exactly over the level-0 pixels it stands for.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from qtpy.QtWidgets import QLabel, QListWidget, QListWidgetItem, QVBoxLayout, QW
 from napari_medcam.batch.manifest import DONE, MANIFEST, Manifest
 from napari_medcam.batch.outputs import MASK, TILES, read_result, read_tiles_csv
 from napari_medcam.batch.summary import summary_rows
-from napari_medcam.plugin.layers import result_name
-from napari_medcam.plugin.results import MASK_COLORS, TILE_COLORS, TILE_INVALID, TILE_VALID
+from napari_medcam.plugin.results import TILE_COLORS, TILE_INVALID, TILE_VALID
 from napari_medcam.slides import open_slide
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,6 +26,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: key in a layer's metadata naming the cohort folder and slide it shows
 COHORT_KEY = "medcam_cohort"
+#: the evidence in the cyan of the widget's masks and of the GeoJSON for QuPath
+MASK_COLORS = {0: "transparent", 1: "#00e5ff", None: "#ffd400"}
 
 
 def get_cohort_reader(path: str | list[str]) -> Any:
@@ -55,7 +56,9 @@ def slide_layers(cohort: Path, slide_id: str) -> list[tuple[Any, dict[str, Any],
     marker = {COHORT_KEY: {"folder": str(cohort), "slide": slide_id}}
     slide = open_slide(result["slide"])
     f = float(result["downsample"])
-    scale = (f, f)
+    # mask pixel (r, c) covers level-0 pixels [r·f, (r+1)·f): its centre lies (f − 1)/2
+    # past the centre of the first of them, where napari puts level-0 pixel r·f
+    scale, translate = (f, f), ((f - 1) / 2,) * 2
     mask = open_slide(folder / MASK)
     name = result["class_found"] or "no finding"
     tiles = _tile_map(read_tiles_csv(folder / TILES), tuple(result["level_shape"]))
@@ -68,10 +71,11 @@ def slide_layers(cohort: Path, slide_id: str) -> list[tuple[Any, dict[str, Any],
         (
             tiles,
             {
-                "name": result_name(slide_id, name, "Med-CAM tiles"),
+                "name": f"{slide_id} · Med-CAM tiles · {name}",
                 "colormap": dict(TILE_COLORS),
                 "opacity": 0.3,
                 "scale": scale,
+                "translate": translate,
                 "metadata": dict(marker),
             },
             "labels",
@@ -79,10 +83,11 @@ def slide_layers(cohort: Path, slide_id: str) -> list[tuple[Any, dict[str, Any],
         (
             mask.levels,
             {
-                "name": result_name(slide_id, name),
+                "name": f"{slide_id} · Med-CAM · {name}",
                 "multiscale": len(mask.levels) > 1,
                 "colormap": dict(MASK_COLORS),
                 "scale": scale,
+                "translate": translate,
                 "metadata": {**marker, "medcam_result": result},
             },
             "labels",
