@@ -29,6 +29,7 @@ def medcam(make_napari_viewer, qtbot):
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-medcam", "Med-CAM")
     assert isinstance(widget, MedCAMWidget)
     widget.set_settings("fast", steps=QUICK_STEPS)
+    widget.settings.ask_above.value = 0  # never a modal question in a test
     return viewer, widget
 
 

@@ -234,9 +234,18 @@ def test_a_tiled_run_adds_a_tile_map_of_valid_and_failed_tiles(medcam, qtbot, mo
     right, _ = mc.synthetic_tile(8001, 1)
     canvas = np.concatenate([left, right], axis=1)  # 224 × 448: three overlapping tiles
     layer = viewer.add_image(canvas, name="slide", rgb=True, scale=(0.5, 0.5), translate=(3, 7))
-    result = run_explanation(qtbot, widget)
-    exp = result.explanation
+    # one tile count everywhere: the form, the progress line and the result
+    assert widget.current_region().tiles == 3
+    assert "3 tiles" in widget.input.region_label.value
+    assert "3 tiles ×" in widget.run.estimate_label.value
+    lines: list[str] = []
+    worker = widget.explain()
+    worker.yielded.connect(lambda _e: lines.append(widget.run.status_label.value))
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+    exp = widget.last_result.explanation
     assert exp.tiles == 3 and len(exp.tile_verdicts) >= 2
+    assert any("with the class (of 3)" in line and "up to ≈" in line for line in lines), lines
+    assert "(3 tiles in all)" in exp.status
     i = viewer.layers.index(layer)
     tiles, mask = viewer.layers[i + 1], viewer.layers[-1]
     assert isinstance(tiles, Labels) and tiles.name == f"Med-CAM tiles: {exp.class_name}"
@@ -350,3 +359,26 @@ def test_docked_widget_fits_a_1366x768_screen(medcam, qtbot):
     # sections that need a result stay hidden until there is one
     assert not widget.review.isVisibleTo(widget) and not widget.export.isVisibleTo(widget)
     assert all(w.tooltip for w in widget.settings.advanced.values())
+
+
+def test_cost_is_said_before_work_and_a_long_run_asks_first(medcam, monkeypatch):
+    from qtpy.QtWidgets import QMessageBox
+
+    viewer, widget = medcam
+    viewer.add_image(np.zeros((512, 512, 3), np.uint8), rgb=True, name="big")
+    assert widget.current_region().tiles == 9
+    assert "whole image, 9 tiles" in widget.input.region_label.value
+    text = widget.run.estimate_label.value
+    assert text.startswith("Estimate: up to ≈") and "9 tiles ×" in text and "measured" in text
+    asked: list[str] = []
+
+    def no(*args, **_kw):
+        asked.append(args[2])
+        return QMessageBox.StandardButton.No
+
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(no))
+    widget.set_settings("fast", steps=5000)  # far above a minute on any machine
+    widget.settings.ask_above.value = 1
+    assert widget.explain() is None and widget.worker is None
+    assert asked and "may take up to ≈" in asked[0]
+    assert widget.run.status_label.value == "Not started."

@@ -20,6 +20,15 @@ MIN_TISSUE_FRACTION = 0.05
 # Stitched masks larger than this (pixels) are kept in chunked zarr arrays on disk
 # instead of memory: 4,096² float32 is 64 MiB per array.
 IN_MEMORY_PIXELS = 4096 * 4096
+#: overlap (pixels) of neighbouring tiles: `explain`'s default ``tile_overlap``
+TILE_OVERLAP = 32
+
+
+def overlap_for(input_size: Sequence[int]) -> int:
+    """`TILE_OVERLAP`, at most a quarter of the input's smallest side: 32 pixels of a
+    32³ input would move each window by one voxel."""
+    return min(TILE_OVERLAP, min(int(n) for n in input_size) // 4)
+
 STITCH_CHUNK = 512  # a tile add touches ≤ 4 chunks: 42 ms per 224² tile (1,024²: 80 ms)
 
 

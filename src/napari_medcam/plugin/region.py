@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_medcam.tiling import needs_tiling, tile_grid
+from napari_medcam.tiling import needs_tiling, overlap_for, tile_grid
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -208,7 +208,7 @@ def find_region(
     plane = tuple(n for i, n in enumerate(rshape) if i != slice_axis)
     tiles = 1
     if input_size is not None and len(input_size) == len(plane) and needs_tiling(plane, input_size):
-        tiles = len(tile_grid(plane, input_size))
+        tiles = len(tile_grid(plane, input_size, overlap_for(input_size)))
     size = " × ".join(str(s) for s in rshape)
     where = ", ".join(f"{names[a]} = {i}" for a, i in fixed.items())
     if along is not None:

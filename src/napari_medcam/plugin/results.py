@@ -121,6 +121,7 @@ class ResultRecord:
 
     source_ref: Any  # weakref to the image layer
     source_name: str
+    estimate: Any = None  # cost.Estimate made before the run (None: not measured)
     region: Region
     classifier: Any
     classifier_label: str

@@ -185,6 +185,8 @@ def run_explanation(job: ExplainJob) -> Generator[Any, None, JobResult]:
                 )
                 if amortised and job.slice_axis is not None:
                     raise ValueError("an explainer explains one plane: untick 'every slice'")
+                # the overlap the input panel counted tiles with (one count everywhere)
+                overlap = tiling.overlap_for(job.classifier.input_size)
                 if job.slice_axis is None:
                     gen = mc.iter_explain(
                         job.image,
@@ -192,6 +194,7 @@ def run_explanation(job: ExplainJob) -> Generator[Any, None, JobResult]:
                         job.target,
                         job.config,
                         device=job.device,
+                        tile_overlap=overlap,
                         **amortised,
                     )
                 else:
@@ -202,6 +205,7 @@ def run_explanation(job: ExplainJob) -> Generator[Any, None, JobResult]:
                         job.config,
                         axis=job.slice_axis,
                         device=job.device,
+                        tile_overlap=overlap,
                     )
                 while True:
                     if job.cancel.is_set():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from functools import partial
 from typing import Any
@@ -10,8 +11,9 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import Label, ProgressBar, PushButton
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtWidgets import QMessageBox, QVBoxLayout, QWidget
 
+from napari_medcam.plugin.cost import Estimate, duration, estimate
 from napari_medcam.plugin.layers import (
     microns_per_pixel,
     region_pixels,
@@ -61,10 +63,13 @@ class RunPanel(QWidget):
         self.run_button.native.setMinimumHeight(32)
         self.progress = ProgressBar(min=0, max=100, value=0, visible=False)
         self.status_label = Label(value="")
+        self.estimate_label = Label(value="")
+        wrap(self.estimate_label)
+        self.estimate: Estimate | None = None
         wrap(self.status_label)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
-        for w in (self.run_button, self.progress, self.status_label):
+        for w in (self.run_button, self.estimate_label, self.progress, self.status_label):
             lay.addWidget(w.native)
         self.run_button.clicked.connect(self._on_clicked)
 
@@ -84,6 +89,34 @@ class RunPanel(QWidget):
         self.run_button.tooltip = "" if can else why
 
     def _on_clicked(self, _v: Any = None) -> None:
+        self.estimate = self._estimate(region) if can else None
+        self.estimate_label.value = self.estimate.text() if self.estimate else ""
+
+    def _estimate(self, region: Any) -> Estimate | None:
+        """The run's cost, from one timed step (None if it cannot be measured)."""
+        try:
+            return estimate(
+                self.classifier.classifier,
+                self._config(),
+                region.tiles,
+                self.settings.device_combo.value,
+            )
+        except Exception:  # a model that cannot be timed still runs; it reports itself
+            logger.debug("estimate failed", exc_info=True)
+            return None
+
+    def _confirmed(self, est: Estimate | None, what: str) -> bool:
+        """Above the settings' threshold, ask before starting (0 minutes: never ask)."""
+        limit = 60 * int(self.settings.ask_above.value)
+        if est is None or limit <= 0 or est.seconds <= limit:
+            return True
+        answer = QMessageBox.question(
+            self,
+            "Start a long run?",
+            f"Explaining {what} may take {est.short()}.\n\n{est.text()}\n\n"
+            "A smaller region, a coarser pyramid level or fewer steps (Advanced) cost less.",
+        )
+        return answer == QMessageBox.StandardButton.Yes
         if self.session.explaining:
             self.cancel()
         else:
@@ -111,6 +144,10 @@ class RunPanel(QWidget):
             return None
         try:
             config = self._config()
+        est = self._estimate(region)
+        if not self._confirmed(est, f"{region.description} of '{layer.name}'"):
+            self.set_status("Not started.")
+            return None
             image = region_pixels(layer, region)
         except (ValueError, MemoryError) as err:
             self.notify.error(str(err))
@@ -146,6 +183,7 @@ class RunPanel(QWidget):
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(partial(self._on_returned, self._ctx))
         worker.aborted.connect(self._on_aborted)
+            estimate=est,
         worker.finished.connect(partial(self._on_finished, worker))
         self.session.job, self.session.worker = job, worker
         self._start_progress(f"Med-CAM: {layer.name}")
@@ -194,7 +232,7 @@ class RunPanel(QWidget):
         self.progress.value = pct
         if self._pbar is not None and pct > self._pbar.n:
             self._pbar.update(pct - self._pbar.n)
-        self.status_label.value = event.describe()
+        self.status_label.value = progress_line(event, self._ctx)
 
     def _on_aborted(self) -> None:
         self.set_status("Cancelled: no layer added.")
@@ -268,6 +306,19 @@ def regions_text(ctx: RunContext, result: JobResult) -> str:
     if result.regions is None:
         return ""
     n = ctx.job.min_region
+def progress_line(event: Any, ctx: RunContext | None) -> str:
+    """What is being done, against the grid the form counted and the estimate."""
+    line = event.describe()
+    if ctx is None:
+        return line
+    grid = ctx.region.tiles
+    if grid > 1 and event.stage == "optimise" and event.tiles > 1:
+        line = line.replace(f"/{event.tiles} ", f"/{event.tiles} with the class (of {grid}) ", 1)
+    elapsed = time.perf_counter() - ctx.started
+    est = f" of {ctx.estimate.short()}" if ctx.estimate is not None else ""
+    return f"{line} · {duration(elapsed)}{est}"
+
+
     um = microns_per_pixel(ctx.layer_ref(), ctx.region)
     size = f" ≥ {n} px" + (f" ({n * um * um:,.1f} µm²)" if um else "") if n else ""
     text = f"{result.regions} piece{'s' * (result.regions != 1)}{size}"

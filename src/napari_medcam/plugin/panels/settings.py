@@ -145,7 +145,18 @@ class SettingsPanel(QGroupBox):
             "every piece. Med-CAM's minimal masks can be a few pixels across: dropping "
             "them may lose the decision (Check edited mask measures it)"
         )
-        size = Container(widgets=[self.min_region])
+        self.ask_above = create_widget(
+            value=2,
+            annotation=int,
+            name="ask_above",
+            label="ask above (min)",
+            options={"min": 0, "max": 10_000},
+        )
+        self.ask_above.tooltip = (
+            "Ask before starting a run estimated to take longer than this many minutes "
+            "(0: never ask)"
+        )
+        size = Container(widgets=[self.min_region, self.ask_above])
         size.margins = (0, 0, 0, 0)
         options = Container(
             widgets=[self.fill, self.add_soft, self.add_gradcam, self.replace_unedited]
