@@ -61,11 +61,11 @@ class RunPanel(QWidget):
         self.last_result: JobResult | None = None
         self.run_button = PushButton(text="Explain")
         self.run_button.native.setMinimumHeight(32)
-        self.progress = ProgressBar(min=0, max=100, value=0, visible=False)
-        self.status_label = Label(value="")
         self.estimate_label = Label(value="")
         wrap(self.estimate_label)
         self.estimate: Estimate | None = None
+        self.progress = ProgressBar(min=0, max=100, value=0, visible=False)
+        self.status_label = Label(value="")
         wrap(self.status_label)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -87,8 +87,6 @@ class RunPanel(QWidget):
         why = "wait for the check of the edited mask" if checking else ""
         why = why or region.problem or "load a classifier first"
         self.run_button.tooltip = "" if can else why
-
-    def _on_clicked(self, _v: Any = None) -> None:
         self.estimate = self._estimate(region) if can else None
         self.estimate_label.value = self.estimate.text() if self.estimate else ""
 
@@ -117,6 +115,8 @@ class RunPanel(QWidget):
             "A smaller region, a coarser pyramid level or fewer steps (Advanced) cost less.",
         )
         return answer == QMessageBox.StandardButton.Yes
+
+    def _on_clicked(self, _v: Any = None) -> None:
         if self.session.explaining:
             self.cancel()
         else:
@@ -142,12 +142,12 @@ class RunPanel(QWidget):
         clf = self.classifier.classifier or self.classifier.load(notify=True)
         if clf is None:
             return None
-        try:
-            config = self._config()
         est = self._estimate(region)
         if not self._confirmed(est, f"{region.description} of '{layer.name}'"):
             self.set_status("Not started.")
             return None
+        try:
+            config = self._config()
             image = region_pixels(layer, region)
         except (ValueError, MemoryError) as err:
             self.notify.error(str(err))
@@ -178,12 +178,12 @@ class RunPanel(QWidget):
             replace=bool(settings.replace_unedited.value),
             fill=bool(settings.fill.value),
             job=job,
+            estimate=est,
         )
         worker = explanation_worker(job)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(partial(self._on_returned, self._ctx))
         worker.aborted.connect(self._on_aborted)
-            estimate=est,
         worker.finished.connect(partial(self._on_finished, worker))
         self.session.job, self.session.worker = job, worker
         self._start_progress(f"Med-CAM: {layer.name}")
@@ -301,11 +301,6 @@ class RunPanel(QWidget):
         return notes
 
 
-def regions_text(ctx: RunContext, result: JobResult) -> str:
-    """ "3 pieces ≥ 50 px (≥ 12.5 µm²); 4 smaller dropped (0.1 %)", or "" when unknown."""
-    if result.regions is None:
-        return ""
-    n = ctx.job.min_region
 def progress_line(event: Any, ctx: RunContext | None) -> str:
     """What is being done, against the grid the form counted and the estimate."""
     line = event.describe()
@@ -319,6 +314,11 @@ def progress_line(event: Any, ctx: RunContext | None) -> str:
     return f"{line} · {duration(elapsed)}{est}"
 
 
+def regions_text(ctx: RunContext, result: JobResult) -> str:
+    """ "3 pieces ≥ 50 px (≥ 12.5 µm²); 4 smaller dropped (0.1 %)", or "" when unknown."""
+    if result.regions is None:
+        return ""
+    n = ctx.job.min_region
     um = microns_per_pixel(ctx.layer_ref(), ctx.region)
     size = f" ≥ {n} px" + (f" ({n * um * um:,.1f} µm²)" if um else "") if n else ""
     text = f"{result.regions} piece{'s' * (result.regions != 1)}{size}"
