@@ -57,6 +57,15 @@ def mask_colors(target: int) -> dict[Any, str]:
     return {0: "transparent", 1: class_color(target), None: PAINT_COLOR}
 
 
+def evidence_colors(exp: Any) -> dict[Any, str]:
+    """A result's colormap: multi-class labels (class index + 1) each in its class
+    colour, else `mask_colors` of its one class."""
+    if getattr(exp, "labels", None) is None:
+        return mask_colors(exp.target)
+    classes = {v: class_color(v - 1) for v in exp.label_classes}
+    return {0: "transparent", **classes, None: PAINT_COLOR}
+
+
 def show_filled(layer: Any, fill: bool) -> None:
     """Show a mask as its outline (the tissue stays readable) or filled."""
     layer.contour = 0 if fill else OUTLINE
@@ -112,6 +121,7 @@ class RunContext:
     replace: bool
     fill: bool
     job: ExplainJob
+    estimate: Any = None  # cost.Estimate made before the run (None: not measured)
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -121,7 +131,6 @@ class ResultRecord:
 
     source_ref: Any  # weakref to the image layer
     source_name: str
-    estimate: Any = None  # cost.Estimate made before the run (None: not measured)
     region: Region
     classifier: Any
     classifier_label: str
@@ -272,7 +281,8 @@ class ResultStore:
             # a mask on disk: multiscale levels over it, never read whole (not paintable)
             data: Any = embed_levels(region, result.mask_levels)
         else:
-            mask = np.asarray(exp.mask).astype(np.uint8)
+            labels = getattr(exp, "labels", None)  # multi-class: a value per class
+            mask = np.asarray(exp.mask if labels is None else labels).astype(np.uint8)
             data = mask if region.is_full else embed(region, mask, np.uint8)
         lazy = isinstance(data, list)
         meta = result_metadata(ctx, exp)
@@ -306,7 +316,7 @@ class ResultStore:
             self._records[previous] = record
             previous.data = data
             previous.metadata = meta
-            previous.colormap = mask_colors(exp.target)
+            previous.colormap = evidence_colors(exp)
             record.data_hash = data_hash(previous.data)
             insert_above(self.viewer, source, extras)
             # the mask on top of everything (references included), and selected
@@ -333,7 +343,7 @@ class ResultStore:
             data,
             name=result_name(exp.class_name),
             metadata=meta,
-            colormap=mask_colors(exp.target),
+            colormap=evidence_colors(exp),
             multiscale=isinstance(data, list),
             **ctx.transforms,
         )

@@ -56,6 +56,8 @@ class RunPanel(QWidget):
         self.classifier = classifier  # ClassifierPanel: the model and the target
         self.settings = settings  # SettingsPanel: device, threads, extra layers
         self._config = config  # () -> the MedCAMConfig of a new run
+        #: () -> (amortised explainer or None, refine steps); the widget sets it
+        self.amortised: Any = lambda: (None, 0)
         self._ctx: RunContext | None = None
         self._pbar: Any = None
         self.last_result: JobResult | None = None
@@ -148,6 +150,7 @@ class RunPanel(QWidget):
             return None
         try:
             config = self._config()
+            explainer, refine = self.amortised()
             image = region_pixels(layer, region)
         except (ValueError, MemoryError) as err:
             self.notify.error(str(err))
@@ -164,6 +167,8 @@ class RunPanel(QWidget):
             slice_axis=region.slice_axis,
             soft=bool(settings.add_soft.value),
             min_region=int(settings.min_region.value),
+            explainer=explainer,
+            refine=refine,
         )
         self._ctx = RunContext(
             layer_ref=weakref.ref(layer),
