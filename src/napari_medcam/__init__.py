@@ -14,17 +14,21 @@ from napari_medcam.engine import (
     explain,
     iter_explain,
 )
+from napari_medcam.engine.amortised import Explainer, fit_explainer, load_explainer
 
 __all__ = [
     "Classifier",
     "Explanation",
+    "Explainer",
     "ExplanationCancelled",
     "MedCAMConfig",
     "ProgressEvent",
     "__version__",
     "demo_classifier",
     "explain",
+    "fit_explainer",
     "iter_explain",
     "load_classifier",
+    "load_explainer",
     "synthetic_tile",
 ]

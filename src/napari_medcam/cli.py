@@ -117,6 +117,8 @@ def _run_explain(args: argparse.Namespace) -> int:
                 device=args.device,
                 progress=progress,
                 absence_tiles=absence,
+                explainer=args.explainer,
+                refine=args.refine,
             )
         finally:
             progress.done()
@@ -138,13 +140,14 @@ def _run_explain(args: argparse.Namespace) -> int:
     # region's level-0 origin applied (both 1 and (0, 0) for a plain image)
     written = write_mask(
         out,
-        exp.mask,
+        exp.mask if exp.labels is None else exp.labels,
         summary,
         pixel_size=(facts["downsample"],) * 2 if facts else None,
         geojson=geojson,
         downsample=facts.get("downsample", 1.0),
         origin=facts.get("origin_level0", (0.0, 0.0)),
         overwrite=args.overwrite,
+        classes=exp.label_classes or None,
     )
     if args.json:
         extra = {"geojson": str(written[1])} if len(written) > 1 else {}
@@ -178,6 +181,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from napari_medcam._version import __version__
+    from napari_medcam.engine.amortised.cli import add_fit_parser
 
     p = argparse.ArgumentParser(
         prog="napari-medcam",
@@ -220,6 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder of images without the finding (e.g. normal tissue): candidates for "
         "what replaces the image outside the mask",
     )
+    e.add_argument(
+        "--explainer",
+        metavar="demo|FILE",
+        help="explain in one pass with a fitted explainer (`napari-medcam fit`): every "
+        "class found, the mask TIFF holds class index + 1 per pixel",
+    )
+    e.add_argument(
+        "--refine",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --explainer: optimise tiles whose mask fails its verdict for ≤ N steps",
+    )
     e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", required=True, help="mask TIFF to write (uint8 0/1)")
@@ -240,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="auto")
     d.add_argument("--overwrite", action="store_true")
     d.set_defaults(run=_run_demo)
+
+    add_fit_parser(sub)
 
     from napari_medcam.evaluation.cli import add_arguments
 

@@ -25,6 +25,8 @@ import numpy as np
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 #: QuPath class colour of Med-CAM evidence (the mask's cyan in napari), as QuPath reads it
 QUPATH_COLOR = (0, 229, 255)
+# one colour per class of a label mask (GeoJSON classifications), in label order
+CLASS_COLORS = ((0, 229, 255), (255, 64, 129), (255, 193, 7), (118, 255, 3), (213, 0, 249))
 #: rows of a (lazy) mask read at a time when turning it into polygons
 POLYGON_BAND = 512
 
@@ -286,6 +288,7 @@ def mask_to_geojson(
     properties: dict[str, Any] | None = None,
     downsample: float | Sequence[float] = 1.0,
     origin: Sequence[float] = (0.0, 0.0),
+    classes: dict[int, str] | None = None,
 ) -> dict[str, Any]:
     """Polygons of a 2-D mask's regions as a QuPath-importable FeatureCollection.
 
@@ -297,7 +300,22 @@ def mask_to_geojson(
     x = x0 + c · downsample_x, y = y0 + r · downsample_y. The defaults (1, (0, 0))
     keep the mask's own pixel coordinates. ``area_pixels`` counts the region's pixels
     in the mask; ``area_level0_pixels`` the level-0 pixels they cover.
+
+    ``classes`` ({label value: class name}) reads ``mask`` as a label image (several
+    classes' evidence): each label's regions become Features classified by its name
+    (a colour per class), with ``label`` in their properties.
     """
+    if classes:
+        features = []
+        for i, (value, cls) in enumerate(sorted(classes.items())):
+            props = {**(properties or {}), "class_name": cls, "label": int(value)}
+            one = mask_to_geojson(_LabelView(mask, int(value)), props, downsample, origin)
+            for feat in one["features"]:
+                feat["properties"]["classification"]["color"] = list(
+                    CLASS_COLORS[i % len(CLASS_COLORS)]
+                )
+            features += one["features"]
+        return {"type": "FeatureCollection", "features": features}
     import shapely
     from shapely.geometry import mapping
     from shapely.geometry.polygon import orient
@@ -330,14 +348,26 @@ def mask_to_geojson(
     return {"type": "FeatureCollection", "features": features}
 
 
+class _LabelView:
+    """``mask == value``, read lazily row band by row band (for `mask_polygons`)."""
+
+    def __init__(self, labels: Any, value: int) -> None:
+        self.labels, self.value, self.shape = labels, value, labels.shape
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self.labels[key]) == self.value
+
+
 def geojson_writer(
     mask: Any,
     properties: dict[str, Any] | None = None,
     downsample: float | Sequence[float] = 1.0,
     origin: Sequence[float] = (0.0, 0.0),
+    classes: dict[int, str] | None = None,
 ) -> Callable[[Path], None]:
     """Compute `mask_to_geojson` now; return ``write(path)`` for its JSON text."""
-    text = json.dumps(_jsonable(mask_to_geojson(mask, properties, downsample, origin)))
+    geo = mask_to_geojson(mask, properties, downsample, origin, classes)
+    text = json.dumps(_jsonable(geo))
     return lambda tmp: tmp.write_text(text)
 
 
@@ -368,6 +398,7 @@ def write_mask(
     downsample: float | Sequence[float] = 1.0,
     origin: Sequence[float] = (0.0, 0.0),
     overwrite: bool = False,
+    classes: dict[int, str] | None = None,
 ) -> list[Path]:
     """Write a mask TIFF and, when ``geojson`` (its Feature properties) is given, its
     GeoJSON beside it (same name, ``.geojson``): both files, or neither.
@@ -376,8 +407,9 @@ def write_mask(
     written as a tiled pyramid, read tile by tile; smaller ones as a flat TIFF. The
     GeoJSON outlines ``plane`` (the 2-D mask the explanation made, default ``mask``)
     in level-0 slide coordinates (``downsample``, ``origin``: see
-    `mask_to_geojson`). Everything is checked and computed before the first file
-    is created.
+    `mask_to_geojson`; ``classes``: a label mask's {value: class name}, one
+    classification per polygon). Everything is checked and computed before the first
+    file is created.
     """
     path = Path(path)
     if len(mask.shape) == 2 and max(mask.shape) > PYRAMID_ABOVE:
@@ -388,6 +420,6 @@ def write_mask(
         writers = {path: mask_tiff_writer(np.asarray(mask), metadata, pixel_size)}
     if geojson is not None:
         writers[path.with_suffix(".geojson")] = geojson_writer(
-            mask if plane is None else plane, geojson, downsample, origin
+            mask if plane is None else plane, geojson, downsample, origin, classes
         )
     return write_files(writers, overwrite)

@@ -136,9 +136,11 @@ def iter_explain(
     *,
     device: str | torch.device = "auto",
     tile_overlap: int = 32,
-    tile_batch: int = 4,
+    tile_batch: int | None = None,
     skip_background: bool = True,
     absence_tiles: Any = None,
+    explainer: Any = None,
+    refine: int = 0,
 ) -> Generator[ProgressEvent, None, Explanation]:
     """Explain ``image`` step by step: yields `ProgressEvent`s, returns the `Explanation`.
 
@@ -148,11 +150,37 @@ def iter_explain(
     target are candidates for what replaces the image outside the mask
     (`napari_medcam.engine.absence`). On a tiled image, up to `COUNTERFACTUAL_TILES`
     of its own tissue tiles classified as another class are candidates too.
+    ``explainer`` (an `napari_medcam.engine.amortised.Explainer`, its file, or "demo"):
+    one pass of a fitted explainer instead of per-image optimisation, every class found
+    when ``target`` is None (`napari_medcam.engine.amortised.explain`); ``refine`` N
+    optimises the tiles whose amortised mask fails its verdict for ≤ N steps from it.
+    ``tile_batch``: tiles per batch (default 4; 16 with an explainer).
     Stop iterating (or ``close()`` the generator) to cancel: no result is made.
     Raises ValueError for anything it cannot explain, before any work starts.
     """
     if not isinstance(classifier, Classifier):
         raise ValueError(f"classifier must be a napari_medcam.Classifier, got {type(classifier)}")
+    if explainer is not None:
+        from napari_medcam.engine.amortised.explain import iter_explain_amortised
+
+        return (
+            yield from iter_explain_amortised(
+                image if hasattr(image, "shape") else np.asarray(image),
+                classifier,
+                explainer,
+                classifier.class_index(target),
+                None if config is None else _check_config(config),
+                device=device,
+                tile_overlap=tile_overlap,
+                tile_batch=16 if tile_batch is None else tile_batch,
+                skip_background=skip_background,
+                refine=refine,
+                tissue=_absence_tensor(absence_tiles, classifier),
+            )
+        )
+    if refine:
+        raise ValueError("refine needs an explainer (it repairs an amortised mask)")
+    tile_batch = 4 if tile_batch is None else tile_batch
     config = _check_config(config)
     target_idx = classifier.class_index(target)
     if not hasattr(image, "shape") or not hasattr(image, "dtype"):
@@ -363,8 +391,8 @@ def explain(
 
     ``progress`` is called with every `ProgressEvent`; ``cancel`` (an Event or a
     callable) is checked at every step and raises `ExplanationCancelled` when set.
-    ``absence_tiles`` and ``tiling`` (tile_overlap, tile_batch, skip_background) are
-    `iter_explain`'s.
+    ``absence_tiles`` and ``tiling`` (tile_overlap, tile_batch, skip_background,
+    explainer, refine) are `iter_explain`'s.
     """
     is_set = cancel.is_set if isinstance(cancel, threading.Event) else cancel
     gen = iter_explain(

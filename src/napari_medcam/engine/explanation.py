@@ -84,6 +84,10 @@ class Explanation:
     provenance: dict[str, Any] = field(default_factory=dict)
     tiles: int = 1
     tile_verdicts: list[dict[str, Any]] = field(default_factory=list)
+    # multi-class evidence (amortised explainers): class index + 1 per pixel, 0 none;
+    # label value → class name
+    labels: Any = None
+    label_classes: dict[int, str] = field(default_factory=dict)
 
     @classmethod
     def not_explained(
@@ -130,6 +134,7 @@ class Explanation:
             "steps": self.steps,
             "tiles": self.tiles,
             "tile_verdicts": [dict(v) for v in self.tile_verdicts],
+            "label_classes": {str(k): v for k, v in self.label_classes.items()},
             "shape": list(self.mask.shape),
             "provenance": self.provenance,
             "config": self.config,

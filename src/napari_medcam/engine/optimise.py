@@ -132,6 +132,7 @@ def optimise_masks(
     *,
     tile: int = 0,
     tiles: int = 1,
+    warm_start: torch.Tensor | None = None,
 ) -> Generator[ProgressEvent, None, list[MaskResult]]:
     """Train one U-Net per input so that its binary mask keeps the evidence for its target.
 
@@ -141,7 +142,9 @@ def optimise_masks(
     with ``refine_steps`` its mask is then refined at full resolution (coarse to fine:
     a free logit map added to the coarse logits), so that evidence a few pixels across
     can be followed. Each tile keeps the best mask that met the goal (`Objective`) and
-    stops counting once stable; a phase ends when every tile is done.
+    stops counting once stable; a phase ends when every tile is done. ``warm_start``
+    (N, 1, *input_size) soft masks (an amortised explainer's) skip the coarse phase:
+    only the ``refine_steps`` full-resolution refinement runs, starting from them.
     """
     cfg = config
     n = x.shape[0]
@@ -152,19 +155,23 @@ def optimise_masks(
     p0 = torch.softmax(logits_x, 1)[torch.arange(n), torch.as_tensor(list(targets))].tolist()
     run = _Run(x, classifier, cfg, absences, logits_x, ref_feats, Objective(cfg, p0), targets)
     states = [_TileState(int(t), history=[]) for t in targets]
-    total = cfg.steps + cfg.refine_steps
+    coarse_steps = cfg.steps if warm_start is None else 0
+    total = coarse_steps + cfg.refine_steps
 
     spatial = tuple(x.shape[2:])
-    mask_size = tuple(max(4, round(s * cfg.mask_scale)) for s in spatial)
-    params, unets = _stacked_unets(n, classifier, cfg, x.device)
-    x_small = resize(x, mask_size)
-    prior = _prior_logits(x, classifier, targets, cfg, mask_size)
-    opt = torch.optim.Adam(params.values(), lr=cfg.lr)
-    yield from run.phase(
-        lambda: unets(x_small) + prior, opt, cfg.lr, cfg.steps, states, 0, tile, tiles, total
-    )
-    with torch.no_grad():
-        final = resize(torch.sigmoid(unets(x_small) + prior), spatial)
+    if warm_start is None:
+        mask_size = tuple(max(4, round(s * cfg.mask_scale)) for s in spatial)
+        params, unets = _stacked_unets(n, classifier, cfg, x.device)
+        x_small = resize(x, mask_size)
+        prior = _prior_logits(x, classifier, targets, cfg, mask_size)
+        opt = torch.optim.Adam(params.values(), lr=cfg.lr)
+        yield from run.phase(
+            lambda: unets(x_small) + prior, opt, cfg.lr, cfg.steps, states, 0, tile, tiles, total
+        )
+        with torch.no_grad():
+            final = resize(torch.sigmoid(unets(x_small) + prior), spatial)
+    else:
+        final = warm_start.detach()
 
     if cfg.refine_steps:
         start = torch.cat(
@@ -189,7 +196,7 @@ def optimise_masks(
             cfg.refine_lr,
             cfg.refine_steps,
             states,
-            cfg.steps,
+            coarse_steps,
             tile,
             tiles,
             total,

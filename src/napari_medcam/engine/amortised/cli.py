@@ -1,0 +1,158 @@
+"""``napari-medcam fit``: fit an explainer from the terminal, with a training report.
+
+Beside ``--out`` it writes ``<out>.report.json`` (settings, held-out quality, the loss
+history) and ``<out>.losses.png`` (loss curves; only when matplotlib is installed —
+the command says when it is not). ``<out>.ckpt`` holds the checkpoint while fitting:
+run the same command again after a crash or Ctrl-C and it resumes from there; it is
+removed once the explainer file is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def report_paths(out: Path) -> tuple[Path, Path, Path]:
+    """(report JSON, loss curves PNG, checkpoint) beside the explainer file ``out``."""
+    return (
+        out.with_name(out.name + ".report.json"),
+        out.with_name(out.name + ".losses.png"),
+        out.with_name(out.name + ".ckpt"),
+    )
+
+
+def write_report(explainer: Any, out: Path) -> list[Path]:
+    """The training report beside ``out``: JSON always, loss curves when matplotlib is here."""
+    report, png, _ = report_paths(out)
+    fit = explainer.metadata["fit"]
+    facts = {k: v for k, v in explainer.metadata.items() if k != "fit"}
+    report.write_text(json.dumps({**facts, "fit": fit}, indent=1))
+    written = [report]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no loss-curve PNG (the JSON has the history)")
+        return written
+    hist = fit["history"]
+    steps = [h["step"] for h in hist]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for key in ("loss",):
+        axes[0].plot(steps, _smooth([h[key] for h in hist]), label=key)
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("step")
+    axes[0].legend()
+    for key in ("area", "masked", "kept", "wrong_area"):
+        axes[1].plot(steps, _smooth([h[key] for h in hist]), label=key)
+    axes[1].set_xlabel("step")
+    axes[1].legend()
+    fig.suptitle(f"explainer for {explainer.metadata['classifier']['name']} (smoothed)")
+    fig.tight_layout()
+    fig.savefig(png, dpi=80)
+    plt.close(fig)
+    return [*written, png]
+
+
+def _smooth(values: list[float], k: int = 25) -> list[float]:
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc = v if i == 0 else acc + (v - acc) / min(i + 1, k)
+        out.append(acc)
+    return out
+
+
+class _Bar:
+    """A one-line terminal progress bar for `FitEvent`s."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.phase = ""
+
+    def __call__(self, event: Any) -> None:
+        if not self.tty and event.phase == self.phase and event.step % 25:
+            return
+        self.phase = event.phase
+        pct = int(100 * event.fraction)
+        bar = "#" * (pct // 4) + "-" * (25 - pct // 4)
+        loss = event.losses
+        extra = (
+            f" area {100 * loss['area']:.0f} % kept {loss['kept']:.2f} "
+            f"wrong-class {100 * loss['wrong_area']:.0f} %"
+            if loss
+            else ""
+        )
+        line = f"[{bar}] {event.phase} {event.step}/{event.total}{extra}"
+        sys.stderr.write(f"\r{line}\033[K" if self.tty else line + "\n")
+        sys.stderr.flush()
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    import napari_medcam as mc
+    from napari_medcam.engine.amortised.fit import fit_explainer
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists: pass --overwrite to replace it")
+    clf = mc.load_classifier(args.classifier, weights=args.weights)
+    config = mc.MedCAMConfig.preset(args.preset, seed=args.seed)
+    _, _, ckpt = report_paths(out)
+    if ckpt.exists():
+        print(f"resuming from {ckpt}", file=sys.stderr)
+    bar = _Bar()
+    try:
+        exp = fit_explainer(
+            clf,
+            args.tiles,
+            config,
+            args.steps,
+            device=args.device,
+            progress=bar,
+            batch=args.batch,
+            checkpoint=ckpt,
+            seed=args.seed,
+            level=args.level,
+            per_slide=args.per_slide,
+        )
+    finally:
+        sys.stderr.write("\n")
+    exp.save(out)
+    ckpt.unlink(missing_ok=True)
+    written = write_report(exp, out)
+    quality = exp.metadata["fit"]["held_out_quality"]
+    print(f"explainer → {out}; held-out: {json.dumps(quality)}")
+    for p in written:
+        print(f"  report   {p}")
+    return 0
+
+
+def add_fit_parser(sub: Any) -> None:
+    """Register ``fit`` on the ``napari-medcam`` subcommands."""
+    f = sub.add_parser("fit", help="fit an amortised explainer for a classifier (once)")
+    f.add_argument(
+        "--classifier",
+        default="demo",
+        help="registered name, TorchScript file or package.module:factory (default: demo)",
+    )
+    f.add_argument("--weights", help="state-dict file for a factory classifier")
+    f.add_argument(
+        "--tiles",
+        nargs="+",
+        required=True,
+        help="image folders, image files or slides (tissue tiles sampled at --level)",
+    )
+    f.add_argument("--level", type=int, default=0, help="slide level to sample tiles at")
+    f.add_argument("--per-slide", type=int, default=256, help="tiles sampled per slide")
+    f.add_argument("--out", required=True, help="explainer file to write (.pt)")
+    f.add_argument("--steps", type=int, default=1500)
+    f.add_argument("--batch", type=int, default=8)
+    f.add_argument("--preset", choices=["fast"], default="fast")
+    f.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--overwrite", action="store_true")
+    f.set_defaults(run=run_fit)

@@ -1,0 +1,126 @@
+"""Tiles to fit an explainer on: arrays, image folders or slides, as classifier inputs.
+
+Labels are never asked for: each tile's target is the frozen classifier's own
+prediction, and its absence is chosen exactly as for a per-image explanation
+(`napari_medcam.engine.absence.choose_absence`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.engine.absence import choose_absence
+from napari_medcam.engine.config import MedCAMConfig
+from napari_medcam.engine.prepare import prepare_input, unit_tensor
+from napari_medcam.tiling import MIN_TISSUE_FRACTION, tile_grid, tissue_fraction
+
+POOL_KEPT = 4  # checked random backgrounds kept per fitting tile (memory: 6 images a tile)
+
+
+@dataclass
+class FitTiles:
+    """Fitting tiles as classifier inputs, with targets and absences (stored as float16)."""
+
+    x: torch.Tensor  # (N, C, *input) normalised
+    baseline: torch.Tensor  # (N, C, *input) the chosen absence of each tile
+    pool: torch.Tensor  # (N, POOL_KEPT, C, *input) neutral backgrounds around it
+    targets: list[int]
+    probabilities: list[list[float]]
+    absence_names: list[str]
+    skipped: int  # tiles with no neutral absence: nothing to learn from them
+
+
+def _slide_tiles(path: Path, classifier: Classifier, level: int, limit: int) -> list[np.ndarray]:
+    """Up to ``limit`` tissue tiles of a slide at ``level``, evenly spread over it."""
+    from napari_medcam.slides import open_slide
+
+    with open_slide(path) as slide:
+        view, _, _ = slide.region(level)
+        grid = tile_grid(view.shape[:2], classifier.input_size, 0)
+        picks = np.linspace(0, len(grid) - 1, min(len(grid), 4 * limit)).round().astype(int)
+        out = []
+        for i in dict.fromkeys(picks.tolist()):
+            tile = np.asarray(view[grid[i]])
+            unit = unit_tensor(tile, classifier)[0].permute(1, 2, 0).numpy()
+            if tissue_fraction(unit) >= MIN_TISSUE_FRACTION:
+                out.append(tile)
+            if len(out) >= limit:
+                break
+    return out
+
+
+def read_tiles(
+    sources: Any, classifier: Classifier, *, level: int = 0, per_slide: int = 256
+) -> list[np.ndarray]:
+    """Images from ``sources``: an iterable of arrays, folders of images, or slide files.
+
+    Folders give every image in them (sorted); slides (``.svs``, pyramidal TIFF) give
+    up to ``per_slide`` tissue tiles at ``level``; arrays are taken as they are.
+    """
+    from napari_medcam.io import IMAGE_SUFFIXES, read_image
+    from napari_medcam.slides import SLIDE_SUFFIXES, is_pyramidal
+
+    if isinstance(sources, (str, Path, np.ndarray)):
+        sources = [sources]
+    out: list[np.ndarray] = []
+    for src in sources:
+        if not isinstance(src, (str, Path)):
+            out.append(np.asarray(src))
+            continue
+        path = Path(src)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
+            out += [read_image(f) for f in files]
+        elif path.suffix.lower() in SLIDE_SUFFIXES and is_pyramidal(path):
+            out += _slide_tiles(path, classifier, level, per_slide)
+        elif path.is_file():
+            out.append(read_image(path))
+        else:
+            raise FileNotFoundError(f"no such image, folder or slide: {path}")
+    if not out:
+        raise ValueError("no tiles to fit on")
+    return out
+
+
+def prepare(
+    images: Iterable[np.ndarray],
+    classifier: Classifier,
+    config: MedCAMConfig,
+    device: torch.device,
+) -> Generator[int, None, FitTiles]:
+    """Classify each image and choose its absence; yields the count done, returns `FitTiles`."""
+    xs, bases, pools, targets, probs, names = [], [], [], [], [], []
+    skipped = 0
+    for n, image in enumerate(images, start=1):
+        x = prepare_input(np.asarray(image), classifier).to(device)
+        with torch.no_grad():
+            p = torch.softmax(classifier.module(x), 1)[0]
+        t = int(p.argmax())
+        absence = choose_absence(x, classifier, t, config)
+        if absence.problem:
+            skipped += 1
+            yield n
+            continue
+        pool = absence.backgrounds if len(absence.backgrounds) else absence.baseline
+        pool = pool[torch.arange(POOL_KEPT) % len(pool)]
+        xs.append(x.half().cpu())
+        bases.append(absence.baseline.half().cpu())
+        pools.append(pool.half().cpu()[None])
+        targets.append(t)
+        probs.append(p.tolist())
+        names.append(absence.name)
+        yield n
+    if not xs:
+        raise ValueError("no tile has a neutral absence: nothing to fit on")
+    return FitTiles(
+        torch.cat(xs), torch.cat(bases), torch.cat(pools), targets, probs, names, skipped
+    )

@@ -1,0 +1,396 @@
+"""Explaining with a fitted explainer: every tile in one pass, verdicts fail closed.
+
+Tiles are read, classified and masked in batches (one classifier pass and one
+explainer pass per batch); each masked tile then gets exactly the per-image engine's
+verdict (`napari_medcam.engine.verdict.tile_verdict` on `evaluate_mask`): the decision
+kept on the binary mask over the absence, robust on fresh random backgrounds, a sane
+area. The amortised mask passed no optimisation's test, so the verdict alone decides.
+A tile that fails is **not shown**; with ``refine=N`` it is optimised per image for at
+most N full-resolution steps starting from the amortised mask (warm start) and judged
+again. Every class the classifier finds (except the class it gives a blank image, on a
+tiled image) is explained in the same pass: ``labels`` holds class index + 1 per pixel.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+import weakref
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.engine.absence import choose_absence
+from napari_medcam.engine.amortised.data import FitTiles
+from napari_medcam.engine.amortised.file import Explainer, load_explainer
+from napari_medcam.engine.config import MedCAMConfig
+from napari_medcam.engine.explanation import Explanation, ProgressEvent
+from napari_medcam.engine.optimise import optimise_masks, to_numpy_mask
+from napari_medcam.engine.prepare import resize, resolve_device
+from napari_medcam.engine.scoring import evaluate_mask
+from napari_medcam.engine.tiles import Tiles
+from napari_medcam.engine.verdict import tile_record, tile_verdict
+from napari_medcam.tiling import MIN_TISSUE_FRACTION, Stitcher, _chunk_blocks
+
+
+def resolve_explainer(explainer: Any, classifier: Classifier) -> Explainer:
+    """An `Explainer`, a file path or a packaged name, checked against ``classifier``."""
+    if isinstance(explainer, (str, Path)):
+        return load_explainer(explainer, classifier)
+    if not isinstance(explainer, Explainer):
+        raise ValueError(f"explainer must be an Explainer, a file or 'demo', got {explainer!r}")
+    explainer.check(classifier)
+    return explainer
+
+
+def _facts(
+    x: torch.Tensor,
+    soft: torch.Tensor,
+    classifier: Classifier,
+    target: int,
+    probs: list[float],
+    config: MedCAMConfig,
+    absence: Any,
+) -> dict[str, Any]:
+    """One tile's facts, as `tile_verdict` reads them, for a given soft mask."""
+    hard = (soft > config.threshold).float()
+    f = {
+        "target": target,
+        "probabilities": probs,
+        "absence": absence,
+        "baseline": absence.name,
+        "absence_report": absence.candidates,
+        "problem": absence.problem,
+        "steps": 0,
+        "history": [],
+        "soft": soft,
+        "hard": hard,
+        # no optimisation ran: the verdict's checks on the binary mask decide alone
+        "found_valid": True,
+        "area": float(hard.mean()),
+    }
+    if not absence.problem:
+        f["eval"] = evaluate_mask(x, hard, classifier, target, absence, config)
+    else:
+        f["eval"] = {
+            "masked": 0.0,
+            "masked_probabilities": [0.0] * len(probs),
+            "robust": 0.0,
+            "deletion": probs[target],
+            "masked_pred": -1,
+        }
+    return f
+
+
+def explain_batch(
+    x: torch.Tensor,
+    classifier: Classifier,
+    explainer: Explainer,
+    targets: list[int],
+    probs: list[list[float]],
+    config: MedCAMConfig,
+    refine: int,
+    tissue: torch.Tensor | None = None,
+    *,
+    done: int = 0,
+    total: int = 1,
+) -> Generator[ProgressEvent, None, list[dict[str, Any]]]:
+    """Mask, judge and (``refine`` > 0) repair a batch; one facts dict per input."""
+    soft = explainer.masks(x, targets, classifier)
+    # the absence without its optimisation pool: the verdict draws its own backgrounds
+    quick = config.replace(n_backgrounds=0)
+    facts = []
+    for i, t in enumerate(targets):
+        absence = choose_absence(x[i : i + 1], classifier, t, quick, tissue)
+        f = _facts(x[i : i + 1], soft[i : i + 1], classifier, t, probs[i], config, absence)
+        f["verdict"] = tile_verdict(f, config, classifier.class_names[t])
+        f["refined"] = False
+        facts.append(f)
+    todo = [i for i, f in enumerate(facts) if f["verdict"] and not f["problem"]]
+    if refine and todo:
+        cfg = config.replace(refine_steps=refine)
+        absences = [choose_absence(x[i : i + 1], classifier, targets[i], cfg, tissue) for i in todo]
+        results = yield from optimise_masks(
+            x[todo],
+            classifier,
+            [targets[i] for i in todo],
+            cfg,
+            absences,
+            tile=done,
+            tiles=total,
+            warm_start=soft[todo],
+        )
+        for i, absence, res in zip(todo, absences, results):
+            f = _facts(x[i : i + 1], res.soft, classifier, targets[i], probs[i], config, absence)
+            f.update(steps=res.steps, history=res.history, found_valid=res.found_valid)
+            f["verdict"] = tile_verdict(f, config, classifier.class_names[targets[i]])
+            f["refined"] = True
+            facts[i] = f
+    return facts
+
+
+def iter_explain_amortised(
+    image: Any,
+    classifier: Classifier,
+    explainer: Any,
+    target: int | None,
+    config: MedCAMConfig | None,
+    *,
+    device: str | torch.device = "auto",
+    tile_overlap: int = 32,
+    tile_batch: int = 16,
+    skip_background: bool = True,
+    refine: int = 0,
+    tissue: torch.Tensor | None = None,
+) -> Generator[ProgressEvent, None, Explanation]:
+    """One pass over ``image``'s tiles with ``explainer`` (module docstring).
+
+    ``target`` None explains every class found; an index explains that class only.
+    Yields one `ProgressEvent` per batch of tiles (and per refinement step).
+    """
+    from napari_medcam.engine.explain import _summarise
+
+    exp = resolve_explainer(explainer, classifier)
+    if refine < 0:
+        raise ValueError(f"refine must be ≥ 0, got {refine}")
+    config = config or exp.config
+    dev = resolve_device(device)
+    tiles = Tiles(image, classifier, dev, tile_overlap)
+    if tile_batch < 1:
+        raise ValueError(f"tile_batch must be ≥ 1, got {tile_batch}")
+    start = time.perf_counter()
+    classifier.to(dev)
+    if tissue is not None:
+        tissue = tissue.to(dev)
+    blank = None
+    if tiles.tiled and target is None:  # the class of "nothing here": not a finding
+        with torch.no_grad():
+            zero = torch.zeros((1, classifier.channels, *classifier.input_size), device=dev)
+            blank = int(classifier.module(zero).argmax())
+    stitchers: dict[int, Stitcher] = {}
+    per_tile: list[dict[str, Any]] = []
+    failed: list[tuple[slice, ...]] = []
+    prob_sum = np.zeros(classifier.num_classes)
+    n_tissue = 0
+    n = len(tiles.windows)
+    try:
+        for first in range(0, n, tile_batch):
+            chunk = list(range(first, min(first + tile_batch, n)))
+            sel: list[int] = []
+            inputs = [tiles.input(i) for i in chunk]
+            keep = [
+                j
+                for j, (_, frac) in enumerate(inputs)
+                if not (tiles.tiled and skip_background and frac < MIN_TISSUE_FRACTION)
+            ]
+            if keep:
+                x = torch.cat([inputs[j][0] for j in keep])
+                with torch.no_grad():
+                    p = torch.softmax(classifier.module(x), 1)
+                prob_sum += p.sum(0).cpu().numpy()
+                n_tissue += len(keep)
+                preds = p.argmax(1).tolist()
+                sel = [
+                    j
+                    for j, c in enumerate(preds)
+                    if (c == target if target is not None else c != blank)
+                ]
+                if sel:
+                    facts = yield from explain_batch(
+                        x[sel],
+                        classifier,
+                        exp,
+                        [preds[j] for j in sel],
+                        [p[j].tolist() for j in sel],
+                        config,
+                        refine,
+                        tissue,
+                        done=first,
+                        total=n,
+                    )
+                    for j, f in zip(sel, facts):
+                        window = tiles.windows[chunk[keep[j]]]
+                        f["record"] = tile_record(f, window, f["verdict"])
+                        f["record"]["refined"] = f["refined"]
+                        if f["verdict"] and tiles.tiled:
+                            failed.append(window)
+                        else:
+                            if f["target"] not in stitchers:
+                                stitchers[f["target"]] = Stitcher(tiles.spatial)
+                            shape = tuple(s.stop - s.start for s in window)
+                            stitchers[f["target"]].add(
+                                window, to_numpy_mask(resize(f["soft"], shape))
+                            )
+                        if tiles.tiled:
+                            for key in ("soft", "hard", "absence", "history"):
+                                f.pop(key, None)
+                        per_tile.append(f)
+            done = per_tile[-len(sel) :] if sel else []
+            yield ProgressEvent(
+                chunk[-1] + 1,
+                n,
+                {},
+                float(np.mean([f["eval"]["masked"] for f in done])) if done else 0.0,
+                float(np.mean([f["area"] for f in done])) if done else 0.0,
+            )
+        labels, mask, soft, area, names = _combine(
+            stitchers, tiles.spatial, config, failed, classifier.class_names
+        )
+    finally:
+        for s in stitchers.values():
+            s.close()
+    if not tiles.tiled and per_tile:  # one tile: its binary mask, exactly
+        f = per_tile[0]
+        mask = to_numpy_mask(resize(f["hard"], tiles.spatial, smooth=False)) > 0.5
+        labels = mask.astype(np.uint8) * (f["target"] + 1)
+        area, names = float(mask.mean()), {f["target"] + 1: classifier.class_names[f["target"]]}
+    if soft is None:
+        soft = np.zeros(tiles.spatial, np.float32)
+    found = sorted({f["target"] for f in per_tile})
+    main = (
+        max(found, key=lambda c: sum(f["target"] == c for f in per_tile))
+        if found
+        else (target if target is not None else int(prob_sum.argmax()) if n_tissue else 0)
+    )
+    name = " + ".join(classifier.class_names[c] for c in found) or classifier.class_names[main]
+    mean_probs = (prob_sum / max(n_tissue, 1)).tolist()
+    result = _summarise(
+        per_tile,
+        mask,
+        soft,
+        area,
+        classifier,
+        config,
+        main,
+        name,
+        mean_probs,
+        time.perf_counter() - start,
+        n,
+        dev,
+    )
+    valid_tiles = [f for f in per_tile if not f["verdict"]] or per_tile
+    if per_tile:  # each tile's own class: the confidence it was explained for
+        result.original_confidence = float(
+            np.mean([f["probabilities"][f["target"]] for f in valid_tiles])
+        )
+    refined = [f for f in per_tile if f["refined"]]
+    result.labels = labels
+    result.label_classes = names
+    result.provenance["explainer"] = {
+        "file": exp.metadata.get("file", "(in memory)"),
+        "fingerprint": exp.metadata["classifier"]["fingerprint"],
+        "refine_steps": refine,
+        "tiles_explained": len(per_tile),
+        "tiles_failed_amortised": sum(bool(f["verdict"]) for f in per_tile)
+        + sum(not f["verdict"] for f in refined),
+        "tiles_refined": len(refined),
+        "tiles_fixed_by_refine": sum(not f["verdict"] for f in refined),
+    }
+    if refined:
+        result.status += f"; {len(refined)} tile(s) refined ({refine} steps)"
+    return result
+
+
+def _owned(shape: tuple[int, ...], chunks: tuple[int, ...], dtype: type) -> Any:
+    """A zarr array in its own temporary folder, removed when the array is collected."""
+    import zarr
+
+    folder = tempfile.TemporaryDirectory(prefix="napari-medcam-labels-")
+    array = zarr.create_array(
+        store=str(Path(folder.name) / "data.zarr"),
+        shape=shape,
+        chunks=chunks,
+        dtype=dtype,
+        fill_value=0,
+    )
+    weakref.finalize(array, folder.cleanup)
+    return array
+
+
+def _combine(
+    stitchers: dict[int, Stitcher],
+    shape: tuple[int, ...],
+    config: MedCAMConfig,
+    failed: list[tuple[slice, ...]],
+    class_names: list[str],
+) -> tuple[Any, Any, Any, float, dict[int, str]]:
+    """(labels, mask, soft, area, {label: name}) from one stitched soft mask per class.
+
+    A pixel's label is the class with the highest blended soft mask above the
+    threshold (class index + 1; 0: no evidence); failed tiles' windows hold nothing.
+    """
+    from napari_medcam.tiling import IN_MEMORY_PIXELS
+
+    classes = sorted(stitchers)
+    names = {c + 1: class_names[c] for c in classes}
+    on_disk = math.prod(shape) > IN_MEMORY_PIXELS
+    results = [stitchers[c].result(config.threshold)[1] for c in classes]
+    if not on_disk:
+        labels = np.zeros(shape, np.uint8)
+        best = np.zeros(shape, np.float32)
+        for c, s in zip(classes, results):
+            win = (s > config.threshold) & (s > best)
+            labels[win], best[win] = c + 1, s[win]
+        for w in failed:
+            labels[w], best[w] = 0, 0.0
+        mask = labels > 0
+        return labels, mask, best, float(mask.mean()), names
+    chunks = next(iter(stitchers.values())).chunks if stitchers else (512,) * len(shape)
+    labels, mask, best = (_owned(shape, chunks, d) for d in (np.uint8, bool, np.float32))
+    kept = 0
+    for block in _chunk_blocks(shape, chunks):
+        lab = np.zeros([b.stop - b.start for b in block], np.uint8)
+        top = np.zeros(lab.shape, np.float32)
+        for c, s in zip(classes, results):
+            v = np.asarray(s[block])
+            win = (v > config.threshold) & (v > top)
+            lab[win], top[win] = c + 1, v[win]
+        labels[block], mask[block], best[block] = lab, lab > 0, top
+    for w in failed:
+        labels[w], mask[w], best[w] = 0, False, 0.0
+    for block in _chunk_blocks(shape, chunks):
+        kept += int(np.count_nonzero(np.asarray(mask[block])))
+    return labels, mask, best, kept / math.prod(shape), names
+
+
+def held_out_quality(
+    explainer: Explainer,
+    classifier: Classifier,
+    data: FitTiles,
+    indices: list[int],
+    config: MedCAMConfig,
+    device: torch.device,
+) -> Generator[Any, None, dict[str, Any]]:
+    """The fit report's quality on tiles set aside before fitting: the same verdict as
+    any explanation, the share valid, median area, and the wrong-class masks' area."""
+    from napari_medcam.engine.amortised.fit import FitEvent
+
+    valid, areas, masked, wrong = [], [], [], []
+    for n, i in enumerate(indices, start=1):
+        x = data.x[i : i + 1].float().to(device)
+        t = data.targets[i]
+        facts = yield from explain_batch(
+            x, classifier, explainer, [t], [data.probabilities[i]], config, 0
+        )
+        f = facts[0]
+        valid.append(not f["verdict"])
+        areas.append(f["area"])
+        masked.append(f["eval"]["masked"])
+        others = [c for c in range(classifier.num_classes) if c != t]
+        w = explainer.masks(x.expand(len(others), *x.shape[1:]), others, classifier)
+        wrong += (w > config.threshold).float().flatten(1).mean(1).tolist()
+        yield FitEvent("evaluate", n, len(indices))
+    if not indices:
+        return {"tiles": 0}
+    return {
+        "tiles": len(indices),
+        "valid_share": round(float(np.mean(valid)), 4),
+        "median_area": round(float(np.median(areas)), 4),
+        "mean_masked_confidence": round(float(np.mean(masked)), 4),
+        "wrong_class_median_area": round(float(np.median(wrong)), 4),
+    }

@@ -1,0 +1,152 @@
+"""The explainer file: network weights plus what they are only valid for.
+
+A plain dict saved with `torch.save` — tensors and JSON-able metadata only — so it
+loads with ``torch.load(weights_only=True)`` (no code runs on load). The metadata
+records the classifier's **fingerprint** (sha256 of its state_dict), class names,
+input size and channels, the absence model and the `MedCAMConfig` the explainer was
+fitted with; `Explainer.check` refuses any other classifier, because masks learnt for
+one model's decisions say nothing about another's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.engine.amortised.network import ExplainerNet
+from napari_medcam.engine.config import MedCAMConfig
+from napari_medcam.engine.prepare import resize
+
+FORMAT = "napari-medcam-explainer"
+VERSION = 1
+PACKAGED = {"demo": "demo.pt"}  # names loadable without a path (shipped in weights/)
+
+
+def fingerprint(classifier: Classifier) -> str:
+    """sha256 over the classifier's state_dict: names, dtypes, shapes and values."""
+    h = hashlib.sha256()
+    for name, t in sorted(classifier.module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def classifier_facts(classifier: Classifier) -> dict[str, Any]:
+    return {
+        "name": classifier.name,
+        "fingerprint": fingerprint(classifier),
+        "class_names": list(classifier.class_names),
+        "input_size": list(classifier.input_size),
+        "channels": classifier.channels,
+    }
+
+
+class Explainer:
+    """A fitted amortised explainer: the network and the facts it depends on."""
+
+    def __init__(self, net: ExplainerNet, metadata: dict[str, Any]) -> None:
+        self.net = net.eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.metadata = metadata
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.metadata["classifier"]["class_names"])
+
+    @property
+    def config(self) -> MedCAMConfig:
+        """The configuration it was fitted with (tolerance, absence, thresholds)."""
+        cfg = dict(self.metadata["config"])
+        for key in ("unet_channels", "noises", "layer_weights"):
+            if cfg.get(key) is not None:
+                cfg[key] = tuple(cfg[key])
+        return MedCAMConfig(**cfg)
+
+    def check(self, classifier: Classifier) -> None:
+        """Raise ValueError unless ``classifier`` is the one this explainer was fitted for."""
+        want = self.metadata["classifier"]
+        got = classifier_facts(classifier)
+        for key in ("class_names", "input_size", "channels", "fingerprint"):
+            if got[key] != want[key]:
+                raise ValueError(
+                    f"this explainer was fitted for classifier {want['name']!r} "
+                    f"({key} {_short(want[key])}), not for {got['name']!r} "
+                    f"({key} {_short(got[key])}): fit one for it with "
+                    "`napari-medcam fit` or mc.fit_explainer"
+                )
+
+    @torch.no_grad()
+    def masks(self, x: torch.Tensor, classes: list[int], classifier: Classifier) -> torch.Tensor:
+        """Soft masks (B, 1, *spatial) in [0, 1] of normalised inputs for their classes."""
+        self.net.to(x.device)
+        soft = torch.sigmoid(self.net.class_logits(x, classes, classifier))
+        return resize(soft, tuple(x.shape[2:]))
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        blob = {
+            "format": FORMAT,
+            "version": VERSION,
+            "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+            "metadata": self.metadata,
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(blob, tmp)
+        tmp.replace(path)
+        return path
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text[:12] + "…" if len(text) > 16 and " " not in text else text
+
+
+def build_net(metadata: dict[str, Any]) -> ExplainerNet:
+    net = metadata["network"]
+    return ExplainerNet(
+        metadata["classifier"]["channels"],
+        len(metadata["classifier"]["class_names"]),
+        tuple(net["channels"]),
+        len(metadata["classifier"]["input_size"]),
+        net["mask_scale"],
+        net["init_fill"],
+        net["prior_strength"],
+    )
+
+
+def load_explainer(path: str | Path, classifier: Classifier | None = None) -> Explainer:
+    """Load an explainer file (or a packaged one by name: "demo").
+
+    With ``classifier``, refuse (ValueError) an explainer fitted for another one.
+    Loading is safe: ``torch.load(weights_only=True)``.
+    """
+    if str(path) in PACKAGED:
+        ref = resources.files("napari_medcam.engine.amortised") / "weights" / PACKAGED[str(path)]
+        with resources.as_file(ref) as p:
+            return load_explainer(p, classifier)
+    path = Path(path)
+    if not path.is_file():
+        known = ", ".join(sorted(PACKAGED))
+        raise FileNotFoundError(f"no explainer file {path} (packaged explainers: {known})")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling refused or not a torch file: say which file
+        raise ValueError(f"{path} is not an explainer file: {err}") from err
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a napari-medcam explainer file")
+    if blob.get("version") != VERSION:
+        raise ValueError(f"{path}: explainer format version {blob.get('version')} unsupported")
+    net = build_net(blob["metadata"])
+    net.load_state_dict(blob["state_dict"])
+    exp = Explainer(net, blob["metadata"])
+    exp.metadata["file"] = str(path)
+    if classifier is not None:
+        exp.check(classifier)
+    return exp

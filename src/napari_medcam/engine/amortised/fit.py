@@ -1,0 +1,359 @@
+"""Fitting an amortised explainer: the per-image objective, summed over many tiles.
+
+Each step takes a batch of fitting tiles, asks the network for each tile's mask for
+the class the frozen classifier gives it, and minimises exactly the per-image loss
+(`napari_medcam.engine.objective.Objective`, `losses`): area + TV + binarisation
+subject to keeping ≥ ``tolerance`` of the confidence on the tile's absence and on
+random backgrounds around it, one pair of GECO multipliers per fitting tile. Each
+tile also gives a *wrong-class* example: the mask for a class the classifier did not
+give it is pushed to empty, so that a class absent from a tile gets no evidence.
+The classifier stays frozen (never trained jointly: the mask would then encode the
+label). Checkpoints every ``checkpoint_every`` steps (and when cancelled) let a
+killed fit resume where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.engine import losses
+from napari_medcam.engine.amortised.data import FitTiles, prepare, read_tiles
+from napari_medcam.engine.amortised.file import Explainer, classifier_facts
+from napari_medcam.engine.amortised.network import ExplainerNet
+from napari_medcam.engine.config import MedCAMConfig
+from napari_medcam.engine.hooks import record_activations
+from napari_medcam.engine.objective import Objective
+from napari_medcam.engine.optimise import _layer_weights
+from napari_medcam.engine.prepare import resize, resolve_device
+
+WRONG_WEIGHT = 1.0  # wrong-class masks: their area, as heavy as a true mask's area term
+HELD_OUT_MAX = 64  # fitting tiles kept aside for the report's held-out quality
+
+
+@dataclass
+class FitEvent:
+    """Progress of a fit: ``phase`` is "prepare" (tiles classified), "fit" or "evaluate"."""
+
+    phase: str
+    step: int
+    total: int
+    losses: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.step / max(self.total, 1))
+
+
+class FitCancelled(RuntimeError):
+    """Raised by `fit_explainer` when its ``cancel`` flag was set (a checkpoint is kept)."""
+
+
+def _split(n: int, held_out: float, seed: int) -> tuple[list[int], list[int]]:
+    """(fitting, held-out) tile indices, decided before any training."""
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    k = min(HELD_OUT_MAX, int(round(held_out * n))) if n > 1 else 0
+    return sorted(order[k:]), sorted(order[:k])
+
+
+def _step_loss(
+    net: ExplainerNet,
+    data: FitTiles,
+    idx: list[int],
+    classifier: Classifier,
+    obj: Objective,
+    cfg: MedCAMConfig,
+    step: int,
+    ramp: float,
+    device: torch.device,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The batch's loss: the per-image objective per tile + the wrong-class area."""
+    model, layers = classifier.module, classifier.layers
+    x = data.x[idx].float().to(device)
+    b = data.baseline[idx].float().to(device)
+    n, k = len(idx), cfg.n_backgrounds
+    targets = [data.targets[i] for i in idx]
+    with torch.no_grad(), record_activations(model, layers) as acts:
+        logits_x = model(x)
+        ref = [acts[name].detach() for name in layers]
+    logits_all = net(x)
+    lt = net.class_logits(x, targets, classifier, logits_all)
+    soft_small = torch.sigmoid(lt)
+    area_map = losses.linear_slope(lt, soft_small) if cfg.linear_area else soft_small
+    spatial = tuple(x.shape[2:])
+    soft = resize(soft_small, spatial)
+    hard = losses.binarize(soft, cfg.threshold)
+    e = hard * x + (1 - hard) * b
+    if k:
+        pick = [(step * k + j) % data.pool.shape[1] for j in range(k)]
+        bg = data.pool[idx][:, pick].float().to(device).flatten(0, 1)
+        hk = hard.repeat_interleave(k, 0)
+        batch = torch.cat([e, hk * x.repeat_interleave(k, 0) + (1 - hk) * bg])
+    else:
+        batch = e
+    with record_activations(model, layers) as acts:
+        logits = model(batch)
+        feats = [acts[name] for name in layers]
+    logits_e, logits_r = logits[:n], logits[n:]
+    alphas = _layer_weights(cfg, len(layers))
+    total = soft.new_zeros(())
+    record = {"area": 0.0, "masked": 0.0, "kept": 0.0, "wrong_area": 0.0}
+    for j, i in enumerate(idx):
+        one, t = slice(j, j + 1), targets[j]
+        rob = logits_r[j * k : (j + 1) * k]
+        terms = {
+            "act": losses.activation_loss([r[one] for r in ref], [f[one] for f in feats], alphas),
+            "kl": losses.kl_loss(logits_x[one], logits_e[one], cfg.temperature),
+            "ce": losses.ce_loss(logits_e[one], t),
+            "margin": losses.margin_loss(logits_e[one], t),
+            "area": losses.area_loss(area_map[one]),
+            "bin": losses.binarization_loss(soft[one]),
+            "tv": losses.tv_loss(soft[one]),
+            "rob": losses.robustness_loss(rob, t) if k else soft.new_zeros(()),
+            "area_value": hard[one].mean(),
+            "tv_value": losses.tv_loss(hard[one]).detach(),
+        }
+        loss, _ = obj.combine(i, terms, ramp)
+        total = total + loss
+        with torch.no_grad():
+            logp_m = float(torch.log_softmax(logits_e[j], 0)[t])
+            p_rob = float(torch.softmax(rob, 1)[:, t].mean()) if k else math.exp(logp_m)
+            obj.update(i, logp_m, math.log(max(p_rob, 1e-12)))
+            record["area"] += float(hard[one].mean()) / n
+            record["masked"] += math.exp(logp_m) / n
+            record["kept"] += float(int(logits_e[j].argmax()) == t) / n
+    # wrong-class examples: another class's mask on the same tile must be empty
+    num = logits_all.shape[1]
+    gen = torch.Generator().manual_seed(step)
+    shift = torch.randint(1, num, (n,), generator=gen).tolist()
+    wrong = torch.as_tensor([(t + s) % num for t, s in zip(targets, shift)], device=device)
+    lw = net.class_logits(x, wrong.tolist(), classifier, logits_all)
+    wrong_area = losses.linear_slope(lw, torch.sigmoid(lw)).mean()
+    total = total / n + WRONG_WEIGHT * wrong_area
+    record["wrong_area"] = float((torch.sigmoid(lw) > cfg.threshold).float().mean())
+    record["loss"] = float(total.detach())
+    return total, record
+
+
+def _checkpoint_state(net, opt, obj, step, history, meta) -> dict[str, Any]:
+    return {
+        "net": net.state_dict(),
+        "opt": opt.state_dict(),
+        "log_mu_keep": list(obj.log_mu_keep),
+        "log_mu_rob": list(obj.log_mu_rob),
+        "step": step,
+        "history": history,
+        "meta": meta,
+    }
+
+
+def iter_fit(
+    classifier: Classifier,
+    tiles: Any,
+    config: MedCAMConfig | None = None,
+    steps: int = 2000,
+    *,
+    device: str | torch.device = "auto",
+    batch: int = 8,
+    lr: float = 3e-3,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 100,
+    held_out: float = 0.1,
+    seed: int = 0,
+    network: dict[str, Any] | None = None,
+    level: int = 0,
+    per_slide: int = 256,
+) -> Generator[FitEvent, None, Explainer]:
+    """Fit step by step: yields `FitEvent`s, returns the `Explainer`.
+
+    ``tiles``: arrays, image folders or slides (`read_tiles`: ``level``, ``per_slide``).
+    ``network``: the explainer's ``channels``, ``mask_scale``, ``init_fill`` (default:
+    the config's U-Net). A fraction
+    ``held_out`` of them (at most 64) is set aside before training and only used for
+    the held-out quality in ``explainer.metadata["fit"]``. With ``checkpoint`` (a
+    path), the state is saved every ``checkpoint_every`` steps and when the generator
+    is closed; a fit started again with the same classifier, tiles count and settings
+    resumes from it. Stop iterating (``close()``) to cancel.
+    """
+    if not isinstance(classifier, Classifier):
+        raise ValueError(f"classifier must be a napari_medcam.Classifier, got {type(classifier)}")
+    if classifier.spatial_dims != 2:
+        raise ValueError("amortised explainers are 2-D only (volumes: per-image Med-CAM)")
+    if steps < 1 or batch < 1 or checkpoint_every < 1:
+        raise ValueError("steps, batch and checkpoint_every must be ≥ 1")
+    if not 0 <= held_out < 1:
+        raise ValueError(f"held_out must be in [0, 1), got {held_out}")
+    cfg = config or MedCAMConfig.fast()
+    if cfg.tolerance is None:
+        raise ValueError("fit needs the constrained objective (config.tolerance set)")
+    dev = resolve_device(device)
+    classifier.to(dev)
+    start = time.perf_counter()
+    images = read_tiles(tiles, classifier, level=level, per_slide=per_slide)
+    data = yield from _prepared(images, classifier, cfg, dev)
+    fit_idx, held_idx = _split(len(data.targets), held_out, seed)
+    if not fit_idx:
+        raise ValueError("no fitting tiles left after setting the held-out ones aside")
+    net_cfg = {
+        "channels": list(cfg.unet_channels),
+        "mask_scale": cfg.mask_scale,
+        "init_fill": cfg.init_fill,
+        "prior_strength": cfg.prior_strength,
+    }
+    net_cfg.update(network or {})
+    torch.manual_seed(seed)
+    net = ExplainerNet(
+        classifier.channels,
+        classifier.num_classes,
+        net_cfg["channels"],
+        2,
+        net_cfg["mask_scale"],
+        net_cfg["init_fill"],
+        net_cfg["prior_strength"],
+    ).to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    p0 = [data.probabilities[i][data.targets[i]] for i in range(len(data.targets))]
+    obj = Objective(cfg, p0)
+    meta = {
+        "classifier": classifier_facts(classifier),
+        "tiles": len(data.targets),
+        "steps": steps,
+        "batch": batch,
+        "lr": lr,
+        "seed": seed,
+        "network": net_cfg,
+        "config": cfg.to_dict(),
+    }
+    history: list[dict[str, float]] = []
+    step = 0
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, map_location=dev, weights_only=True)
+        if state["meta"] != meta:
+            raise ValueError(
+                f"checkpoint {ckpt} is from another fit (classifier, tiles or settings "
+                "differ): remove it to start afresh"
+            )
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        obj.log_mu_keep, obj.log_mu_rob = list(state["log_mu_keep"]), list(state["log_mu_rob"])
+        step, history = int(state["step"]), list(state["history"])
+    warm = max(1, steps // 20)
+    ramp_steps = max(1, steps // 10)
+    saved = step
+    try:
+        net.train()
+        while step < steps:
+            step += 1
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+            pos = torch.randint(0, len(fit_idx), (min(batch, len(fit_idx)),), generator=gen)
+            idx = [fit_idx[p] for p in pos.tolist()]
+            for group in opt.param_groups:
+                group["lr"] = lr * min(1.0, step / warm)
+            loss, record = _step_loss(
+                net, data, idx, classifier, obj, cfg, step, min(1.0, step / ramp_steps), dev
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            history.append({"step": step, **record})
+            if ckpt is not None and step % checkpoint_every == 0:
+                _save(ckpt, _checkpoint_state(net, opt, obj, step, history, meta))
+                saved = step
+            yield FitEvent("fit", step, steps, record)
+    finally:  # cancelled or failed: keep what was learnt so far
+        if ckpt is not None and step > saved:
+            _save(ckpt, _checkpoint_state(net, opt, obj, step, history, meta))
+    net.eval()
+    explainer = Explainer(net.cpu(), {})
+    net.to(dev)
+    from napari_medcam.engine.amortised.explain import held_out_quality
+
+    quality = yield from held_out_quality(explainer, classifier, data, held_idx, cfg, dev)
+    names = data.absence_names
+    explainer.metadata.update(
+        classifier=meta["classifier"],
+        network=net_cfg,
+        config=cfg.to_dict(),
+        absence={
+            "baseline": cfg.baseline,
+            "noises": list(cfg.noises),
+            "chosen": {n: names.count(n) for n in sorted(set(names))},
+        },
+        fit={
+            "steps": steps,
+            "batch": batch,
+            "lr": lr,
+            "seed": seed,
+            "tiles": len(data.targets) + data.skipped,
+            "tiles_without_absence": data.skipped,
+            "fitting_tiles": len(fit_idx),
+            "held_out_tiles": held_idx,
+            "classes_fitted": {
+                classifier.class_names[c]: data.targets.count(c) for c in sorted(set(data.targets))
+            },
+            "seconds": round(time.perf_counter() - start, 1),
+            "device": str(dev),
+            "held_out_quality": quality,
+            "history": history,
+        },
+    )
+    explainer.net.cpu()
+    return explainer
+
+
+def _prepared(images, classifier, cfg, dev) -> Generator[FitEvent, None, FitTiles]:
+    gen = prepare(images, classifier, cfg, dev)
+    try:
+        while True:
+            done = next(gen)
+            yield FitEvent("prepare", done, len(images))
+    except StopIteration as stop:
+        return stop.value
+
+
+def _save(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def fit_explainer(
+    classifier: Classifier,
+    tiles: Any,
+    config: MedCAMConfig | None = None,
+    steps: int = 2000,
+    *,
+    device: str | torch.device = "auto",
+    progress: Callable[[FitEvent], None] | None = None,
+    cancel: threading.Event | Callable[[], bool] | None = None,
+    **options: Any,
+) -> Explainer:
+    """Fit an amortised explainer for ``classifier`` on ``tiles`` (see `iter_fit`).
+
+    ``progress`` gets every `FitEvent`; ``cancel`` (an Event or a callable) is checked
+    after each and raises `FitCancelled` (with ``checkpoint``, the fit resumes later).
+    """
+    is_set = cancel.is_set if isinstance(cancel, threading.Event) else cancel
+    gen = iter_fit(classifier, tiles, config, steps, device=device, **options)
+    try:
+        while True:
+            event = next(gen)
+            if progress is not None:
+                progress(event)
+            if is_set is not None and is_set():
+                gen.close()
+                raise FitCancelled(f"fit cancelled at step {event.step} of {event.total}")
+    except StopIteration as stop:
+        return stop.value
+    finally:  # an exception in ``progress`` (Ctrl-C) still saves the checkpoint now
+        gen.close()

@@ -1,0 +1,208 @@
+"""Amortised explainers: fit, file, one-pass explain with fail-closed verdicts, classes.
+
+A hand-built three-class colour classifier (grey, red, green; red and green pixels
+raise their class's logit) keeps the fits tiny: a few seconds on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from torch import nn
+
+import napari_medcam as mc
+from napari_medcam.engine.amortised import (
+    FitCancelled,
+    fit_explainer,
+    iter_fit,
+    load_explainer,
+)
+from napari_medcam.io import write_mask
+
+from .toys import MEAN, STD, _Unit, red_counter
+
+SIZE = 64
+
+
+class ColourCounter(nn.Module):
+    """logits = (0, gain·red fraction − bias, gain·green fraction − bias)."""
+
+    def __init__(self, gain: float = 100.0, bias: float = 1.5) -> None:
+        super().__init__()
+        self.unit = _Unit()
+        self.features = nn.Conv2d(3, 2, 1)
+        with torch.no_grad():
+            w = torch.tensor([[40.0, -40.0, 0.0], [-40.0, 40.0, 0.0]]).view(2, 3, 1, 1)
+            self.features.weight.copy_(w)
+            self.features.bias.fill_(-12.0)
+        self.gain, self.bias = gain, bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frac = torch.sigmoid(self.features(self.unit(x))).mean((2, 3))
+        pos = self.gain * frac - self.bias
+        return torch.cat([torch.zeros_like(pos[:, :1]), pos], 1)
+
+
+def colour_counter() -> mc.Classifier:
+    return mc.Classifier(
+        ColourCounter(),
+        (SIZE, SIZE),
+        MEAN,
+        STD,
+        ["grey", "red", "green"],
+        ["features"],
+        name="colour counter",
+    )
+
+
+def colour_tile(seed: int, colour: int, side: int | None = None) -> np.ndarray:
+    """Grey noise with one square of ``colour`` (1 red, 2 green; 0 none)."""
+    rng = np.random.default_rng(seed)
+    img = np.clip(rng.normal(128, 12, (SIZE, SIZE, 3)), 0, 255).astype(np.uint8)
+    if colour:
+        side = side or int(rng.integers(10, 18))
+        y, x = rng.integers(0, SIZE - side, 2)
+        img[y : y + side, x : x + side] = (230, 40, 40) if colour == 1 else (40, 230, 40)
+    return img
+
+
+@pytest.fixture(scope="module")
+def clf() -> mc.Classifier:
+    torch.set_num_threads(1)
+    return colour_counter()
+
+
+@pytest.fixture(scope="module")
+def explainer(clf):
+    tiles = [colour_tile(i, i % 3) for i in range(30)]
+    return fit_explainer(clf, tiles, steps=150, device="cpu", batch=8, held_out=0.2)
+
+
+def test_fit_learns_evidence_and_empty_wrong_class_masks(explainer):
+    quality = explainer.metadata["fit"]["held_out_quality"]
+    assert quality["tiles"] == 4  # 20 % of the 20 tiles with an absence
+    assert quality["valid_share"] >= 0.75, quality
+    assert quality["median_area"] < 0.2, quality
+    assert quality["wrong_class_median_area"] < 0.01, quality
+    assert explainer.metadata["fit"]["classes_fitted"].keys() == {"red", "green"}
+    assert explainer.metadata["fit"]["tiles_without_absence"] == 10  # grey: no neutral fill
+
+
+def test_file_round_trip_and_fingerprint_mismatch_refused(explainer, clf, tmp_path):
+    path = explainer.save(tmp_path / "colour.pt")
+    blob = torch.load(path, weights_only=True)  # plain tensors and metadata: safe to load
+    assert blob["metadata"]["classifier"]["fingerprint"] == mc.engine.amortised.fingerprint(clf)
+    again = load_explainer(path, clf)
+    x = torch.randn(2, 3, SIZE, SIZE)
+    assert torch.equal(again.masks(x, [1, 2], clf), explainer.masks(x, [1, 2], clf))
+    other = colour_counter()
+    with torch.no_grad():
+        other.module.features.bias.fill_(-11.0)  # same architecture, other weights
+    with pytest.raises(ValueError, match="fitted for classifier 'colour counter'.*fingerprint"):
+        load_explainer(path, other)
+    with pytest.raises(ValueError, match="fitted for"):
+        mc.explain(colour_tile(0, 1), red_counter(), explainer=path)
+    with pytest.raises(ValueError, match="not an explainer file"):
+        (tmp_path / "junk.pt").write_bytes(b"junk")
+        load_explainer(tmp_path / "junk.pt")
+
+
+def test_multi_class_one_pass_labels_tiff_and_geojson(explainer, clf, tmp_path):
+    image = np.concatenate(
+        [colour_tile(101, 1, 16), colour_tile(102, 0), colour_tile(103, 2, 16)], 1
+    )
+    exp = mc.explain(image, clf, explainer=explainer, tile_overlap=0, device="cpu")
+    verdicts = {v["window"][1]: v for v in exp.tile_verdicts}
+    assert set(verdicts) == {0, 128}  # the grey tile is the blank class: not a finding
+    assert all(v["valid"] for v in verdicts.values()), exp.tile_verdicts
+    assert exp.label_classes == {2: "red", 3: "green"}
+    assert exp.valid and exp.class_name == "red + green"
+    labels = exp.labels
+    assert set(np.unique(labels[:, :64])) == {0, 2} and set(np.unique(labels[:, 128:])) == {0, 3}
+    assert not labels[:, 64:128].any()
+    assert np.array_equal(exp.mask, labels > 0)
+    red_sq = np.all(image == (230, 40, 40), -1)
+    assert (labels[red_sq] == 2).mean() > 0.5  # the evidence is on the red square
+    written = write_mask(
+        tmp_path / "m.tif",
+        labels,
+        exp.summary(),
+        geojson={"image": "x"},
+        classes=exp.label_classes,
+    )
+    with tifffile.TiffFile(written[0]) as tif:
+        data = tif.asarray()
+        meta = json.loads(tif.pages[0].description)["napari_medcam"]
+    assert np.array_equal(data, labels)
+    assert meta["label_classes"] == {"2": "red", "3": "green"}
+    features = json.loads(written[1].read_text())["features"]
+    names = {f["properties"]["classification"]["name"] for f in features}
+    assert names == {"red", "green"}
+    assert {f["properties"]["label"] for f in features} == {2, 3}
+    red_x = [
+        pt[0]
+        for f in features
+        if f["properties"]["label"] == 2
+        for pt in f["geometry"]["coordinates"][0]
+    ]
+    assert max(red_x) <= 64
+
+
+def test_fail_closed_and_refine_repairs(explainer, clf):
+    """A mask that loses the decision is never shown; refine repairs from it, and says so."""
+    broken = load_explainer.__globals__["Explainer"](
+        load_explainer.__globals__["build_net"](explainer.metadata), dict(explainer.metadata)
+    )
+    with torch.no_grad():  # every mask empty: no tile keeps its decision
+        broken.net.unet.head.weight.zero_()
+        broken.net.unet.head.bias.fill_(-6.0)
+    image = np.concatenate([colour_tile(201, 1, 16), colour_tile(202, 2, 16)], 1)
+    plain = mc.explain(image, clf, explainer=broken, tile_overlap=0, device="cpu")
+    assert not plain.valid and not plain.mask.any() and plain.labels.max() == 0
+    assert all(not v["valid"] and "empty" in v["status"] for v in plain.tile_verdicts)
+    facts = plain.provenance["explainer"]
+    assert facts["tiles_failed_amortised"] == 2 and facts["tiles_refined"] == 0
+    fixed = mc.explain(image, clf, explainer=broken, tile_overlap=0, device="cpu", refine=30)
+    facts = fixed.provenance["explainer"]
+    assert facts["tiles_refined"] == 2 and "2 tile(s) refined" in fixed.status
+    assert all(v["refined"] for v in fixed.tile_verdicts)
+    for v in fixed.tile_verdicts:  # valid ones are in the mask, failed ones are not
+        y0, x0, y1, x1 = v["window"]
+        assert fixed.mask[y0:y1, x0:x1].any() == v["valid"]
+    assert facts["tiles_fixed_by_refine"] == sum(v["valid"] for v in fixed.tile_verdicts) >= 1
+
+
+def test_killed_fit_resumes_from_its_checkpoint(clf, tmp_path):
+    tiles = [colour_tile(300 + i, 1 + i % 2) for i in range(6)]
+    ckpt = tmp_path / "fit.ckpt"
+    opts = dict(device="cpu", batch=4, held_out=0.0, checkpoint=ckpt, checkpoint_every=2)
+    steps_seen = []
+
+    def stop_at_3(event):
+        if event.phase == "fit":
+            steps_seen.append(event.step)
+            if event.step == 3:
+                raise KeyboardInterrupt  # a kill between two checkpoints' worth of steps
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_explainer(clf, tiles, steps=6, progress=stop_at_3, **opts)
+    assert ckpt.exists() and torch.load(ckpt, weights_only=True)["step"] == 3
+    resumed = [e.step for e in iter_fit(clf, tiles, steps=6, **opts) if e.phase == "fit"]
+    assert resumed == [4, 5, 6]  # not restarted
+    exp = fit_explainer(clf, tiles, steps=6, **opts)  # already complete: no step runs
+    assert [h["step"] for h in exp.metadata["fit"]["history"]] == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(ValueError, match="another fit"):
+        fit_explainer(clf, tiles[:5], steps=6, **opts)
+
+
+def test_fit_cancel_flag_and_bad_input(clf):
+    with pytest.raises(FitCancelled, match="cancelled"):
+        fit_explainer(clf, [colour_tile(1, 1)] * 2, steps=5, device="cpu", cancel=lambda: True)
+    with pytest.raises(ValueError, match="steps"):
+        fit_explainer(clf, [colour_tile(1, 1)], steps=0)
+    with pytest.raises(ValueError, match="refine needs an explainer"):
+        mc.explain(colour_tile(1, 1), clf, refine=5)
