@@ -54,7 +54,8 @@ class LiveController(QObject):
 
     ``status`` carries one line for the widget (what is shown, or why nothing is);
     ``updated`` the live Labels layer after each update. ``worker`` is the run in
-    flight (None when idle); ``stale`` counts runs cancelled because the view moved.
+    flight (None when idle); ``stale`` counts runs cancelled before they ended (the view
+    moved, Explain started or live mode was turned off).
     """
 
     status = Signal(str)
@@ -117,15 +118,19 @@ class LiveController(QObject):
         if not self.active:
             return
         self.active = False
-        self._timer.stop()
-        self._pending = False
-        self._cancel()
+        self.pause()
         camera = _camera(self.viewer)
         camera.events.center.disconnect(self._on_view)
         camera.events.zoom.disconnect(self._on_view)
         self.viewer.dims.events.point.disconnect(self._on_view)
         self.inputs.level_combo.changed.disconnect(self._on_view)
         self.inputs.image_combo.changed.disconnect(self._on_view)
+
+    def pause(self) -> None:
+        """Cancel the run in flight (Explain needs the classifier); `refresh` resumes."""
+        self._timer.stop()
+        self._pending = False
+        self._cancel()
 
     def _cancel(self) -> None:
         if self.job is not None and not self.job.cancel.is_set():

@@ -128,6 +128,7 @@ class MedCAMWidget(QWidget):
         self.classifier_panel.changed.connect(self.input.update_region)
         self.classifier_panel.changed.connect(self.explainer_panel.refresh)
         self.run.busy_changed.connect(self.explainer_panel.on_busy)
+        self.explainer_panel.changed.connect(self.update_buttons)
         self.input.region_changed.connect(self.update_buttons)
         self.input.result_activated.connect(self.review.select_result)
         self.run.busy_changed.connect(self._on_busy)

@@ -60,8 +60,10 @@ def explainer_facts(exp: Any) -> str:
 
 
 class ExplainerPanel(QGroupBox):
-    """Choose, fit and use an amortised explainer; ``fitted`` carries a new explainer file."""
+    """Choose, fit and use an amortised explainer; ``changed`` says the choice changed,
+    ``fitted`` carries a new explainer file."""
 
+    changed = Signal()
     fitted = Signal(object)
 
     def __init__(
@@ -173,6 +175,7 @@ class ExplainerPanel(QGroupBox):
         self.load()
         if self.explainer is None and self.live.active:
             self.live_check.value = False
+        self.changed.emit()
 
     def load(self) -> Any:
         """Load the chosen explainer for the loaded classifier; None (``problem`` says
@@ -237,8 +240,11 @@ class ExplainerPanel(QGroupBox):
         self.live.start()
 
     def on_busy(self, busy: bool) -> None:
-        """Explain started or ended: live mode waits for it, then follows the view again."""
-        if not busy and self.live.active:
+        """Explain started or ended: live mode lets it have the classifier (its run in
+        flight is cancelled), then follows the view again."""
+        if busy:
+            self.live.pause()
+        elif self.live.active:
             self.live.refresh()
 
     # -------------------------------------------------------------------- fit

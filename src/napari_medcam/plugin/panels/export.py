@@ -69,6 +69,9 @@ class ExportPanel(QGroupBox):
         if isinstance(data, np.ndarray):  # a copy: the user may paint while it is written
             data = data.copy()
         rec = self.results.get(layer)
+        summary = layer.metadata.get(META_KEY, {}).get("summary", {})
+        # multi-class evidence: the class of each label value, in the TIFF and GeoJSON
+        classes = {int(k): v for k, v in (summary.get("label_classes") or {}).items()}
         props = None
         downsample: tuple[float, ...] = (1.0, 1.0)
         origin: tuple[float, ...] = (0.0, 0.0)
@@ -103,6 +106,7 @@ class ExportPanel(QGroupBox):
             downsample=downsample,
             origin=origin,
             overwrite=overwrite,
+            **({"classes": classes} if classes else {}),
         )
 
     def _save_dialog(self, _v: Any = None) -> None:

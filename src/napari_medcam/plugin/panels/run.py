@@ -95,6 +95,8 @@ class RunPanel(QWidget):
     def _estimate(self, region: Any) -> Estimate | None:
         """The run's cost, from one timed step (None if it cannot be measured)."""
         try:
+            if self.amortised()[0] is not None:  # one pass: no per-image steps to time
+                return None
             return estimate(
                 self.classifier.classifier,
                 self._config(),
