@@ -28,6 +28,7 @@ def medcam(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-medcam", "Med-CAM")
     assert isinstance(widget, MedCAMWidget)
+    widget.classifier_panel.classifier_combo.value = ("registered", "demo")
     widget.set_settings("fast", steps=QUICK_STEPS)
     widget.settings.ask_above.value = 0  # never a modal question in a test
     return viewer, widget

@@ -8,9 +8,14 @@ import pytest
 from napari_medcam.plugin.widget import MedCAMWidget
 
 
-def test_widget_opens_through_manifest(medcam):
-    viewer, widget = medcam
+def test_widget_opens_through_manifest(make_napari_viewer):
+    viewer = make_napari_viewer()
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medcam", "Med-CAM")
     assert isinstance(widget, MedCAMWidget)
+    # no classifier for a user's own image: the user chooses
+    assert widget.classifier is None
+    assert "choose the classifier" in widget.classifier_panel.classifier_label_w.value
+    widget.classifier_panel.classifier_combo.value = ("registered", "demo")
     assert widget.classifier is not None
     assert widget.classifier.class_names == ["normal", "lesion"]
     assert "lesion" in widget.classifier_panel.classifier_label_w.value
@@ -217,7 +222,6 @@ def test_a_tiled_run_adds_a_tile_map_of_valid_and_failed_tiles(medcam, qtbot, mo
     from napari_medcam import tiling
     from napari_medcam.plugin.results import tile_map, tile_map_too_large
 
-    from .conftest import run_explanation
 
     explain_module = importlib.import_module("napari_medcam.engine.explain")
     real = explain_module.evaluate_mask
@@ -382,3 +386,40 @@ def test_cost_is_said_before_work_and_a_long_run_asks_first(medcam, monkeypatch)
     assert widget.explain() is None and widget.worker is None
     assert asked and "may take up to ≈" in asked[0]
     assert widget.run.status_label.value == "Not started."
+
+
+def test_the_card_says_what_the_classifier_knows_and_warns_out_of_domain(medcam):
+    from skimage import data
+
+    import napari_medcam as mc
+
+    viewer, widget = medcam
+    card = widget.classifier_panel.classifier_label_w.value
+    assert "Synthetic H&E-like" in card and "224 × 224" in card and "lesion" in card
+    tile = viewer.add_image(mc.synthetic_tile(3, 1)[0], rgb=True, name="tile")
+    assert widget.input.image_combo.value is tile
+    check = widget.classifier_panel.domain_check
+    assert check is not None and not check.out_of_domain
+    assert widget.classifier_panel.domain_label.value.startswith("In domain")
+    viewer.add_image(data.immunohistochemistry(), rgb=True, name="ihc")
+    check = widget.classifier_panel.domain_check
+    assert check is not None and check.out_of_domain
+    assert "Out of domain" in widget.classifier_panel.domain_label.value
+    # the classifier trained on that image finds it in domain
+    widget.classifier_panel.classifier_combo.value = ("registered", "ihc-dab")
+    assert not widget.classifier_panel.domain_check.out_of_domain
+
+
+def test_samples_bring_their_classifier_and_own_images_none(make_napari_viewer):
+    viewer = make_napari_viewer()
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medcam", "Med-CAM")
+    viewer.add_image(np.zeros((64, 64, 3), np.uint8), rgb=True, name="mine")
+    assert widget.classifier is None and not widget.run.run_button.enabled
+    viewer.open_sample("napari-medcam", "synthetic_tile")
+    assert widget.input.image_combo.value is viewer.layers["synthetic tile"]
+    assert widget.classifier is not None and widget.classifier.class_names == ["normal", "lesion"]
+    assert widget.run.run_button.enabled
+    # a choice the user made is never changed by a sample
+    widget.classifier_panel.classifier_combo.value = ("registered", "ihc-dab")
+    viewer.open_sample("napari-medcam", "immunohistochemistry")
+    assert widget.classifier_panel.classifier_combo.value == ("registered", "ihc-dab")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import torch
@@ -120,6 +121,8 @@ class Classifier:
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.name = name or type(module).__name__
+        #: what it was trained on (`napari_medcam.classifiers.card.ClassifierCard`), if known
+        self.card: Any = None
         self.hookable = not isinstance(module, torch.jit.ScriptModule)
         n_out = self._probe_outputs()
         if class_names is None:

@@ -34,9 +34,16 @@ def load_checkpoint(path: str | Path, build: Callable[..., nn.Module], name: str
 def packaged_classifier(
     weights: str, build: Callable[..., nn.Module], name: str, script: str
 ) -> Classifier:
-    """Load ``weights`` from the package's weights folder (made by ``script``)."""
-    ref = resources.files("napari_medcam.classifiers") / "weights" / weights
-    with resources.as_file(ref) as path:
+    """Load ``weights`` from the package's weights folder (made by ``script``), with
+    its card (``<stem>.card.json`` beside it, made by ``scripts/make_cards.py``)."""
+    from napari_medcam.classifiers.card import ClassifierCard
+
+    folder = resources.files("napari_medcam.classifiers") / "weights"
+    with resources.as_file(folder / weights) as path:
         if not path.is_file():
             raise FileNotFoundError(f"{name} weights missing at {path}: run {script}")
-        return load_checkpoint(path, build, name)
+        clf = load_checkpoint(path, build, name)
+    card = folder / (Path(weights).stem + ".card.json")
+    if card.is_file():
+        clf.card = ClassifierCard.from_json(card.read_text(encoding="utf-8"))
+    return clf

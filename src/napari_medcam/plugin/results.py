@@ -122,6 +122,7 @@ class RunContext:
     fill: bool
     job: ExplainJob
     estimate: Any = None  # cost.Estimate made before the run (None: not measured)
+    domain: Any = None  # classifiers.card.DomainCheck of the image (None: not known)
     started: float = field(default_factory=time.perf_counter)
 
 

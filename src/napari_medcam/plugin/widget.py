@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
+from napari_medcam.plugin.domain import domain_of
 from napari_medcam.plugin.panels.classifier import ClassifierPanel
 from napari_medcam.plugin.panels.common import Notifier, Session
 from napari_medcam.plugin.panels.edits import EditWatcher, content_hash
@@ -30,6 +31,7 @@ from napari_medcam.plugin.panels.settings import SettingsPanel
 from napari_medcam.plugin.panels.summary import SummaryPanel
 from napari_medcam.plugin.region import Region
 from napari_medcam.plugin.results import ResultStore
+from napari_medcam.plugin.sample_data import SAMPLE_KEY
 from napari_medcam.plugin.worker import JobResult, start_warm_up
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -129,6 +131,7 @@ class MedCAMWidget(QWidget):
         self.classifier_panel.changed.connect(self.explainer_panel.refresh)
         self.run.busy_changed.connect(self.explainer_panel.on_busy)
         self.explainer_panel.changed.connect(self.update_buttons)
+        self.input.region_changed.connect(self._on_region)
         self.input.region_changed.connect(self.update_buttons)
         self.input.result_activated.connect(self.review.select_result)
         self.run.busy_changed.connect(self._on_busy)
@@ -155,6 +158,18 @@ class MedCAMWidget(QWidget):
         self.input.refresh_choices()
         self.update_buttons()
 
+    def _on_region(self, region: Region) -> None:
+        """A sample image names its classifier (taken when none is chosen); the card
+        says whether the image looks like the training data."""
+        if self.session.closed:
+            return
+        layer = self.input.image_combo.value
+        meta = getattr(layer, "metadata", None) or {}
+        sample = meta.get(SAMPLE_KEY) if isinstance(meta, dict) else None
+        if isinstance(sample, dict) and sample.get("classifier"):
+            self.classifier_panel.suggest(str(sample["classifier"]))
+        self.classifier_panel.show_domain(domain_of(self.classifier, layer, region))
+
     def _on_busy(self, busy: bool) -> None:
         self.classifier_panel.set_enabled(not busy)
         self.settings.set_enabled(not busy)
@@ -167,7 +182,7 @@ class MedCAMWidget(QWidget):
         self.update_buttons()
 
     def _on_explained(self, exp: Any, names: list[str], where: str, notes: Any) -> None:
-        if not notes:  # no layer was added: the summary describes none
+        if "regions" not in notes:  # no layer was added: the summary describes none
             self._summary_of = None
         self.summary.show_explanation(exp, names, where, notes)
         self.summary.setVisible(True)

@@ -10,14 +10,23 @@ from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, Pus
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QGroupBox
 
+from napari_medcam.classifiers.card import card_of
 from napari_medcam.plugin.panels.common import Notifier, add_rows, wrap
 
 FILE_CHOICE = ("file", "")
 FACTORY_CHOICE = ("factory", "")
+#: nothing chosen: a user's own image gets no classifier by default
+NO_CHOICE = ("none", "")
 
 
 class ClassifierPanel(QGroupBox):
-    """Choose and load the classifier (cached per choice); ``changed`` says it changed."""
+    """Choose and load the classifier (cached per choice); ``changed`` says it changed.
+
+    Nothing is chosen at first: which classifier fits an image is the user's call
+    (a sample image suggests its own, see `suggest`). The classifier's card (what it
+    was trained on) shows under the choice, and `show_domain` says whether the image
+    looks like that.
+    """
 
     changed = Signal()
 
@@ -33,7 +42,8 @@ class ClassifierPanel(QGroupBox):
         if "demo" in names:
             names.remove("demo")
             names.insert(0, "demo")
-        choices = [(n, ("registered", n)) for n in names]
+        choices = [("— choose a classifier —", NO_CHOICE)]
+        choices += [(n, ("registered", n)) for n in names]
         choices += [("TorchScript file…", FILE_CHOICE), ("Python factory…", FACTORY_CHOICE)]
         self.classifier_combo = ComboBox(label="Classifier", choices=choices)
         self.model_file = FileEdit(
@@ -61,10 +71,15 @@ class ClassifierPanel(QGroupBox):
         self.file_box.margins = (0, 0, 0, 0)
         self.classifier_label_w = Label(value="")
         wrap(self.classifier_label_w)
+        self.domain_label = Label(value="")
+        wrap(self.domain_label)
+        self.domain_label.visible = False
+        self.card: Any = None  # the loaded classifier's ClassifierCard, if it has one
+        self.domain_check: Any = None  # the card's verdict on the chosen image
         self.target_combo = ComboBox(label="Explain class", choices=[("predicted class", None)])
         form = Container(widgets=[self.classifier_combo, self.target_combo])
         form.margins = (0, 0, 0, 0)
-        add_rows(self, form, self.file_box, self.classifier_label_w)
+        add_rows(self, form, self.file_box, self.classifier_label_w, self.domain_label)
         self._update_inputs()
         self.classifier_combo.changed.connect(self._on_choice)
         self.load_button.clicked.connect(lambda: self.load(notify=True))
@@ -80,23 +95,26 @@ class ClassifierPanel(QGroupBox):
 
     def _update_inputs(self) -> None:
         kind = self.classifier_combo.value[0]
-        self.file_box.visible = kind != "registered"
+        self.file_box.visible = kind in ("file", "factory")
         self.model_file.visible = kind == "file"
         self.factory_spec.visible = kind == "factory"
         self.weights_file.visible = kind == "factory"
 
     def _on_choice(self, _v: Any = None) -> None:
         self._update_inputs()
-        if self.classifier_combo.value[0] == "registered":
+        kind = self.classifier_combo.value[0]
+        if kind == "registered":
             self.load(notify=True)
+        elif kind == "none":
+            self._set(None, "choose the classifier that was trained on images like yours")
         else:
             self._set(None, "choose the model, then press Load model")
 
     def _spec(self) -> tuple[str, str, str, str]:
         kind, name = self.classifier_combo.value
         names = self.class_names_edit.value.strip()
-        if kind == "registered":
-            return ("registered", name, "", "")
+        if kind in ("registered", "none"):
+            return (kind, name, "", "")
         if kind == "file":
             path = self.model_file.value
             return ("file", str(path) if path else "", "", names)
@@ -109,6 +127,9 @@ class ClassifierPanel(QGroupBox):
 
         spec = self._spec()
         kind, name, weights, names = spec
+        if kind == "none":
+            self._set(None, "choose the classifier that was trained on images like yours")
+            return None
         if spec in self._cache:
             self._set(self._cache[spec], "")
             return self.classifier
@@ -135,27 +156,50 @@ class ClassifierPanel(QGroupBox):
                 self.notify.error(msg)
             return None
         clf.name = getattr(clf, "name", label) or label
+        if getattr(clf, "card", None) is None and kind == "file":
+            clf.card = card_of(clf, name)  # a model file's <name>.card.json, if any
         self._cache[spec] = clf
         self.classifier_label = label
         self._set(clf, "")
         return clf
 
+    def suggest(self, name: str) -> None:
+        """Choose the registered classifier ``name`` when none is chosen (a sample image
+        names the classifier made for it); a user's choice is never changed."""
+        wanted = ("registered", name)
+        if self.classifier_combo.value == NO_CHOICE and wanted in self.classifier_combo.choices:
+            self.classifier_combo.value = wanted
+
+    def show_domain(self, check: Any) -> None:
+        """Say whether the image looks like the training data (hidden when unknown)."""
+        self.domain_check = check
+        self.domain_label.visible = check is not None
+        self.domain_label.value = check.text() if check is not None else ""
+        colour = "#f0ad4e" if check is not None and check.out_of_domain else ""
+        self.domain_label.native.setStyleSheet(f"color: {colour}" if colour else "")
+
     def _set(self, clf: Any, message: str) -> None:
         self.classifier = clf
+        self.card = card_of(clf) if clf is not None else None
         if clf is None:
             self.classifier_label_w.value = f"⚠ {message}" if message else ""
             choices: list[tuple[str, Any]] = [("predicted class", None)]
         else:
-            size = " × ".join(str(s) for s in clf.input_size)
             hook = (
                 ""
                 if getattr(clf, "hookable", True) and clf.layers
                 else " · output-only (no hookable layers)"
             )
-            self.classifier_label_w.value = (
-                f"Classes: {', '.join(clf.class_names)}\n"
-                f"Input {size}, {clf.channels} channel{'s' * (clf.channels != 1)}{hook}"
-            )
+            if self.card is not None:
+                lines = self.card.lines(clf)
+            else:
+                size = " × ".join(str(s) for s in clf.input_size)
+                lines = [
+                    "No card: what it was trained on is not recorded",
+                    f"Input {size} px · classes: {', '.join(clf.class_names)}",
+                ]
+            lines[-1] += f", {clf.channels} channel{'s' * (clf.channels != 1)}{hook}"
+            self.classifier_label_w.value = "\n".join(lines)
             choices = [("predicted class", None)] + [(c, i) for i, c in enumerate(clf.class_names)]
         self.target_combo.choices = choices
         self.changed.emit()

@@ -186,6 +186,7 @@ class RunPanel(QWidget):
             fill=bool(settings.fill.value),
             job=job,
             estimate=est,
+            domain=self.classifier.domain_check,
         )
         worker = explanation_worker(job)
         worker.yielded.connect(self._on_progress)
@@ -268,7 +269,7 @@ class RunPanel(QWidget):
         where = ctx.region.description
         names = list(ctx.classifier.class_names)
         if not has_evidence(exp):
-            self.explained.emit(exp, names, where, {})
+            self.explained.emit(exp, names, where, {"domain": ctx.domain})
             self.status_label.value = f"No layer added: the mask is not trustworthy. {exp.status}."
             self.notify.warning(
                 "Med-CAM added no layer: the mask is not trustworthy (see why in the widget)"
@@ -296,7 +297,7 @@ class RunPanel(QWidget):
 
     def _notes(self, ctx: RunContext, result: JobResult) -> dict[str, Any]:
         """What the summary says beyond the explanation: regions, extra layers added."""
-        notes: dict[str, Any] = {"regions": regions_text(ctx, result)}
+        notes: dict[str, Any] = {"regions": regions_text(ctx, result), "domain": ctx.domain}
         notes["hidden"] = [
             kind
             for kind, on, there in (

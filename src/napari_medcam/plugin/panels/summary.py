@@ -185,15 +185,23 @@ class SummaryPanel(QGroupBox):
         where: str = "",
         notes: dict[str, Any] | None = None,
     ) -> None:
-        """Show a run's result; ``notes`` has its ``regions`` text and the ``hidden``
-        extra layers it added (both absent when no layer was added)."""
+        """Show a run's result; ``notes`` has the image's ``domain`` check, and when a
+        layer was added its ``regions`` text and the ``hidden`` extra layers."""
         notes = notes or {}
         regions = notes.get("regions", "")
         verdict, sentence = plain_sentence(exp)
-        colour = "#5cb85c" if exp.valid else "#f0ad4e"
+        domain = notes.get("domain")
+        outside = domain is not None and domain.out_of_domain
+        colour = "#5cb85c" if exp.valid and not outside else "#f0ad4e"
+        warning = (
+            "<span style='color:#f0ad4e'><b>⚠ Out of domain</b>: the image is unlike the "
+            "classifier's training data, so this may mean nothing.</span><br>"
+            if outside
+            else ""
+        )
         self.sentence.setText(
-            f"<span style='color:{colour}'><b>{html.escape(verdict.capitalize())}.</b></span> "
-            f"{html.escape(sentence)}"
+            f"{warning}<span style='color:{colour}'><b>{html.escape(verdict.capitalize())}."
+            f"</b></span> {html.escape(sentence)}"
         )
         self.sentence.setToolTip(exp.one_line())
         self.set_stale("")
@@ -210,8 +218,8 @@ class SummaryPanel(QGroupBox):
                 self._cells.append(cell)
         self.grid.setColumnStretch(1, 1)
         self.probs.setText(probabilities_html(exp, class_names))
-        self.legend.setText(legend_html(exp, notes) if notes else "")
-        self.legend.setVisible(bool(notes))
+        self.legend.setText(legend_html(exp, notes) if "regions" in notes else "")
+        self.legend.setVisible("regions" in notes)
         self.grid_box.setVisible(True)
         self.probs.setVisible(True)
 
