@@ -51,7 +51,12 @@ def test_choose_an_explainer_and_explain_every_class_in_one_pass(
     viewer, widget = medcam
     panel = widget.explainer_panel
     # the packaged demo explainer is offered with the demo classifier only
+    widget.classifier_panel.classifier_combo.value = ("registered", "demo")
     assert (DEMO in panel.choice_combo.choices) == packaged("demo")
+    if packaged("demo"):  # shipped: it loads for the demo classifier and says so
+        panel.choice_combo.value = DEMO
+        assert panel.explainer is not None, panel.facts.value
+        assert "normal, lesion" in panel.facts.value
     use_classifier(widget, COLOUR_FACTORY)
     assert DEMO not in panel.choice_combo.choices
     assert panel.use_file(explainer_file) is not None, panel.facts.value
