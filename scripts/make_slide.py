@@ -56,6 +56,12 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=20_000)
     ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--mpp",
+        type=float,
+        default=None,
+        help="record this many µm per level-0 pixel (the synthetic tissue has no real size)",
+    )
     args = ap.parse_args()
     t0 = time.time()
     base = make_base(args.seed)
@@ -79,6 +85,11 @@ def main() -> None:
                 photometric="rgb",
                 subifds=len(shapes) - 1 if i == 0 else None,
                 subfiletype=1 if i else 0,
+                **(
+                    {"resolution": (1e4 / args.mpp, 1e4 / args.mpp), "resolutionunit": "CENTIMETER"}
+                    if args.mpp and i == 0
+                    else {}
+                ),
             )
     mb = args.out.stat().st_size / 2**20
     print(

@@ -91,6 +91,8 @@ def test_closing_the_viewer_never_waits_for_the_worker(
             tiles=1,
             masked_confidence=0.5,
             area_fraction=0.5,
+            stage="optimise",
+            describe=lambda: "step 1/2",
         )
         release.wait(60)  # ignores job.cancel until released
         job.done.set()
@@ -99,6 +101,7 @@ def test_closing_the_viewer_never_waits_for_the_worker(
     monkeypatch.setattr(worker_module, "run_explanation", busy)
     viewer = make_napari_viewer()
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-medcam", "Med-CAM")
+    widget.classifier_panel.classifier_combo.value = ("registered", "demo")
     viewer.add_image(lesion_tile[0], name="tile", rgb=True)
     worker = widget.explain()
     job = widget.run._ctx.job

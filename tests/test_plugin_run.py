@@ -158,6 +158,7 @@ def measure_gui_gaps(qtbot, viewer, widget) -> dict[str, float]:
 def test_gui_stays_responsive_during_a_run(make_napari_viewer, qtbot, lesion_tile, capsys):
     viewer = make_napari_viewer(show=True)
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-medcam", "Med-CAM")
+    widget.classifier_panel.classifier_combo.value = ("registered", "demo")
     viewer.add_image(lesion_tile[0], name="tile", rgb=True)
     widget.set_settings("fast", steps=40)
     # the widget pays torch's and napari's one-off imports in the background when it
@@ -179,6 +180,7 @@ def test_gui_stays_responsive_during_a_run(make_napari_viewer, qtbot, lesion_til
 def test_closing_the_viewer_mid_run_stops_the_worker(make_napari_viewer, qtbot, lesion_tile):
     viewer = make_napari_viewer()
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-medcam", "Med-CAM")
+    widget.classifier_panel.classifier_combo.value = ("registered", "demo")
     viewer.add_image(lesion_tile[0], name="tile", rgb=True)
     widget.set_settings("paper", steps=400)
     steps: list[int] = []
@@ -195,3 +197,40 @@ def test_closing_the_viewer_mid_run_stops_the_worker(make_napari_viewer, qtbot, 
     assert max(steps) < 400
     qtbot.waitUntil(lambda: bool(finished), timeout=10_000)
     assert len(viewer.layers) == 0
+
+
+def tile_squares(mask: np.ndarray, tile: int, slack: int = 4) -> list[tuple[slice, ...]]:
+    """Mask pieces that are (nearly) solid axis-aligned squares of the tile's size."""
+    from scipy import ndimage
+
+    labels, _n = ndimage.label(mask)
+    out = []
+    for i, box in enumerate(ndimage.find_objects(labels), start=1):
+        h, w = (s.stop - s.start for s in box)
+        if abs(h - tile) <= slack and abs(w - tile) <= slack and (labels[box] == i).mean() > 0.8:
+            out.append(box)
+    return out
+
+
+def test_no_tile_shaped_squares_on_the_ihc_image():
+    from skimage import data
+
+    from napari_medcam.classifiers import load_classifier
+    from napari_medcam.tiling import overlap_for
+
+    clf = load_classifier("ihc-dab")  # the IHC sample's classifier, 64² tiles
+    image = data.immunohistochemistry()[:192, 256:448]  # held-out half, 16 tiles
+    exp = mc.explain(
+        image,
+        clf,
+        config=mc.MedCAMConfig.fast().capped(20),
+        tile_overlap=overlap_for(clf.input_size),  # as the widget's worker passes it
+    )
+    assert exp.tiles == 16
+    mask = np.asarray(exp.mask)
+    assert mask.any()
+    assert tile_squares(mask, clf.input_size[0]) == []
+    # the check itself finds a tile-sized square
+    square = np.zeros_like(mask)
+    square[10:74, 20:84] = True
+    assert len(tile_squares(square, 64)) == 1

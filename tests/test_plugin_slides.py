@@ -83,6 +83,11 @@ def test_whole_slide_at_level_1_lines_up_with_the_image(medcam, slide, qtbot):
     meta = labels.metadata["medcam"]["region"]
     assert meta["level"] == 1 and meta["origin"] == [0, 0] and not meta["visible_region"]
     assert "level 1" in widget.summary.text()
+    # the explained area is outlined: "not explained" differs from "no evidence"
+    (area,) = [ly for ly in viewer.layers if ly.name.startswith("Med-CAM area")]
+    np.testing.assert_allclose(area.scale, labels.scale)
+    np.testing.assert_allclose(area.translate, labels.translate)
+    np.testing.assert_allclose(np.ptp(area.data[0], axis=0), (224, 448))
 
     # mask pixels, taken to the world and back into the image's level 1, hit the lesion
     world = _mask_world_points(labels)
@@ -151,3 +156,28 @@ def test_visible_region_after_zoom_is_placed_where_it_is(medcam, slide, qtbot, m
     viewer.add_image(np.zeros((64, 64), np.uint8), name="plain")
     assert widget.input.slide_form.native.isHidden()
     assert "whole image" in widget.input.region_label.value
+
+
+def test_level_list_shows_microns_per_pixel_when_the_file_records_it(medcam, tmp_path):
+    import tifffile
+
+    from napari_medcam.plugin.reader import read_slide
+
+    viewer, widget = medcam
+    path = tmp_path / "slide.tif"
+    base = np.full((512, 512, 3), 200, np.uint8)
+    with tifffile.TiffWriter(path) as tw:
+        for i, img in enumerate([base, base[::2, ::2]]):
+            tw.write(
+                img,
+                tile=(128, 128),
+                photometric="rgb",
+                subifds=1 if i == 0 else None,
+                subfiletype=1 if i else 0,
+                **({"resolution": (4e4, 4e4), "resolutionunit": "CENTIMETER"} if i == 0 else {}),
+            )
+    ((levels, meta, _kind),) = read_slide(str(path))
+    assert meta["metadata"]["mpp"] == pytest.approx(0.25)
+    viewer.add_image(levels, **meta)
+    names = [widget.input.level_combo.native.itemText(i) for i in range(2)]
+    assert "0.25 µm/px (≈ 40×)" in names[0] and "0.50 µm/px (≈ 20×)" in names[1], names

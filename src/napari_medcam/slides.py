@@ -25,6 +25,9 @@ class Slide:
     downsamples: list[float]
     rgb: bool
     _handle: Any = field(repr=False, default=None)
+    #: µm per level-0 pixel when the file records it (Aperio MPP, OME PhysicalSizeX,
+    #: or the TIFF resolution in cm/inch); None when it does not
+    mpp: float | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -98,7 +101,29 @@ def open_slide(path: str | Path) -> Slide:
     full = levels[0].shape
     downs = [full[0] / a.shape[0] for a in levels]
     rgb = len(full) == 3 and full[-1] in (3, 4)
-    return Slide(path, levels, downs, rgb, tif)
+    return Slide(path, levels, downs, rgb, tif, microns_per_pixel(tif))
+
+
+def microns_per_pixel(tif: Any) -> float | None:
+    """µm per level-0 pixel as the file records it, or None (a plain pixel grid)."""
+    import re
+
+    page = tif.pages[0]
+    desc = page.description or ""
+    found = re.search(r"MPP\s*=\s*([0-9.]+)", desc)  # Aperio SVS
+    if found is None and getattr(tif, "is_ome", False):
+        found = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', tif.ome_metadata or "")
+    if found is not None:
+        value = float(found.group(1))
+        return value if value > 0 else None
+    tags = page.tags
+    if "XResolution" not in tags or "ResolutionUnit" not in tags:
+        return None
+    num, den = tags["XResolution"].value
+    per_unit = num / den if den else 0.0
+    unit = int(tags["ResolutionUnit"].value)
+    um = {2: 25_400.0, 3: 10_000.0}.get(unit)  # pixels per inch, per centimetre
+    return um / per_unit if um and per_unit > 0 else None
 
 
 def is_pyramidal(path: str | Path) -> bool:

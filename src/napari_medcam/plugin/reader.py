@@ -23,6 +23,6 @@ def read_slide(path: str) -> list[tuple[Any, dict[str, Any], str]]:
         "name": Path(path).name,
         "multiscale": True,
         "rgb": slide.rgb,
-        "metadata": {"path": str(path), "downsamples": slide.downsamples},
+        "metadata": {"path": str(path), "downsamples": slide.downsamples, "mpp": slide.mpp},
     }
     return [(slide.levels, meta, "image")]

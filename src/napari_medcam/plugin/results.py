@@ -81,6 +81,21 @@ def tile_map_too_large(exp: Any) -> bool:
     return tiled and int(np.prod(shape)) > IN_MEMORY_PIXELS
 
 
+def explained_area(region: Region) -> np.ndarray | None:
+    """The explained region's corners (4 × 2, in the result layer's data coordinates) of
+    a 2-D result; None for stacks and volumes."""
+    if len(region.layer_shape) != 2:
+        return None
+    if region.level is not None or region.is_full:
+        y0, x0, (y1, x1) = 0, 0, region.layer_shape
+    else:
+        (ys, xs) = region.key
+        y0, x0 = ys.start or 0, xs.start or 0
+        y1 = region.layer_shape[0] if ys.stop is None else ys.stop
+        x1 = region.layer_shape[1] if xs.stop is None else xs.stop
+    return np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)
+
+
 def tile_map(exp: Any) -> np.ndarray | None:
     """Each explained tile's window painted 1 (valid) or 2 (invalid), over the mask's shape.
 
@@ -224,7 +239,7 @@ class ResultStore:
 
     # -------------------------------------------------------------- placing
     def _extras(self, ctx: RunContext, result: JobResult) -> list[Any]:
-        from napari.layers import Image, Labels
+        from napari.layers import Image, Labels, Shapes
 
         exp = result.explanation
         region = ctx.region
@@ -268,6 +283,21 @@ class ResultStore:
                     colormap=dict(TILE_COLORS),
                     opacity=0.3,
                     metadata=own_metadata("Med-CAM tiles", ctx.layer_name),
+                    **ctx.transforms,
+                )
+            )
+        corners = explained_area(region) if exp.tiles > 1 else None
+        if corners is not None:  # "not explained" and "no evidence" look different
+            out.append(
+                Shapes(
+                    [corners],
+                    shape_type="rectangle",
+                    edge_color="white",
+                    face_color="transparent",
+                    edge_width=max(2.0, float(np.max(corners[2])) / 300),
+                    opacity=0.8,
+                    name=result_name(exp.class_name, "Med-CAM area"),
+                    metadata=own_metadata("Med-CAM area", ctx.layer_name),
                     **ctx.transforms,
                 )
             )

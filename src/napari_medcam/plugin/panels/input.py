@@ -202,10 +202,15 @@ class InputPanel(QGroupBox):
         if self._levels_of is not None and self._levels_of() is layer:
             return
         shapes = level_shapes(layer)
-        choices = [
-            (f"{i}: {shp[-1]} × {shp[-2]} px" + (" (full resolution)" if i == 0 else ""), i)
-            for i, shp in enumerate(shapes)
-        ]
+        meta = layer.metadata if isinstance(layer.metadata, dict) else {}
+        mpp = meta.get("mpp")
+        choices = []
+        for i, shp in enumerate(shapes):
+            text = f"{i}: {shp[-1]} × {shp[-2]} px"
+            if isinstance(mpp, (int, float)) and mpp > 0:
+                um = mpp * shapes[0][-1] / shp[-1]
+                text += f" · {um:.2f} µm/px (≈ {10 / um:.3g}×)"
+            choices.append((text + (" (full resolution)" if i == 0 else ""), i))
         with self.level_combo.changed.blocked():
             self.level_combo.choices = choices
             self.level_combo.value = default_level(layer)
