@@ -156,4 +156,9 @@ def test_fit_on_the_image_with_cancel_then_resume(medcam, qtbot, tmp_path):
     assert out.exists() and not out.with_name("six.pt.ckpt").exists()
     assert seen and seen[0] > 1 and seen[-1] == 30  # resumed, not restarted
     assert panel.choice_combo.value == FILE and panel.explainer is not None
-    assert "colour counter" in panel.facts.value
+    assert "colour counter" in panel.facts.value and "30 steps" in panel.facts.value
+    # the same file written again (a new fit) is read again, not taken from the cache
+    panel.explainer.metadata["fit"]["steps"] = 7
+    panel.explainer.save(out)
+    panel.use_file(out)
+    assert "7 steps" in panel.facts.value

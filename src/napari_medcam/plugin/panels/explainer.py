@@ -183,7 +183,9 @@ class ExplainerPanel(QGroupBox):
         kind = self.choice_combo.value
         clf = self.classifier_panel.classifier
         source = str(self.file_edit.value or "") if kind == FILE else kind
-        key = (kind, source, id(clf))
+        # a file fitted again into the same path is a new explainer: its time is in the key
+        stamp = Path(source).stat().st_mtime_ns if kind == FILE and Path(source).is_file() else 0
+        key = (kind, source, stamp, id(clf))
         if key == self._loaded_for:
             return self.explainer
         self._loaded_for = key
