@@ -103,7 +103,7 @@ def main() -> None:
         ticker = QTimer()
         ticker.setInterval(10)
         ticker.timeout.connect(lambda: stamps.append(time.perf_counter()))
-        runs, stale, fields = live._generation, live.stale, len(shown)
+        runs, stale, fields = live.runs, live.stale, len(shown)
         ticker.start()
         panel.live_check.value = on
         pump(args.rest)
@@ -125,7 +125,7 @@ def main() -> None:
         gaps = 1000 * np.diff(stamps)
         return {
             "live": "on" if on else "off",
-            "runs": live._generation - runs,
+            "runs": live.runs - runs,
             "stale": live.stale - stale,
             "fields": len(shown) - fields,
             "largest": f"{gaps.max():.0f} ms",

@@ -122,3 +122,24 @@ def test_live_mode_says_why_it_cannot_follow(live, qtbot, monkeypatch):
     viewer.layers.selection.active = viewer.add_image(colour_tile(1, 1), name="flat", rgb=True)
     qtbot.wait(120)
     assert "multiscale" in panel.live_label.value and controller.layer is None
+
+
+def test_a_run_finished_before_the_move_arrived_is_not_shown(live, qtbot):
+    """The worker may finish between the move and the GUI thread hearing of it: its
+    (complete, not cancelled) result is still of the old field and never shown."""
+    import time
+
+    viewer, widget, controller = live
+    shown = []
+    controller.updated.connect(lambda layer: shown.append(field_origin(layer)))
+    widget.explainer_panel.live_check.value = True
+    stale_job = controller.job
+    deadline = time.monotonic() + 60
+    while not stale_job.done.is_set() and time.monotonic() < deadline:
+        time.sleep(0.01)  # no Qt events: its result waits in the queue
+    assert stale_job.done.is_set()
+    look_at(viewer, 128, 384)
+    assert stale_job.cancel.is_set()
+    wait_idle(qtbot, controller)
+    assert len(shown) == 1 and shown[0][1] > 4 * TILE - TILE
+    assert set(np.unique(np.asarray(controller.layer.data))) == {0, 3}

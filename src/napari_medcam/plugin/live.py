@@ -54,8 +54,8 @@ class LiveController(QObject):
 
     ``status`` carries one line for the widget (what is shown, or why nothing is);
     ``updated`` the live Labels layer after each update. ``worker`` is the run in
-    flight (None when idle); ``stale`` counts runs cancelled before they ended (the view
-    moved, Explain started or live mode was turned off).
+    flight (None when idle); ``runs`` counts the runs started, ``stale`` those cancelled
+    before they ended (the view moved, Explain started or live mode was turned off).
     """
 
     status = Signal(str)
@@ -83,8 +83,8 @@ class LiveController(QObject):
         self.active = False
         self.worker: Any = None
         self.job: ExplainJob | None = None
+        self.runs = 0
         self.stale = 0
-        self._generation = 0
         self._pending = False
         self._shown: tuple[Any, ...] | None = None
         self._layer_ref: Any = None
@@ -209,11 +209,9 @@ class LiveController(QObject):
             gradcam=False,
             explainer=explainer,
         )
-        self._generation += 1
+        self.runs += 1
         worker = explanation_worker(job)
-        worker.returned.connect(
-            partial(self._on_returned, self._generation, weakref.ref(layer), region)
-        )
+        worker.returned.connect(partial(self._on_returned, job, weakref.ref(layer), region))
         worker.finished.connect(partial(self._on_finished, worker))
         self.job, self.worker = job, worker
         self.status.emit(f"Live: explaining {region.description}…")
@@ -228,12 +226,12 @@ class LiveController(QObject):
             self.refresh()
 
     def _on_returned(
-        self, generation: int, layer_ref: Any, region: Region, result: JobResult
+        self, job: ExplainJob, layer_ref: Any, region: Region, result: JobResult
     ) -> None:
-        if self.session.closed or not self.active or generation != self._generation:
-            return  # overtaken by a newer field: never shown
-        if result.cancelled:
+        if self.session.closed or not self.active or job is not self.job:
             return
+        if job.cancel.is_set() or result.cancelled:
+            return  # the view moved on: even a run that finished is never shown
         if result.error:
             self.status.emit(f"Live: ⚠ {result.error}")
             return
