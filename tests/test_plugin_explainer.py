@@ -77,6 +77,9 @@ def test_choose_an_explainer_and_explain_every_class_in_one_pass(
     colours = layer.colormap
     for value, cls in ((2, 1), (3, 2)):
         np.testing.assert_allclose(colours.map(value), _rgba(class_color(cls)), atol=1e-6)
+    legend = widget.summary.legend.text()
+    for name, cls in (("red", 1), ("green", 2)):
+        assert f"<span style='color:{class_color(cls)}'>■</span> {name}" in legend, legend
     # saved: the label values, their classes in the TIFF's metadata and on each polygon
     tif, gj = widget.save_mask(tmp_path / "colours.tif", geojson=True)
     saved, meta = read_mask_tiff(tif)
