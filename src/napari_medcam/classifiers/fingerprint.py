@@ -10,15 +10,16 @@ from napari_medcam.classifiers.classifier import Classifier
 
 
 def classifier_fingerprint(classifier: Classifier) -> str:
-    """SHA-256 (hex) of the module's state dict: every tensor's name, dtype, shape, bytes.
+    """SHA-256 (hex) of the module's state dict: every tensor's name, dtype, shape, values.
 
-    Two loads of the same weights agree wherever they run (CPU bytes, in key
-    order), so a cohort run can tell that every worker explains with the weights
-    the run was started with, and a rerun that it still does.
+    Keys sorted and tensors on the CPU, so two loads of the same weights agree
+    wherever they run: a cohort run checks that every worker explains with the
+    weights the run started with, and a rerun that it still does. (The same sum
+    as the amortised explainer files' classifier fingerprint.)
     """
     h = hashlib.sha256()
-    for name, tensor in classifier.module.state_dict().items():
-        t = tensor.detach().to("cpu").contiguous()
+    for name, t in sorted(classifier.module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.float().numpy().tobytes() if t.dtype == torch.bfloat16 else t.numpy().tobytes())
     return h.hexdigest()
