@@ -35,8 +35,9 @@ ROLE = "Med-CAM live"
 
 
 def class_colormap(class_names: list[str]) -> dict[Any, str]:
-    """Label value c + 1 in class c's evidence colour; 0 transparent."""
-    return {0: "transparent", **{c + 1: class_color(c) for c in range(len(class_names))}}
+    """Label value c + 1 in class c's evidence colour; 0 (and any other) transparent."""
+    classes = {c + 1: class_color(c) for c in range(len(class_names))}
+    return {0: "transparent", None: "transparent", **classes}
 
 
 def _camera(viewer: Any) -> Any:
@@ -209,6 +210,8 @@ class LiveController(QObject):
             gradcam=False,
             explainer=explainer,
         )
+        if self.layer is None:  # made now, empty: its one-off cost falls on the click
+            self._show(layer, region, np.zeros(region.layer_shape, np.uint8))
         self.runs += 1
         worker = explanation_worker(job)
         worker.returned.connect(partial(self._on_returned, job, weakref.ref(layer), region))
@@ -268,7 +271,9 @@ class LiveController(QObject):
             self.viewer.layers.append(layer)
             self._layer_ref = weakref.ref(layer)
             return
-        layer.colormap = class_colormap(list(clf.class_names))
+        colours = class_colormap(list(clf.class_names))
+        if set(layer.colormap.color_dict) != set(colours):  # another classifier's classes
+            layer.colormap = colours
         layer.data = data
         layer.scale = where["scale"]
         layer.translate = where["translate"]
