@@ -1,67 +1,132 @@
-"""Screenshot of napari with the Med-CAM widget docked and a result shown → docs/screenshot.png.
+"""Screenshots of napari with the Med-CAM widget docked and a result shown, into docs/.
 
 Run headless under Xvfb:
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshot.py [out.png]
+    xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshot.py [tile ihc slide]
 
-Opens the synthetic sample tile (with its planted evidence), docks the widget,
-explains the tile with the default (fast) preset, compares the mask with the
-evidence, and saves the whole window.
+- ``tile`` → docs/screenshot.png (the README's): the synthetic sample tile with its
+  planted evidence, explained with the demo classifier and the default preset, and
+  compared with the evidence;
+- ``ihc`` → docs/screenshot-ihc.png: scikit-image's IHC sample with its own
+  classifier (ihc-dab), at most 40 steps per tile to keep the script short;
+- ``slide`` → docs/screenshot-slide.png: a 4,096² synthetic pyramidal slide written
+  with ``make_slide.py --mpp 0.5`` (the synthetic tissue has no real pixel size; the
+  value is there to show the Level list), the visible region at level 0, at most
+  40 steps per tile.
+
+Each shows the mask as an outline on the tissue, the legend and the plain-language
+result. The whole window is saved at 1500 × 940.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
 
 
-def main(out: Path) -> int:
-    os.environ.setdefault("QT_QPA_PLATFORM", "xcb")
+def wait(app: Any, condition: Any, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise TimeoutError("timed out")
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def settle(app: Any) -> None:
+    for _ in range(30):
+        app.processEvents()
+        time.sleep(0.03)
+
+
+def run(widget: Any, app: Any) -> bool:
+    worker = widget.explain()
+    if worker is None:
+        print("could not start:", widget.input.region_label.value, file=sys.stderr)
+        return False
+    wait(app, lambda: widget.worker is None, 1800)
+    result = widget.last_result
+    if result is None or result.error:
+        print("run failed:", result and result.error, file=sys.stderr)
+        return False
+    print(result.explanation.one_line())
+    return True
+
+
+def frame(viewer: Any, mask: Any, margin: float = 1.8) -> None:
+    """Centre the view on the mask's bounding box, ``margin`` times its size."""
+    import numpy as np
+
+    rows, cols = np.nonzero(np.asarray(mask.data))
+    if not len(rows):
+        return
+    lo = np.asarray(mask.data_to_world((rows.min(), cols.min())))
+    hi = np.asarray(mask.data_to_world((rows.max() + 1, cols.max() + 1)))
+    viewer.camera.center = tuple((lo + hi) / 2)
+    size = max(float(np.max(hi - lo)) * margin, 1.0)
+    canvas = viewer.window._qt_viewer.canvas.native  # screenshot-only use
+    viewer.camera.zoom = min(canvas.width(), canvas.height()) / size
+
+
+def scene(name: str, out: Path) -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
     viewer = napari.Viewer(title="napari · Med-CAM", show=True)
     window = viewer.window._qt_window  # screenshot-only use of the main window
     window.resize(1500, 940)
-    viewer.open_sample("napari-medcam", "synthetic_tile")
-    image = viewer.layers["synthetic tile"]
-    evidence = viewer.layers["true evidence"]
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medcam", "Med-CAM")
-    viewer.layers.selection.active = image
     app = QApplication.instance()
-
-    def wait(condition, timeout: float) -> None:
-        end = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > end:
-                raise TimeoutError("timed out")
-            app.processEvents()
-            time.sleep(0.02)
-
-    worker = widget.explain()
-    if worker is None:
-        print("could not start:", widget.input.region_label.value, file=sys.stderr)
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medcam", "Med-CAM")
+    widget.settings.ask_above.value = 0  # no question in a script
+    reference = None
+    if name == "tile":
+        viewer.open_sample("napari-medcam", "synthetic_tile")
+        reference = viewer.layers["true evidence"]
+    elif name == "ihc":
+        viewer.open_sample("napari-medcam", "immunohistochemistry")
+        widget.set_settings("fast", steps=40)
+    else:
+        slide = Path(tempfile.mkdtemp()) / "synthetic-slide.tif"
+        subprocess.run(
+            [sys.executable, str(ROOT / "scripts/make_slide.py"), str(slide), "--size", "4096"]
+            + ["--mpp", "0.5"],
+            check=True,
+        )
+        viewer.open(str(slide), plugin="napari-medcam")
+        widget.classifier_panel.classifier_combo.value = ("registered", "demo")
+        widget.set_settings("fast", steps=40)
+        widget.input.level_combo.value = 0
+        widget.input.scope_combo.value = "visible"
+        viewer.camera.center = (700, 700)
+        viewer.camera.zoom = 0.75
+        settle(app)
+        widget.input.update_region()
+    settle(app)
+    if not run(widget, app):
+        viewer.close()
         return 1
-    wait(lambda: widget.worker is None, 600)
-    result = widget.last_result
-    if result is None or result.error:
-        print("run failed:", result and result.error, file=sys.stderr)
-        return 1
-    print(result.explanation.one_line())
     mask = widget.review.result_combo.value
-    widget.review.reference_combo.value = evidence
-    widget.compare()
-    evidence.contour = 2  # the planted evidence as an outline over the cyan mask
+    if reference is not None:
+        widget.review.reference_combo.value = reference
+        widget.compare()
+        reference.visible = False  # the outline is the mask's; the scores say the rest
     viewer.layers.selection.active = mask
-    viewer.reset_view()
-    wait(lambda: True, 0)
-    for _ in range(30):
-        app.processEvents()
-        time.sleep(0.03)
+    if name == "tile":
+        frame(viewer, mask)  # close enough to read the outline on the nuclei
+    elif name == "ihc":
+        viewer.reset_view()
+    settle(app)
+    # the widget scrolled to the result: the sentence, the legend and the numbers
+    widget.scroll.verticalScrollBar().setValue(max(0, widget.summary.y() - 90))
+    settle(app)
     out.parent.mkdir(parents=True, exist_ok=True)
     viewer.screenshot(str(out), canvas_only=False)
     print(f"wrote {out}")
@@ -69,6 +134,17 @@ def main(out: Path) -> int:
     return 0
 
 
+TARGETS = {
+    "tile": DOCS / "screenshot.png",
+    "ihc": DOCS / "screenshot-ihc.png",
+    "slide": DOCS / "screenshot-slide.png",
+}
+
+
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "screenshot.png"
-    sys.exit(main(target))
+    os.environ.setdefault("QT_QPA_PLATFORM", "xcb")
+    names = sys.argv[1:] or list(TARGETS)
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown:
+        sys.exit(f"unknown scene(s) {unknown}; choose from {list(TARGETS)}")
+    sys.exit(max(scene(n, TARGETS[n]) for n in names))

@@ -103,8 +103,16 @@ def unit_channels(image: np.ndarray) -> np.ndarray:
 
 
 def features(crop: np.ndarray) -> np.ndarray:
-    """Each channel's mean, then each channel's standard deviation."""
+    """Each channel's mean, then each channel's standard deviation, over the crop's
+    tissue pixels when it has enough (glass between tissue says nothing of the stain)."""
+    from napari_medcam.tiling import MIN_TISSUE_FRACTION, TISSUE_SATURATION
+
     flat = crop.reshape(-1, crop.shape[-1])
+    if flat.shape[1] == 3:
+        hi = flat.max(1)
+        tissue = (hi - flat.min(1)) / np.maximum(hi, 1e-6) > TISSUE_SATURATION
+        if tissue.mean() >= MIN_TISSUE_FRACTION:
+            flat = flat[tissue]
     return np.concatenate([flat.mean(0), flat.std(0)])
 
 

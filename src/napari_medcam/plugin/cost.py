@@ -1,11 +1,14 @@
 """What a run will cost, said before it starts: a measured step times the work to do.
 
-A step of the optimisation is, for each tile being explained, one classifier
-forward and backward pass over the masked tile and its random backgrounds (the
-U-Net's share is small next to the classifier's). `step_seconds` times exactly
-that once per classifier, device and input size (cached); `estimate` multiplies
-it by the tiles and the most steps the preset allows. It is an upper bound: tiles
-without tissue or without the class are skipped, and most tiles stop early.
+A step of the optimisation is, for each tile being explained, a classifier forward
+and backward pass over the masked tile and its random backgrounds, plus the U-Net,
+the check of a new best mask on the whole background pool and bookkeeping.
+`step_seconds` times the classifier pass once per classifier and device (cached);
+a whole step took `STEP_FACTOR` times that in our runs. After a run the widget
+records what a step really took (`record_run`) and later estimates use that.
+`estimate` multiplies by the tiles and the most steps the preset allows: tiles
+without tissue or the class are skipped and most tiles stop early, so a run is
+usually shorter — unless the machine is busier than when it was measured.
 """
 
 from __future__ import annotations
@@ -18,25 +21,30 @@ from typing import Any
 
 _TIMINGS: weakref.WeakKeyDictionary[Any, dict[str, float]] = weakref.WeakKeyDictionary()
 
+#: a whole step over the timed classifier pass: 2.4-4x on the demo (224², 33-67 ms
+#: timed, 136 ms a step) and ihc-dab (64², 9 ms timed, 27 ms a step) on 1-2 CPU threads
+STEP_FACTOR = 3.0
+
 
 @dataclass(frozen=True)
 class Estimate:
-    """At most ``seconds`` for ``tiles`` tiles × ``steps`` steps at ``step`` s a tile-step."""
+    """About ``seconds`` for ``tiles`` tiles × ``steps`` steps at ``step`` s a tile-step;
+    ``measured`` says where ``step`` comes from."""
 
     seconds: float
     tiles: int
     steps: int
     step: float
+    measured: str
 
     def short(self) -> str:
-        return f"up to ≈ {duration(self.seconds)}"
+        return f"about {duration(self.seconds)} at most"
 
     def text(self) -> str:
         tiles = f"{self.tiles} tiles × " if self.tiles > 1 else ""
         return (
-            f"Estimate: {self.short()} ({tiles}{self.steps} steps at most; one step measured "
-            f"{1000 * self.step:.0f} ms here; tiles without tissue or the class are skipped "
-            "and most stop early)"
+            f"Estimate: {self.short()} ({tiles}{self.steps} steps at most; {self.measured}; "
+            "tiles without tissue or the class are skipped and most stop early)"
         )
 
 
@@ -80,9 +88,30 @@ def step_seconds(classifier: Any, device: str, backgrounds: int) -> float:
     return best
 
 
+def record_run(classifier: Any, device: str, seconds: float, steps: int) -> None:
+    """Remember what a tile-step of a finished run took, for the next estimates."""
+    from napari_medcam.engine.prepare import resolve_device
+
+    if steps > 0 and seconds > 0:
+        key = f"{resolve_device(device)}:run"
+        _TIMINGS.setdefault(classifier, {})[key] = seconds / steps
+
+
 def estimate(classifier: Any, config: Any, tiles: int, device: str) -> Estimate:
-    """The most a run of ``config`` over ``tiles`` tiles should take on ``device``."""
+    """About the most a run of ``config`` over ``tiles`` tiles takes on ``device``."""
+    from napari_medcam.engine.prepare import resolve_device
+
     steps = int(config.steps) + int(getattr(config, "refine_steps", 0) or 0)
-    step = step_seconds(classifier, device, int(getattr(config, "n_backgrounds", 2) or 0))
-    classify = step / 3 * max(tiles, 1) if tiles > 1 else 0.0  # forward passes only
-    return Estimate(step * steps * max(tiles, 1) + classify, max(tiles, 1), steps, step)
+    last = _TIMINGS.get(classifier, {}).get(f"{resolve_device(device)}:run")
+    if last is not None:
+        step, measured = last, f"a step took {1000 * last:.0f} ms in the last run here"
+    else:
+        timed = step_seconds(classifier, device, int(getattr(config, "n_backgrounds", 2) or 0))
+        step = STEP_FACTOR * timed
+        measured = (
+            f"the classifier's pass timed at {1000 * timed:.0f} ms here, a step "
+            f"≈ {STEP_FACTOR:g}× that"
+        )
+    n = max(tiles, 1)
+    classify = step / (3 * STEP_FACTOR) * n if n > 1 else 0.0  # one forward pass a tile
+    return Estimate(step * steps * n + classify, n, steps, step, measured)

@@ -43,6 +43,8 @@ PAINT_COLOR = "#ffd400"
 #: outline thickness (data pixels) of a mask shown as an outline; 0 fills it
 OUTLINE = 2
 FILL_OPACITY = 0.45
+#: outline thickness (data pixels) of the tile map's valid and failed areas
+TILE_OUTLINE = 3
 #: the tile map of a tiled run: valid tiles green, invalid (failed) tiles orange
 TILE_COLORS = {0: "transparent", 1: "#5cb85c", 2: "#f0ad4e", None: "#808080"}
 TILE_VALID, TILE_INVALID = 1, 2
@@ -276,16 +278,16 @@ class ResultStore:
         tiles = tile_map(exp) if result.mask_levels is None else None
         if tiles is not None:  # right below the mask: where tiles held and where they failed
             data = tiles if region.is_full else embed(region, tiles, np.uint8)
-            out.append(
-                Labels(
-                    data,
-                    name=result_name(exp.class_name, "Med-CAM tiles"),
-                    colormap=dict(TILE_COLORS),
-                    opacity=0.3,
-                    metadata=own_metadata("Med-CAM tiles", ctx.layer_name),
-                    **ctx.transforms,
-                )
+            tile_layer = Labels(
+                data,
+                name=result_name(exp.class_name, "Med-CAM tiles"),
+                colormap=dict(TILE_COLORS),
+                opacity=0.8,
+                metadata=own_metadata("Med-CAM tiles", ctx.layer_name),
+                **ctx.transforms,
             )
+            tile_layer.contour = TILE_OUTLINE  # outlines: a tint of every tile hid the tissue
+            out.append(tile_layer)
         corners = explained_area(region) if exp.tiles > 1 else None
         if corners is not None:  # "not explained" and "no evidence" look different
             out.append(

@@ -15,7 +15,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, PushButton
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QApplication, QFileDialog, QGroupBox, QLabel
 
-from napari_medcam.plugin.layers import META_KEY, region_of, region_pixels
+from napari_medcam.plugin.layers import META_KEY, is_own_layer, region_of, region_pixels
 from napari_medcam.plugin.panels.common import Notifier, Session, add_rows, wrap
 from napari_medcam.plugin.panels.edits import content_hash
 from napari_medcam.plugin.panels.grid import enter_side_by_side, leave_side_by_side
@@ -100,7 +100,7 @@ class ReviewPanel(QGroupBox):
         return [
             (ly.name, ly)
             for ly in self.viewer.layers
-            if isinstance(ly, Labels) and ly not in self.results
+            if isinstance(ly, Labels) and ly not in self.results and not is_own_layer(ly)
         ]
 
     def refresh_choices(self) -> None:

@@ -13,7 +13,7 @@ from magicgui.widgets import Label, ProgressBar, PushButton
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QMessageBox, QVBoxLayout, QWidget
 
-from napari_medcam.plugin.cost import Estimate, duration, estimate
+from napari_medcam.plugin.cost import Estimate, duration, estimate, record_run
 from napari_medcam.plugin.layers import (
     microns_per_pixel,
     region_pixels,
@@ -266,6 +266,7 @@ class RunPanel(QWidget):
             self.notify.error(f"Med-CAM: {result.error}")
             return
         exp = result.explanation
+        record_run(ctx.classifier, ctx.job.device, exp.seconds, exp.steps)
         where = ctx.region.description
         names = list(ctx.classifier.class_names)
         if not has_evidence(exp):
@@ -279,6 +280,7 @@ class RunPanel(QWidget):
             placed = self.results.place(ctx, result)
         except Exception as err:  # e.g. the viewer is being torn down
             logger.debug("adding result failed", exc_info=True)
+            self.status_label.value = f"⚠ could not add the result: {err}"
             self.notify.error(f"Med-CAM could not add the result: {err}")
             return
         if placed.kept_edited is not None:
