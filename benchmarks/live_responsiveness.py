@@ -11,7 +11,8 @@ then a rest of ``--rest`` s, ``--pans`` moves in all. A 10 ms QTimer ticks on th
 thread throughout; a gap between ticks is time the viewer could not repaint or take
 a click. Reports the largest, 99th-percentile and median gaps, the runs started, the
 stale runs cancelled, the fields shown, the time from the end of a drag to the layer
-showing the field it rested on, and the longest layer update on the GUI thread. Wall-clock, so here and not in the tests.
+showing the field it rested on, and the longest layer update on the GUI thread.
+Wall-clock, so here and not in the tests.
 """
 
 from __future__ import annotations

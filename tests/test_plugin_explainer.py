@@ -95,9 +95,7 @@ def _rgba(hex_colour: str) -> np.ndarray:
     return transform_color(hex_colour)[0]
 
 
-def test_a_file_for_another_classifier_is_refused_in_words(
-    medcam, qtbot, explainer_file, tmp_path
-):
+def test_a_file_for_another_classifier_is_refused_in_words(medcam, qtbot, explainer_file, tmp_path):
     from napari.utils.notifications import notification_manager
 
     viewer, widget = medcam

@@ -152,7 +152,9 @@ class LiveController(QObject):
         layer = self.inputs.image_combo.value
         clf, _target = self._classifier()
         if layer is None or not getattr(layer, "multiscale", False):
-            return layer, Region(problem="live mode follows the view on a slide (a multiscale image)")
+            return layer, Region(
+                problem="live mode follows the view on a slide (a multiscale image)"
+            )
         if clf is None or clf.spatial_dims != 2:
             return layer, Region(problem="live mode needs a 2-D classifier")
         corners = self.inputs.visible_corners()
