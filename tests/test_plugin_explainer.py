@@ -149,13 +149,15 @@ def test_fit_on_the_image_with_cancel_then_resume(medcam, qtbot, tmp_path):
     assert "cancelled" in panel.fit_label.value
     assert panel.fit_button.text.startswith("Fit an explainer")
     # the same fit again resumes from the checkpoint, writes the file and chooses it
-    seen = []
+    seen, lines = [], []
     worker = panel.fit(out, steps=30)
     worker.yielded.connect(lambda e: seen.append(e.step) if e.phase == "fit" else None)
+    worker.yielded.connect(lambda e: lines.append(panel.fit_label.value))
     qtbot.waitUntil(lambda: panel.fit_worker is None, timeout=60_000)
     assert not panel.last_fit.error, panel.last_fit.error
     assert out.exists() and not out.with_name("six.pt.ckpt").exists()
     assert seen and seen[0] > 1 and seen[-1] == 30  # resumed, not restarted
+    assert any(line.startswith("fitting: step") and " left" in line for line in lines), lines
     assert panel.choice_combo.value == FILE and panel.explainer is not None
     assert "colour counter" in panel.facts.value and "30 steps" in panel.facts.value
     # the same file written again (a new fit) is read again, not taken from the cache

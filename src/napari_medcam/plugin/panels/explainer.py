@@ -10,6 +10,7 @@ mode (`napari_medcam.plugin.live`) on and off.
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -28,6 +29,7 @@ from magicgui.widgets import (
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QGroupBox
 
+from napari_medcam.plugin.cost import duration
 from napari_medcam.plugin.fitting import FitJob, FitResult, describe, fit_worker
 from napari_medcam.plugin.layers import region_pixels
 from napari_medcam.plugin.live import LiveController
@@ -90,6 +92,7 @@ class ExplainerPanel(QGroupBox):
         self.fit_job: FitJob | None = None
         self.fit_worker: Any = None
         self.last_fit: FitResult | None = None
+        self._fit_clock: tuple[float, int] | None = None  # (time, step) of the first step seen
         self.choice_combo = ComboBox(
             label="Explainer",
             choices=self._choices,
@@ -296,6 +299,7 @@ class ExplainerPanel(QGroupBox):
         worker.returned.connect(self._on_fit_returned)
         worker.finished.connect(partial(self._on_fit_finished, worker))
         self.fit_job, self.fit_worker = job, worker
+        self._fit_clock = None
         self.fit_button.text = "Cancel fit"
         self.fit_progress.value = 0
         self.fit_progress.visible = True
@@ -314,7 +318,14 @@ class ExplainerPanel(QGroupBox):
         if self.session.closed:
             return
         self.fit_progress.value = int(round(100 * event.fraction))
-        self.fit_label.value = describe(event)
+        text = describe(event)
+        if event.phase == "fit":  # a fit takes minutes to hours: say how long is left
+            now = time.perf_counter()
+            start, first = self._fit_clock = self._fit_clock or (now, event.step)
+            if event.step > first:
+                left = (now - start) / (event.step - first) * (event.total - event.step)
+                text += f" · about {duration(left)} left"
+        self.fit_label.value = text
 
     def _on_fit_returned(self, result: FitResult) -> None:
         if self.session.closed:
