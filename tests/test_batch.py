@@ -249,3 +249,27 @@ def test_slide_lists_and_setting_differences(tmp_path):
     diff = differences({"config": {"steps": 4, "lr": 1}}, {"config": {"steps": 7, "lr": 1}})
     assert diff == ["config.steps: 4 → 7"]
     shutil.rmtree(sub)
+
+
+def test_an_amortised_explainer_runs_the_cohort(slides, cluster, tmp_path, capsys):
+    clf = mc.demo_classifier()
+    tiles = [mc.synthetic_tile(500 + i, i % 2)[0] for i in range(4)]
+    explainer = mc.fit_explainer(clf, tiles, steps=3, device="cpu", batch=4, held_out=0.0)
+    path = explainer.save(tmp_path / "tiny-explainer.pt")  # the machinery, not the masks
+    out = tmp_path / "cohort"
+    two = slides[:2]
+    report, _ = _run(two, out, scheduler=cluster.scheduler_address, explainer=path)
+    assert sorted(report.done) == sorted(p.stem for p in two) and not report.failed
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert len(manifest["settings"]["explainer"]) == 64  # the file's SHA-256
+    assert manifest["settings"]["config"] == json.loads(json.dumps(explainer.config.to_dict()))
+    for p in two:
+        assert slide_outputs_valid(out / "slides" / p.stem) == ""
+        assert read_result(out / "slides" / p.stem)["tiles_explained"] > 0
+    with pytest.raises(ValueError, match="explainer"):  # the same folder without it
+        _run(two, out, scheduler=cluster.scheduler_address)
+    assert (
+        main(["batch", str(two[0]), "--out", str(out), "--explainer", str(path), "--steps", "3"])
+        == 2
+    )
+    assert "do not apply with --explainer" in capsys.readouterr().err

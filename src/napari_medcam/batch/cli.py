@@ -14,6 +14,8 @@ def _run_batch(args: argparse.Namespace) -> int:
     import napari_medcam as mc
     from napari_medcam.batch.cohort import CohortInterrupted, run_cohort
 
+    if args.explainer and (args.steps is not None or args.tolerance is not None):
+        raise ValueError("--steps and --tolerance do not apply with --explainer (it has its own)")
     config = mc.MedCAMConfig.preset(args.preset, seed=args.seed)
     if args.steps is not None:
         config = config.capped(args.steps)
@@ -35,6 +37,7 @@ def _run_batch(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             workers=args.workers,
             device=args.device,
+            explainer=args.explainer,
             force=args.force,
             dashboard_address=args.dashboard_address,
         )
@@ -84,6 +87,12 @@ def add_batch_parser(sub: Any) -> argparse.ArgumentParser:
     b.add_argument("--target", help="class index or name (default: each slide's finding)")
     b.add_argument("--classifier", default="demo", help="as for explain (default: demo)")
     b.add_argument("--weights", help="state-dict file for a factory classifier")
+    b.add_argument(
+        "--explainer",
+        metavar="FILE",
+        help="an amortised explainer fitted for the classifier (napari-medcam fit), or "
+        "'demo': one pass per tile batch instead of optimising every tile",
+    )
     b.add_argument("--preset", choices=["fast", "paper"], default="fast")
     b.add_argument("--steps", type=int, help="at most this many optimisation steps per tile")
     b.add_argument("--tolerance", type=float, help="keep at least this share of the confidence")

@@ -137,6 +137,7 @@ def run_cohort(
     scheduler: str | None = None,
     workers: int | None = None,
     device: str = "auto",
+    explainer: str | Path | None = None,
     force: bool = False,
     dashboard_address: str = ":8787",
     progress: bool = True,
@@ -149,7 +150,10 @@ def run_cohort(
     running Dask scheduler; None starts a LocalCluster of ``workers`` processes.
     Finished slides (same settings) are skipped, others (new, failed, interrupted)
     explained; a folder made with other settings is a ValueError unless ``force``,
-    which redoes every slide. Raises `CohortInterrupted` on Ctrl-C.
+    which redoes every slide. ``explainer``: an amortised explainer's file (or a
+    packaged name, "demo") fitted for the classifier: one pass per tile batch instead
+    of per-tile optimisation, with the explainer's own config (``config`` is not
+    used). Raises `CohortInterrupted` on Ctrl-C.
     """
     from napari_medcam.classifiers import load_classifier
     from napari_medcam.classifiers.fingerprint import classifier_fingerprint
@@ -169,13 +173,15 @@ def run_cohort(
     fingerprint = classifier_fingerprint(clf)
     if target is not None:
         clf.class_index(target)  # an unknown class is an error now, not on every worker
+    amortised = _explainer_facts(explainer, clf)
     settings = {
-        "config": config.to_dict(),
+        "config": amortised["config"] if amortised else config.to_dict(),
+        "explainer": amortised["fingerprint"] if amortised else None,
         "level": "auto" if level is None else level,
         "target": target,
         "classifier_fingerprint": fingerprint,
         "tile_overlap": 32,
-        "tile_batch": 4,
+        "tile_batch": None,
     }
     about = {
         "spec": str(classifier),
@@ -205,14 +211,30 @@ def run_cohort(
         classifier=str(classifier),
         weights=str(Path(weights).resolve()) if weights else None,
         fingerprint=fingerprint,
-        config=config,
+        config=None if amortised else config,
         level=level,
         target=target,
         device=device,
         settings_hash=manifest.hash,
+        explainer=amortised["spec"] if amortised else None,
     )
     _submit_all(manifest, todo, job, report, scheduler, workers, dashboard_address, progress, log)
     return report
+
+
+def _explainer_facts(explainer: str | Path | None, clf: Any) -> dict[str, Any] | None:
+    """Load the explainer once here (refused for another classifier: an error now, not
+    on every worker); what the workers load (spec), its file's SHA-256, its config."""
+    if explainer is None:
+        return None
+    import hashlib
+
+    from napari_medcam.engine.amortised.file import PACKAGED, load_explainer
+
+    loaded = load_explainer(explainer, clf)
+    spec = str(explainer) if str(explainer) in PACKAGED else str(Path(explainer).resolve())
+    digest = hashlib.sha256(Path(loaded.metadata["file"]).read_bytes()).hexdigest()
+    return {"spec": spec, "fingerprint": digest, "config": loaded.config.to_dict()}
 
 
 def _submit_all(

@@ -169,9 +169,15 @@ def write_slide_outputs(
         "original_confidence": exp.original_confidence,
     }
     result = {**facts["result"], "explanation": summary}
+    labels = getattr(exp, "labels", None)
+    if labels is not None and getattr(exp, "label_classes", None):
+        # an explainer's classes: class index + 1 per pixel, polygons per class
+        mask, geo = labels, _labels_geojson(labels, exp.label_classes, props, f)
+    else:
+        mask, geo = exp.mask, geojson_writer(exp.mask, props, downsample=f, origin=(0.0, 0.0))
     writers = {
-        folder / MASK: pyramid_writer(exp.mask, meta),
-        folder / GEOJSON: geojson_writer(exp.mask, props, downsample=f, origin=(0.0, 0.0)),
+        folder / MASK: pyramid_writer(mask, meta),
+        folder / GEOJSON: geo,
         folder / TILES: _text_writer(tiles_csv(verdicts, class_names, f)),
         folder / THUMB: _png_writer(thumbs[0]),
         folder / OVERLAY: _png_writer(thumbs[1]),
@@ -179,6 +185,29 @@ def write_slide_outputs(
         folder / RESULT: _text_writer(json.dumps(_jsonable(result), indent=1)),
     }
     return write_files(writers, overwrite=True)
+
+
+def _labels_geojson(labels: Any, classes: dict[int, str], props: dict[str, Any], f: float):
+    """One FeatureCollection with every class's polygons, each named by its class."""
+    from napari_medcam.io import mask_to_geojson
+
+    features = []
+    for value, name in sorted(classes.items()):
+        plane = _Equals(labels, int(value))
+        gj = mask_to_geojson(plane, {**props, "class_name": name}, downsample=f)
+        features.extend(gj["features"])
+    text = json.dumps(_jsonable({"type": "FeatureCollection", "features": features}))
+    return _text_writer(text)
+
+
+class _Equals:
+    """``labels == value``, read lazily band by band (labels may be a zarr array)."""
+
+    def __init__(self, labels: Any, value: int) -> None:
+        self.labels, self.value, self.shape = labels, value, tuple(labels.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self.labels[key]) == self.value
 
 
 def _text_writer(text: str):
@@ -208,7 +237,8 @@ def slide_outputs_valid(folder: Path) -> str:
         mask, meta = read_mask_tiff(folder / MASK)
         if list(mask.shape) != list(result["level_shape"]):
             return f"mask shape {mask.shape} is not the level's {result['level_shape']}"
-        if meta.get("settings_hash") != result["settings_hash"] or set(np.unique(mask)) - {0, 1}:
+        values = set(range(max(int(k) for k in result.get("label_classes") or {1: ""}) + 1))
+        if meta.get("settings_hash") != result["settings_hash"] or set(np.unique(mask)) - values:
             return "mask metadata or values do not match result.json"
         gj = json.loads((folder / GEOJSON).read_text())
         if gj.get("type") != "FeatureCollection":

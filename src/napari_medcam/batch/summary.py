@@ -146,12 +146,13 @@ def summary_html(manifest: Manifest, rows: list[dict[str, Any]]) -> str:
             else ""
         )
         tiles = f"{r['tiles_valid']} / {r['tiles_explained']}" if done else ""
+        seconds = f"{float(r['seconds']):.1f}" if r["seconds"] != "" else ""
         lines.append(
             f"<tr><td><b>{html.escape(r['slide'])}</b><br><span class=small>"
             f"{html.escape(str(r['path']))}</span></td><td>{_status_cell(r)}</td>"
             f"<td>{imgs[0]}</td><td>{imgs[1]}</td>"
             f"<td>{html.escape(str(r['class_found'] or ('none' if done else '')))}</td>"
-            f"<td>{tiles}</td><td>{area}</td><td>{r['seconds']}</td><td>{files}</td></tr>"
+            f"<td>{tiles}</td><td>{area}</td><td>{seconds}</td><td>{files}</td></tr>"
         )
     lines.append("</table></body></html>")
     return "\n".join(lines)

@@ -28,6 +28,7 @@ PROGRESS_TOPIC = "napari-medcam-progress"
 AUTO_LEVEL_SIDE = 4096
 
 _CLASSIFIERS: dict[tuple[str, str | None], Any] = {}
+_EXPLAINERS: dict[str, Any] = {}
 _MALLOC_TUNED = False
 
 
@@ -38,13 +39,14 @@ class SlideJob:
     classifier: str
     weights: str | None
     fingerprint: str
-    config: MedCAMConfig
+    config: MedCAMConfig | None  # None: an explainer's own
     level: int | None
     target: int | str | None
     device: str
     settings_hash: str
     tile_overlap: int = 32
-    tile_batch: int = 4
+    tile_batch: int | None = None  # None: the engine's (4; 16 with an explainer)
+    explainer: str | None = None  # an amortised explainer's file, or a packaged name
 
 
 def _classifier(job: SlideJob) -> Any:
@@ -63,6 +65,18 @@ def _classifier(job: SlideJob) -> Any:
             )
         _CLASSIFIERS[key] = clf
     return _CLASSIFIERS[key]
+
+
+def _explainer(job: SlideJob, classifier: Any) -> Any:
+    """The run's amortised explainer (None without one), loaded once per worker process;
+    `load_explainer` refuses one fitted for another classifier."""
+    if job.explainer is None:
+        return None
+    if job.explainer not in _EXPLAINERS:
+        from napari_medcam.engine.amortised import load_explainer
+
+        _EXPLAINERS[job.explainer] = load_explainer(job.explainer, classifier)
+    return _EXPLAINERS[job.explainer]
 
 
 def _worker() -> Any:
@@ -128,6 +142,14 @@ def explain_slide(path: str, folder: str, slide_id: str, job: SlideJob) -> dict[
     return row
 
 
+def _found(exp: Any) -> str:
+    """The classes with evidence (an explainer's labels), else the class explained ("" when
+    no tissue tile showed it)."""
+    if getattr(exp, "labels", None) is not None and exp.label_classes:
+        return ", ".join(exp.label_classes[k] for k in sorted(exp.label_classes))
+    return exp.class_name if exp.tile_verdicts or exp.tiles == 1 else ""
+
+
 def _explain(
     path: Path, folder: Path, slide_id: str, job: SlideJob, worker: Any, start: float
 ) -> dict[str, Any]:
@@ -137,6 +159,7 @@ def _explain(
     from napari_medcam.slides import open_slide
 
     clf = _classifier(job)
+    explainer = _explainer(job, clf)
     folder.mkdir(parents=True, exist_ok=True)
     remove_partial(folder)
     last = [-1]
@@ -165,6 +188,7 @@ def _explain(
             progress=progress,
             tile_overlap=job.tile_overlap,
             tile_batch=job.tile_batch,
+            explainer=explainer,
         )
         thumbs = thumbnails(slide.levels[-1], exp.mask, exp.tile_verdicts)
         slide_shape = list(slide.shape)
@@ -175,7 +199,7 @@ def _explain(
     evidence = float(exp.area_fraction) * int(view.shape[0]) * int(view.shape[1])
     row = {
         "status": "done",
-        "class_found": exp.class_name if exp.tile_verdicts or exp.tiles == 1 else "",
+        "class_found": _found(exp),
         "valid": bool(exp.valid),
         "explanation_status": exp.status,
         "tiles": int(exp.tiles),
@@ -188,6 +212,8 @@ def _explain(
         "worker": str(getattr(worker, "address", "local")),
         "pid": os.getpid(),
     }
+    if getattr(exp, "labels", None) is not None and exp.label_classes:
+        row["label_classes"] = {str(k): v for k, v in exp.label_classes.items()}
     facts = {
         "slide": str(path),
         "slide_id": slide_id,
