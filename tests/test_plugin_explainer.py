@@ -6,7 +6,9 @@ the widget loads it as a user would, through its Python-factory choice.
 
 from __future__ import annotations
 
+import functools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,13 +24,19 @@ from tests.test_amortised import colour_counter, colour_tile
 COLOUR_FACTORY = "tests.test_amortised:colour_counter"
 
 
-@pytest.fixture(scope="module")
-def explainer_file(tmp_path_factory):
-    """A small explainer for the colour counter, fitted once for these tests."""
+@functools.cache
+def colour_explainer(folder: str) -> Path:
+    """A small explainer for the colour counter, fitted once per test session (the live
+    tests use it too): enough steps that the green tiles hold."""
     torch.set_num_threads(1)
-    tiles = [colour_tile(i, 1 + i % 2) for i in range(12)]
-    exp = fit_explainer(colour_counter(), tiles, steps=80, device="cpu", batch=4, held_out=0.0)
-    return exp.save(tmp_path_factory.mktemp("explainer") / "colour.pt")
+    tiles = [colour_tile(i, 1 + i % 2) for i in range(18)]
+    exp = fit_explainer(colour_counter(), tiles, steps=120, device="cpu", batch=6, held_out=0.0)
+    return exp.save(Path(folder) / "colour-explainer.pt")
+
+
+@pytest.fixture
+def explainer_file(tmp_path_factory) -> Path:
+    return colour_explainer(str(tmp_path_factory.getbasetemp()))
 
 
 def use_classifier(widget, factory: str) -> None:
@@ -165,3 +173,22 @@ def test_fit_on_the_image_with_cancel_then_resume(medcam, qtbot, tmp_path):
     panel.explainer.save(out)
     panel.use_file(out)
     assert "7 steps" in panel.facts.value
+
+
+def test_a_multi_class_result_too_large_for_memory_is_a_lazy_labels_pyramid(
+    medcam, qtbot, explainer_file, monkeypatch
+):
+    from napari_medcam.plugin import lazy
+
+    # as for a whole slide at level 0: everything above 1,000 pixels counts as large
+    monkeypatch.setattr("napari_medcam.tiling.IN_MEMORY_PIXELS", 1000)
+    monkeypatch.setattr(lazy, "MIN_SIDE", 48)
+    viewer, widget = medcam
+    use_classifier(widget, COLOUR_FACTORY)
+    widget.explainer_panel.use_file(explainer_file)
+    viewer.add_image(three_colours(), name="colours", rgb=True)
+    run_explanation(qtbot, widget)
+    layer = viewer.layers[-1]
+    assert layer.multiscale and not isinstance(layer.data[0], np.ndarray)
+    level0 = np.asarray(layer.data[0])  # the class labels, not a 0/1 mask
+    assert set(np.unique(level0[:, :64])) == {0, 2} and set(np.unique(level0[:, 128:])) == {0, 3}

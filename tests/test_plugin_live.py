@@ -7,24 +7,21 @@ label values (red → 2, green → 3) and its placement.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dask.array as da
 import numpy as np
 import pytest
-import torch
 
-from napari_medcam.engine.amortised import fit_explainer
-from tests.test_amortised import colour_counter, colour_tile
-from tests.test_plugin_explainer import COLOUR_FACTORY, use_classifier
+from tests.test_amortised import colour_tile
+from tests.test_plugin_explainer import COLOUR_FACTORY, colour_explainer, use_classifier
 
 TILE = 64
 
 
-@pytest.fixture(scope="module")
-def explainer_file(tmp_path_factory):
-    torch.set_num_threads(1)
-    tiles = [colour_tile(i, 1 + i % 2) for i in range(12)]
-    exp = fit_explainer(colour_counter(), tiles, steps=80, device="cpu", batch=4, held_out=0.0)
-    return exp.save(tmp_path_factory.mktemp("live") / "colour.pt")
+@pytest.fixture
+def explainer_file(tmp_path_factory) -> Path:
+    return colour_explainer(str(tmp_path_factory.getbasetemp()))
 
 
 @pytest.fixture
