@@ -71,9 +71,11 @@ def test_choose_an_explainer_and_explain_every_class_in_one_pass(
     assert "colour counter" in panel.facts.value and "grey, red, green" in panel.facts.value
     viewer.add_image(three_colours(), name="colours", rgb=True)
     widget.set_settings("fast", steps=1)  # an optimisation would fail in one step
+    panel.refine.value = 3
     result = run_explanation(qtbot, widget)
     exp = result.explanation
     assert exp.provenance["explainer"]["file"] == str(explainer_file)
+    assert exp.provenance["explainer"]["refine_steps"] == 3
     assert exp.steps == 0  # one pass: no tile was optimised
     layer = viewer.layers[-1]
     assert layer.name == "Med-CAM: red + green"
