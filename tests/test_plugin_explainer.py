@@ -136,6 +136,8 @@ def test_a_file_for_another_classifier_is_refused_in_words(medcam, qtbot, explai
 def test_fit_on_the_image_with_cancel_then_resume(medcam, qtbot, tmp_path):
     viewer, widget = medcam
     panel = widget.explainer_panel
+    assert panel.fit(tmp_path / "none.pt") is None  # no image yet: said, not raised
+    assert panel.fit_label.value.startswith("⚠ no image layer")
     use_classifier(widget, COLOUR_FACTORY)
     tiles = [[colour_tile(10 * r + c, 1 + (r + c) % 2) for c in range(3)] for r in range(2)]
     image = np.concatenate([np.concatenate(row, 1) for row in tiles], 0)  # 2 × 3 tiles

@@ -275,6 +275,8 @@ class ExplainerPanel(QGroupBox):
         layer = self.inputs.image_combo.value
         region = self.inputs.current_region()
         problem = "" if clf is not None else "load a classifier first"
+        if self.session.explaining or self.session.checking:  # one user of the classifier
+            problem = "wait until the explanation (or check) has finished, then fit"
         problem = problem or ("" if layer is not None and region.ok else region.problem)
         if not problem and clf.spatial_dims != 2:
             problem = "explainers are fitted for 2-D classifiers"
