@@ -8,7 +8,9 @@ then explains all of them with `napari_medcam.batch.run_cohort` on a LocalCluste
 1 worker, then of 2 workers (fresh output folders, same settings), each worker a
 single-threaded process. Wall time includes starting the cluster and writing every
 output and the summary. Peak memory per worker is the largest ``ru_maxrss`` its
-process reported after a slide (the task records it in ``result.json``).
+process reported after a slide (the task records it in ``result.json``). The core
+share (CPU seconds over wall seconds of the slide tasks) and the load average say how
+much of the machine the run really had.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def make_slides(folder: Path, n: int, size: int) -> list[Path]:
 
 
 def run(slides: list[Path], out: Path, workers: int, config: mc.MedCAMConfig, level: int):
+    load_before = os.getloadavg()[0]
     t = time.perf_counter()
     report = run_cohort(
         slides,
@@ -62,6 +65,7 @@ def run(slides: list[Path], out: Path, workers: int, config: mc.MedCAMConfig, le
     )
     seconds = time.perf_counter() - t
     results = [read_result(out / "slides" / sid) for sid in report.done]
+    rows = [json.loads((out / "manifest.json").read_text())["slides"][sid] for sid in report.done]
     per_worker: dict[int, float] = {}
     for r in results:
         per_worker[r["pid"]] = max(per_worker.get(r["pid"], 0.0), r["peak_rss_mb"])
@@ -75,6 +79,11 @@ def run(slides: list[Path], out: Path, workers: int, config: mc.MedCAMConfig, le
         "slide_seconds_mean": round(sum(r["seconds"] for r in results) / len(results), 1),
         "tiles_explained": sum(r["tiles_explained"] for r in results),
         "peak_rss_mb_per_worker": sorted(per_worker.values()),
+        # CPU seconds / wall seconds of the slide tasks: 1.0 = a whole core each
+        "core_share": round(
+            sum(r["cpu_seconds"] for r in rows) / sum(r["seconds"] for r in rows), 2
+        ),
+        "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
     }
 
 
@@ -93,13 +102,16 @@ def main() -> None:
         rows = [run(slides, Path(tmp) / f"out{w}", w, config, args.level) for w in (1, 2)]
     print(f"load average after {os.getloadavg()}")
     base = rows[0]["slides_per_hour"]
-    print("| workers | slides | wall s | slides / h | speed-up | s per slide (in task) |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| workers | slides | wall s | slides / h | speed-up | s per slide (in task) "
+        "| core share per task | load average (before, after) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['workers']} | {r['done']}/{r['slides']} | {r['seconds']} | "
             f"{r['slides_per_hour']} | {r['slides_per_hour'] / base:.2f}× | "
-            f"{r['slide_seconds_mean']} |"
+            f"{r['slide_seconds_mean']} | {r['core_share']} | {r['load_average']} |"
         )
     for r in rows:
         print(f"peak RSS per worker ({r['workers']} worker(s)): {r['peak_rss_mb_per_worker']} MiB")

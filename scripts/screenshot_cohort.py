@@ -4,7 +4,7 @@
 
 Without ``--cohort`` it first explains a small cohort into a temporary folder: four
 synthetic slides (scripts/make_slide.py, 1,536 px, level 1), the fast preset capped at
-20 steps, and one corrupt file, on a local Dask cluster of 2 workers. Needs
+20 steps, and one corrupt file (listed first), on a local Dask cluster of 2 workers. Needs
 PyQt6-WebEngine (not a dependency of napari-medcam: ``pip install PyQt6-WebEngine``).
 """
 
@@ -34,9 +34,9 @@ def make_cohort(folder: Path) -> Path:
             capture_output=True,
         )
         slides.append(path)
-    corrupt = folder / "case-05.svs"
+    corrupt = folder / "case-00.svs"
     corrupt.write_bytes(slides[0].read_bytes()[:4096])  # a copy cut short
-    slides.append(corrupt)
+    slides.insert(0, corrupt)  # first: its row is on screen
     out = folder / "cohort"
     run_cohort(
         slides,
@@ -50,7 +50,7 @@ def make_cohort(folder: Path) -> Path:
     return out
 
 
-def grab(html: Path, out: Path, size: tuple[int, int] = (1500, 1000)) -> None:
+def grab(html: Path, out: Path, size: tuple[int, int] = (1500, 1100)) -> None:
     os.environ.setdefault("QTWEBENGINE_CHROMIUM_FLAGS", "--no-sandbox")
     from PyQt6.QtCore import QTimer, QUrl
     from PyQt6.QtWebEngineWidgets import QWebEngineView

@@ -79,7 +79,7 @@ def summary_csv(rows: list[dict[str, Any]]) -> str:
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:6px 10px;
-text-align:left;vertical-align:top}th{background:#f4f4f4}img{display:block;max-width:240px}
+text-align:left;vertical-align:top}th{background:#f4f4f4}img{display:block;max-width:200px}
 .done{color:#2e7d32}.failed{color:#c62828;font-weight:bold}.other{color:#ef6c00}
 .bad{color:#ef6c00}.small{font-size:85%;color:#555}code{font-size:85%}
 """
