@@ -119,10 +119,10 @@ def test_save_mask_round_trips_with_metadata(explained, tmp_path):
 
 def test_rerun_never_overwrites_an_edited_mask(explained, qtbot):
     viewer, widget, image, mask = explained
-    n = len(viewer.layers)
+    n = len(widget.results.layers())  # result masks (their hidden soft maps come along)
     # an unedited result is replaced in place by a rerun (nothing of the user's is lost)
     run_explanation(qtbot, widget)
-    assert len(viewer.layers) == n
+    assert len(widget.results.layers()) == n
     assert widget.review.result_combo.value is mask
     # the user paints on it ...
     mask.selected_label = 1
@@ -131,7 +131,7 @@ def test_rerun_never_overwrites_an_edited_mask(explained, qtbot):
     painted = mask.data.copy()
     # ... so the next run adds a new layer and leaves the edited one alone
     run_explanation(qtbot, widget)
-    assert len(viewer.layers) == n + 1
+    assert len(widget.results.layers()) == n + 1
     new = widget.review.result_combo.value
     assert new is not mask
     np.testing.assert_array_equal(mask.data, painted)
@@ -140,13 +140,13 @@ def test_rerun_never_overwrites_an_edited_mask(explained, qtbot):
     new.data = np.zeros_like(new.data)
     assert widget.is_edited(new)
     run_explanation(qtbot, widget)
-    assert len(viewer.layers) == n + 2
+    assert len(widget.results.layers()) == n + 2
     newest = widget.review.result_combo.value
     assert newest is not new and newest is not mask
     # asking not to replace: a new layer even when unedited
     widget.settings.replace_unedited.value = False
     run_explanation(qtbot, widget)
-    assert len(viewer.layers) == n + 3
+    assert len(widget.results.layers()) == n + 3
 
 
 def test_save_dialog_asks_before_replacing(explained, tmp_path, monkeypatch):

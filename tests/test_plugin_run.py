@@ -60,7 +60,7 @@ def test_stack_explains_the_displayed_slice_only(medcam, qtbot):
     viewer.dims.set_point(0, -8.0 + 4.0 * k)
     assert f"current slice (z = {k})" in widget.input.region_label.value
     result = run_explanation(qtbot, widget)
-    labels = viewer.layers[viewer.layers.index(layer) + 1]
+    labels = viewer.layers[-1]  # the mask, on top
     assert labels.data.shape == stack.shape[:3]
     np.testing.assert_allclose(labels.scale, layer.scale)
     np.testing.assert_allclose(labels.translate, layer.translate)
@@ -85,7 +85,7 @@ def test_every_slice_mode_explains_the_whole_stack_slice_by_slice(medcam, qtbot)
     assert exp.tiles == 3 and exp.class_name == "lesion"
     assert exp.status.startswith("2 of 2 'lesion' slices valid (3 slices in all")
     assert "slice classified 'normal', not 'lesion': not explained" in exp.status
-    labels = viewer.layers[viewer.layers.index(layer) + 1]
+    labels = viewer.layers[-1]  # the mask, on top
     assert labels.data.shape == stack.shape[:3]
     np.testing.assert_allclose(labels.scale, layer.scale)
     filled = [int(labels.data[z].sum()) for z in range(3)]

@@ -253,7 +253,9 @@ def test_a_tiled_run_adds_a_tile_map_of_valid_and_failed_tiles(medcam, qtbot, mo
     assert "(3 tiles in all)" in exp.status
     i = viewer.layers.index(layer)
     assert len(viewer.layers) > i + 2, (exp.status, widget.run.status_label.value)
-    tiles, mask = viewer.layers[i + 1], viewer.layers[-1]
+    tiles = viewer.layers[f"Med-CAM tiles: {exp.class_name}"]
+    mask = viewer.layers[-1]
+    assert viewer.layers.index(tiles) > i
     assert isinstance(tiles, Labels) and tiles.name == f"Med-CAM tiles: {exp.class_name}"
     assert mask.name == f"Med-CAM: {exp.class_name}"
     assert viewer.layers.selection.active is mask  # the mask stays selected

@@ -117,8 +117,9 @@ class SettingsPanel(QGroupBox):
         form.margins = (0, 0, 0, 0)
         self.add_soft = CheckBox(
             text="add soft-mask layer (hidden)",
-            value=False,
-            tooltip="The mask before thresholding, as an image layer added hidden",
+            value=True,
+            tooltip="The mask before thresholding, as an image layer added hidden, so it is "
+            "there after a run without rerunning: tick its eye to see how sure each pixel is",
         )
         self.add_gradcam = CheckBox(
             text="add Grad-CAM layer (hidden)",
