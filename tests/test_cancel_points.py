@@ -8,7 +8,6 @@ import pytest
 
 import napari_medcam as mc
 from napari_medcam.baselines import gradcam, iter_gradcam
-from napari_medcam.engine.volumes import iter_explain_slices
 from napari_medcam.plugin.worker import ExplainJob, run_explanation
 
 GLASS = 245
@@ -67,8 +66,12 @@ def test_tile_selection_reports_progress_and_stops_when_cancelled(clf, mosaic):
 
 def test_tile_selection_progress_precedes_the_optimisation(clf, mosaic):
     gen = mc.iter_explain(
-        mosaic, clf, config=mc.MedCAMConfig.fast(steps=3, min_steps=1), device="cpu",
-        tile_overlap=0, tile_batch=4,
+        mosaic,
+        clf,
+        config=mc.MedCAMConfig.fast(steps=3, min_steps=1),
+        device="cpu",
+        tile_overlap=0,
+        tile_batch=4,
     )
     stages = []
     try:
@@ -99,7 +102,9 @@ def test_gradcam_pass_is_tile_by_tile_and_the_same_map(clf, mosaic):
 
 def test_slice_classification_reports_progress(clf):
     stack = np.stack([mc.synthetic_tile(seed=s, label=s % 2)[0] for s in range(4)])
-    gen = iter_explain_slices(stack, clf, config=mc.MedCAMConfig.fast(steps=2, min_steps=1))
+    gen = mc.iter_explain(
+        stack, clf, config=mc.MedCAMConfig.fast(steps=2, min_steps=1), slice_axis=0
+    )
     first = [next(gen) for _ in range(4)]
     gen.close()
     assert [(e.stage, e.step, e.total) for e in first] == [("classify", i, 4) for i in (1, 2, 3, 4)]

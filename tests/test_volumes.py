@@ -12,7 +12,6 @@ import napari_medcam as mc
 from napari_medcam.classifiers import registered_classifiers
 from napari_medcam.classifiers.demo3d import WEIGHTS, demo_volume_classifier
 from napari_medcam.data import synthetic_volume
-from napari_medcam.engine.volumes import SliceExplanations, explain_slices, iter_explain_slices
 
 FRESH_SEEDS = (7000, 7001, 7002)  # the demo volume classifier was trained on seeds ≥ 100 000
 
@@ -144,34 +143,31 @@ def tile_stack():
 
 
 def test_slice_mode_fills_every_slice(tile_stack):
+    """`explain(volume, clf2d, slice_axis=0)`: one result for the stack, a verdict per slice."""
     clf = mc.demo_classifier()
     events = []
-    result = explain_slices(
+    whole = mc.explain(
         tile_stack,
         clf,
         config=mc.MedCAMConfig.fast(steps=20, min_steps=5),
         device="cpu",
+        slice_axis=0,
         progress=events.append,
     )
-    assert isinstance(result, SliceExplanations)
     n = len(tile_stack)
-    assert len(result.explanations) == n
-    assert result.mask.shape == result.soft_mask.shape == tile_stack.shape[:3]
-    assert result.mask.dtype == bool
-    assert result.class_name == "lesion"
-    for i, exp in enumerate(result.explanations):
-        assert isinstance(exp, mc.Explanation)
-        assert exp.mask.shape == tile_stack.shape[1:3]
-        assert exp.target == result.target
-        np.testing.assert_array_equal(result.mask[i], exp.mask if exp.valid else False)
-        np.testing.assert_array_equal(result.soft_mask[i], exp.soft_mask)
-    assert result.n_valid >= 1 and result.mask.any()
-    whole = result.as_explanation()  # what the widget shows and saves for the stack
     assert isinstance(whole, mc.Explanation) and whole.tiles == n
-    assert whole.mask is result.mask and whole.valid
-    assert whole.status.startswith(f"{result.n_valid} of {n} 'lesion' slices valid ({n} slices")
-    valid = [e for e in result.explanations if e.valid]
-    assert whole.masked_confidence == pytest.approx(np.mean([e.masked_confidence for e in valid]))
+    assert whole.mask.shape == whole.soft_mask.shape == tile_stack.shape[:3]
+    assert whole.mask.dtype == bool and whole.class_name == "lesion"
+    verdicts = whole.tile_verdicts
+    assert [v["slice"] for v in verdicts] == list(range(n))  # one per slice, in order
+    assert all(v["window"][0] == i and v["window"][3] == i + 1 for i, v in enumerate(verdicts))
+    n_valid = sum(v["valid"] for v in verdicts)
+    assert n_valid >= 1 and whole.mask.any()
+    for i, v in enumerate(verdicts):
+        if not v["valid"]:  # a failed slice adds no evidence to the stack's mask
+            assert not whole.mask[i].any()
+    assert whole.status.startswith(f"{n_valid} of {n} 'lesion' slices valid ({n} slices")
+    assert whole.valid == (n_valid >= whole.config["valid_share"] * n)
     assert whole.summary()["shape"] == list(tile_stack.shape[:3])
     classify = [e for e in events if e.stage == "classify"]
     assert [e.step for e in classify] == list(range(1, n + 1))  # every slice, before any step
@@ -184,7 +180,8 @@ def test_slice_mode_fills_every_slice(tile_stack):
 def test_slice_mode_along_another_axis_and_cancel():
     clf = mc.demo_classifier()
     vol = np.stack([mc.synthetic_tile(7300, 1, size=64)[0]] * 3, axis=1)  # 64×3×64×3
-    gen = iter_explain_slices(vol, clf, config=mc.MedCAMConfig.fast(steps=3, min_steps=1), axis=1)
+    cfg = mc.MedCAMConfig.fast(steps=3, min_steps=1)
+    gen = mc.iter_explain(vol, clf, config=cfg, slice_axis=1)
     first = next(gen)
     assert (first.stage, first.step, first.total) == ("classify", 1, 3)
     while first.stage != "optimise":
@@ -199,14 +196,14 @@ def test_slice_mode_bad_input_gives_a_clear_error(clf3d):
     clf2d = mc.demo_classifier()
     vol = np.zeros((3, 64, 64), np.uint8)
     with pytest.raises(ValueError, match="2-D classifier"):
-        explain_slices(vol, clf3d)
+        mc.explain(vol, clf3d, slice_axis=0)
     with pytest.raises(ValueError, match="D×H×W"):
-        explain_slices(np.zeros((64, 64), np.uint8), clf2d)
+        mc.explain(np.zeros((64, 64), np.uint8), clf2d, slice_axis=0)
     with pytest.raises(ValueError, match="D×H×W"):
-        explain_slices(np.zeros((3, 64, 64, 5), np.uint8), clf2d)
+        mc.explain(np.zeros((3, 64, 64, 5), np.uint8), clf2d, slice_axis=0)
     with pytest.raises(ValueError, match="axis"):
-        explain_slices(vol, clf2d, axis=3)
+        mc.explain(vol, clf2d, slice_axis=3)
     with pytest.raises(ValueError, match="too small"):
-        explain_slices(np.zeros((64, 4, 64), np.uint8), clf2d, axis=0)
+        mc.explain(np.zeros((64, 4, 64), np.uint8), clf2d, slice_axis=0)
     with pytest.raises(ValueError, match="unknown class"):
-        explain_slices(vol, clf2d, target="tumour")
+        mc.explain(vol, clf2d, target="tumour", slice_axis=0)

@@ -31,7 +31,12 @@ from napari_medcam._version import __version__
 from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.engine.absence import choose_absence
 from napari_medcam.engine.config import MedCAMConfig
-from napari_medcam.engine.explanation import Explanation, ProgressEvent
+from napari_medcam.engine.explanation import (
+    Explanation,
+    ExplanationCancelled,
+    ProgressEvent,
+    drive,
+)
 from napari_medcam.engine.optimise import optimise_masks, to_numpy_mask
 from napari_medcam.engine.prepare import prepare_input, resize, resolve_device
 from napari_medcam.engine.scoring import evaluate_mask
@@ -41,10 +46,6 @@ from napari_medcam.tiling import Stitcher
 
 # a tile's tensors, dropped once stitched (its facts — verdict, confidences — are kept)
 _TILE_TENSORS = ("soft", "hard", "absence", "history")
-
-
-class ExplanationCancelled(RuntimeError):
-    """Raised by `explain` when its ``cancel`` flag was set during the run."""
 
 
 def _check_config(config: MedCAMConfig | None) -> MedCAMConfig:
@@ -141,10 +142,14 @@ def iter_explain(
     absence_tiles: Any = None,
     explainer: Any = None,
     refine: int = 0,
+    slice_axis: int | None = None,
 ) -> Generator[ProgressEvent, None, Explanation]:
     """Explain ``image`` step by step: yields `ProgressEvent`s, returns the `Explanation`.
 
     ``image`` is a NumPy array or a lazy array (dask, zarr) of the same layout.
+    ``slice_axis``: a volume (D×H×W[×C]) with a 2-D classifier, explained slice by slice
+    along that spatial axis (`napari_medcam.engine.volumes`) into one D×H×W mask;
+    its ``tile_verdicts`` are the slices'.
     ``absence_tiles``: images (a sequence, or an N×H×W[×C] array) of tissue without the
     finding, e.g. normal tiles; those the classifier calls something else than the
     target are candidates for what replaces the image outside the mask
@@ -160,6 +165,24 @@ def iter_explain(
     """
     if not isinstance(classifier, Classifier):
         raise ValueError(f"classifier must be a napari_medcam.Classifier, got {type(classifier)}")
+    if slice_axis is not None:
+        from napari_medcam.engine.volumes import iter_explain_slices  # built on this module
+
+        stack = yield from iter_explain_slices(
+            image,
+            classifier,
+            target,
+            config,
+            axis=slice_axis,
+            device=device,
+            tile_overlap=tile_overlap,
+            tile_batch=tile_batch,
+            skip_background=skip_background,
+            absence_tiles=absence_tiles,
+            explainer=explainer,
+            refine=refine,
+        )
+        return stack.as_explanation()
     if explainer is not None:
         from napari_medcam.engine.amortised.explain import iter_explain_amortised
 
@@ -381,30 +404,16 @@ def explain(
     target: int | str | None = None,
     config: MedCAMConfig | None = None,
     *,
-    device: str | torch.device = "auto",
     progress: Callable[[ProgressEvent], None] | None = None,
     cancel: threading.Event | Callable[[], bool] | None = None,
-    absence_tiles: Any = None,
-    **tiling: Any,
+    **options: Any,
 ) -> Explanation:
     """Explain ``image``'s classification with Med-CAM (see `iter_explain`).
 
     ``progress`` is called with every `ProgressEvent`; ``cancel`` (an Event or a
     callable) is checked at every step and raises `ExplanationCancelled` when set.
-    ``absence_tiles`` and ``tiling`` (tile_overlap, tile_batch, skip_background,
-    explainer, refine) are `iter_explain`'s.
+    ``options`` are `iter_explain`'s (device, slice_axis, explainer, refine,
+    absence_tiles, tile_overlap, tile_batch, skip_background).
     """
-    is_set = cancel.is_set if isinstance(cancel, threading.Event) else cancel
-    gen = iter_explain(
-        image, classifier, target, config, device=device, absence_tiles=absence_tiles, **tiling
-    )
-    try:
-        while True:
-            event = next(gen)
-            if progress is not None:
-                progress(event)
-            if is_set is not None and is_set():
-                gen.close()
-                raise ExplanationCancelled("explanation cancelled")
-    except StopIteration as stop:
-        return stop.value
+    gen = iter_explain(image, classifier, target, config, **options)
+    return drive(gen, progress, cancel, ExplanationCancelled)

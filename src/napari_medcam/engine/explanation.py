@@ -2,10 +2,43 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
+
+
+class ExplanationCancelled(RuntimeError):
+    """Raised by `explain` when its ``cancel`` flag was set during the run."""
+
+
+def drive(
+    gen: Generator[Any, None, T],
+    progress: Callable[[Any], None] | None = None,
+    cancel: threading.Event | Callable[[], bool] | None = None,
+    cancelled: type[Exception] = ExplanationCancelled,
+) -> T:
+    """Run a progress generator to its result: the one loop behind every blocking verb.
+
+    ``progress`` gets every event; ``cancel`` (an Event or a callable) is checked after
+    each one, and when set the generator is closed (it cleans up) and ``cancelled``
+    is raised.
+    """
+    is_set = cancel.is_set if isinstance(cancel, threading.Event) else cancel
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(event)
+        if is_set is not None and is_set():
+            gen.close()
+            raise cancelled("cancelled")
 
 
 @dataclass

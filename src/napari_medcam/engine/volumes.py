@@ -1,15 +1,15 @@
 """Slice-by-slice explanation of a volume with a 2-D classifier.
 
 A 3-D classifier explains a volume directly (`explain` trains a 3-D U-Net). A 2-D
-classifier sees one slice at a time: `iter_explain_slices` cuts the volume along
-``axis`` and runs the ordinary 2-D engine (`iter_explain`) on every slice, for one
-target shared by the whole volume, and stacks the slices' masks back into a
-volume-shaped mask.
+classifier sees one slice at a time: ``explain(volume, clf, slice_axis=0)`` comes here,
+to `iter_explain_slices`, which cuts the volume along the axis and runs the ordinary
+2-D engine (`iter_explain`) on every slice, for one target shared by the whole volume,
+and stacks the slices' masks back into a volume-shaped mask (`SliceExplanations`,
+summed up as one `Explanation` by ``as_explanation``).
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
@@ -20,7 +20,7 @@ import torch
 
 from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.engine.config import MedCAMConfig
-from napari_medcam.engine.explain import ExplanationCancelled, iter_explain
+from napari_medcam.engine.explain import iter_explain
 from napari_medcam.engine.explanation import Explanation, ProgressEvent
 from napari_medcam.engine.prepare import prepare_input, resolve_device
 from napari_medcam.engine.tiles import blank_class, choose_target, classify_stage
@@ -308,36 +308,3 @@ def _relabel(
         return stop.value
     finally:
         gen.close()
-
-
-def explain_slices(
-    volume: Any,
-    classifier: Classifier,
-    target: int | str | None = None,
-    config: MedCAMConfig | None = None,
-    *,
-    axis: int = 0,
-    device: str | torch.device = "auto",
-    progress: Callable[[ProgressEvent], None] | None = None,
-    cancel: threading.Event | Callable[[], bool] | None = None,
-    **tiling: Any,
-) -> SliceExplanations:
-    """Explain a volume slice by slice with a 2-D classifier (see `iter_explain_slices`).
-
-    ``progress`` is called with every `ProgressEvent`; ``cancel`` (an Event or a
-    callable) is checked at every step and raises `ExplanationCancelled` when set.
-    """
-    is_set = cancel.is_set if isinstance(cancel, threading.Event) else cancel
-    gen = iter_explain_slices(
-        volume, classifier, target, config, axis=axis, device=device, **tiling
-    )
-    try:
-        while True:
-            event = next(gen)
-            if progress is not None:
-                progress(event)
-            if is_set is not None and is_set():
-                gen.close()
-                raise ExplanationCancelled("explanation cancelled")
-    except StopIteration as stop:
-        return stop.value

@@ -173,7 +173,6 @@ def run_explanation(job: ExplainJob) -> Generator[Any, None, JobResult]:
     closed and a cancelled result returned. ``job.done`` is set on the way out.
     """
     import napari_medcam as mc
-    from napari_medcam.engine.volumes import iter_explain_slices
 
     try:
         with torch_threads(job.threads):
@@ -187,26 +186,16 @@ def run_explanation(job: ExplainJob) -> Generator[Any, None, JobResult]:
                     raise ValueError("an explainer explains one plane: untick 'every slice'")
                 # the overlap the input panel counted tiles with (one count everywhere)
                 overlap = tiling.overlap_for(job.classifier.input_size)
-                if job.slice_axis is None:
-                    gen = mc.iter_explain(
-                        job.image,
-                        job.classifier,
-                        job.target,
-                        job.config,
-                        device=job.device,
-                        tile_overlap=overlap,
-                        **amortised,
-                    )
-                else:
-                    gen = iter_explain_slices(
-                        job.image,
-                        job.classifier,
-                        job.target,
-                        job.config,
-                        axis=job.slice_axis,
-                        device=job.device,
-                        tile_overlap=overlap,
-                    )
+                gen = mc.iter_explain(
+                    job.image,
+                    job.classifier,
+                    job.target,
+                    job.config,
+                    device=job.device,
+                    tile_overlap=overlap,
+                    slice_axis=job.slice_axis,  # every-slice mode: one result for the stack
+                    **amortised,
+                )
                 while True:
                     if job.cancel.is_set():
                         gen.close()
@@ -222,8 +211,6 @@ def run_explanation(job: ExplainJob) -> Generator[Any, None, JobResult]:
                 return JobResult(error=_message(err))
             if job.cancel.is_set():
                 return JobResult(cancelled=True)
-            if job.slice_axis is not None:  # one result for the whole stack
-                explanation = explanation.as_explanation()
             result = JobResult(explanation=explanation)
             if not is_lazy(explanation.mask):
                 mask, result.regions, result.dropped, result.dropped_pixels = drop_small_regions(
