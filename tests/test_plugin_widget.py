@@ -335,6 +335,12 @@ def test_the_result_reads_as_a_sentence_with_tooltips(medcam):
     cells = widget.summary._cells
     assert cells and all(c.toolTip() for c in cells)
     assert READING_DOC.is_file() and "What do these mean?" in widget.summary.link.text()
+    from qtpy.QtWidgets import QTextBrowser
+
+    widget.summary.show_help()
+    (browser,) = widget.summary.findChildren(QTextBrowser)
+    text = browser.toPlainText()  # the whole page (an HTML-like <tag> once cut it short)
+    assert "Sufficient and necessary" in text and "The \"normal\" class" in text
 
 
 def test_small_pieces_are_dropped_and_counted():
