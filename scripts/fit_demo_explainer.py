@@ -1,10 +1,10 @@
 """Fit the packaged demo explainer (``mc.load_explainer("demo")``).
 
-    OMP_NUM_THREADS=2 python scripts/fit_demo_explainer.py [--steps 400] [--tiles 192]
+    OMP_NUM_THREADS=2 python scripts/fit_demo_explainer.py [--steps 100] [--tiles 256]
         [--out src/napari_medcam/engine/amortised/weights/demo.pt]
 
-Fitting tiles: ``synthetic_tile(600_000 + i, label)``, every other one with a lesion
-(labels only choose how tiles are made, they are never used) — each tile's target is the
+Fitting tiles: ``synthetic_tile(600_000 + i, label)``, every fourth one with a lesion (the
+synthetic slide's share; labels only choose how tiles are made, they are never used) — each tile's target is the
 demo classifier's own prediction. Seeds 600 000+ are used by nothing else: the demo
 classifier trained on 100 000+, tests and evaluations use seeds below 100 000, and
 the amortised benchmark's held-out tiles are 700 000+. Killed, it resumes from
@@ -29,14 +29,14 @@ DEFAULT_OUT = Path(__file__).parents[1] / "src/napari_medcam/engine/amortised/we
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--tiles", type=int, default=192)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--tiles", type=int, default=256)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
     torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", "2")))
     clf = mc.demo_classifier()
-    tiles = [mc.synthetic_tile(FIT_SEED0 + i, int(i % 2 == 0))[0] for i in range(args.tiles)]
+    tiles = [mc.synthetic_tile(FIT_SEED0 + i, int(i % 4 == 0))[0] for i in range(args.tiles)]
     _, _, ckpt = report_paths(args.out)
     exp = fit_explainer(
         clf,

@@ -79,7 +79,9 @@ def clf() -> mc.Classifier:
 @pytest.fixture(scope="module")
 def explainer(clf):
     tiles = [colour_tile(i, i % 3) for i in range(30)]
-    return fit_explainer(clf, tiles, steps=150, device="cpu", batch=8, held_out=0.2)
+    return fit_explainer(
+        clf, tiles, steps=150, device="cpu", batch=8, held_out=0.2, warmup_steps=8, ramp_steps=15
+    )
 
 
 def test_fit_learns_evidence_and_empty_wrong_class_masks(explainer):
