@@ -123,6 +123,8 @@ def scene(name: str, out: Path) -> int:
         frame(viewer, mask)  # close enough to read the outline on the nuclei
     elif name == "ihc":
         viewer.reset_view()
+    else:  # a step back: the white outline of the explained area, glass around it
+        viewer.camera.zoom *= 0.7
     settle(app)
     # the widget scrolled to the result: the sentence, the legend and the numbers
     widget.scroll.verticalScrollBar().setValue(max(0, widget.summary.y() - 90))
