@@ -221,7 +221,6 @@ def test_a_tiled_run_adds_a_tile_map_of_valid_and_failed_tiles(medcam, qtbot, mo
     from napari_medcam import tiling
     from napari_medcam.plugin.results import tile_map, tile_map_too_large
 
-
     explain_module = importlib.import_module("napari_medcam.engine.explain")
     real = explain_module.evaluate_mask
     calls = []
@@ -340,7 +339,7 @@ def test_the_result_reads_as_a_sentence_with_tooltips(medcam):
     widget.summary.show_help()
     (browser,) = widget.summary.findChildren(QTextBrowser)
     text = browser.toPlainText()  # the whole page (an HTML-like <tag> once cut it short)
-    assert "Sufficient and necessary" in text and "The \"normal\" class" in text
+    assert "Sufficient and necessary" in text and 'The "normal" class' in text
 
 
 def test_small_pieces_are_dropped_and_counted():
