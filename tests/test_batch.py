@@ -262,6 +262,7 @@ def test_an_amortised_explainer_runs_the_cohort(slides, cluster, tmp_path, capsy
     assert sorted(report.done) == sorted(p.stem for p in two) and not report.failed
     manifest = json.loads((out / MANIFEST).read_text())
     assert len(manifest["settings"]["explainer"]) == 64  # the file's SHA-256
+    assert "amortised explainer" in (out / "summary.html").read_text()
     assert manifest["settings"]["config"] == json.loads(json.dumps(explainer.config.to_dict()))
     for p in two:
         assert slide_outputs_valid(out / "slides" / p.stem) == ""

@@ -110,7 +110,12 @@ def summary_html(manifest: Manifest, rows: list[dict[str, Any]]) -> str:
         f"</code> (fingerprint <code>{manifest.settings['classifier_fingerprint'][:12]}</code>), "
         f"level {html.escape(str(manifest.settings.get('level', 'auto')))}, target "
         f"{html.escape(str(manifest.settings.get('target') or 'predicted class'))}, "
-        f"≤ {cfg['steps'] + cfg['refine_steps']} steps per tile, tolerance {cfg['tolerance']}; "
+        + (
+            f"amortised explainer <code>{manifest.settings['explainer'][:12]}</code>, "
+            if manifest.settings.get("explainer")
+            else f"≤ {cfg['steps'] + cfg['refine_steps']} steps per tile, "
+        )
+        + f"tolerance {cfg['tolerance']}; "
         f"settings <code>{manifest.hash}</code>. Evidence in cyan; tiles whose mask failed "
         "its checks outlined in orange (they add no evidence).</p>"
     )
