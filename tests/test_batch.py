@@ -115,19 +115,22 @@ def test_a_worker_killed_mid_slide_loses_nothing(slides, cluster, tmp_path):
     out = tmp_path / "cohort"
     killed: dict[str, object] = {}
 
+    def executing(dask_worker) -> tuple[int, list[str]]:  # runs on each worker
+        return os.getpid(), [str(ts.key) for ts in dask_worker.state.executing]
+
     def kill_a_busy_worker() -> None:
+        """SIGKILL a worker process 1.5 s into a slide it is still explaining."""
         with distributed.Client(cluster.scheduler_address, timeout="20s") as c:
+            seen: dict[str, float] = {}
             deadline = time.time() + 120
             while time.time() < deadline and not killed:
-                busy = {w: k for w, k in c.processing().items() if k}
-                if busy:
-                    time.sleep(1.5)  # well inside the slide: its tiles are being explained
-                    busy = {w: k for w, k in c.processing().items() if k}
-                    if busy:
-                        worker, keys = next(iter(busy.items()))
-                        pid = c.run(os.getpid, workers=[worker])[worker]
-                        os.kill(pid, signal.SIGKILL)
-                        killed.update(pid=pid, keys=list(keys))
+                for pid, keys in c.run(executing).values():
+                    for key in keys:
+                        first = seen.setdefault(key, time.time())
+                        if time.time() - first > 1.5:
+                            os.kill(pid, signal.SIGKILL)
+                            killed.update(pid=pid, key=key)
+                            return
                 time.sleep(0.1)
 
     killer = threading.Thread(target=kill_a_busy_worker)
@@ -140,7 +143,7 @@ def test_a_worker_killed_mid_slide_loses_nothing(slides, cluster, tmp_path):
         folder = out / "slides" / p.stem
         assert slide_outputs_valid(folder) == ""
         assert not [f for f in folder.iterdir() if f.name.startswith(".")]
-    victim = killed["keys"][0].split("-")[2]  # medcam-slide-<id>-<hash>
+    victim = killed["key"].split("-")[2]  # medcam-slide-<id>-<hash>
     assert read_result(out / "slides" / victim)["pid"] != killed["pid"]  # redone elsewhere
     manifest = json.loads((out / MANIFEST).read_text())
     assert {s["status"] for s in manifest["slides"].values()} == {"done"}
