@@ -20,7 +20,7 @@ def iter_gradcam(
     target: int | str | None = None,
     layer: str | None = None,
     *,
-    tile_overlap: int = 32,
+    tile_overlap: int | None = None,
 ) -> Generator[ProgressEvent, None, np.ndarray]:
     """`gradcam` tile by tile: yields a "gradcam" `ProgressEvent` per window, returns the map.
 
@@ -62,7 +62,7 @@ def gradcam(
     target: int | str | None = None,
     layer: str | None = None,
     *,
-    tile_overlap: int = 32,
+    tile_overlap: int | None = None,
 ) -> np.ndarray:
     """Grad-CAM (Selvaraju et al. 2017) heatmap in [0, 1], the image's spatial shape.
 

@@ -24,10 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from napari_medcam.tiling import MIN_TISSUE_FRACTION, needs_tiling, tile_grid, tissue_fraction
+from napari_medcam.tiling import (
+    MIN_TISSUE_FRACTION,
+    needs_tiling,
+    overlap_for,
+    tile_grid,
+    tissue_fraction,
+)
 
-#: ``explain``'s default ``tile_overlap``: the grid the explanation was made on
-TILE_OVERLAP = 32
 #: a tiled mask "holds the decision" when at least this share of its tiles does
 HELD_SHARE = 0.9
 _SCORES = ("original", "masked", "robust", "deletion")
@@ -79,7 +83,7 @@ def iter_check(
     config: Any,
     *,
     slice_axis: int | None = None,
-    tile_overlap: int = TILE_OVERLAP,
+    tile_overlap: int | None = None,
     skip_background: bool = True,
 ) -> Generator[CheckProgress, None, dict[str, Any]]:
     """Score ``mask`` on ``image`` tile by tile; yields `CheckProgress`, returns the facts.
@@ -188,9 +192,9 @@ def _take(arr: Any, axis: int, index: int) -> Any:
     return arr[key]
 
 
-def _windows(spatial: tuple[int, ...], size: tuple[int, ...], overlap: int) -> list[tuple]:
+def _windows(spatial: tuple[int, ...], size: tuple[int, ...], overlap: int | None) -> list[tuple]:
     if needs_tiling(spatial, size):
-        return tile_grid(spatial, size, overlap)
+        return tile_grid(spatial, size, overlap_for(size) if overlap is None else overlap)
     return [tuple(slice(0, n) for n in spatial)]
 
 

@@ -136,7 +136,7 @@ def iter_explain(
     config: MedCAMConfig | None = None,
     *,
     device: str | torch.device = "auto",
-    tile_overlap: int = 32,
+    tile_overlap: int | None = None,
     tile_batch: int | None = None,
     skip_background: bool = True,
     absence_tiles: Any = None,
@@ -159,7 +159,9 @@ def iter_explain(
     one pass of a fitted explainer instead of per-image optimisation, every class found
     when ``target`` is None (`napari_medcam.engine.amortised.explain`); ``refine`` N
     optimises the tiles whose amortised mask fails its verdict for ≤ N steps from it.
-    ``tile_batch``: tiles per batch (default 4; 16 with an explainer).
+    ``tile_batch``: tiles per batch (default 4; 16 with an explainer). ``tile_overlap``:
+    pixels shared by neighbouring tiles (default `napari_medcam.tiling.overlap_for`: 32,
+    at most a quarter of the input — the widget counts tiles the same way).
     Stop iterating (or ``close()`` the generator) to cancel: no result is made.
     Raises ValueError for anything it cannot explain, before any work starts.
     """

@@ -16,7 +16,13 @@ import torch
 from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.engine.explanation import ProgressEvent
 from napari_medcam.engine.prepare import resize, unit_tensor
-from napari_medcam.tiling import MIN_TISSUE_FRACTION, needs_tiling, tile_grid, tissue_fraction
+from napari_medcam.tiling import (
+    MIN_TISSUE_FRACTION,
+    needs_tiling,
+    overlap_for,
+    tile_grid,
+    tissue_fraction,
+)
 
 COUNTERFACTUAL_TILES = 8  # a slide's own non-target tiles offered as absence
 
@@ -25,7 +31,11 @@ class Tiles:
     """Reads the image window by window, as classifier inputs, on demand."""
 
     def __init__(
-        self, image: Any, classifier: Classifier, device: torch.device, overlap: int
+        self,
+        image: Any,
+        classifier: Classifier,
+        device: torch.device,
+        overlap: int | None = None,
     ) -> None:
         self.image = image
         self.classifier = classifier
@@ -34,6 +44,8 @@ class Tiles:
         self.value_range = classifier.value_range(image)  # one scale for every tile
         size = classifier.input_size
         if needs_tiling(self.spatial, size):
+            if overlap is None:  # one default for explain, Grad-CAM, checks and the widget
+                overlap = overlap_for(size)
             self.windows = tile_grid(self.spatial, size, overlap)
         else:
             self.windows = [tuple(slice(0, n) for n in self.spatial)]

@@ -184,15 +184,13 @@ def run_explanation(job: ExplainJob) -> Generator[Any, None, JobResult]:
                 )
                 if amortised and job.slice_axis is not None:
                     raise ValueError("an explainer explains one plane: untick 'every slice'")
-                # the overlap the input panel counted tiles with (one count everywhere)
-                overlap = tiling.overlap_for(job.classifier.input_size)
+                # the engine's default overlap is the one the input panel counted tiles with
                 gen = mc.iter_explain(
                     job.image,
                     job.classifier,
                     job.target,
                     job.config,
                     device=job.device,
-                    tile_overlap=overlap,
                     slice_axis=job.slice_axis,  # every-slice mode: one result for the stack
                     **amortised,
                 )

@@ -142,7 +142,7 @@ def iter_explain_amortised(
     config: MedCAMConfig | None,
     *,
     device: str | torch.device = "auto",
-    tile_overlap: int = 32,
+    tile_overlap: int | None = None,
     tile_batch: int = 16,
     skip_background: bool = True,
     refine: int = 0,
