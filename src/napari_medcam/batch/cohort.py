@@ -28,6 +28,7 @@ from napari_medcam.batch.slides import resolve_slides
 from napari_medcam.batch.summary import write_summary
 from napari_medcam.batch.task import PROGRESS_TOPIC, SlideJob, explain_slide
 from napari_medcam.engine.config import MedCAMConfig
+from napari_medcam.tiling import overlap_for
 
 
 @dataclass
@@ -180,7 +181,7 @@ def run_cohort(
         "level": "auto" if level is None else level,
         "target": target,
         "classifier_fingerprint": fingerprint,
-        "tile_overlap": 32,
+        "tile_overlap": overlap_for(clf.input_size),  # the engine's, as explain uses it
         "tile_batch": None,
     }
     about = {
@@ -217,6 +218,7 @@ def run_cohort(
         device=device,
         settings_hash=manifest.hash,
         explainer=amortised["spec"] if amortised else None,
+        tile_overlap=settings["tile_overlap"],
     )
     _submit_all(manifest, todo, job, report, scheduler, workers, dashboard_address, progress, log)
     return report

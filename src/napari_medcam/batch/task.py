@@ -44,7 +44,7 @@ class SlideJob:
     target: int | str | None
     device: str
     settings_hash: str
-    tile_overlap: int = 32
+    tile_overlap: int | None = None  # None: the engine's (tiling.overlap_for)
     tile_batch: int | None = None  # None: the engine's (4; 16 with an explainer)
     explainer: str | None = None  # an amortised explainer's file, or a packaged name
 
