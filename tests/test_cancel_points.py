@@ -84,6 +84,12 @@ def test_tile_selection_progress_precedes_the_optimisation(clf, mosaic):
     first_step = next(i for i, e in enumerate(stages) if e.stage == "optimise")
     assert all(e.stage == "classify" for e in stages[:first_step])
     assert exp.class_name == "lesion" and len(exp.tile_verdicts) >= 1
+    # what the classifier calls every tissue tile, explained or not; glass has no entry
+    assert [(c["window"], c["class"]) for c in exp.tile_classes] == [
+        ([0, 0, 224, 224], "lesion"),
+        ([224, 224, 448, 448], "normal"),
+    ]
+    assert all(0.5 < c["probability"] <= 1 for c in exp.tile_classes)
 
 
 def test_gradcam_pass_is_tile_by_tile_and_the_same_map(clf, mosaic):

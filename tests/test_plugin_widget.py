@@ -264,6 +264,11 @@ def test_a_tiled_run_adds_a_tile_map_of_valid_and_failed_tiles(medcam, qtbot, mo
         np.testing.assert_allclose(getattr(tiles, attr), getattr(layer, attr))
     assert tiles.data.shape == mask.data.shape == canvas.shape[:2]
     expected = np.zeros(canvas.shape[:2], np.uint8)
+    names = list(exp.provenance["classes"])
+    for c in exp.tile_classes:  # tissue of another class: 3 + its class index
+        if c["class"] != exp.class_name:
+            y0, x0, y1, x1 = c["window"]
+            expected[y0:y1, x0:x1] = 3 + names.index(c["class"])
     for v in exp.tile_verdicts:
         if v["valid"]:
             y0, x0, y1, x1 = v["window"]
@@ -274,6 +279,9 @@ def test_a_tiled_run_adds_a_tile_map_of_valid_and_failed_tiles(medcam, qtbot, mo
             expected[y0:y1, x0:x1] = 2
     np.testing.assert_array_equal(tiles.data, expected)
     assert {1, 2} <= set(np.unique(tiles.data).tolist())
+    failed = next(v for v in exp.tile_verdicts if not v["valid"])["window"]
+    status = tiles.get_status((failed[0] + 1, failed[1] + 1))["coordinates"]
+    assert "failed its check" in status  # hovering a tile says what it is
     # no tile map past the in-memory limit (the status says so)
     monkeypatch.setattr(tiling, "IN_MEMORY_PIXELS", 1000)
     assert tile_map(exp) is None and tile_map_too_large(exp)

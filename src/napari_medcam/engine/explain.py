@@ -220,11 +220,12 @@ def iter_explain(
 
     own_tissue = None
     if tiles.tiled:
-        selected, mean_probs, target_idx, own_tissue = yield from select_tiles(
+        selection = yield from select_tiles(
             tiles, classifier, target_idx, tile_batch, skip_background
         )
+        selected, mean_probs, target_idx, own_tissue, tile_classes = selection
     else:
-        selected, mean_probs = [0], None
+        selected, mean_probs, tile_classes = [0], None, []
     parts = [t.to(dev) for t in (user_tissue, own_tissue) if t is not None]
     tissue = torch.cat(parts) if parts else None
     stitcher = Stitcher(tiles.spatial)
@@ -271,6 +272,7 @@ def iter_explain(
         time.perf_counter() - start,
         len(tiles.windows),
         dev,
+        tile_classes,
     )
 
 
@@ -314,6 +316,7 @@ def _summarise(
     seconds: float,
     n_windows: int,
     dev: torch.device,
+    tile_classes: list[dict[str, Any]] | None = None,
 ) -> Explanation:
     """The `Explanation` of what the user sees.
 
@@ -323,7 +326,8 @@ def _summarise(
     probabilities are means over the *valid* tiles only — the tiles whose evidence
     is in the mask — or over every explained tile when none is valid;
     ``area_fraction`` is the stitched mask's (invalid windows cleared);
-    ``tile_verdicts`` has one entry per explained tile.
+    ``tile_verdicts`` has one entry per explained tile, ``tile_classes`` one per
+    tissue tile (what the classifier calls it, explained or not).
     """
     provenance = {
         "package": "napari-medcam",
@@ -355,6 +359,7 @@ def _summarise(
         config=config.to_dict(),
         provenance=provenance,
         tiles=n_windows,
+        tile_classes=tile_classes or [],
     )
     if per_tile:  # what "absence" meant (the first explained tile's candidates)
         provenance["absence_candidates"] = per_tile[0].get("absence_report", [])

@@ -117,6 +117,9 @@ class Explanation:
     provenance: dict[str, Any] = field(default_factory=dict)
     tiles: int = 1
     tile_verdicts: list[dict[str, Any]] = field(default_factory=list)
+    # a tiled image: every tissue tile's class and probability (window as above), so
+    # "not explained: another class" differs from "no tissue" (glass has no entry)
+    tile_classes: list[dict[str, Any]] = field(default_factory=list)
     # multi-class evidence (amortised explainers): class index + 1 per pixel, 0 none;
     # label value → class name
     labels: Any = None
@@ -167,6 +170,7 @@ class Explanation:
             "steps": self.steps,
             "tiles": self.tiles,
             "tile_verdicts": [dict(v) for v in self.tile_verdicts],
+            "tile_classes": [dict(c) for c in self.tile_classes],
             "label_classes": {str(k): v for k, v in self.label_classes.items()},
             "shape": list(self.mask.shape),
             "provenance": self.provenance,

@@ -8,7 +8,7 @@ show it, and offers a few tiles of other classes as counterfactual tissue.
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -71,6 +71,16 @@ class Tiles:
             yield chunk, torch.cat([self.input(i)[0] for i in chunk])
 
 
+class Selection(NamedTuple):
+    """What `select_tiles` found on a tiled image."""
+
+    selected: list[int]  # windows classified as the target: to explain
+    mean_probabilities: list[float]  # over the tissue tiles
+    target: int
+    counterfactual: torch.Tensor | None  # ≤ COUNTERFACTUAL_TILES tissue tiles of other classes
+    classes: list[dict[str, Any]]  # every tissue tile's class (`tile_class`); glass has none
+
+
 def blank_class(classifier: Classifier, device: torch.device) -> int:
     """The class the classifier gives a blank (dataset-mean) input: "nothing found"."""
     with torch.no_grad():
@@ -101,14 +111,12 @@ def select_tiles(
     target: int | None,
     batch: int,
     skip_background: bool,
-) -> Generator[ProgressEvent, None, tuple[list[int], list[float], int, torch.Tensor | None]]:
+) -> Generator[ProgressEvent, None, Selection]:
     """Classify every tissue tile; keep those assigned to the target (chosen if None).
 
     Yields a "classify" `ProgressEvent` per batch of windows (one forward pass
-    each), so a slide's first minutes can be watched and cancelled; returns (tiles
-    to explain, mean probabilities, target, counterfactual tissue). Default target:
-    `choose_target`. Also returns up to `COUNTERFACTUAL_TILES` tissue tiles of other
-    classes, evenly spread over the image, as counterfactual tissue for the absence.
+    each), so a slide's first minutes can be watched and cancelled; returns a
+    `Selection`. Default target: `choose_target`.
     """
     n = len(tiles.windows)
     tissue_idx: list[int] = []
@@ -127,7 +135,7 @@ def select_tiles(
             probs += list(p)
         yield classify_stage(min(start + batch, n), n)
     if not probs:
-        return [], [0.0] * classifier.num_classes, target if target is not None else 0, None
+        return Selection([], [0.0] * classifier.num_classes, target or 0, None, [])
     p = torch.stack(probs)
     if target is None:
         target = choose_target(p, blank_class(classifier, p.device))
@@ -138,4 +146,18 @@ def select_tiles(
         picks = np.linspace(0, len(others) - 1, COUNTERFACTUAL_TILES).round().astype(int)
         others = [others[j] for j in picks]
     own = torch.cat([tiles.input(i)[0] for i in others]) if others else None
-    return selected, p.mean(0).tolist(), target, own
+    best = p.max(1)
+    classes = [
+        tile_class(tiles.windows[i], classifier.class_names[int(c)], float(q))
+        for i, c, q in zip(tissue_idx, best.indices.tolist(), best.values.tolist())
+    ]
+    return Selection(selected, p.mean(0).tolist(), target, own, classes)
+
+
+def tile_class(window: tuple[slice, ...], name: str, probability: float) -> dict[str, Any]:
+    """What the classifier calls one tissue tile (window as starts then stops)."""
+    return {
+        "window": [s.start for s in window] + [s.stop for s in window],
+        "class": name,
+        "probability": probability,
+    }

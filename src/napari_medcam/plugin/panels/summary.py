@@ -145,7 +145,8 @@ def legend_html(exp: Any, notes: dict[str, Any]) -> str:
         rows.append(
             f"{swatch(TILE_COLORS[1])} tiles whose mask held · "
             f"{swatch(TILE_COLORS[2])} tiles that failed · "
-            "unmarked: not explained (no tissue, or not the class)"
+            f"{swatch(TILE_COLORS[None])} tissue of another class (hover: which) · "
+            "unmarked: no tissue"
         )
     if notes.get("hidden"):
         rows.append("hidden, tick the eye to see: " + esc(", ".join(notes["hidden"])))
