@@ -155,7 +155,10 @@ def test_large_image_is_tiled_and_mask_keeps_its_shape(clf):
 def test_paper_preset_starts_from_a_full_mask_that_keeps_the_decision(lesion_tile):
     """The published recipe's first binary mask is the whole image, not an empty one."""
     gen = mc.iter_explain(
-        lesion_tile[0], mc.demo_classifier(), "lesion", mc.MedCAMConfig.paper(steps=2, min_steps=2),
+        lesion_tile[0],
+        mc.demo_classifier(),
+        "lesion",
+        mc.MedCAMConfig.paper(steps=2, min_steps=2),
         device="cpu",
     )
     first = next(gen)
