@@ -195,22 +195,29 @@ def test_a_failed_second_rename_takes_the_first_file_back(tmp_path, monkeypatch,
         assert list(tmp_path.iterdir()) == []
 
 
-class _Planted:
-    """What the CLI needs of an Explanation, with a known mask (placement is the point)."""
-
-    def __init__(self, shape_yx: tuple[int, int]) -> None:
-        self.mask = np.zeros(shape_yx, bool)
-        self.mask[10:30, 40:100] = True
-        self.mask[50:52, 5:7] = True
-        self.class_name = "lesion"
-        self.masked_confidence = self.original_confidence = 0.9
-        self.valid = True
-
-    def summary(self) -> dict:
-        return {"class_name": self.class_name, "valid": True}
-
-    def one_line(self) -> str:
-        return "lesion: planted"
+def _planted(shape_yx: tuple[int, int]) -> mc.Explanation:
+    """A real Explanation with a known mask (placement is the point, not the method)."""
+    mask = np.zeros(shape_yx, bool)
+    mask[10:30, 40:100] = True
+    mask[50:52, 5:7] = True
+    return mc.Explanation(
+        mask=mask,
+        soft_mask=mask.astype(np.float32),
+        target=1,
+        class_name="lesion",
+        original_confidence=0.9,
+        masked_confidence=0.9,
+        robust_confidence=0.9,
+        deletion_confidence=0.1,
+        area_fraction=float(mask.mean()),
+        seconds=0.0,
+        valid=True,
+        status="valid",
+        probabilities=[0.1, 0.9],
+        masked_probabilities=[0.1, 0.9],
+        baseline="glass",
+        steps=0,
+    )
 
 
 def test_cli_geojson_of_a_level_region_overlays_the_tiff_at_level_0(tmp_path, monkeypatch):
@@ -220,10 +227,10 @@ def test_cli_geojson_of_a_level_region_overlays_the_tiff_at_level_0(tmp_path, mo
 
     slide = tmp_path / "slide.tif"
     _make_slide(slide, 2048)  # levels 0 (2048²) and 1 (1024²)
-    planted: list[_Planted] = []
+    planted: list[mc.Explanation] = []
 
     def fake_explain(image, *_a, **_k):
-        planted.append(_Planted(tuple(image.shape[:2])))
+        planted.append(_planted(tuple(image.shape[:2])))
         return planted[-1]
 
     monkeypatch.setattr(mc, "explain", fake_explain)
