@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import dask
 import pytest
 
 import napari_medcam as mc
@@ -120,7 +121,9 @@ def test_a_worker_killed_mid_slide_loses_nothing(slides, cluster, tmp_path):
 
     def kill_a_busy_worker() -> None:
         """SIGKILL a worker process 1.5 s into a slide it is still explaining."""
-        with distributed.Client(cluster.scheduler_address, timeout="20s") as c:
+        with distributed.Client(
+            cluster.scheduler_address, timeout="20s", set_as_default=False
+        ) as c:
             seen: dict[str, float] = {}
             deadline = time.time() + 120
             while time.time() < deadline and not killed:
@@ -133,10 +136,14 @@ def test_a_worker_killed_mid_slide_loses_nothing(slides, cluster, tmp_path):
                             return
                 time.sleep(0.1)
 
+    scheduler_before = dask.config.get("scheduler", None)
     killer = threading.Thread(target=kill_a_busy_worker)
     killer.start()
     report, _ = _run(slides, out, scheduler=cluster.scheduler_address)
     killer.join()
+    # the cohort's clients never become the process's default: dask.compute in napari's
+    # lazy layers afterwards still runs locally, not on a closed cluster
+    assert dask.config.get("scheduler", None) == scheduler_before
     assert killed, "no worker was killed: the test did not test anything"
     assert sorted(report.done) == sorted(p.stem for p in slides) and not report.failed
     for p in slides:

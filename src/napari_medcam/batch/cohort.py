@@ -262,11 +262,13 @@ def _submit_all(
             processes=True,
             dashboard_address=dashboard_address,
         )
-        client = Client(cluster)
+        # not the process's default client: dask.compute elsewhere (napari's lazy
+        # layers, the widget) must keep its own scheduler after the cohort ends
+        client = Client(cluster, set_as_default=False)
         log(f"local Dask cluster: {n} worker process{'es' if n > 1 else ''}")
     else:
         try:
-            client = Client(scheduler, timeout="20s")
+            client = Client(scheduler, timeout="20s", set_as_default=False)
         except OSError as err:
             raise ValueError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
         log(f"Dask scheduler {scheduler}: {len(client.scheduler_info()['workers'])} workers")
@@ -290,7 +292,7 @@ def _submit_all(
             )
             futures[fut] = sid
         manifest.save()
-        for fut in as_completed(list(futures)):
+        for fut in as_completed(list(futures), loop=client.loop):
             sid = futures.pop(fut)
             row = _row(fut)
             manifest.update(sid, **row)
