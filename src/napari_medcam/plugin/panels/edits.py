@@ -9,6 +9,7 @@ undo sends no event) clears the warning again.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from typing import Any
 
@@ -61,8 +62,10 @@ class EditWatcher(QObject):
                 self._poll.stop()
 
     def stop(self) -> None:
-        self._settle.stop()
-        self._poll.stop()
+        for timer in (self._settle, self._poll):
+            # RuntimeError: Qt deleted it with the widget, so it can no longer fire
+            with contextlib.suppress(RuntimeError):
+                timer.stop()
 
     def _on_event(self, event: Any) -> None:
         layer = getattr(event, "source", None)
