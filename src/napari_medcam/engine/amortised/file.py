@@ -10,7 +10,6 @@ one model's decisions say nothing about another's.
 
 from __future__ import annotations
 
-import hashlib
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.classifiers.fingerprint import classifier_fingerprint
 from napari_medcam.engine.amortised.network import ExplainerNet
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.prepare import resize
@@ -28,13 +28,9 @@ PACKAGED = {"demo": "demo.pt"}  # names loadable without a path (shipped in weig
 
 
 def fingerprint(classifier: Classifier) -> str:
-    """sha256 over the classifier's state_dict: names, dtypes, shapes and values."""
-    h = hashlib.sha256()
-    for name, t in sorted(classifier.module.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
-    return h.hexdigest()
+    """The classifier's weights' SHA-256 (`classifiers.fingerprint`): an explainer file
+    records it and refuses any other classifier."""
+    return classifier_fingerprint(classifier)
 
 
 def classifier_facts(classifier: Classifier) -> dict[str, Any]:
