@@ -60,7 +60,9 @@ def main() -> None:
     viewer = napari.Viewer(show=True)
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-medcam", "Med-CAM")
     viewer.add_image(mc.synthetic_tile(seed=0, label=1)[0], name="tile", rgb=True)
+    widget.classifier_panel.classifier_combo.value = ("registered", "demo")
     widget.set_settings("fast", steps=args.steps)
+    widget.settings.ask_above.value = 0  # no "long run?" question
     app = QApplication.instance()
     while not warm_up_done.is_set():  # torch's one-off imports, paid when the widget opens
         app.processEvents()
