@@ -258,3 +258,16 @@ def test_cli_fit_then_explain(tmp_path, capsys):
     assert values <= {0, 2, 3}
     assert {int(k) for k in meta["label_classes"]} == values - {0}
     assert mask.with_suffix(".geojson").exists()
+
+
+def test_shipped_demo_explainer_loads_offline_and_refuses_other_classifiers():
+    clf = mc.demo_classifier()
+    demo = load_explainer("demo", clf)
+    assert demo.class_names == ["normal", "lesion"]
+    assert demo.metadata["fit"]["command"].startswith("python scripts/fit_demo_explainer.py")
+    img, _ = mc.synthetic_tile(7, 1)
+    res = mc.explain(img, clf, explainer="demo", device="cpu")
+    assert res.provenance["explainer"]["tiles_explained"] == 1
+    assert res.label_classes == {2: "lesion"} or not res.valid
+    with pytest.raises(ValueError, match="fitted for classifier 'demo-tissue'"):
+        load_explainer("demo", red_counter())

@@ -387,10 +387,19 @@ def held_out_quality(
         yield FitEvent("evaluate", n, len(indices))
     if not indices:
         return {"tiles": 0}
+    by_class = {}
+    for c in sorted({data.targets[i] for i in indices}):
+        mine = [k for k, i in enumerate(indices) if data.targets[i] == c]
+        by_class[classifier.class_names[c]] = {
+            "tiles": len(mine),
+            "valid_share": round(float(np.mean([valid[k] for k in mine])), 4),
+            "median_area": round(float(np.median([areas[k] for k in mine])), 4),
+        }
     return {
         "tiles": len(indices),
         "valid_share": round(float(np.mean(valid)), 4),
         "median_area": round(float(np.median(areas)), 4),
         "mean_masked_confidence": round(float(np.mean(masked)), 4),
         "wrong_class_median_area": round(float(np.median(wrong)), 4),
+        "by_class": by_class,
     }
