@@ -65,6 +65,8 @@ class MedCAMConfig:
     stable_change: float = 0.002  # fraction of pixels that may flip and still be "stable"
     refine_steps: int = 0  # full-resolution refinement after a coarse mask (0: none)
     refine_lr: float = 0.1
+    # remove the pixels the goal does not need from the final binary mask (engine/prune.py)
+    prune: bool = False
     # robustness and absence (engine/absence.py)
     n_backgrounds: int = 4
     noises: tuple[str, ...] = ("zeros", "normal", "uniform", "blur")
@@ -185,6 +187,10 @@ FAST: dict[str, Any] = dict(
     # two-lesion slide from 0.98 to 0.47 of the mask near the lesions (opt-in: "tissue")
     noises=("jitter", "blur"),
     refine_steps=20,
+    # round 3 (docs/zoo.md): the final binary mask loses the pixels its goal does not
+    # need (checked on the tuning entries only: hne 0.14 → 0.10, fluo 0.51 → 0.18 of the
+    # reference at equal precision; the demo unchanged)
+    prune=True,
 )
 # Chosen with the demo volume classifier on seeds 1000-1007 (tests use 7000+). Spelled
 # out rather than derived from FAST, so that retuning the 2-D preset leaves it alone.

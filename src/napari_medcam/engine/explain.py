@@ -341,7 +341,8 @@ def _summarise(
             f", refined at full resolution (≤ {config.refine_steps} steps)"
             if config.refine_steps
             else ""
-        ),
+        )
+        + (", pruned to the pixels the goal needs" if config.prune else ""),
         "goal": (
             f"keep ≥ {config.tolerance:g} of the original confidence"
             if config.tolerance is not None

@@ -27,6 +27,7 @@ from napari_medcam.engine.explanation import ProgressEvent
 from napari_medcam.engine.hooks import record_activations
 from napari_medcam.engine.objective import Objective
 from napari_medcam.engine.prepare import resize
+from napari_medcam.engine.prune import importance, prune
 from napari_medcam.engine.saliency import gradcam_maps
 from napari_medcam.engine.unet import UNet
 
@@ -212,8 +213,13 @@ def optimise_masks(
             hard_i = (soft_i > cfg.threshold).float()
             results.append(MaskResult(soft_i, hard_i, False, len(st.history), st.history))
         else:
+            hard_i = kept[2]
+            if cfg.prune and st.best is not None:
+                keep_min = math.ceil(cfg.min_area * hard_i.numel())
+                rank = importance(hard_i, lambda m, i=i: run.log_p(i, m))
+                hard_i = prune(hard_i, rank, lambda m, i=i: run.meets_batch(i, m), keep_min)
             results.append(
-                MaskResult(kept[1], kept[2], True, len(st.history), st.history, st.best is not None)
+                MaskResult(kept[1], hard_i, True, len(st.history), st.history, st.best is not None)
             )
     return results
 
@@ -246,6 +252,40 @@ class _Run:
         with torch.no_grad():
             probs = torch.softmax(self.classifier.module(h * self.x[i : i + 1] + (1 - h) * pool), 1)
         return float(probs[:, self.targets[i]].mean())
+
+    def _pool_batch(self, i: int, masks: torch.Tensor) -> torch.Tensor:
+        """Each mask of ``masks`` (B, 1, *spatial) on tile ``i``'s absence, then on its
+        whole background pool: (B·(1+P), C, *spatial)."""
+        a, x = self.absences[i], self.x[i : i + 1]
+        pool = a.backgrounds if len(a.backgrounds) else a.baseline
+        on_pool = masks.repeat_interleave(len(pool), 0)
+        return torch.cat(
+            [
+                masks * x + (1 - masks) * a.baseline,
+                on_pool * x + (1 - on_pool) * pool.repeat(len(masks), *[1] * (pool.dim() - 1)),
+            ]
+        )
+
+    def log_p(self, i: int, masks: torch.Tensor) -> torch.Tensor:
+        """Mean log p(target) of each mask over the absence and the pool (differentiable)."""
+        b = len(masks)
+        logp = torch.log_softmax(self.classifier.module(self._pool_batch(i, masks)), 1)
+        logp = logp[:, self.targets[i]]
+        return torch.cat([logp[:b, None], logp[b:].view(b, -1)], 1).mean(1)
+
+    def meets_batch(self, i: int, masks: torch.Tensor) -> torch.Tensor:
+        """Whether each binary mask meets tile ``i``'s goal on the absence and the pool."""
+        b, t = len(masks), self.targets[i]
+        with torch.no_grad():
+            probs = torch.softmax(self.classifier.module(self._pool_batch(i, masks)), 1)
+        held = probs[:b].argmax(1) == t
+        p_pool = probs[b:, t].view(b, -1).mean(1)
+        return torch.tensor(
+            [
+                self.objective.meets(i, float(probs[j, t]), float(p_pool[j]), bool(held[j]))
+                for j in range(b)
+            ]
+        )
 
     def phase(self, mask_logits, opt, lr, steps, states, offset, tile, tiles, total):
         cfg, x, obj = self.cfg, self.x, self.objective
