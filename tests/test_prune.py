@@ -53,3 +53,24 @@ def test_pruned_mask_is_the_known_minimal_evidence_on_a_toy():
     assert need - 1 <= exp.mask.sum() <= 1.05 * need
     assert exp.mask.sum() <= loose.mask.sum()
     assert "pruned" in exp.provenance["mask_resolution"]
+
+
+def test_soft_map_thresholded_is_the_pruned_mask():
+    """Tiled images are stitched from soft maps: thresholded, they must give the mask
+    that was pruned and judged, not the larger one before pruning."""
+    from napari_medcam.engine.absence import choose_absence
+    from napari_medcam.engine.optimise import optimise_masks
+    from napari_medcam.engine.prepare import prepare_input
+
+    clf = red_counter()
+    img, _ = red_square_image()
+    cfg = mc.MedCAMConfig.fast()
+    x = prepare_input(img, clf)
+    gen = optimise_masks(x, clf, [1], cfg, [choose_absence(x, clf, 1, cfg)])
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        (res,) = stop.value
+    assert res.met_goal
+    assert torch.equal((res.soft > cfg.threshold).float(), res.hard)

@@ -213,13 +213,16 @@ def optimise_masks(
             hard_i = (soft_i > cfg.threshold).float()
             results.append(MaskResult(soft_i, hard_i, False, len(st.history), st.history))
         else:
-            hard_i = kept[2]
+            soft_i, hard_i = kept[1], kept[2]
             if cfg.prune and st.best is not None:
                 keep_min = math.ceil(cfg.min_area * hard_i.numel())
                 rank = importance(hard_i, lambda m, i=i: run.log_p(i, m))
                 hard_i = prune(hard_i, rank, lambda m, i=i: run.meets_batch(i, m), keep_min)
+                # pruned pixels fall to the threshold: the soft map, thresholded (as
+                # stitching does), gives exactly the pruned mask
+                soft_i = torch.where(hard_i < kept[2], soft_i.clamp(max=cfg.threshold), soft_i)
             results.append(
-                MaskResult(kept[1], hard_i, True, len(st.history), st.history, st.best is not None)
+                MaskResult(soft_i, hard_i, True, len(st.history), st.history, st.best is not None)
             )
     return results
 
