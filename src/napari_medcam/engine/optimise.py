@@ -14,6 +14,7 @@ import copy
 import math
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from napari_medcam.engine.explanation import ProgressEvent
 from napari_medcam.engine.hooks import record_activations
 from napari_medcam.engine.objective import Objective
 from napari_medcam.engine.prepare import resize
-from napari_medcam.engine.prune import importance, prune
+from napari_medcam.engine.prune import PoolCheck, prune_mask
 from napari_medcam.engine.saliency import gradcam_maps
 from napari_medcam.engine.unet import UNet
 
@@ -215,12 +216,9 @@ def optimise_masks(
         else:
             soft_i, hard_i = kept[1], kept[2]
             if cfg.prune and st.best is not None:
-                keep_min = math.ceil(cfg.min_area * hard_i.numel())
-                rank = importance(hard_i, lambda m, i=i: run.log_p(i, m))
-                hard_i = prune(hard_i, rank, lambda m, i=i: run.meets_batch(i, m), keep_min)
-                # pruned pixels fall to the threshold: the soft map, thresholded (as
-                # stitching does), gives exactly the pruned mask
-                soft_i = torch.where(hard_i < kept[2], soft_i.clamp(max=cfg.threshold), soft_i)
+                soft_i, hard_i = prune_mask(
+                    run.checks[i], soft_i, hard_i, cfg.threshold, cfg.min_area
+                )
             results.append(
                 MaskResult(soft_i, hard_i, True, len(st.history), st.history, st.best is not None)
             )
@@ -237,6 +235,11 @@ class _Run:
         self.objective = objective
         self.alphas = _layer_weights(cfg, len(classifier.layers))
         self.b = torch.cat([a.baseline for a in absences])
+        #: each tile's goal on its absence and whole pool (the best-mask test, pruning)
+        self.checks = [
+            PoolCheck(x[i : i + 1], classifier.module, t, a, partial(objective.meets, i))
+            for i, (t, a) in enumerate(zip(self.targets, absences))
+        ]
 
     def _backgrounds(self, step: int, k: int) -> torch.Tensor:
         """``k`` checked backgrounds per tile, rotating through each tile's pool."""
@@ -246,49 +249,6 @@ class _Run:
             idx = [(step * k + j) % len(pool) for j in range(k)]
             out.append(pool[idx])
         return torch.cat(out)
-
-    def _pool_confidence(self, i: int, hard: torch.Tensor) -> float:
-        """Mean p(target) of a binary mask over tile ``i``'s whole background pool."""
-        a = self.absences[i]
-        pool = a.backgrounds if len(a.backgrounds) else a.baseline
-        h = hard.detach()
-        with torch.no_grad():
-            probs = torch.softmax(self.classifier.module(h * self.x[i : i + 1] + (1 - h) * pool), 1)
-        return float(probs[:, self.targets[i]].mean())
-
-    def _pool_batch(self, i: int, masks: torch.Tensor) -> torch.Tensor:
-        """Each mask of ``masks`` (B, 1, *spatial) on tile ``i``'s absence, then on its
-        whole background pool: (B·(1+P), C, *spatial)."""
-        a, x = self.absences[i], self.x[i : i + 1]
-        pool = a.backgrounds if len(a.backgrounds) else a.baseline
-        on_pool = masks.repeat_interleave(len(pool), 0)
-        return torch.cat(
-            [
-                masks * x + (1 - masks) * a.baseline,
-                on_pool * x + (1 - on_pool) * pool.repeat(len(masks), *[1] * (pool.dim() - 1)),
-            ]
-        )
-
-    def log_p(self, i: int, masks: torch.Tensor) -> torch.Tensor:
-        """Mean log p(target) of each mask over the absence and the pool (differentiable)."""
-        b = len(masks)
-        logp = torch.log_softmax(self.classifier.module(self._pool_batch(i, masks)), 1)
-        logp = logp[:, self.targets[i]]
-        return torch.cat([logp[:b, None], logp[b:].view(b, -1)], 1).mean(1)
-
-    def meets_batch(self, i: int, masks: torch.Tensor) -> torch.Tensor:
-        """Whether each binary mask meets tile ``i``'s goal on the absence and the pool."""
-        b, t = len(masks), self.targets[i]
-        with torch.no_grad():
-            probs = torch.softmax(self.classifier.module(self._pool_batch(i, masks)), 1)
-        held = probs[:b].argmax(1) == t
-        p_pool = probs[b:, t].view(b, -1).mean(1)
-        return torch.tensor(
-            [
-                self.objective.meets(i, float(probs[j, t]), float(p_pool[j]), bool(held[j]))
-                for j in range(b)
-            ]
-        )
 
     def phase(self, mask_logits, opt, lr, steps, states, offset, tile, tiles, total):
         cfg, x, obj = self.cfg, self.x, self.objective
@@ -354,7 +314,7 @@ class _Run:
                         and sane
                         and obj.meets(i, p_masked, p_robust, held)
                         and (st.best is None or rank < st.best[0])
-                        and obj.meets(i, p_masked, self._pool_confidence(i, hard[one]), held)
+                        and obj.meets(i, p_masked, self.checks[i].pool_confidence(hard[one]), held)
                     ):
                         # a step sees only k backgrounds: a new best must also hold on the
                         # tile's whole pool, or a lucky draw would pick too small a mask

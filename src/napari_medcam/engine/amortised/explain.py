@@ -5,9 +5,12 @@ explainer pass per batch); each masked tile then gets exactly the per-image engi
 verdict (`napari_medcam.engine.verdict.tile_verdict` on `evaluate_mask`): the decision
 kept on the binary mask over the absence, robust on fresh random backgrounds, a sane
 area. The amortised mask passed no optimisation's test, so the verdict alone decides.
-A tile that fails is **not shown**; with ``refine=N`` it is optimised per image for at
-most N full-resolution steps starting from the amortised mask (warm start) and judged
-again. Every class the classifier finds (except the class it gives a blank image, on a
+A tile that fails is **not shown**. With ``refine=N`` every tile is held to the
+per-image goal (the tolerance, on the absence and the whole background pool): a mask
+that fails its verdict or misses the goal is optimised per image for at most N
+full-resolution steps starting from the amortised mask (warm start), one that meets it
+is pruned to the pixels the goal needs (`napari_medcam.engine.prune`); both are judged
+again, and a refinement never replaces a mask that passed with one that fails. Every class the classifier finds (except the class it gives a blank image, on a
 tiled image) is explained in the same pass: ``labels`` holds class index + 1 per pixel.
 """
 
@@ -18,6 +21,7 @@ import tempfile
 import time
 import weakref
 from collections.abc import Generator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +34,10 @@ from napari_medcam.engine.amortised.data import FitTiles
 from napari_medcam.engine.amortised.file import Explainer, load_explainer
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explanation import Explanation, ProgressEvent
+from napari_medcam.engine.objective import Objective
 from napari_medcam.engine.optimise import optimise_masks, to_numpy_mask
 from napari_medcam.engine.prepare import resize, resolve_device
+from napari_medcam.engine.prune import PoolCheck, prune_mask
 from napari_medcam.engine.scoring import evaluate_mask
 from napari_medcam.engine.tiles import Tiles
 from napari_medcam.engine.verdict import tile_record, tile_verdict
@@ -109,28 +115,56 @@ def explain_batch(
         absence = choose_absence(x[i : i + 1], classifier, t, quick, tissue)
         f = _facts(x[i : i + 1], soft[i : i + 1], classifier, t, probs[i], config, absence)
         f["verdict"] = tile_verdict(f, config, classifier.class_names[t])
-        f["refined"] = False
+        f["refined"] = f["pruned"] = False
+        f["amortised_failed"] = bool(f["verdict"])
         facts.append(f)
-    todo = [i for i, f in enumerate(facts) if f["verdict"] and not f["problem"]]
-    if refine and todo:
-        cfg = config.replace(refine_steps=refine)
-        absences = [choose_absence(x[i : i + 1], classifier, targets[i], cfg, tissue) for i in todo]
+    if not refine:
+        return facts
+    cfg = config.replace(refine_steps=refine)
+    absences = {
+        i: choose_absence(x[i : i + 1], classifier, t, cfg, tissue)
+        for i, t in enumerate(targets)
+        if not facts[i]["problem"]
+    }
+    # the per-image goal (the tolerance, on the absence and the whole pool): a mask
+    # that meets it is pruned; one that does not is optimised, as per-image would
+    objective = Objective(cfg, [probs[i][t] for i, t in enumerate(targets)])
+    todo = []
+    for i, absence in absences.items():
+        check = PoolCheck(
+            x[i : i + 1], classifier.module, targets[i], absence, partial(objective.meets, i)
+        )
+        f = facts[i]
+        if f["verdict"] or not bool(check.meets(f["hard"])[0]):
+            todo.append(i)
+        elif cfg.prune:
+            pruned, _ = prune_mask(check, f["soft"], f["hard"], cfg.threshold, cfg.min_area)
+            g = _facts(x[i : i + 1], pruned, classifier, targets[i], probs[i], config, absence)
+            g["verdict"] = tile_verdict(g, config, classifier.class_names[targets[i]])
+            g["refined"], g["pruned"], g["amortised_failed"] = False, True, False
+            if not g["verdict"]:  # judged on fresh backgrounds: kept only if it passes
+                facts[i] = g
+    if todo:
         results = yield from optimise_masks(
             x[todo],
             classifier,
             [targets[i] for i in todo],
             cfg,
-            absences,
+            [absences[i] for i in todo],
             tile=done,
             tiles=total,
             warm_start=soft[todo],
         )
-        for i, absence, res in zip(todo, absences, results):
-            f = _facts(x[i : i + 1], res.soft, classifier, targets[i], probs[i], config, absence)
+        for i, res in zip(todo, results):
+            f = _facts(
+                x[i : i + 1], res.soft, classifier, targets[i], probs[i], config, absences[i]
+            )
             f.update(steps=res.steps, history=res.history, found_valid=res.found_valid)
             f["verdict"] = tile_verdict(f, config, classifier.class_names[targets[i]])
-            f["refined"] = True
-            facts[i] = f
+            f["refined"], f["pruned"] = True, bool(res.met_goal and cfg.prune)
+            f["amortised_failed"] = facts[i]["amortised_failed"]
+            if not f["verdict"] or facts[i]["verdict"]:  # never worse than it was
+                facts[i] = f
     return facts
 
 
@@ -286,10 +320,10 @@ def iter_explain_amortised(
         "fingerprint": exp.metadata["classifier"]["fingerprint"],
         "refine_steps": refine,
         "tiles_explained": len(per_tile),
-        "tiles_failed_amortised": sum(bool(f["verdict"]) for f in per_tile)
-        + sum(not f["verdict"] for f in refined),
+        "tiles_failed_amortised": sum(f["amortised_failed"] for f in per_tile),
         "tiles_refined": len(refined),
-        "tiles_fixed_by_refine": sum(not f["verdict"] for f in refined),
+        "tiles_fixed_by_refine": sum(f["amortised_failed"] and not f["verdict"] for f in per_tile),
+        "tiles_pruned": sum(f["pruned"] for f in per_tile),
     }
     if refined:
         result.status += f"; {len(refined)} tile(s) refined ({refine} steps)"

@@ -58,8 +58,9 @@ class Explainer:
 
     @property
     def config(self) -> MedCAMConfig:
-        """The configuration it was fitted with (tolerance, absence, thresholds)."""
-        cfg = dict(self.metadata["config"])
+        """The configuration it was fitted with (tolerance, absence, thresholds); a knob
+        added after the file was written takes the default recipe's (`MedCAMConfig.fast`)."""
+        cfg = {**MedCAMConfig.fast().to_dict(), **self.metadata["config"]}
         for key in ("unet_channels", "noises", "layer_weights"):
             if cfg.get(key) is not None:
                 cfg[key] = tuple(cfg[key])
