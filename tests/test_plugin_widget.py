@@ -219,7 +219,7 @@ def test_a_tiled_run_adds_a_tile_map_of_valid_and_failed_tiles(medcam, qtbot, mo
 
     import napari_medcam as mc
     from napari_medcam import tiling
-    from napari_medcam.plugin.results import tile_map, tile_map_too_large
+    from napari_medcam.plugin.tile_map import tile_map, tile_map_too_large
 
     explain_module = importlib.import_module("napari_medcam.engine.explain")
     real = explain_module.evaluate_mask

@@ -27,6 +27,7 @@ from napari_medcam.plugin.layers import (
     result_name,
 )
 from napari_medcam.plugin.region import Region
+from napari_medcam.plugin.tile_map import TILE_COLORS, TILE_OUTLINE, tile_features, tile_map
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -43,14 +44,6 @@ PAINT_COLOR = "#ffd400"
 #: outline thickness (data pixels) of a mask shown as an outline; 0 fills it
 OUTLINE = 2
 FILL_OPACITY = 0.45
-#: outline thickness (data pixels) of the tile map's valid and failed areas
-TILE_OUTLINE = 3
-#: the tile map of a tiled run: valid tiles green, invalid (failed) tiles orange, and
-#: tissue the classifier calls another class grey-blue (value TILE_OTHER + its class
-#: index, so hovering a tile names its class)
-TILE_VALID, TILE_INVALID, TILE_OTHER = 1, 2, 3
-OTHER_COLOR = "#8fa9c4"
-TILE_COLORS = {0: "transparent", 1: "#5cb85c", 2: "#f0ad4e", None: OTHER_COLOR}
 
 
 def class_color(target: int) -> str:
@@ -77,15 +70,6 @@ def show_filled(layer: Any, fill: bool) -> None:
     layer.opacity = FILL_OPACITY if fill else 1.0
 
 
-def tile_map_too_large(exp: Any) -> bool:
-    """Whether a tiled 2-D result gets no tile map because its mask is too large."""
-    from napari_medcam.tiling import IN_MEMORY_PIXELS
-
-    shape = tuple(getattr(exp.mask, "shape", ()))
-    tiled = exp.tiles > 1 and bool(exp.tile_verdicts) and len(shape) == 2
-    return tiled and int(np.prod(shape)) > IN_MEMORY_PIXELS
-
-
 def explained_area(region: Region) -> np.ndarray | None:
     """The explained region's corners (4 × 2, in the result layer's data coordinates) of
     a 2-D result; None for stacks and volumes."""
@@ -99,44 +83,6 @@ def explained_area(region: Region) -> np.ndarray | None:
         y1 = region.layer_shape[0] if ys.stop is None else ys.stop
         x1 = region.layer_shape[1] if xs.stop is None else xs.stop
     return np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)
-
-
-def tile_map(exp: Any) -> np.ndarray | None:
-    """The tiles of a tiled 2-D result, over the mask's shape: 1 explained and valid,
-    2 explained and failed, `TILE_OTHER` + k tissue the classifier calls class k.
-
-    Failed tiles are painted last, so a failed tile's whole window shows even where
-    it overlaps valid neighbours. None unless a 2-D image was tiled (and has tile
-    verdicts), or when the mask is too large to hold a second copy in memory.
-    """
-    from napari_medcam.tiling import IN_MEMORY_PIXELS
-
-    verdicts = exp.tile_verdicts or []
-    shape = tuple(getattr(exp.mask, "shape", ()))
-    if exp.tiles <= 1 or not verdicts or len(shape) != 2:
-        return None
-    if any(len(v["window"]) != 4 for v in verdicts) or int(np.prod(shape)) > IN_MEMORY_PIXELS:
-        return None
-    names = list(exp.provenance.get("classes") or [])
-    out = np.zeros(shape, np.uint8)
-    for c in getattr(exp, "tile_classes", None) or []:
-        if c["class"] != exp.class_name and c["class"] in names:
-            y0, x0, y1, x1 = (int(v) for v in c["window"])
-            out[y0:y1, x0:x1] = TILE_OTHER + names.index(c["class"])
-    for value, wanted in ((TILE_VALID, True), (TILE_INVALID, False)):
-        for v in verdicts:
-            if bool(v["valid"]) == wanted:
-                y0, x0, y1, x1 = (int(c) for c in v["window"])
-                out[y0:y1, x0:x1] = value
-    return out
-
-
-def tile_features(exp: Any) -> dict[str, list[Any]]:
-    """What each tile-map value means, shown by napari when the pointer is over a tile."""
-    names = list(exp.provenance.get("classes") or [])
-    meaning = ["", f"'{exp.class_name}': evidence held", f"'{exp.class_name}': failed its check"]
-    meaning += [f"classified '{n}' (not explained)" for n in names]
-    return {"index": list(range(len(meaning))), "tile": meaning}
 
 
 @dataclass

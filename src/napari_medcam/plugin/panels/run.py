@@ -20,7 +20,8 @@ from napari_medcam.plugin.layers import (
     region_transform_kwargs,
 )
 from napari_medcam.plugin.panels.common import Notifier, Session, wrap
-from napari_medcam.plugin.results import ResultStore, RunContext, tile_map_too_large
+from napari_medcam.plugin.results import ResultStore, RunContext
+from napari_medcam.plugin.tile_map import tile_map_too_large
 from napari_medcam.plugin.worker import ExplainJob, JobResult, explanation_worker
 
 logger = logging.getLogger(__name__)

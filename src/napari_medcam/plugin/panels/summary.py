@@ -129,7 +129,8 @@ def probabilities_html(exp: Any, class_names: list[str]) -> str:
 
 def legend_html(exp: Any, notes: dict[str, Any]) -> str:
     """A legend of the layers a run added: outline colour, tile map, hidden extras."""
-    from napari_medcam.plugin.results import TILE_COLORS, class_color
+    from napari_medcam.plugin.results import class_color
+    from napari_medcam.plugin.tile_map import TILE_COLORS
 
     esc = html.escape
 
