@@ -130,8 +130,8 @@ class Stitcher:
             soft = _normalised(self.soft, self.weight)
             mask = soft > threshold
             return mask, soft, float(mask.mean())
-        mask = self._owned_zarr(bool)
-        soft = self._owned_zarr(np.float32)
+        mask = owned_zarr(self.shape, self.chunks, bool, "napari-medcam-mask-")
+        soft = owned_zarr(self.shape, self.chunks, np.float32, "napari-medcam-mask-")
         kept = 0
         for block in _chunk_blocks(self.shape, self.chunks):
             s = _normalised(self.soft[block], self.weight[block])
@@ -146,12 +146,23 @@ class Stitcher:
         if self.on_disk:
             self._scratch.cleanup()
 
-    def _owned_zarr(self, dtype: type) -> Any:
-        """A zarr array in its own temporary folder, removed when the array is collected."""
-        folder = tempfile.TemporaryDirectory(prefix="napari-medcam-mask-")
-        array = self._zarr(Path(folder.name) / "data.zarr", dtype)
-        weakref.finalize(array, folder.cleanup)
-        return array
+
+def owned_zarr(shape: Sequence[int], chunks: Sequence[int], dtype: Any, prefix: str) -> Any:
+    """A zarr array of zeros in its own temporary folder (named ``prefix``…), the folder
+    removed when the array is collected: a result too large for memory that cleans up
+    after itself (stitched masks, amortised labels, coarse levels of a napari pyramid)."""
+    import zarr
+
+    folder = tempfile.TemporaryDirectory(prefix=prefix)
+    array = zarr.create_array(
+        store=str(Path(folder.name) / "data.zarr"),
+        shape=tuple(shape),
+        chunks=tuple(chunks),
+        dtype=dtype,
+        fill_value=0,
+    )
+    weakref.finalize(array, folder.cleanup)
+    return array
 
 
 def _normalised(total: np.ndarray, weight: np.ndarray) -> np.ndarray:

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import itertools
 import math
-import tempfile
-import weakref
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from napari_medcam.tiling import owned_zarr
 
 #: levels are added until the larger side is at most this
 MIN_SIDE = 512
@@ -86,16 +85,5 @@ def _level_shape(shape: tuple[int, ...], step: int) -> tuple[int, ...]:
 def _new_level(shape: tuple[int, ...], dtype: Any) -> Any:
     if math.prod(shape) <= IN_MEMORY_LEVEL:
         return np.zeros(shape, dtype)
-    import zarr
-
-    folder = tempfile.TemporaryDirectory(prefix="napari-medcam-level-")
     chunks = (*(1,) * (len(shape) - 2), *(min(512, n) for n in shape[-2:]))
-    level = zarr.create_array(
-        store=str(Path(folder.name) / "level.zarr"),
-        shape=shape,
-        chunks=chunks,
-        dtype=dtype,
-        fill_value=0,
-    )
-    weakref.finalize(level, folder.cleanup)
-    return level
+    return owned_zarr(shape, chunks, dtype, "napari-medcam-level-")

@@ -10,16 +10,15 @@ per-image goal (the tolerance, on the absence and the whole background pool): a 
 that fails its verdict or misses the goal is optimised per image for at most N
 full-resolution steps starting from the amortised mask (warm start), one that meets it
 is pruned to the pixels the goal needs (`napari_medcam.engine.prune`); both are judged
-again, and a refinement never replaces a mask that passed with one that fails. Every class the classifier finds (except the class it gives a blank image, on a
-tiled image) is explained in the same pass: ``labels`` holds class index + 1 per pixel.
+again, and a refinement never replaces a mask that passed with one that fails.
+Every class the classifier finds (except the class it gives a blank image, on a
+tiled image) is explained in the same pass: ``labels`` holds class index + 1 per pixel
+(`napari_medcam.engine.amortised.labels`).
 """
 
 from __future__ import annotations
 
-import math
-import tempfile
 import time
-import weakref
 from collections.abc import Generator
 from functools import partial
 from pathlib import Path
@@ -32,6 +31,7 @@ from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.engine.absence import choose_absence
 from napari_medcam.engine.amortised.data import FitTiles
 from napari_medcam.engine.amortised.file import Explainer, load_explainer
+from napari_medcam.engine.amortised.labels import combine_labels
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explanation import Explanation, ProgressEvent
 from napari_medcam.engine.objective import Objective
@@ -41,7 +41,7 @@ from napari_medcam.engine.prune import PoolCheck, prune_mask
 from napari_medcam.engine.scoring import evaluate_mask
 from napari_medcam.engine.tiles import Tiles
 from napari_medcam.engine.verdict import tile_record, tile_verdict
-from napari_medcam.tiling import MIN_TISSUE_FRACTION, Stitcher, _chunk_blocks
+from napari_medcam.tiling import MIN_TISSUE_FRACTION, Stitcher
 
 
 def resolve_explainer(explainer: Any, classifier: Classifier) -> Explainer:
@@ -272,7 +272,7 @@ def iter_explain_amortised(
                 float(np.mean([f["eval"]["masked"] for f in done])) if done else 0.0,
                 float(np.mean([f["area"] for f in done])) if done else 0.0,
             )
-        labels, mask, soft, area, names = _combine(
+        labels, mask, soft, area, names = combine_labels(
             stitchers, tiles.spatial, config, failed, classifier.class_names
         )
     finally:
@@ -328,68 +328,6 @@ def iter_explain_amortised(
     if refined:
         result.status += f"; {len(refined)} tile(s) refined ({refine} steps)"
     return result
-
-
-def _owned(shape: tuple[int, ...], chunks: tuple[int, ...], dtype: type) -> Any:
-    """A zarr array in its own temporary folder, removed when the array is collected."""
-    import zarr
-
-    folder = tempfile.TemporaryDirectory(prefix="napari-medcam-labels-")
-    array = zarr.create_array(
-        store=str(Path(folder.name) / "data.zarr"),
-        shape=shape,
-        chunks=chunks,
-        dtype=dtype,
-        fill_value=0,
-    )
-    weakref.finalize(array, folder.cleanup)
-    return array
-
-
-def _combine(
-    stitchers: dict[int, Stitcher],
-    shape: tuple[int, ...],
-    config: MedCAMConfig,
-    failed: list[tuple[slice, ...]],
-    class_names: list[str],
-) -> tuple[Any, Any, Any, float, dict[int, str]]:
-    """(labels, mask, soft, area, {label: name}) from one stitched soft mask per class.
-
-    A pixel's label is the class with the highest blended soft mask above the
-    threshold (class index + 1; 0: no evidence); failed tiles' windows hold nothing.
-    """
-    from napari_medcam.tiling import IN_MEMORY_PIXELS
-
-    classes = sorted(stitchers)
-    names = {c + 1: class_names[c] for c in classes}
-    on_disk = math.prod(shape) > IN_MEMORY_PIXELS
-    results = [stitchers[c].result(config.threshold)[1] for c in classes]
-    if not on_disk:
-        labels = np.zeros(shape, np.uint8)
-        best = np.zeros(shape, np.float32)
-        for c, s in zip(classes, results):
-            win = (s > config.threshold) & (s > best)
-            labels[win], best[win] = c + 1, s[win]
-        for w in failed:
-            labels[w], best[w] = 0, 0.0
-        mask = labels > 0
-        return labels, mask, best, float(mask.mean()), names
-    chunks = next(iter(stitchers.values())).chunks if stitchers else (512,) * len(shape)
-    labels, mask, best = (_owned(shape, chunks, d) for d in (np.uint8, bool, np.float32))
-    kept = 0
-    for block in _chunk_blocks(shape, chunks):
-        lab = np.zeros([b.stop - b.start for b in block], np.uint8)
-        top = np.zeros(lab.shape, np.float32)
-        for c, s in zip(classes, results):
-            v = np.asarray(s[block])
-            win = (v > config.threshold) & (v > top)
-            lab[win], top[win] = c + 1, v[win]
-        labels[block], mask[block], best[block] = lab, lab > 0, top
-    for w in failed:
-        labels[w], mask[w], best[w] = 0, False, 0.0
-    for block in _chunk_blocks(shape, chunks):
-        kept += int(np.count_nonzero(np.asarray(mask[block])))
-    return labels, mask, best, kept / math.prod(shape), names
 
 
 def held_out_quality(
