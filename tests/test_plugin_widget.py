@@ -213,16 +213,14 @@ def test_region_for_multiscale_and_volume_classifiers(medcam):
 
 
 def test_a_tiled_run_adds_a_tile_map_of_valid_and_failed_tiles(medcam, qtbot, monkeypatch):
-    import importlib
-
     from napari.layers import Labels
 
     import napari_medcam as mc
     from napari_medcam import tiling
+    from napari_medcam.engine import image as image_module
     from napari_medcam.plugin.tile_map import tile_map, tile_map_too_large
 
-    explain_module = importlib.import_module("napari_medcam.engine.explain")
-    real = explain_module.evaluate_mask
+    real = image_module.evaluate_mask
     calls = []
 
     def first_tile_fails(*args, **kwargs):  # the first explained tile loses its decision
@@ -230,7 +228,7 @@ def test_a_tiled_run_adds_a_tile_map_of_valid_and_failed_tiles(medcam, qtbot, mo
         calls.append(ev)
         return {**ev, "masked_pred": 1 - args[3]} if len(calls) == 1 else ev
 
-    monkeypatch.setattr(explain_module, "evaluate_mask", first_tile_fails)
+    monkeypatch.setattr(image_module, "evaluate_mask", first_tile_fails)
     viewer, widget = medcam
     left, _ = mc.synthetic_tile(8000, 1)
     right, _ = mc.synthetic_tile(8001, 1)

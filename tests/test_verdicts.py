@@ -3,19 +3,17 @@ tiles are (``valid_share``), failed tiles kept out of the mask, summaries of wha
 sees."""
 
 import dataclasses
-import importlib
 import json
 
 import numpy as np
 import pytest
 
 import napari_medcam as mc
+from napari_medcam.engine import image as image_module
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.verdict import overall, tile_record, tile_verdict
 
 QUICK = MedCAMConfig.fast().capped(15)
-# the module (the package exports a function of the same name)
-explain_module = importlib.import_module("napari_medcam.engine.explain")
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +73,13 @@ def test_a_fallback_mask_that_never_passed_is_invalid_even_if_it_scores_well():
 
 
 def test_untiled_fallback_is_reported_invalid_and_keeps_its_mask(clf, monkeypatch):
-    real = explain_module.optimise_masks
+    real = image_module.optimise_masks
 
     def never_passes(*args, **kwargs):
         results = yield from real(*args, **kwargs)
         return [dataclasses.replace(r, found_valid=False) for r in results]
 
-    monkeypatch.setattr(explain_module, "optimise_masks", never_passes)
+    monkeypatch.setattr(image_module, "optimise_masks", never_passes)
     img, _ = mc.synthetic_tile(8000, 1)
     exp = mc.explain(img, clf, config=QUICK, device="cpu")
     assert not exp.valid
@@ -96,7 +94,7 @@ def test_untiled_fallback_is_reported_invalid_and_keeps_its_mask(clf, monkeypatc
 
 @pytest.mark.parametrize("share", [0.9, 0.5])
 def test_a_failed_tile_makes_the_slide_invalid_and_stays_out_of_the_mask(clf, monkeypatch, share):
-    real = explain_module.evaluate_mask
+    real = image_module.evaluate_mask
     calls = []
 
     def first_tile_fails(*args, **kwargs):  # the first explained tile loses its decision
@@ -106,7 +104,7 @@ def test_a_failed_tile_makes_the_slide_invalid_and_stays_out_of_the_mask(clf, mo
             ev = {**ev, "masked_pred": 1 - args[3]}
         return ev
 
-    monkeypatch.setattr(explain_module, "evaluate_mask", first_tile_fails)
+    monkeypatch.setattr(image_module, "evaluate_mask", first_tile_fails)
     left, _ = mc.synthetic_tile(8000, 1)
     right, _ = mc.synthetic_tile(8001, 1)
     canvas = np.concatenate([left, right], axis=1)  # 224 × 448: three overlapping tiles

@@ -46,7 +46,7 @@ def _failure(facts: dict[str, Any], config: MedCAMConfig, name: str) -> str:
 def tile_verdict(facts: dict[str, Any], config: MedCAMConfig, name: str) -> str:
     """Empty string when a tile's mask can be trusted, else why not.
 
-    ``facts`` is one of `napari_medcam.engine.explain._explain_batch`'s dicts:
+    ``facts`` is one of `napari_medcam.engine.image._explain_batch`'s dicts:
     ``problem``, ``found_valid``, ``target``, ``area`` and ``eval`` (`evaluate_mask`).
     ``name`` is the target's class name, for the message.
     """

@@ -39,6 +39,7 @@ from napari_medcam.engine.optimise import optimise_masks, to_numpy_mask
 from napari_medcam.engine.prepare import resize, resolve_device
 from napari_medcam.engine.prune import PoolCheck, prune_mask
 from napari_medcam.engine.scoring import evaluate_mask
+from napari_medcam.engine.summary import summarise
 from napari_medcam.engine.tiles import Tiles
 from napari_medcam.engine.verdict import tile_record, tile_verdict
 from napari_medcam.tiling import MIN_TISSUE_FRACTION, Stitcher
@@ -187,8 +188,6 @@ def iter_explain_amortised(
     ``target`` None explains every class found; an index explains that class only.
     Yields one `ProgressEvent` per batch of tiles (and per refinement step).
     """
-    from napari_medcam.engine.explain import _summarise
-
     exp = resolve_explainer(explainer, classifier)
     if refine < 0:
         raise ValueError(f"refine must be ≥ 0, got {refine}")
@@ -293,7 +292,7 @@ def iter_explain_amortised(
     )
     name = " + ".join(classifier.class_names[c] for c in found) or classifier.class_names[main]
     mean_probs = (prob_sum / max(n_tissue, 1)).tolist()
-    result = _summarise(
+    result = summarise(
         per_tile,
         mask,
         soft,

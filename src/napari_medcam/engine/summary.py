@@ -1,0 +1,123 @@
+"""`summarise`: the `Explanation` of what the user sees, with its provenance.
+
+Shared by the per-image engine (`napari_medcam.engine.image`) and the amortised one
+(`napari_medcam.engine.amortised.explain`): one definition of the status line, of the
+confidences (means over the valid tiles) and of what the result records about how it
+was made.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_medcam._version import __version__
+from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.engine.config import MedCAMConfig
+from napari_medcam.engine.explanation import Explanation
+from napari_medcam.engine.verdict import overall
+
+
+def summarise(
+    per_tile: list[dict[str, Any]],
+    mask: Any,
+    soft: Any,
+    area: float,
+    classifier: Classifier,
+    config: MedCAMConfig,
+    target: int,
+    name: str,
+    mean_probs: list[float] | None,
+    seconds: float,
+    n_windows: int,
+    dev: torch.device,
+    tile_classes: list[dict[str, Any]] | None = None,
+) -> Explanation:
+    """The `Explanation` of what the user sees.
+
+    ``valid`` when at least ``config.valid_share`` of the explained tiles are
+    (`napari_medcam.engine.verdict`).
+    On a tiled image the confidences (original, masked, robust, deletion) and the
+    probabilities are means over the *valid* tiles only — the tiles whose evidence
+    is in the mask — or over every explained tile when none is valid;
+    ``area_fraction`` is the stitched mask's (invalid windows cleared);
+    ``tile_verdicts`` has one entry per explained tile, ``tile_classes`` one per
+    tissue tile (what the classifier calls it, explained or not).
+    """
+    provenance = {
+        "package": "napari-medcam",
+        "version": __version__,
+        "classifier": classifier.name,
+        "classes": classifier.class_names,
+        "activation_layers": classifier.layers,
+        "output_only_matching": not classifier.layers,
+        "mask_resolution": f"{config.mask_scale:g} of the input"
+        + (
+            f", refined at full resolution (≤ {config.refine_steps} steps)"
+            if config.refine_steps
+            else ""
+        )
+        + (", pruned to the pixels the goal needs" if config.prune else ""),
+        "goal": (
+            f"keep ≥ {config.tolerance:g} of the original confidence"
+            if config.tolerance is not None
+            else "fixed loss weights"
+        ),
+        "device": str(dev),
+        "torch": torch.__version__,
+    }
+    common = dict(
+        mask=mask,
+        soft_mask=soft,
+        target=target,
+        class_name=name,
+        seconds=seconds,
+        config=config.to_dict(),
+        provenance=provenance,
+        tiles=n_windows,
+        tile_classes=tile_classes or [],
+    )
+    if per_tile:  # what "absence" meant (the first explained tile's candidates)
+        provenance["absence_candidates"] = per_tile[0].get("absence_report", [])
+    if not per_tile:  # tiled image where no tissue tile shows the target
+        return Explanation.not_explained(
+            **common,
+            probabilities=mean_probs or [0.0] * classifier.num_classes,
+            status=f"no tissue tile is classified '{name}'",
+        )
+    verdicts = [f["verdict"] for f in per_tile]
+    if n_windows == 1:
+        status = verdicts[0] or "valid"
+    else:
+        n_ok = sum(not v for v in verdicts)
+        status = f"{n_ok} of {len(per_tile)} '{name}' tiles valid ({n_windows} tiles in all)"
+        if n_ok < len(per_tile):
+            status += "; first problem: " + next(v for v in verdicts if v)
+    valid = overall([not v for v in verdicts], config.valid_share)
+    if not classifier.layers:
+        status += "; output-only matching (no hookable layers)"
+    # what the user sees: on a tiled image only valid tiles are in the mask, so the
+    # confidences are theirs (every explained tile's when none is valid)
+    used = [f for f, v in zip(per_tile, verdicts) if not v] or per_tile
+
+    def mean(values: list[Any]) -> Any:
+        return np.mean(np.asarray(values, dtype=float), axis=0).tolist()
+
+    return Explanation(
+        **common,
+        original_confidence=mean([f["probabilities"][target] for f in used]),
+        masked_confidence=mean([f["eval"]["masked"] for f in used]),
+        robust_confidence=mean([f["eval"]["robust"] for f in used]),
+        deletion_confidence=mean([f["eval"]["deletion"] for f in used]),
+        area_fraction=area,
+        valid=valid,
+        status=status,
+        probabilities=mean([f["probabilities"] for f in used]),
+        masked_probabilities=mean([f["eval"]["masked_probabilities"] for f in used]),
+        baseline=",".join(dict.fromkeys(f["baseline"] for f in per_tile)),
+        steps=int(sum(f["steps"] for f in per_tile)),
+        history=per_tile[0]["history"] if n_windows == 1 else [],
+        tile_verdicts=[f["record"] for f in per_tile],
+    )
