@@ -76,7 +76,10 @@ def test_choose_an_explainer_and_explain_every_class_in_one_pass(
     exp = result.explanation
     assert exp.provenance["explainer"]["file"] == str(explainer_file)
     assert exp.provenance["explainer"]["refine_steps"] == 3
-    assert exp.steps == 0  # one pass: no tile was optimised
+    facts = exp.provenance["explainer"]
+    # only tiles that missed the per-image goal were optimised, at most 3 steps each
+    assert exp.steps <= 3 * facts["tiles_refined"]
+    assert facts["tiles_refined"] + facts["tiles_pruned"] >= 1
     layer = viewer.layers[-1]
     assert layer.name == "Med-CAM: red + green"
     data = np.asarray(layer.data)
