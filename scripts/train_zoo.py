@@ -8,7 +8,9 @@ entries crop the training part of their image), plus the extra examples an entry
 may define (``extra_training``: only ``resnet-meanpos``, see there). Training is
 plain supervised learning, as a user would train a classifier: random flips and
 quarter turns (where the entry allows them), a small per-channel brightness jitter,
-cross-entropy, AdamW with a one-cycle schedule.
+cross-entropy, AdamW with a one-cycle schedule. Inputs are normalised as the entry
+says (``TRAIN["norm"]``): the training set's per-channel mean/std (the default),
+ImageNet's (``"imagenet"``), or a fixed ``(mean, std)`` window for every channel.
 Unlike the demo classifiers' training, there is NO masking augmentation: the zoo is
 meant to show how the explanation recipe fares on classifiers it was not made for.
 
@@ -84,6 +86,9 @@ def train_one(name: str, epochs: int | None, out_dir: Path) -> dict:
     unit = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div_(255)
     if cfg["norm"] == "imagenet":
         mean, std = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
+    elif isinstance(cfg["norm"], tuple):  # a fixed window (mean, std), the same per channel
+        mean = np.full(unit.shape[1], float(cfg["norm"][0]))
+        std = np.full(unit.shape[1], float(cfg["norm"][1]))
     else:  # float64: a float32 sum over ~10^8 values loses whole units
         mean = unit.double().mean((0, 2, 3)).numpy()
         std = unit.double().std((0, 2, 3)).numpy()
