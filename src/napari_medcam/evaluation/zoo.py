@@ -153,8 +153,8 @@ def _split(name: str) -> str:
     if name in zoo.TUNING:
         return "tuning"
     if name in zoo.SEEN:
-        return "seen (round 2)"
-    return "fresh held out" if name in zoo.FRESH else "held out"
+        return f"seen (round {zoo.SEEN[name]})"
+    return "fresh held out" if name in zoo.FRESH + zoo.FRESH2 else "held out"
 
 
 def summary_row(name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
