@@ -29,6 +29,7 @@ def main() -> None:
         default=None,
         help="cap the paper preset's 880 steps (time scales linearly)",
     )
+    ap.add_argument("--no-paper", action="store_true", help="time the fast preset only")
     args = ap.parse_args()
     dev = resolve_device(args.device)
     clf = mc.demo_classifier().to(dev)
@@ -45,7 +46,14 @@ def main() -> None:
     paper = mc.MedCAMConfig.paper()
     if args.paper_steps:
         paper = paper.replace(steps=args.paper_steps, min_steps=args.paper_steps)
-    for name, cfg in (("fast", mc.MedCAMConfig.fast()), ("paper", paper)):
+    presets = [
+        ("fast", mc.MedCAMConfig.fast()),
+        ("fast, no pruning", mc.MedCAMConfig.fast(prune=False)),  # what pruning costs
+        ("paper", paper),
+    ]
+    if args.no_paper:
+        presets.pop()
+    for name, cfg in presets:
         secs, steps, masked, valid = [], [], [], []
         for im in tiles:
             exp = mc.explain(im, clf, config=cfg, device=dev)

@@ -1,0 +1,73 @@
+"""Fit an amortised explainer for one zoo classifier, on its ``tune`` split only.
+
+    OMP_NUM_THREADS=2 python scripts/fit_zoo_explainer.py resnet-meanpos \
+        [--steps 400] [--tiles 256] [--out explainers/resnet-meanpos.pt]
+
+Fitting tiles: the entry's own generator on the ``tune`` seeds (40 000+), every class
+in turn (labels only choose how tiles are made; each tile's target is the classifier's
+own prediction). The amortised benchmark (``benchmarks/amortised.py --classifier NAME``)
+measures on the ``eval`` split (50 000+), which the fit never sees. Killed, it resumes
+from ``<out>.ckpt``; writes ``<out>.report.json`` and ``<out>.losses.png`` beside the file.
+These explainers are not shipped (they are benchmark artefacts); the demo's is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+import napari_medcam as mc
+from napari_medcam import zoo
+from napari_medcam.engine.amortised.cli import _Bar, report_paths, write_report
+from napari_medcam.engine.amortised.fit import fit_explainer
+from napari_medcam.zoo._common import SEED0
+
+
+def fitting_tiles(name: str, n: int) -> list:
+    """``n`` tiles of the entry's ``tune`` split, its classes taking turns."""
+    mod, entry = zoo.MODULES[name], zoo.ZOO[name]
+    classes = len(entry.class_names)
+    return [mod.sample(SEED0["tune"] + i, i % classes, "tune")[0] for i in range(n)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("entry", choices=sorted(zoo.ZOO))
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--tiles", type=int, default=256)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--out", type=Path)
+    args = p.parse_args(argv)
+    out = args.out or Path("explainers") / f"{args.entry}.pt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    clf = zoo.load(args.entry)
+    _, _, ckpt = report_paths(out)
+    exp = fit_explainer(
+        clf,
+        fitting_tiles(args.entry, args.tiles),
+        mc.MedCAMConfig.fast(),
+        args.steps,
+        device="cpu",
+        progress=_Bar(),
+        batch=args.batch,
+        checkpoint=ckpt,
+    )
+    exp.metadata["fit"]["command"] = "python scripts/fit_zoo_explainer.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    exp.metadata["fit"]["tile_seeds"] = f"{args.entry} tune split, seeds {SEED0['tune']}+"
+    exp.save(out)
+    ckpt.unlink(missing_ok=True)
+    for path in write_report(exp, out):
+        print(path)
+    print(exp.metadata["fit"]["held_out_quality"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
