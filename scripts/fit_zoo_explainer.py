@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--tiles", type=int, default=256)
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     out = args.out or Path("explainers") / f"{args.entry}.pt"
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         device="cpu",
         progress=_Bar(),
         batch=args.batch,
+        lr=args.lr,
         checkpoint=ckpt,
     )
     exp.metadata["fit"]["command"] = "python scripts/fit_zoo_explainer.py " + " ".join(
