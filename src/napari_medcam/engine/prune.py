@@ -23,9 +23,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-# removal sizes tried in one batch per round, and rounds: the interval narrows 4× a
-# round, so masks up to 4⁵ = 1024 pixels are searched to the pixel with 15 masks
-# (× 1 + pool images each); one candidate a round (bisection) costs fewer images but
+# removal sizes tried in one batch per round (at ⅓, ⅔ and all of the open interval),
+# and rounds: the interval narrows 3× a round, so masks up to 3⁵ = 243 pixels are
+# searched to the pixel with 15 masks (× 1 + pool images each), larger ones to within
+# 0.4 % of their size; one candidate a round (bisection) costs fewer images but
 # more passes, more candidates the reverse (worth it on a GPU, not on 2 CPU cores)
 CANDIDATES = 3
 ROUNDS = 5
