@@ -37,7 +37,7 @@ def _no_engine(monkeypatch):
     for owner in (napari_medcam, engine, explain_module):
         for name in ("explain", "iter_explain"):
             monkeypatch.setattr(owner, name, refuse)
-    monkeypatch.setattr(explain_module, "_explain_batch", refuse)
+    monkeypatch.setattr(sys.modules["napari_medcam.engine.image"], "_explain_batch", refuse)
     for name in dir(saliency):
         if not name.startswith("_") and getattr(getattr(saliency, name), "__module__", "") == (
             saliency.__name__
