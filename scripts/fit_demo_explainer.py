@@ -5,9 +5,10 @@
 
 Fitting tiles: ``synthetic_tile(600_000 + i, label)``, every fourth one with a lesion
 (the synthetic slide's share; labels only choose how tiles are made, they are never
-used) — each tile's target is the demo classifier's own prediction. Seeds 600 000+ are used by nothing else: the demo
-classifier trained on 100 000+, tests and evaluations use seeds below 100 000, and
-the amortised benchmark's held-out tiles are 700 000+. Killed, it resumes from
+used) — each tile's target is the demo classifier's own prediction. Seeds 600 000+
+are used by nothing else: the demo classifier trained on 100 000+, tests and
+evaluations use seeds below 100 000, and the amortised benchmark's held-out tiles are
+700 000+. Killed, it resumes from
 ``<out>.ckpt``. Writes ``<out>.report.json`` and ``<out>.losses.png`` beside the file.
 """
 
