@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiles", type=int, default=256)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--wrong-weight", type=float, default=None, help="default: the fit's own")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     out = args.out or Path("explainers") / f"{args.entry}.pt"
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         batch=args.batch,
         lr=args.lr,
         checkpoint=ckpt,
+        **({} if args.wrong_weight is None else {"wrong_weight": args.wrong_weight}),
     )
     exp.metadata["fit"]["command"] = "python scripts/fit_zoo_explainer.py " + " ".join(
         sys.argv[1:] if argv is None else argv
