@@ -1,4 +1,5 @@
-"""The fresh held-out zoo entries (``zoo.FRESH``): registered, loading, sane cases.
+"""The fresh held-out zoo entries (``zoo.FRESH`` and round 3's ``zoo.FRESH2``): registered,
+loading, sane cases.
 
 Classifier and data checks only - no explanation is run here.
 """
@@ -16,16 +17,18 @@ from napari_medcam.zoo import dermo, malaria
 from napari_medcam.zoo._common import SEED0
 
 N_CASES = 12
+ALL_FRESH = zoo.FRESH + zoo.FRESH2
+CHANNELS = {"ct-nodule": 1}  # greyscale; every other fresh entry is RGB
 
 
 @pytest.fixture(scope="module")
 def classifiers() -> dict[str, Classifier]:
-    return {name: zoo.load(name) for name in zoo.FRESH}
+    return {name: zoo.load(name) for name in ALL_FRESH}
 
 
 @pytest.fixture(scope="module")
 def eval_cases() -> dict[str, list[zoo.ZooCase]]:
-    return {name: zoo.cases(name, n=N_CASES, split="eval") for name in zoo.FRESH}
+    return {name: zoo.cases(name, n=N_CASES, split="eval") for name in ALL_FRESH}
 
 
 def _probs(clf: Classifier, images: list[np.ndarray]) -> np.ndarray:
@@ -46,12 +49,12 @@ def test_fresh_entries_are_held_out():
         assert f"{entry.heldout_accuracy:.3f}" in zoo.MODULES[name].__doc__
 
 
-@pytest.mark.parametrize("name", zoo.FRESH)
+@pytest.mark.parametrize("name", ALL_FRESH)
 def test_fresh_entry_loads_frozen(name, classifiers):
     entry, clf = zoo.ZOO[name], classifiers[name]
     assert tuple(clf.class_names) == entry.class_names
     assert clf.input_size == entry.input_size == (128, 128)
-    assert clf.channels == 3
+    assert clf.channels == CHANNELS.get(name, 3)
     assert not any(p.requires_grad for p in clf.module.parameters())
     assert not clf.module.training
     weights = resources.files("napari_medcam.zoo") / "weights" / f"{name}.pt"
@@ -60,13 +63,15 @@ def test_fresh_entry_loads_frozen(name, classifiers):
     assert ckpt["heldout_accuracy"] == pytest.approx(entry.heldout_accuracy, abs=5e-4)
 
 
-@pytest.mark.parametrize("name", zoo.FRESH)
+@pytest.mark.parametrize("name", ALL_FRESH)
 def test_fresh_eval_cases_are_positive_within_the_stated_size(name, eval_cases):
     entry, cases = zoo.ZOO[name], eval_cases[name]
     assert len(cases) == N_CASES
     for case in cases:
         assert case.label == case.target == entry.target == 1
-        assert case.image.dtype == np.uint8 and case.image.shape == (128, 128, 3)
+        channels = CHANNELS.get(name, 3)
+        shape = (128, 128) if channels == 1 else (128, 128, channels)
+        assert case.image.dtype == np.uint8 and case.image.shape == shape
         assert case.reference.dtype == bool and case.reference.shape == (128, 128)
         assert 0 < case.reference.mean() <= entry.max_reference_fraction
     again = zoo.cases(name, n=2, split="eval")
@@ -74,13 +79,13 @@ def test_fresh_eval_cases_are_positive_within_the_stated_size(name, eval_cases):
     assert all(np.array_equal(a.reference, b.reference) for a, b in zip(again, cases[:2]))
 
 
-@pytest.mark.parametrize("name", zoo.FRESH)
+@pytest.mark.parametrize("name", ALL_FRESH)
 def test_fresh_classifier_predicts_the_target_on_most_eval_cases(name, classifiers, eval_cases):
     pred = _probs(classifiers[name], [c.image for c in eval_cases[name]]).argmax(1)
     assert np.mean(pred == zoo.ZOO[name].target) >= 0.8
 
 
-@pytest.mark.parametrize("name", zoo.FRESH)
+@pytest.mark.parametrize("name", ALL_FRESH)
 def test_fresh_classifier_calls_eval_negatives_negative(name, classifiers):
     mod = zoo.MODULES[name]
     negatives = [mod.sample(SEED0["eval"] + i, 0, "eval") for i in range(8)]
@@ -89,7 +94,7 @@ def test_fresh_classifier_calls_eval_negatives_negative(name, classifiers):
     assert np.mean(pred == 0) >= 0.8
 
 
-@pytest.mark.parametrize("name", zoo.FRESH)
+@pytest.mark.parametrize("name", ALL_FRESH)
 def test_fresh_splits_are_disjoint(name):
     mod = zoo.MODULES[name]
     train = mod.sample(SEED0["train"], 1, "train")[0]

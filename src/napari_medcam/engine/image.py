@@ -35,7 +35,7 @@ from napari_medcam.engine.prepare import prepare_input, resize, resolve_device
 from napari_medcam.engine.scoring import evaluate_mask
 from napari_medcam.engine.summary import summarise
 from napari_medcam.engine.tiles import Tiles, select_tiles
-from napari_medcam.engine.verdict import tile_record, tile_verdict
+from napari_medcam.engine.verdict import tile_facts, tile_record, tile_verdict
 from napari_medcam.tiling import Stitcher
 
 # a tile's tensors, dropped once stitched (its facts — verdict, confidences — are kept)
@@ -61,18 +61,7 @@ def _explain_batch(
     for i in range(len(x)):
         t = int(probs[i].argmax()) if target is None else target
         absence = choose_absence(x[i : i + 1], classifier, t, config, tissue)
-        facts.append(
-            {
-                "target": t,
-                "probabilities": probs[i].tolist(),
-                "absence": absence,
-                "baseline": absence.name,
-                "absence_report": absence.candidates,
-                "problem": absence.problem,
-                "steps": 0,
-                "history": [],
-            }
-        )
+        facts.append(tile_facts(t, probs[i].tolist(), absence))
     todo = [i for i, f in enumerate(facts) if not f["problem"]]
     cfg = config
     for attempt in range(config.retries + 1):

@@ -244,10 +244,9 @@ class _Run:
     def _backgrounds(self, step: int, k: int) -> torch.Tensor:
         """``k`` checked backgrounds per tile, rotating through each tile's pool."""
         out = []
-        for a in self.absences:
-            pool = a.backgrounds if len(a.backgrounds) else a.baseline
-            idx = [(step * k + j) % len(pool) for j in range(k)]
-            out.append(pool[idx])
+        for check in self.checks:
+            idx = [(step * k + j) % len(check.pool) for j in range(k)]
+            out.append(check.pool[idx])
         return torch.cat(out)
 
     def phase(self, mask_logits, opt, lr, steps, states, offset, tile, tiles, total):

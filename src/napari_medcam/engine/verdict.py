@@ -25,6 +25,21 @@ from napari_medcam.engine.config import MedCAMConfig
 ROBUST_MIN = 0.5  # the robust confidence a valid mask needs (as during optimisation)
 
 
+def tile_facts(target: int, probabilities: list[float], absence: Any) -> dict[str, Any]:
+    """A tile's facts before any mask: what the verdict reads, in one shape for the
+    per-image and the amortised engine (masks, ``eval`` and ``area`` are added later)."""
+    return {
+        "target": target,
+        "probabilities": probabilities,
+        "absence": absence,
+        "baseline": absence.name,
+        "absence_report": absence.candidates,
+        "problem": absence.problem,
+        "steps": 0,
+        "history": [],
+    }
+
+
 def _failure(facts: dict[str, Any], config: MedCAMConfig, name: str) -> str:
     """Why the mask itself fails the checks ("" when it passes them)."""
     ev = facts["eval"]

@@ -41,7 +41,7 @@ from napari_medcam.engine.prune import PoolCheck, prune_mask
 from napari_medcam.engine.scoring import evaluate_mask
 from napari_medcam.engine.summary import summarise
 from napari_medcam.engine.tiles import Tiles
-from napari_medcam.engine.verdict import tile_record, tile_verdict
+from napari_medcam.engine.verdict import tile_facts, tile_record, tile_verdict
 from napari_medcam.tiling import MIN_TISSUE_FRACTION, Stitcher
 
 
@@ -66,21 +66,9 @@ def _facts(
 ) -> dict[str, Any]:
     """One tile's facts, as `tile_verdict` reads them, for a given soft mask."""
     hard = (soft > config.threshold).float()
-    f = {
-        "target": target,
-        "probabilities": probs,
-        "absence": absence,
-        "baseline": absence.name,
-        "absence_report": absence.candidates,
-        "problem": absence.problem,
-        "steps": 0,
-        "history": [],
-        "soft": soft,
-        "hard": hard,
-        # no optimisation ran: the verdict's checks on the binary mask decide alone
-        "found_valid": True,
-        "area": float(hard.mean()),
-    }
+    f = tile_facts(target, probs, absence)
+    # no optimisation ran: the verdict's checks on the binary mask decide alone
+    f.update(soft=soft, hard=hard, found_valid=True, area=float(hard.mean()))
     if not absence.problem:
         f["eval"] = evaluate_mask(x, hard, classifier, target, absence, config)
     else:
@@ -109,11 +97,17 @@ def explain_batch(
 ) -> Generator[ProgressEvent, None, list[dict[str, Any]]]:
     """Mask, judge and (``refine`` > 0) repair a batch; one facts dict per input."""
     soft = explainer.masks(x, targets, classifier)
-    # the absence without its optimisation pool: the verdict draws its own backgrounds
-    quick = config.replace(n_backgrounds=0)
+    cfg = config.replace(refine_steps=refine)
+    # one absence per tile; its optimisation pool only when refining (the verdict draws
+    # its own backgrounds)
+    absences = [
+        choose_absence(
+            x[i : i + 1], classifier, t, cfg if refine else cfg.replace(n_backgrounds=0), tissue
+        )
+        for i, t in enumerate(targets)
+    ]
     facts = []
-    for i, t in enumerate(targets):
-        absence = choose_absence(x[i : i + 1], classifier, t, quick, tissue)
+    for i, (t, absence) in enumerate(zip(targets, absences)):
         f = _facts(x[i : i + 1], soft[i : i + 1], classifier, t, probs[i], config, absence)
         f["verdict"] = tile_verdict(f, config, classifier.class_names[t])
         f["refined"] = f["pruned"] = False
@@ -121,17 +115,13 @@ def explain_batch(
         facts.append(f)
     if not refine:
         return facts
-    cfg = config.replace(refine_steps=refine)
-    absences = {
-        i: choose_absence(x[i : i + 1], classifier, t, cfg, tissue)
-        for i, t in enumerate(targets)
-        if not facts[i]["problem"]
-    }
     # the per-image goal (the tolerance, on the absence and the whole pool): a mask
     # that meets it is pruned; one that does not is optimised, as per-image would
     objective = Objective(cfg, [probs[i][t] for i, t in enumerate(targets)])
     todo = []
-    for i, absence in absences.items():
+    for i, absence in enumerate(absences):
+        if facts[i]["problem"]:
+            continue
         check = PoolCheck(
             x[i : i + 1], classifier.module, targets[i], absence, partial(objective.meets, i)
         )
