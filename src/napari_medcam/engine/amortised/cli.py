@@ -118,6 +118,7 @@ def run_fit(args: argparse.Namespace) -> int:
             seed=args.seed,
             level=args.level,
             per_slide=args.per_slide,
+            background_class=args.background_class,
         )
     finally:
         sys.stderr.write("\n")
@@ -148,6 +149,11 @@ def add_fit_parser(sub: Any) -> None:
     )
     f.add_argument("--level", type=int, default=0, help="slide level to sample tiles at")
     f.add_argument("--per-slide", type=int, default=256, help="tiles sampled per slide")
+    f.add_argument(
+        "--background-class",
+        help="the class of 'nothing found' (e.g. normal): its tiles are left out and its "
+        "masks taught to be empty; on slides it is never explained",
+    )
     f.add_argument("--out", required=True, help="explainer file to write (.pt)")
     f.add_argument("--steps", type=int, default=1500)
     f.add_argument("--batch", type=int, default=8)

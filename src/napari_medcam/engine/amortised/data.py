@@ -35,6 +35,7 @@ class FitTiles:
     probabilities: list[list[float]]
     absence_names: list[str]
     skipped: int  # tiles with no neutral absence: nothing to learn from them
+    background: int = 0  # tiles of the background class: no evidence to learn
 
 
 def _slide_tiles(path: Path, classifier: Classifier, level: int, limit: int) -> list[np.ndarray]:
@@ -96,15 +97,25 @@ def prepare(
     classifier: Classifier,
     config: MedCAMConfig,
     device: torch.device,
+    background: int | None = None,
 ) -> Generator[int, None, FitTiles]:
-    """Classify each image and choose its absence; yields the count done, returns `FitTiles`."""
+    """Classify each image and choose its absence; yields the count done, returns `FitTiles`.
+
+    Tiles the classifier gives the ``background`` class ("nothing found") are left
+    out: that class has no evidence to learn (its masks are taught to be empty by the
+    wrong-class examples of the other tiles).
+    """
     xs, bases, pools, targets, probs, names = [], [], [], [], [], []
-    skipped = 0
+    skipped = n_background = 0
     for n, image in enumerate(images, start=1):
         x = prepare_input(np.asarray(image), classifier).to(device)
         with torch.no_grad():
             p = torch.softmax(classifier.module(x), 1)[0]
         t = int(p.argmax())
+        if t == background:
+            n_background += 1
+            yield n
+            continue
         absence = choose_absence(x, classifier, t, config)
         if absence.problem:
             skipped += 1
@@ -120,7 +131,17 @@ def prepare(
         names.append(absence.name)
         yield n
     if not xs:
-        raise ValueError("no tile has a neutral absence: nothing to fit on")
+        why = f" ({n_background} of the background class)" if n_background else ""
+        raise ValueError(
+            f"no tile has evidence to learn and a neutral absence{why}: nothing to fit on"
+        )
     return FitTiles(
-        torch.cat(xs), torch.cat(bases), torch.cat(pools), targets, probs, names, skipped
+        torch.cat(xs),
+        torch.cat(bases),
+        torch.cat(pools),
+        targets,
+        probs,
+        names,
+        skipped,
+        n_background,
     )

@@ -40,7 +40,7 @@ from napari_medcam.engine.prepare import resize, resolve_device
 from napari_medcam.engine.prune import PoolCheck, prune_mask
 from napari_medcam.engine.scoring import evaluate_mask
 from napari_medcam.engine.summary import summarise
-from napari_medcam.engine.tiles import Tiles
+from napari_medcam.engine.tiles import Tiles, blank_class
 from napari_medcam.engine.verdict import tile_facts, tile_record, tile_verdict
 from napari_medcam.tiling import MIN_TISSUE_FRACTION, Stitcher
 
@@ -109,6 +109,11 @@ def explain_batch(
     facts = []
     for i, (t, absence) in enumerate(zip(targets, absences)):
         f = _facts(x[i : i + 1], soft[i : i + 1], classifier, t, probs[i], config, absence)
+        if t == explainer.background_class:  # fitted to show nothing for it: say so
+            f["problem"] = (
+                f"'{classifier.class_names[t]}' is this explainer's background class: it was "
+                "fitted to show no evidence for it (explain it per image instead)"
+            )
         f["verdict"] = tile_verdict(f, config, classifier.class_names[t])
         f["refined"] = f["pruned"] = False
         f["amortised_failed"] = bool(f["verdict"])
@@ -192,9 +197,9 @@ def iter_explain_amortised(
         tissue = tissue.to(dev)
     blank = None
     if tiles.tiled and target is None:  # the class of "nothing here": not a finding
-        with torch.no_grad():
-            zero = torch.zeros((1, classifier.channels, *classifier.input_size), device=dev)
-            blank = int(classifier.module(zero).argmax())
+        blank = exp.background_class
+        if blank is None:
+            blank = blank_class(classifier, dev)
     stitchers: dict[int, Stitcher] = {}
     per_tile: list[dict[str, Any]] = []
     failed: list[tuple[slice, ...]] = []

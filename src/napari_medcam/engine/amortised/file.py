@@ -57,6 +57,12 @@ class Explainer:
         return list(self.metadata["classifier"]["class_names"])
 
     @property
+    def background_class(self) -> int | None:
+        """The class of "nothing found" it was fitted to show no evidence for, if any."""
+        name = self.metadata.get("fit", {}).get("background_class")
+        return None if name is None else self.class_names.index(name)
+
+    @property
     def config(self) -> MedCAMConfig:
         """The configuration it was fitted with (tolerance, absence, thresholds); a knob
         added after the file was written takes the default recipe's (`MedCAMConfig.fast`)."""

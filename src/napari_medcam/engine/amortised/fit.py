@@ -181,6 +181,7 @@ def iter_fit(
     wrong_weight: float = WRONG_WEIGHT,
     warmup_steps: int = WARMUP_STEPS,
     ramp_steps: int = RAMP_STEPS,
+    background_class: str | int | None = None,
 ) -> Generator[FitEvent, None, Explainer]:
     """Fit step by step: yields `FitEvent`s, returns the `Explainer`.
 
@@ -188,7 +189,9 @@ def iter_fit(
     ``network``: the explainer's ``channels``, ``mask_scale``, ``init_fill``,
     ``prior_strength`` (default: the config's). ``wrong_weight``: weight of the
     wrong-class masks' area; ``warmup_steps``/``ramp_steps``: learning-rate warm-up and
-    area-term ramp. A fraction
+    area-term ramp. ``background_class`` (a class name or index, e.g. "normal"): the
+    class of "nothing found" — its tiles are left out and its masks are only taught
+    to be empty (default: every class is fitted for evidence). A fraction
     ``held_out`` of them (at most 64) is set aside before training and only used for
     the held-out quality in ``explainer.metadata["fit"]``. With ``checkpoint`` (a
     path), the state is saved every ``checkpoint_every`` steps and when the generator
@@ -206,11 +209,12 @@ def iter_fit(
     cfg = config or MedCAMConfig.fast()
     if cfg.tolerance is None:
         raise ValueError("fit needs the constrained objective (config.tolerance set)")
+    background = _class_index(classifier, background_class)
     dev = resolve_device(device)
     classifier.to(dev)
     start = time.perf_counter()
     images = read_tiles(tiles, classifier, level=level, per_slide=per_slide)
-    data = yield from _prepared(images, classifier, cfg, dev)
+    data = yield from _prepared(images, classifier, cfg, dev, background)
     fit_idx, held_idx = _split(len(data.targets), held_out, seed)
     if not fit_idx:
         raise ValueError("no fitting tiles left after setting the held-out ones aside")
@@ -244,6 +248,7 @@ def iter_fit(
         "wrong_weight": wrong_weight,
         "warmup_steps": warmup_steps,
         "ramp_steps": ramp_steps,
+        "background_class": background,
         "network": net_cfg,
         "config": cfg.to_dict(),
     }
@@ -318,8 +323,12 @@ def iter_fit(
             "lr": lr,
             "seed": seed,
             "wrong_weight": wrong_weight,
-            "tiles": len(data.targets) + data.skipped,
+            "tiles": len(data.targets) + data.skipped + data.background,
             "tiles_without_absence": data.skipped,
+            "background_class": (
+                None if background is None else classifier.class_names[background]
+            ),
+            "tiles_background_class": data.background,
             "fitting_tiles": len(fit_idx),
             "held_out_tiles": held_idx,
             "classes_fitted": {
@@ -335,8 +344,20 @@ def iter_fit(
     return explainer
 
 
-def _prepared(images, classifier, cfg, dev) -> Generator[FitEvent, None, FitTiles]:
-    gen = prepare(images, classifier, cfg, dev)
+def _class_index(classifier: Classifier, cls: str | int | None) -> int | None:
+    """``cls`` (a class name or index) as an index of ``classifier``'s classes."""
+    if cls is None:
+        return None
+    names = list(classifier.class_names)
+    if isinstance(cls, str) and cls in names:
+        return names.index(cls)
+    if isinstance(cls, int) and not isinstance(cls, bool) and 0 <= cls < len(names):
+        return cls
+    raise ValueError(f"background_class {cls!r} is not one of the classes {names}")
+
+
+def _prepared(images, classifier, cfg, dev, background) -> Generator[FitEvent, None, FitTiles]:
+    gen = prepare(images, classifier, cfg, dev, background)
     try:
         while True:
             done = next(gen)
