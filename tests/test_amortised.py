@@ -179,6 +179,27 @@ def test_fail_closed_and_refine_repairs(explainer, clf):
     assert facts["tiles_fixed_by_refine"] == sum(v["valid"] for v in fixed.tile_verdicts) >= 1
 
 
+def test_background_class_is_left_out_of_the_fit_and_never_shown(clf):
+    """A class of "nothing found" teaches no evidence: its tiles are left out of the
+    fit, a tile of that class gets a verdict that says why it shows nothing, and on a
+    tiled image it is not explained at all (only the other classes are)."""
+    tiles = [colour_tile(500 + i, 1 + i % 2) for i in range(12)]
+    opts = dict(steps=20, device="cpu", batch=4, held_out=0.0, warmup_steps=4, ramp_steps=8)
+    with pytest.raises(ValueError, match="not one of the classes"):
+        fit_explainer(clf, tiles, background_class="blue", **opts)
+    exp = fit_explainer(clf, tiles, background_class="green", **opts)
+    fit = exp.metadata["fit"]
+    assert fit["background_class"] == "green" and exp.background_class == 2
+    assert fit["tiles_background_class"] == 6 and fit["classes_fitted"] == {"red": 6}
+    one = mc.explain(colour_tile(600, 2, 16), clf, explainer=exp, device="cpu")
+    assert not one.valid and not one.mask.any()
+    assert "background class" in one.tile_verdicts[0]["status"]
+    image = np.concatenate([colour_tile(601, 1, 16), colour_tile(602, 2, 16)], 1)
+    both = mc.explain(image, clf, explainer=exp, tile_overlap=0, device="cpu")
+    assert [v["window"][1] for v in both.tile_verdicts] == [0]  # the red tile only
+    assert set(np.unique(both.labels).tolist()) <= {0, 2}  # never the green label (3)
+
+
 def test_killed_fit_resumes_from_its_checkpoint(clf, tmp_path):
     tiles = [colour_tile(300 + i, 1 + i % 2) for i in range(6)]
     ckpt = tmp_path / "fit.ckpt"

@@ -110,6 +110,7 @@ def explain_batch(
     for i, (t, absence) in enumerate(zip(targets, absences)):
         f = _facts(x[i : i + 1], soft[i : i + 1], classifier, t, probs[i], config, absence)
         if t == explainer.background_class:  # fitted to show nothing for it: say so
+            f.update(soft=torch.zeros_like(f["soft"]), hard=torch.zeros_like(f["hard"]), area=0.0)
             f["problem"] = (
                 f"'{classifier.class_names[t]}' is this explainer's background class: it was "
                 "fitted to show no evidence for it (explain it per image instead)"
