@@ -5,8 +5,10 @@
 
 Fitting tiles: the entry's own generator on the ``tune`` seeds (40 000+), every class
 in turn (labels only choose how tiles are made; each tile's target is the classifier's
-own prediction). The amortised benchmark (``benchmarks/amortised.py --classifier NAME``)
-measures on the ``eval`` split (50 000+), which the fit never sees. Killed, it resumes
+own prediction); the entry's negative class (its first) is the background class unless
+``--background-class`` says otherwise. The amortised benchmark
+(``benchmarks/amortised.py --classifier NAME``) measures on the ``eval`` split
+(50 000+), which the fit never sees. Killed, it resumes
 from ``<out>.ckpt``; writes ``<out>.report.json`` and ``<out>.losses.png`` beside the file.
 These explainers are not shipped (they are benchmark artefacts); the demo's is.
 """
@@ -42,12 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--wrong-weight", type=float, default=None, help="default: the fit's own")
+    p.add_argument(
+        "--background-class",
+        help="class of 'nothing found', left out of the fit (default: the entry's negative "
+        "class, its first; 'none' fits every class)",
+    )
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     out = args.out or Path("explainers") / f"{args.entry}.pt"
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     clf = zoo.load(args.entry)
+    background = args.background_class or clf.class_names[0]
     _, _, ckpt = report_paths(out)
     exp = fit_explainer(
         clf,
@@ -59,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         batch=args.batch,
         lr=args.lr,
         checkpoint=ckpt,
+        background_class=None if background == "none" else background,
         **({} if args.wrong_weight is None else {"wrong_weight": args.wrong_weight}),
     )
     exp.metadata["fit"]["command"] = "python scripts/fit_zoo_explainer.py " + " ".join(
