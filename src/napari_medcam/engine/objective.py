@@ -17,7 +17,10 @@ per image and step, GECO-style (Rezende & Viola 2018): ``log μ += rate · c``, 
 ``c`` ∈ [−1, 1] is the constraint's normalised violation (the shortfall of
 log p(target) below the goal, in units of −log tolerance). A satisfied constraint lets
 its multiplier decay (at half the rate), so the area shrinks; a violated one
-raises it until the evidence comes back. The user's one knob is ``tolerance`` ("keep
+raises it until the evidence comes back. Fitting an amortised explainer uses one
+*shared* pair (``shared=True``) stepped by the batch's mean violation, as GECO does for a
+network: a tile's own pair would move only when it is sampled (every ~50 steps), far
+too slowly to stop the area term emptying every mask. The user's one knob is ``tolerance`` ("keep
 ≥ 95 % of the confidence"); ``weight_tv``, ``weight_bin`` and the rates are the
 recipe's, the same for every classifier.
 """
@@ -41,10 +44,13 @@ DECAY = 0.5  # a satisfied constraint relaxes its multiplier at half the rate
 class Objective:
     """Combine one tile's loss terms; adapt its multipliers; say when it meets the goal."""
 
-    def __init__(self, config: MedCAMConfig, originals: Sequence[float]) -> None:
+    def __init__(
+        self, config: MedCAMConfig, originals: Sequence[float], shared: bool = False
+    ) -> None:
         self.cfg = config
         self.constrained = config.tolerance is not None
-        n = len(originals)
+        self.shared = shared
+        n = 1 if shared else len(originals)
         self.log_mu_keep = [math.log(config.multiplier_init)] * n
         self.log_mu_rob = [math.log(config.multiplier_init)] * n
         tol = config.tolerance if self.constrained else 0.0
@@ -73,7 +79,8 @@ class Objective:
             return keep + ramp * minimal + robust, float((keep + minimal + robust).detach())
         minimal = terms["area"] + cfg.weight_tv * terms["tv"] + cfg.weight_bin * terms["bin"]
         keep = MARGIN * terms["margin"] + KEEP_ACT * terms["act"] + KEEP_KL * terms["kl"]
-        mu_k, mu_r = math.exp(self.log_mu_keep[i]), math.exp(self.log_mu_rob[i])
+        k = 0 if self.shared else i
+        mu_k, mu_r = math.exp(self.log_mu_keep[k]), math.exp(self.log_mu_rob[k])
         loss = ramp * minimal + mu_k * keep + mu_r * terms["rob"]
         # ranked on the binary mask the user gets: the soft map's TV favours a blurry
         # coarse blob over a crisp full-resolution mask of the same evidence
@@ -82,17 +89,28 @@ class Objective:
 
     def update(self, i: int, log_p_masked: float, log_p_robust: float) -> None:
         """One dual step for tile ``i`` from this step's (mean) log-probabilities."""
-        if not self.constrained:
+        self.update_batch([i], [log_p_masked], [log_p_robust])
+
+    def update_batch(
+        self, tiles: Sequence[int], log_p_masked: Sequence[float], log_p_robust: Sequence[float]
+    ) -> None:
+        """One dual step for each of ``tiles`` (shared: one step by their mean violation)."""
+        if not self.constrained or not len(tiles):
             return
         rate = self.cfg.multiplier_rate
         lo, hi = (math.log(v) for v in MULTIPLIER_RANGE)
-        for name, logp in (("log_mu_keep", log_p_masked), ("log_mu_rob", log_p_robust)):
-            c = max(-1.0, min(1.0, (self.goal[i] - logp) / self.unit))
-            # slow to relax, quick to defend: a multiplier that falls fast lets the whole
-            # mask cross the threshold at once and the decision is lost
-            step = rate * c if c > 0 else DECAY * rate * c
+        for name, logps in (("log_mu_keep", log_p_masked), ("log_mu_rob", log_p_robust)):
+            cs = [
+                max(-1.0, min(1.0, (self.goal[i] - logp) / self.unit))
+                for i, logp in zip(tiles, logps)
+            ]
+            pairs = [(0, sum(cs) / len(cs))] if self.shared else list(zip(tiles, cs))
             values = getattr(self, name)
-            values[i] = max(lo, min(hi, values[i] + step))
+            for k, c in pairs:
+                # slow to relax, quick to defend: a multiplier that falls fast lets the
+                # whole mask cross the threshold at once and the decision is lost
+                step = rate * c if c > 0 else DECAY * rate * c
+                values[k] = max(lo, min(hi, values[k] + step))
 
     def meets(self, i: int, p_masked: float, p_robust: float, held: bool) -> bool:
         """Whether a step's binary mask reaches the goal (fixed weights: keeps the decision
@@ -103,4 +121,5 @@ class Objective:
         return held and p_masked >= goal and p_robust >= goal
 
     def multipliers(self, i: int) -> dict[str, float]:
-        return {"mu_keep": math.exp(self.log_mu_keep[i]), "mu_rob": math.exp(self.log_mu_rob[i])}
+        k = 0 if self.shared else i
+        return {"mu_keep": math.exp(self.log_mu_keep[k]), "mu_rob": math.exp(self.log_mu_rob[k])}

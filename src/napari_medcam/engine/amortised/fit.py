@@ -4,7 +4,8 @@ Each step takes a batch of fitting tiles, asks the network for each tile's mask 
 the class the frozen classifier gives it, and minimises exactly the per-image loss
 (`napari_medcam.engine.objective.Objective`, `losses`): area + TV + binarisation
 subject to keeping ≥ ``tolerance`` of the confidence on the tile's absence and on
-random backgrounds around it, one pair of GECO multipliers per fitting tile. Each
+random backgrounds around it, with one pair of GECO multipliers shared by every tile
+and stepped by each batch's mean violation (`Objective` with ``shared=True``). Each
 tile also gives a *wrong-class* example: the mask for a class the classifier did not
 give it is pushed to empty, so that a class absent from a tile gets no evidence.
 The classifier stays frozen (never trained jointly: the mask would then encode the
@@ -113,6 +114,7 @@ def _step_loss(
     alphas = _layer_weights(cfg, len(layers))
     total = soft.new_zeros(())
     record = {"area": 0.0, "masked": 0.0, "kept": 0.0, "wrong_area": 0.0}
+    logps: list[tuple[float, float]] = []
     for j, i in enumerate(idx):
         one, t = slice(j, j + 1), targets[j]
         rob = logits_r[j * k : (j + 1) * k]
@@ -133,10 +135,11 @@ def _step_loss(
         with torch.no_grad():
             logp_m = float(torch.log_softmax(logits_e[j], 0)[t])
             p_rob = float(torch.softmax(rob, 1)[:, t].mean()) if k else math.exp(logp_m)
-            obj.update(i, logp_m, math.log(max(p_rob, 1e-12)))
+            logps.append((logp_m, math.log(max(p_rob, 1e-12))))
             record["area"] += float(hard[one].mean()) / n
             record["masked"] += math.exp(logp_m) / n
             record["kept"] += float(int(logits_e[j].argmax()) == t) / n
+    obj.update_batch(idx, [m for m, _ in logps], [r for _, r in logps])
     # wrong-class examples: another class's mask on the same tile must be empty
     num = logits_all.shape[1]
     gen = torch.Generator().manual_seed(step)
@@ -237,7 +240,7 @@ def iter_fit(
     ).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     p0 = [data.probabilities[i][data.targets[i]] for i in range(len(data.targets))]
-    obj = Objective(cfg, p0)
+    obj = Objective(cfg, p0, shared=True)
     meta = {
         "classifier": classifier_facts(classifier),
         "tiles": len(data.targets),
@@ -249,6 +252,7 @@ def iter_fit(
         "warmup_steps": warmup_steps,
         "ramp_steps": ramp_steps,
         "background_class": background,
+        "multipliers": "shared",
         "network": net_cfg,
         "config": cfg.to_dict(),
     }
