@@ -89,3 +89,31 @@ def test_feature_distance_floors_silent_channels():
     ref = torch.tensor([[[[0.0, 2.0]], [[0.0, 0.0]]]])
     other = ref + torch.tensor([[[[0.0, 0.0]], [[0.05, 0.05]]]])
     assert losses.feature_distance(ref, other).item() == pytest.approx(0.5, rel=1e-3)
+
+
+def test_shared_multipliers_answer_every_batch_per_tile_ones_only_their_tile():
+    """An amortised fit samples each tile rarely: its shared multiplier must rise at every
+    batch whose masks lose the decision (by the batch's mean violation), while the
+    per-image engine's multipliers stay one per tile."""
+    from napari_medcam.engine.config import MedCAMConfig
+    from napari_medcam.engine.objective import Objective
+
+    cfg = MedCAMConfig.fast()
+    lost, kept = math.log(1e-3), math.log(0.999)  # decision lost / kept on the mask
+    shared = Objective(cfg, [0.99] * 100, shared=True)
+    start = shared.multipliers(0)["mu_keep"]
+    for step in range(5):  # five batches of different tiles, all losing the decision
+        tiles = list(range(8 * step, 8 * step + 8))
+        shared.update_batch(tiles, [lost] * 8, [kept] * 8)
+    assert shared.multipliers(99)["mu_keep"] == pytest.approx(
+        start * math.exp(5 * cfg.multiplier_rate)
+    )
+    assert shared.multipliers(99)["mu_rob"] < start  # the kept constraint relaxes
+    half = Objective(cfg, [0.99] * 2, shared=True)
+    half.update_batch([0, 1], [lost, half.goal[1]], [kept, kept])  # violations 1 and 0
+    assert half.multipliers(1)["mu_keep"] == pytest.approx(
+        start * math.exp(0.5 * cfg.multiplier_rate)
+    )
+    own = Objective(cfg, [0.99] * 100)
+    own.update_batch([0, 1], [lost, lost], [kept, kept])
+    assert own.multipliers(0)["mu_keep"] > start and own.multipliers(99)["mu_keep"] == start

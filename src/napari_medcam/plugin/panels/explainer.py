@@ -57,6 +57,8 @@ def explainer_facts(exp: Any) -> str:
         quality = fit.get("held_out_quality") or {}
         if quality.get("tiles"):
             text += f" · held-out tiles valid: {100 * quality['valid_share']:.0f} %"
+        if fit.get("background_class"):
+            text += f" · background class: {fit['background_class']} (never explained)"
         lines.append(text)
     return "\n".join(lines)
 
@@ -123,13 +125,20 @@ class ExplainerPanel(QGroupBox):
         self.fit_steps = SpinBox(
             label="Fit steps", value=FIT_STEPS, min=1, max=100_000, tooltip="Steps of the fit"
         )
+        self.fit_background = ComboBox(
+            label="Background class",
+            choices=self._background_choices,
+            tooltip="The class of 'nothing found' (e.g. normal tissue): its tiles are left "
+            "out of the fit, its masks learn to be empty, and it is never explained on a "
+            "slide. 'none' fits every class.",
+        )
         self.fit_button = PushButton(text="Fit an explainer on this image…")
         self.fit_progress = ProgressBar(min=0, max=100, value=0, visible=False)
         self.fit_label = Label(value="")
         wrap(self.fit_label)
         form = Container(widgets=[self.choice_combo, self.file_edit, self.refine])
         form.margins = (0, 0, 0, 0)
-        fit_form = Container(widgets=[self.fit_steps])
+        fit_form = Container(widgets=[self.fit_steps, self.fit_background])
         fit_form.margins = (0, 0, 0, 0)
         add_rows(
             self,
@@ -168,12 +177,17 @@ class ExplainerPanel(QGroupBox):
             out.append(("demo (for the demo classifier)", DEMO))
         return [*out, ("file…", FILE)]
 
+    def _background_choices(self, _w: Any = None) -> list[tuple[str, str | None]]:
+        clf = self.classifier_panel.classifier
+        return [("none", None), *((n, n) for n in (clf.class_names if clf else []))]
+
     def refresh(self, _v: Any = None) -> None:
         """The classifier or the choice changed: offer what fits, load the explainer."""
         if self.session.closed:
             return
         with self.choice_combo.changed.blocked():
             self.choice_combo.reset_choices()
+        self.fit_background.reset_choices()
         self.file_edit.visible = self.choice_combo.value == FILE
         self.load()
         if self.explainer is None and self.live.active:
@@ -293,6 +307,7 @@ class ExplainerPanel(QGroupBox):
             config=config,
             path=Path(path),
             steps=int(steps if steps is not None else self.fit_steps.value),
+            background_class=self.fit_background.value,
             device=self.settings.device_combo.value,
             threads=self.settings.threads,
         )
