@@ -1,7 +1,7 @@
 """Fit the packaged demo explainer (``mc.load_explainer("demo")``).
 
     OMP_NUM_THREADS=2 python scripts/fit_demo_explainer.py [--steps 600] [--tiles 256]
-        [--slide-seeds 1 2] [--per-slide 128] [--randomise-top 0]
+        [--slide-seeds 1 2] [--per-slide 128] [--randomise-top 0] [--mask-scale 0.25]
         [--out src/napari_medcam/engine/amortised/weights/demo.pt]
 
 Fitting tiles, all decided before anything is measured and used by nothing else:
@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-slide", type=int, default=128)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--randomise-top", type=int, default=0)
+    p.add_argument(
+        "--mask-scale", type=float, default=None, help="mask resolution (default: the config's)"
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
     if 0 in args.slide_seeds:
@@ -77,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             batch=args.batch,
             checkpoint=ckpt,
             per_slide=args.per_slide,
+            network=None if args.mask_scale is None else {"mask_scale": args.mask_scale},
             # a randomised model's classes mean nothing: every class is fitted then
             background_class=None if args.randomise_top else "normal",
         )

@@ -26,6 +26,7 @@ import napari_medcam as mc
 from napari_medcam import zoo
 from napari_medcam.engine.amortised.cli import _Bar, report_paths, write_report
 from napari_medcam.engine.amortised.fit import fit_explainer
+from napari_medcam.metrics import randomise_top_layers
 from napari_medcam.zoo._common import SEED0
 
 
@@ -49,6 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         help="class of 'nothing found', left out of the fit (default: the entry's negative "
         "class, its first; 'none' fits every class)",
     )
+    p.add_argument(
+        "--randomise-top",
+        type=int,
+        default=0,
+        help="fit for the classifier with its top N layers re-initialised (the "
+        "randomisation check; every class fitted: a random model's classes mean nothing)",
+    )
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     out = args.out or Path("explainers") / f"{args.entry}.pt"
@@ -56,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     clf = zoo.load(args.entry)
     background = args.background_class or clf.class_names[0]
+    if args.randomise_top:
+        clf, background = randomise_top_layers(clf, args.randomise_top), "none"
     _, _, ckpt = report_paths(out)
     exp = fit_explainer(
         clf,
@@ -74,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv[1:] if argv is None else argv
     )
     exp.metadata["fit"]["tile_seeds"] = f"{args.entry} tune split, seeds {SEED0['tune']}+"
+    exp.metadata["fit"]["randomised_top_layers"] = args.randomise_top
     exp.save(out)
     ckpt.unlink(missing_ok=True)
     for path in write_report(exp, out):
