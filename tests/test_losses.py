@@ -93,9 +93,8 @@ def test_feature_distance_floors_silent_channels():
 
 def test_shared_multipliers_answer_every_batch_per_tile_ones_only_their_tile():
     """An amortised fit samples each tile rarely: its shared multiplier must rise at every
-    batch whose masks lose the decision (by the batch's median violation, so that a few
-    hopeless tiles cannot raise it for ever), while the per-image engine's multipliers
-    stay one per tile."""
+    batch whose masks lose the decision (by the batch's mean violation), while the
+    per-image engine's multipliers stay one per tile."""
     from napari_medcam.engine.config import MedCAMConfig
     from napari_medcam.engine.objective import Objective
 
@@ -115,9 +114,6 @@ def test_shared_multipliers_answer_every_batch_per_tile_ones_only_their_tile():
     assert half.multipliers(1)["mu_keep"] == pytest.approx(
         start * math.exp(0.5 * cfg.multiplier_rate)
     )
-    few = Objective(cfg, [0.99] * 8, shared=True)  # two hopeless tiles in a batch of 8
-    few.update_batch(list(range(8)), [lost] * 2 + [kept] * 6, [kept] * 8)
-    assert few.multipliers(0)["mu_keep"] < start
     own = Objective(cfg, [0.99] * 100)
     own.update_batch([0, 1], [lost, lost], [kept, kept])
     assert own.multipliers(0)["mu_keep"] > start and own.multipliers(99)["mu_keep"] == start

@@ -5,7 +5,7 @@ the class the frozen classifier gives it, and minimises exactly the per-image lo
 (`napari_medcam.engine.objective.Objective`, `losses`): area + TV + binarisation
 subject to keeping ≥ ``tolerance`` of the confidence on the tile's absence and on
 random backgrounds around it, with one pair of GECO multipliers shared by every tile
-and stepped by each batch's median violation (`Objective` with ``shared=True``). Each
+and stepped by each batch's mean violation (`Objective` with ``shared=True``). Each
 tile also gives a *wrong-class* example: the mask for a class the classifier did not
 give it is pushed to empty, so that a class absent from a tile gets no evidence.
 The classifier stays frozen (never trained jointly: the mask would then encode the
