@@ -1,6 +1,6 @@
 """Fit the packaged demo explainer (``mc.load_explainer("demo")``).
 
-    OMP_NUM_THREADS=2 python scripts/fit_demo_explainer.py [--steps 600] [--tiles 256]
+    OMP_NUM_THREADS=2 python scripts/fit_demo_explainer.py [--steps 600] [--tiles 512]
         [--slide-seeds 1 2] [--per-slide 128] [--randomise-top 0] [--mask-scale 0.25]
         [--out src/napari_medcam/engine/amortised/weights/demo.pt]
 
@@ -46,7 +46,7 @@ DEFAULT_OUT = Path(__file__).parents[1] / "src/napari_medcam/engine/amortised/we
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--tiles", type=int, default=256)
+    p.add_argument("--tiles", type=int, default=512)
     p.add_argument("--slide-seeds", type=int, nargs="*", default=[1, 2])
     p.add_argument("--per-slide", type=int, default=128)
     p.add_argument("--batch", type=int, default=8)
