@@ -96,6 +96,7 @@ def randomisation_only(args: argparse.Namespace) -> None:
         "randomisation": "refitted explainer: " + args.randomised_explainer,
         "tiles": len(sanity),
         "randomisation_spearman_median": float(np.median(sanity)),
+        "randomisation_spearman_mean": float(np.mean(sanity)),
         "refitted_maps_constant": flat,
     }
     print(json.dumps(result, indent=1))
