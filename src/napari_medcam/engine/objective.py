@@ -18,10 +18,12 @@ per image and step, GECO-style (Rezende & Viola 2018): ``log μ += rate · c``, 
 log p(target) below the goal, in units of −log tolerance). A satisfied constraint lets
 its multiplier decay (at half the rate), so the area shrinks; a violated one
 raises it until the evidence comes back. Fitting an amortised explainer uses one
-*shared* pair (``shared=True``) stepped by the batch's mean violation, as GECO does for a
-network: a tile's own pair would move only when it is sampled (every ~50 steps), far
-too slowly to stop the area term emptying every mask. The user's one knob is ``tolerance`` ("keep
-≥ 95 % of the confidence"); ``weight_tv``, ``weight_bin`` and the rates are the
+*shared* pair (``shared=True``) stepped by the batch's mean violation, as GECO does
+for a network: a tile's own pair would move only when it is sampled (every ~50
+steps), far too slowly to stop the area term emptying every mask. (Tiles that can
+never meet the goal keep the shared pair rising, so masks grow with the fit's length:
+the fit's step count is part of the recipe; BENCHMARKS.md.) The user's one knob is
+``tolerance`` ("keep ≥ 95 % of the confidence"); ``weight_tv``, ``weight_bin`` and the rates are the
 recipe's, the same for every classifier.
 """
 
