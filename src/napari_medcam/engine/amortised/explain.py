@@ -11,9 +11,11 @@ that fails its verdict or misses the goal is optimised per image for at most N
 full-resolution steps starting from the amortised mask (warm start), one that meets it
 is pruned to the pixels the goal needs (`napari_medcam.engine.prune`); both are judged
 again, and a refinement never replaces a mask that passed with one that fails.
-Every class the classifier finds (except the class it gives a blank image, on a
-tiled image) is explained in the same pass: ``labels`` holds class index + 1 per pixel
-(`napari_medcam.engine.amortised.labels`).
+Every class the classifier finds (except, on a tiled image, the explainer's
+background class, or the class the classifier gives a blank image when it has none)
+is explained in the same pass (``labels`` holds class index + 1 per pixel,
+`napari_medcam.engine.amortised.labels`); a tile of the background class shows
+nothing and its verdict says why.
 """
 
 from __future__ import annotations
