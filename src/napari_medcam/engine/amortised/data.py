@@ -145,3 +145,15 @@ def prepare(
         skipped,
         n_background,
     )
+
+
+def class_index(classifier: Classifier, cls: str | int | None) -> int | None:
+    """``cls`` (a class name or index; None: none) as an index of ``classifier``'s classes."""
+    if cls is None:
+        return None
+    names = list(classifier.class_names)
+    if isinstance(cls, str) and cls in names:
+        return names.index(cls)
+    if isinstance(cls, int) and not isinstance(cls, bool) and 0 <= cls < len(names):
+        return cls
+    raise ValueError(f"background_class {cls!r} is not one of the classes {names}")

@@ -28,7 +28,7 @@ import torch
 
 from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.engine import losses
-from napari_medcam.engine.amortised.data import FitTiles, prepare, read_tiles
+from napari_medcam.engine.amortised.data import FitTiles, class_index, prepare, read_tiles
 from napari_medcam.engine.amortised.file import Explainer, classifier_facts
 from napari_medcam.engine.amortised.network import ExplainerNet
 from napari_medcam.engine.config import MedCAMConfig
@@ -212,7 +212,7 @@ def iter_fit(
     cfg = config or MedCAMConfig.fast()
     if cfg.tolerance is None:
         raise ValueError("fit needs the constrained objective (config.tolerance set)")
-    background = _class_index(classifier, background_class)
+    background = class_index(classifier, background_class)
     dev = resolve_device(device)
     classifier.to(dev)
     start = time.perf_counter()
@@ -346,18 +346,6 @@ def iter_fit(
     )
     explainer.net.cpu()
     return explainer
-
-
-def _class_index(classifier: Classifier, cls: str | int | None) -> int | None:
-    """``cls`` (a class name or index) as an index of ``classifier``'s classes."""
-    if cls is None:
-        return None
-    names = list(classifier.class_names)
-    if isinstance(cls, str) and cls in names:
-        return names.index(cls)
-    if isinstance(cls, int) and not isinstance(cls, bool) and 0 <= cls < len(names):
-        return cls
-    raise ValueError(f"background_class {cls!r} is not one of the classes {names}")
 
 
 def _prepared(images, classifier, cfg, dev, background) -> Generator[FitEvent, None, FitTiles]:
