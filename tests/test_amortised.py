@@ -200,6 +200,24 @@ def test_background_class_is_left_out_of_the_fit_and_never_shown(clf):
     assert set(np.unique(both.labels).tolist()) <= {0, 2}  # never the green label (3)
 
 
+def test_a_class_that_failed_its_set_aside_tiles_is_a_warning(explainer):
+    """The first demo explainer's report said 'normal': 0 % of 19 set-aside tiles valid
+    (whole-tile masks) and nobody was told: the CLI and the widget now say it, and
+    suggest the background class when none was set."""
+    meta = json.loads(json.dumps(explainer.metadata))
+    meta["fit"]["held_out_quality"]["by_class"] = {
+        "red": {"tiles": 5, "valid_share": 1.0, "median_area": 0.05},
+        "green": {"tiles": 19, "valid_share": 0.0, "median_area": 0.99},
+        "grey": {"tiles": 2, "valid_share": 0.0, "median_area": 1.0},  # too few to say
+    }
+    exp = type(explainer)(explainer.net, meta)
+    (warning,) = exp.warnings()
+    assert warning.startswith("'green' tiles: 0 % of 19 set-aside tiles valid")
+    assert "fit again with it as the background class" in warning
+    meta["fit"]["background_class"] = "grey"
+    assert "background class" not in type(explainer)(explainer.net, meta).warnings()[0]
+
+
 def test_killed_fit_resumes_from_its_checkpoint(clf, tmp_path):
     tiles = [colour_tile(300 + i, 1 + i % 2) for i in range(6)]
     ckpt = tmp_path / "fit.ckpt"

@@ -127,6 +127,8 @@ def run_fit(args: argparse.Namespace) -> int:
     written = write_report(exp, out)
     quality = exp.metadata["fit"]["held_out_quality"]
     print(f"explainer → {out}; held-out: {json.dumps(quality)}")
+    for warning in exp.warnings():
+        print(f"  warning  {warning}")
     for p in written:
         print(f"  report   {p}")
     return 0

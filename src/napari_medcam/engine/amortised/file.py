@@ -72,6 +72,27 @@ class Explainer:
                 cfg[key] = tuple(cfg[key])
         return MedCAMConfig(**cfg)
 
+    def warnings(self) -> list[str]:
+        """What its fit report says a user must know: classes that failed on the tiles
+        set aside before fitting (fewer than half valid, from at least 3 tiles)."""
+        fit = self.metadata.get("fit") or {}
+        by_class = (fit.get("held_out_quality") or {}).get("by_class") or {}
+        out = []
+        for name, q in by_class.items():
+            if q["tiles"] >= 3 and q["valid_share"] < 0.5:
+                out.append(
+                    f"'{name}' tiles: {100 * q['valid_share']:.0f} % of {q['tiles']} set-aside "
+                    f"tiles valid (median area {100 * q['median_area']:.0f} %): expect its "
+                    "tiles to fail their check"
+                    + (
+                        ""
+                        if fit.get("background_class")
+                        else f"; if '{name}' means 'nothing found', fit again with it as the "
+                        "background class"
+                    )
+                )
+        return out
+
     def check(self, classifier: Classifier) -> None:
         """Raise ValueError unless ``classifier`` is the one this explainer was fitted for."""
         want = self.metadata["classifier"]

@@ -60,6 +60,7 @@ def explainer_facts(exp: Any) -> str:
         if fit.get("background_class"):
             text += f" · background class: {fit['background_class']} (never explained)"
         lines.append(text)
+    lines += [f"⚠ {w}" for w in exp.warnings()]
     return "\n".join(lines)
 
 
