@@ -28,20 +28,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def peak_rss(cmd: list[str]) -> tuple[float, float, int, str]:
-    """(peak MiB, seconds, exit code, stdout) of a command."""
+    """(peak MiB, seconds, exit code, stdout) of a command.
+
+    Its output goes to temporary files, not pipes: a command that writes more than a
+    pipe holds (64 KiB of warnings or progress) would otherwise block for ever while
+    this loop only polls.
+    """
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ps = psutil.Process(proc.pid)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(True))
-            peak = max(peak, rss)
-        except psutil.Error:
-            pass
-        time.sleep(0.05)
-    out, err = proc.communicate()
-    return peak / 2**20, time.perf_counter() - t, proc.returncode, out or err
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        ps = psutil.Process(proc.pid)
+        peak = 0
+        while proc.poll() is None:
+            try:
+                rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(True))
+                peak = max(peak, rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+        out.seek(0)
+        err.seek(0)
+        text = out.read() or err.read()
+    return peak / 2**20, time.perf_counter() - t, proc.returncode, text
 
 
 def main() -> None:
