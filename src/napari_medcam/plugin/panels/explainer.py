@@ -54,6 +54,10 @@ def explainer_facts(exp: Any) -> str:
     fit = meta.get("fit") or {}
     if fit:
         text = f"fitted on {fit.get('tiles', '?')} tiles, {fit.get('steps', '?')} steps"
+        if fit.get("tiles_background_class"):
+            text += (
+                f" ({fit['tiles_background_class']} of class {fit['background_class']} left out)"
+            )
         quality = fit.get("held_out_quality") or {}
         if quality.get("tiles"):
             text += f" · held-out tiles valid: {100 * quality['valid_share']:.0f} %"
