@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -109,14 +110,16 @@ def explain_batch(
         for i, t in enumerate(targets)
     ]
     facts = []
+    for i, t in enumerate(targets):
+        if t == explainer.background_class:  # fitted to show nothing for it: say so
+            soft[i] = 0.0
+            absences[i] = replace(
+                absences[i],
+                problem=f"'{classifier.class_names[t]}' is this explainer's background class: "
+                "it was fitted to show no evidence for it (explain it per image instead)",
+            )
     for i, (t, absence) in enumerate(zip(targets, absences)):
         f = _facts(x[i : i + 1], soft[i : i + 1], classifier, t, probs[i], config, absence)
-        if t == explainer.background_class:  # fitted to show nothing for it: say so
-            f.update(soft=torch.zeros_like(f["soft"]), hard=torch.zeros_like(f["hard"]), area=0.0)
-            f["problem"] = (
-                f"'{classifier.class_names[t]}' is this explainer's background class: it was "
-                "fitted to show no evidence for it (explain it per image instead)"
-            )
         f["verdict"] = tile_verdict(f, config, classifier.class_names[t])
         f["refined"] = f["pruned"] = False
         f["amortised_failed"] = bool(f["verdict"])
