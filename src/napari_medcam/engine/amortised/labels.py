@@ -29,6 +29,9 @@ def combine_labels(
 
     A pixel's label is the class with the highest blended soft mask above the
     threshold (class index + 1; 0: no evidence); failed tiles' windows hold nothing.
+    ``soft`` is that highest soft mask everywhere, below the threshold too, as the
+    per-image engine's: it ranks every pixel (deletion and insertion curves, the
+    pointing game read it), and thresholding it gives exactly ``mask``.
     """
     from napari_medcam.tiling import IN_MEMORY_PIXELS
 
@@ -41,7 +44,8 @@ def combine_labels(
         best = np.zeros(shape, np.float32)
         for c, s in zip(classes, results):
             win = (s > config.threshold) & (s > best)
-            labels[win], best[win] = c + 1, s[win]
+            labels[win] = c + 1
+            np.maximum(best, s, out=best)
         for w in failed:
             labels[w], best[w] = 0, 0.0
         mask = labels > 0
@@ -57,7 +61,8 @@ def combine_labels(
         for c, s in zip(classes, results):
             v = np.asarray(s[block])
             win = (v > config.threshold) & (v > top)
-            lab[win], top[win] = c + 1, v[win]
+            lab[win] = c + 1
+            np.maximum(top, v, out=top)
         labels[block], mask[block], best[block] = lab, lab > 0, top
     for w in failed:
         labels[w], mask[w], best[w] = 0, False, 0.0
