@@ -128,6 +128,9 @@ def test_multi_class_one_pass_labels_tiff_and_geojson(explainer, clf, tmp_path):
     assert set(np.unique(labels[:, :64])) == {0, 2} and set(np.unique(labels[:, 128:])) == {0, 3}
     assert not labels[:, 64:128].any()
     assert np.array_equal(exp.mask, labels > 0)
+    soft = np.asarray(exp.soft_mask)  # the explainer's whole map, as per-image's: it ranks
+    assert np.array_equal(soft > explainer.config.threshold, exp.mask)  # every pixel, and
+    assert ((soft > 0) & ~exp.mask).any()  # thresholding it gives exactly the mask
     red_sq = np.all(image == (230, 40, 40), -1)
     assert (labels[red_sq] == 2).mean() > 0.5  # the evidence is on the red square
     written = write_mask(
@@ -166,6 +169,7 @@ def test_fail_closed_and_refine_repairs(explainer, clf):
     image = np.concatenate([colour_tile(201, 1, 16), colour_tile(202, 2, 16)], 1)
     plain = mc.explain(image, clf, explainer=broken, tile_overlap=0, device="cpu")
     assert not plain.valid and not plain.mask.any() and plain.labels.max() == 0
+    assert not np.asarray(plain.soft_mask).any()  # a failed tile shows no soft map either
     assert all(not v["valid"] and "empty" in v["status"] for v in plain.tile_verdicts)
     facts = plain.provenance["explainer"]
     assert facts["tiles_failed_amortised"] == 2 and facts["tiles_refined"] == 0
