@@ -22,6 +22,7 @@ from napari_medcam.engine.amortised import (
     load_explainer,
 )
 from napari_medcam.io import write_mask
+from napari_medcam.io_geojson import class_rgb
 
 from .toys import MEAN, STD, _Unit, red_counter
 
@@ -148,6 +149,9 @@ def test_multi_class_one_pass_labels_tiff_and_geojson(explainer, clf, tmp_path):
     features = json.loads(written[1].read_text())["features"]
     names = {f["properties"]["classification"]["name"] for f in features}
     assert names == {"red", "green"}
+    for f in features:  # QuPath shows each class in napari's colour for it (one palette)
+        label = f["properties"]["label"]
+        assert f["properties"]["classification"]["color"] == class_rgb(label - 1)
     assert {f["properties"]["label"] for f in features} == {2, 3}
     red_x = [
         pt[0]
@@ -198,10 +202,27 @@ def test_background_class_is_left_out_of_the_fit_and_never_shown(clf):
     one = mc.explain(colour_tile(600, 2, 16), clf, explainer=exp, device="cpu")
     assert not one.valid and not one.mask.any()
     assert "background class" in one.tile_verdicts[0]["status"]
+    assert one.label_classes == {}  # no pixel of any class: no class listed
     image = np.concatenate([colour_tile(601, 1, 16), colour_tile(602, 2, 16)], 1)
     both = mc.explain(image, clf, explainer=exp, tile_overlap=0, device="cpu")
     assert [v["window"][1] for v in both.tile_verdicts] == [0]  # the red tile only
     assert set(np.unique(both.labels).tolist()) <= {0, 2}  # never the green label (3)
+    # every tissue tile is in the tile map, explained or not: the green one is not
+    # "no tissue"
+    assert [(c["window"][1], c["class"]) for c in both.tile_classes] == [(0, "red"), (64, "green")]
+    # one pass, no refine: the result does not claim a refinement or pruning that never ran
+    assert both.config["refine_steps"] == 0 and not both.config["prune"]
+    assert "refined" not in both.provenance["mask_resolution"]
+    assert "pruned" not in both.provenance["mask_resolution"]
+    greens = np.concatenate([colour_tile(603, 2, 16), colour_tile(604, 2, 16)], 1)
+    none = mc.explain(greens, clf, explainer=exp, tile_overlap=0, device="cpu")
+    assert not none.valid and not none.tile_verdicts and not none.label_classes
+    assert none.status == (
+        "every tissue tile is classified 'green', this explainer's background class: "
+        "nothing to explain"
+    )
+    red = mc.explain(colour_tile(605, 1, 16), clf, explainer=exp, device="cpu", target="green")
+    assert red.status.startswith("the image is classified 'red', not 'green'")
 
 
 def test_a_class_that_failed_its_set_aside_tiles_is_a_warning(explainer):
@@ -314,3 +335,30 @@ def test_shipped_demo_explainer_loads_offline_and_refuses_other_classifiers():
     assert res.label_classes == {2: "lesion"} or not res.valid
     with pytest.raises(ValueError, match="fitted for classifier 'demo-tissue'"):
         load_explainer("demo", red_counter())
+
+
+def test_one_small_image_soft_map_thresholds_to_its_mask(explainer, clf):
+    """An image smaller than the input is one tile: its mask is the binary mask resized
+    exactly, and its soft map must threshold to that mask, rim included."""
+    img = colour_tile(700, 0)[:40, :40].copy()
+    img[10:24, 12:26] = (230, 40, 40)
+    exp = mc.explain(img, clf, explainer=explainer, device="cpu")
+    assert exp.mask.any()
+    assert np.array_equal(np.asarray(exp.soft_mask) > explainer.config.threshold, exp.mask)
+
+
+def test_bad_explainer_input_is_a_clear_error(explainer, clf, tmp_path):
+    path = explainer.save(tmp_path / "colour.pt")
+    blob = torch.load(path, weights_only=True)
+    del blob["metadata"]["network"]
+    torch.save(blob, tmp_path / "edited.pt")
+    with pytest.raises(ValueError, match="not a usable explainer file"):
+        load_explainer(tmp_path / "edited.pt", clf)
+    blob = torch.load(path, weights_only=True)
+    blob["state_dict"] = {k: v[..., :1] for k, v in blob["state_dict"].items()}
+    torch.save(blob, tmp_path / "damaged.pt")
+    with pytest.raises(ValueError, match="not a usable explainer file"):
+        load_explainer(tmp_path / "damaged.pt", clf)
+    for refine in ("2", 2.5, True, -1):
+        with pytest.raises(ValueError, match="whole number of steps"):
+            mc.explain(colour_tile(1, 1), clf, explainer=explainer, device="cpu", refine=refine)

@@ -235,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="with --explainer: optimise tiles whose mask fails its verdict for ≤ N steps",
+        help="with --explainer: hold every tile to the per-image goal; a mask that fails "
+        "its verdict or misses the goal is optimised for ≤ N steps from it, one that meets "
+        "it is pruned",
     )
     e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     e.add_argument("--seed", type=int, default=0)

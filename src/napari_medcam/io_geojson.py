@@ -17,7 +17,17 @@ import numpy as np
 #: QuPath class colour of Med-CAM evidence (the mask's cyan in napari), as QuPath reads it
 QUPATH_COLOR = (0, 229, 255)
 # one colour per class of a label mask (GeoJSON classifications), in label order
-CLASS_COLORS = ((0, 229, 255), (255, 64, 129), (255, 193, 7), (118, 255, 3), (213, 0, 249))
+#: evidence colour per class (class index modulo the list), the same in napari and in
+#: the GeoJSON: bright hues that stay visible on H&E pink/purple and on DAB brown
+CLASS_COLORS = ("#00e5ff", "#39ff14", "#ff3df5", "#ffd400", "#ff7f0e", "#ffffff")
+
+
+def class_rgb(index: int) -> list[int]:
+    """Class ``index``'s evidence colour as QuPath's [r, g, b]."""
+    hex_colour = CLASS_COLORS[int(index) % len(CLASS_COLORS)]
+    return [int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)]
+
+
 #: rows of a (lazy) mask read at a time when turning it into polygons
 POLYGON_BAND = 512
 
@@ -95,13 +105,11 @@ def mask_to_geojson(
     """
     if classes:
         features = []
-        for i, (value, cls) in enumerate(sorted(classes.items())):
+        for value, cls in sorted(classes.items()):
             props = {**(properties or {}), "class_name": cls, "label": int(value)}
             one = mask_to_geojson(_LabelView(mask, int(value)), props, downsample, origin)
-            for feat in one["features"]:
-                feat["properties"]["classification"]["color"] = list(
-                    CLASS_COLORS[i % len(CLASS_COLORS)]
-                )
+            for feat in one["features"]:  # label value - 1 is the class index
+                feat["properties"]["classification"]["color"] = class_rgb(int(value) - 1)
             features += one["features"]
         return {"type": "FeatureCollection", "features": features}
     import shapely

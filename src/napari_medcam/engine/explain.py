@@ -63,7 +63,8 @@ def iter_explain(
     ``explainer`` (an `napari_medcam.engine.amortised.Explainer`, its file, or "demo"):
     one pass of a fitted explainer instead of per-image optimisation, every class found
     when ``target`` is None (`napari_medcam.engine.amortised.explain`); ``refine`` N
-    optimises the tiles whose amortised mask fails its verdict for ≤ N steps from it.
+    holds every tile to the per-image goal: a mask that fails its verdict or misses the
+    goal is optimised for ≤ N steps from it, one that meets it is pruned.
     ``tile_batch``: tiles per batch (default 4; 16 with an explainer). ``tile_overlap``:
     pixels shared by neighbouring tiles (default `napari_medcam.tiling.overlap_for`: 32,
     at most a quarter of the input — the widget counts tiles the same way).

@@ -34,6 +34,7 @@ def summarise(
     n_windows: int,
     dev: torch.device,
     tile_classes: list[dict[str, Any]] | None = None,
+    none_explained: str = "",
 ) -> Explanation:
     """The `Explanation` of what the user sees.
 
@@ -44,7 +45,10 @@ def summarise(
     is in the mask — or over every explained tile when none is valid;
     ``area_fraction`` is the stitched mask's (invalid windows cleared);
     ``tile_verdicts`` has one entry per explained tile, ``tile_classes`` one per
-    tissue tile (what the classifier calls it, explained or not).
+    tissue tile (what the classifier calls it, explained or not). ``none_explained``
+    is the status when no tile was explained (default: no tissue tile shows ``name``).
+    On one tile, ``soft`` is made to threshold to exactly ``mask`` (a smooth resize
+    of the soft map and a nearest one of the binary mask disagree on the rim).
     """
     provenance = {
         "package": "napari-medcam",
@@ -85,8 +89,13 @@ def summarise(
         return Explanation.not_explained(
             **common,
             probabilities=mean_probs or [0.0] * classifier.num_classes,
-            status=f"no tissue tile is classified '{name}'",
+            status=none_explained or f"no tissue tile is classified '{name}'",
         )
+    if n_windows == 1 and isinstance(mask, np.ndarray) and isinstance(soft, np.ndarray):
+        t = np.float32(config.threshold)
+        above = np.nextafter(t, np.float32(1))
+        soft = np.where(mask, np.maximum(soft, above), np.minimum(soft, t)).astype(np.float32)
+        common["soft_mask"] = soft
     verdicts = [f["verdict"] for f in per_tile]
     if n_windows == 1:
         status = verdicts[0] or "valid"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_medcam.io_geojson import CLASS_COLORS
 from napari_medcam.plugin.layers import (
     META_KEY,
     data_hash,
@@ -36,9 +37,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _SERIAL = itertools.count()
 
-#: evidence colour per explained class (class index modulo the list): bright hues
-#: that stay visible on H&E pink/purple and on DAB brown
-CLASS_COLORS = ("#00e5ff", "#39ff14", "#ff3df5", "#ffd400", "#ff7f0e", "#ffffff")
 #: what the user paints with another label than 1
 PAINT_COLOR = "#ffd400"
 #: outline thickness (data pixels) of a mask shown as an outline; 0 fills it

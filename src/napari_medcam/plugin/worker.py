@@ -217,6 +217,10 @@ def run_explanation(job: ExplainJob) -> Generator[Any, None, JobResult]:
                 explanation.mask = mask
                 if getattr(explanation, "labels", None) is not None:  # multi-class
                     explanation.labels = np.where(mask, explanation.labels, 0).astype(np.uint8)
+                    present = set(np.unique(explanation.labels).tolist())  # names: only
+                    explanation.label_classes = {  # the classes still on the mask
+                        k: v for k, v in explanation.label_classes.items() if k in present
+                    }
             else:
                 # stitched on disk (a whole slide at full resolution): never read whole
                 # into memory; napari gets multiscale levels over it, built here

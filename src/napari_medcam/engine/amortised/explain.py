@@ -32,7 +32,6 @@ import torch
 
 from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.engine.absence import choose_absence
-from napari_medcam.engine.amortised.data import FitTiles
 from napari_medcam.engine.amortised.file import Explainer, load_explainer
 from napari_medcam.engine.amortised.labels import combine_labels
 from napari_medcam.engine.config import MedCAMConfig
@@ -43,7 +42,7 @@ from napari_medcam.engine.prepare import resize, resolve_device
 from napari_medcam.engine.prune import PoolCheck, prune_mask
 from napari_medcam.engine.scoring import evaluate_mask
 from napari_medcam.engine.summary import summarise
-from napari_medcam.engine.tiles import Tiles, blank_class
+from napari_medcam.engine.tiles import Tiles, blank_class, tile_class
 from napari_medcam.engine.verdict import tile_facts, tile_record, tile_verdict
 from napari_medcam.tiling import MIN_TISSUE_FRACTION, Stitcher
 
@@ -190,8 +189,8 @@ def iter_explain_amortised(
     Yields one `ProgressEvent` per batch of tiles (and per refinement step).
     """
     exp = resolve_explainer(explainer, classifier)
-    if refine < 0:
-        raise ValueError(f"refine must be ≥ 0, got {refine}")
+    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+        raise ValueError(f"refine must be a whole number of steps ≥ 0, got {refine!r}")
     config = config or exp.config
     dev = resolve_device(device)
     tiles = Tiles(image, classifier, dev, tile_overlap)
@@ -209,6 +208,7 @@ def iter_explain_amortised(
     stitchers: dict[int, Stitcher] = {}
     per_tile: list[dict[str, Any]] = []
     failed: list[tuple[slice, ...]] = []
+    tile_classes: list[dict[str, Any]] = []  # every tissue tile's class, explained or not
     prob_sum = np.zeros(classifier.num_classes)
     n_tissue = 0
     n = len(tiles.windows)
@@ -229,6 +229,13 @@ def iter_explain_amortised(
                 prob_sum += p.sum(0).cpu().numpy()
                 n_tissue += len(keep)
                 preds = p.argmax(1).tolist()
+                if tiles.tiled:
+                    tile_classes += [
+                        tile_class(
+                            tiles.windows[chunk[k]], classifier.class_names[c], float(p[j, c])
+                        )
+                        for j, (k, c) in enumerate(zip(keep, preds))
+                    ]
                 sel = [
                     j
                     for j, c in enumerate(preds)
@@ -282,12 +289,15 @@ def iter_explain_amortised(
         f = per_tile[0]
         mask = to_numpy_mask(resize(f["hard"], tiles.spatial, smooth=False)) > 0.5
         labels = mask.astype(np.uint8) * (f["target"] + 1)
-        area, names = float(mask.mean()), {f["target"] + 1: classifier.class_names[f["target"]]}
+        area = float(mask.mean())
+        names = {f["target"] + 1: classifier.class_names[f["target"]]} if mask.any() else {}
     if soft is None:
         soft = np.zeros(tiles.spatial, np.float32)
-    found = sorted({f["target"] for f in per_tile})
+    # the classes shown: those of the valid tiles (every explained tile's when none is)
+    shown = [f for f in per_tile if not f["verdict"]] or per_tile
+    found = sorted({f["target"] for f in shown})
     main = (
-        max(found, key=lambda c: sum(f["target"] == c for f in per_tile))
+        max(found, key=lambda c: sum(f["target"] == c for f in shown))
         if found
         else (target if target is not None else int(prob_sum.argmax()) if n_tissue else 0)
     )
@@ -299,18 +309,26 @@ def iter_explain_amortised(
         soft,
         area,
         classifier,
-        config,
+        # what ran: the refinement and pruning only with refine, at the network's scale
+        config.replace(
+            refine_steps=refine,
+            prune=config.prune and refine > 0,
+            mask_scale=exp.net.mask_scale,
+        ),
         main,
         name,
         mean_probs,
         time.perf_counter() - start,
         n,
         dev,
+        tile_classes,
+        none_explained=_none_explained(
+            tiles.tiled, n_tissue, target, blank, int(prob_sum.argmax()), exp, classifier
+        ),
     )
-    valid_tiles = [f for f in per_tile if not f["verdict"]] or per_tile
     if per_tile:  # each tile's own class: the confidence it was explained for
         result.original_confidence = float(
-            np.mean([f["probabilities"][f["target"]] for f in valid_tiles])
+            np.mean([f["probabilities"][f["target"]] for f in shown])
         )
     refined = [f for f in per_tile if f["refined"]]
     result.labels = labels
@@ -326,52 +344,34 @@ def iter_explain_amortised(
         "tiles_pruned": sum(f["pruned"] for f in per_tile),
     }
     if refined:
-        result.status += f"; {len(refined)} tile(s) refined ({refine} steps)"
+        result.status += f"; {len(refined)} tile(s) refined (≤ {refine} steps each)"
     return result
 
 
-def held_out_quality(
-    explainer: Explainer,
+def _none_explained(
+    tiled: bool,
+    n_tissue: int,
+    target: int | None,
+    blank: int | None,
+    predicted: int,
+    exp: Explainer,
     classifier: Classifier,
-    data: FitTiles,
-    indices: list[int],
-    config: MedCAMConfig,
-    device: torch.device,
-) -> Generator[Any, None, dict[str, Any]]:
-    """The fit report's quality on tiles set aside before fitting: the same verdict as
-    any explanation, the share valid, median area, and the wrong-class masks' area."""
-    from napari_medcam.engine.amortised.fit import FitEvent
-
-    valid, areas, masked, wrong = [], [], [], []
-    for n, i in enumerate(indices, start=1):
-        x = data.x[i : i + 1].float().to(device)
-        t = data.targets[i]
-        facts = yield from explain_batch(
-            x, classifier, explainer, [t], [data.probabilities[i]], config, 0
+) -> str:
+    """Why a run explained no tile, in words that are true of this image."""
+    names = classifier.class_names
+    if tiled and not n_tissue:
+        return "no tissue tile: every window is background (glass)"
+    if target is not None and tiled:
+        return f"no tissue tile is classified '{names[target]}'"
+    if target is not None:
+        return (
+            f"the image is classified '{names[predicted]}', not '{names[target]}': an "
+            f"explainer explains an image's own class (explain '{names[target]}' per image)"
         )
-        f = facts[0]
-        valid.append(not f["verdict"])
-        areas.append(f["area"])
-        masked.append(f["eval"]["masked"])
-        others = [c for c in range(classifier.num_classes) if c != t]
-        w = explainer.masks(x.expand(len(others), *x.shape[1:]), others, classifier)
-        wrong += (w > config.threshold).float().flatten(1).mean(1).tolist()
-        yield FitEvent("evaluate", n, len(indices))
-    if not indices:
-        return {"tiles": 0}
-    by_class = {}
-    for c in sorted({data.targets[i] for i in indices}):
-        mine = [k for k, i in enumerate(indices) if data.targets[i] == c]
-        by_class[classifier.class_names[c]] = {
-            "tiles": len(mine),
-            "valid_share": round(float(np.mean([valid[k] for k in mine])), 4),
-            "median_area": round(float(np.median([areas[k] for k in mine])), 4),
-        }
-    return {
-        "tiles": len(indices),
-        "valid_share": round(float(np.mean(valid)), 4),
-        "median_area": round(float(np.median(areas)), 4),
-        "mean_masked_confidence": round(float(np.mean(masked)), 4),
-        "wrong_class_median_area": round(float(np.median(wrong)), 4),
-        "by_class": by_class,
-    }
+    why = (
+        "this explainer's background class"
+        if blank is not None and blank == exp.background_class
+        else "the class the classifier gives a blank image"
+    )
+    cls = names[blank if blank is not None else predicted]
+    return f"every tissue tile is classified '{cls}', {why}: nothing to explain"

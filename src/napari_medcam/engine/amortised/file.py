@@ -167,8 +167,11 @@ def load_explainer(path: str | Path, classifier: Classifier | None = None) -> Ex
         raise ValueError(f"{path} is not a napari-medcam explainer file")
     if blob.get("version") != VERSION:
         raise ValueError(f"{path}: explainer format version {blob.get('version')} unsupported")
-    net = build_net(blob["metadata"])
-    net.load_state_dict(blob["state_dict"])
+    try:
+        net = build_net(blob["metadata"])
+        net.load_state_dict(blob["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:  # damaged or edited
+        raise ValueError(f"{path} is not a usable explainer file: {err!r}") from err
     exp = Explainer(net, blob["metadata"])
     exp.metadata["file"] = str(path)
     if classifier is not None:

@@ -308,7 +308,7 @@ def iter_fit(
     net.eval()
     explainer = Explainer(net.cpu(), {})
     net.to(dev)
-    from napari_medcam.engine.amortised.explain import held_out_quality
+    from napari_medcam.engine.amortised.quality import held_out_quality
 
     quality = yield from held_out_quality(explainer, classifier, data, held_idx, cfg, dev)
     names = data.absence_names

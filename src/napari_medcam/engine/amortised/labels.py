@@ -28,7 +28,8 @@ def combine_labels(
     """(labels, mask, soft, area, {label: name}) from one stitched soft mask per class.
 
     A pixel's label is the class with the highest blended soft mask above the
-    threshold (class index + 1; 0: no evidence); failed tiles' windows hold nothing.
+    threshold (class index + 1; 0: no evidence); failed tiles' windows hold nothing;
+    the names are those of the labels present.
     ``soft`` is that highest soft mask everywhere, below the threshold too, as the
     per-image engine's: it ranks every pixel (deletion and insertion curves, the
     pointing game read it), and thresholding it gives exactly ``mask``.
@@ -36,7 +37,6 @@ def combine_labels(
     from napari_medcam.tiling import IN_MEMORY_PIXELS
 
     classes = sorted(stitchers)
-    names = {c + 1: class_names[c] for c in classes}
     on_disk = math.prod(shape) > IN_MEMORY_PIXELS
     results = [stitchers[c].result(config.threshold)[1] for c in classes]
     if not on_disk:
@@ -49,7 +49,7 @@ def combine_labels(
         for w in failed:
             labels[w], best[w] = 0, 0.0
         mask = labels > 0
-        return labels, mask, best, float(mask.mean()), names
+        return labels, mask, best, float(mask.mean()), _names(np.unique(labels), class_names)
     chunks = next(iter(stitchers.values())).chunks if stitchers else (512,) * len(shape)
     labels, mask, best = (
         owned_zarr(shape, chunks, d, "napari-medcam-labels-") for d in (np.uint8, bool, np.float32)
@@ -66,6 +66,15 @@ def combine_labels(
         labels[block], mask[block], best[block] = lab, lab > 0, top
     for w in failed:
         labels[w], mask[w], best[w] = 0, False, 0.0
+    values: set[int] = set()
     for block in _chunk_blocks(shape, chunks):
-        kept += int(np.count_nonzero(np.asarray(mask[block])))
-    return labels, mask, best, kept / math.prod(shape), names
+        lab = np.asarray(labels[block])
+        kept += int(np.count_nonzero(lab))
+        values.update(np.unique(lab).tolist())
+    return labels, mask, best, kept / math.prod(shape), _names(values, class_names)
+
+
+def _names(values: Any, class_names: list[str]) -> dict[int, str]:
+    """{label: class name} for the label values present (0, no evidence, is not one): a
+    class whose every pixel lost to another class or to a failed tile is not listed."""
+    return {int(v): class_names[int(v) - 1] for v in sorted(values) if v}

@@ -116,8 +116,9 @@ class ExplainerPanel(QGroupBox):
             value=0,
             min=0,
             max=1000,
-            tooltip="Tiles whose one-pass mask fails its check are optimised for up to "
-            "this many steps, starting from it (0: they are left out)",
+            tooltip="Every tile is held to the per-image goal: a one-pass mask that fails "
+            "its check or misses the goal is optimised for up to this many steps, starting "
+            "from it; one that meets it is pruned (0: one pass only, failing tiles left out)",
         )
         self.live_check = CheckBox(
             text="Live: explain the view as you pan and zoom",
