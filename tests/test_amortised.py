@@ -362,3 +362,25 @@ def test_bad_explainer_input_is_a_clear_error(explainer, clf, tmp_path):
     for refine in ("2", 2.5, True, -1):
         with pytest.raises(ValueError, match="whole number of steps"):
             mc.explain(colour_tile(1, 1), clf, explainer=explainer, device="cpu", refine=refine)
+
+
+def test_the_summary_names_the_class_the_user_sees(explainer, clf):
+    """Green's masks all fail, red's pass: the mask shows red only, so the result's
+    class, confidences and class table are red's, though green has more tiles."""
+    broken = load_explainer.__globals__["Explainer"](
+        load_explainer.__globals__["build_net"](explainer.metadata), dict(explainer.metadata)
+    )
+    broken.net.load_state_dict(explainer.net.state_dict())
+    with torch.no_grad():  # green's channel (class 2) empty: its tiles fail closed
+        broken.net.unet.head.weight[2].zero_()
+        broken.net.unet.head.bias[2] = -6.0
+    image = np.concatenate(
+        [colour_tile(301, 1, 16), colour_tile(302, 2, 16), colour_tile(303, 2, 16)], 1
+    )
+    exp = mc.explain(image, clf, explainer=broken, tile_overlap=0, device="cpu")
+    ok = {v["window"][1]: v["valid"] for v in exp.tile_verdicts}
+    assert ok == {0: True, 64: False, 128: False}, exp.tile_verdicts
+    assert exp.target == 1 and exp.class_name == "red" and exp.label_classes == {2: "red"}
+    red = next(v for v in exp.tile_verdicts if v["valid"])
+    assert exp.original_confidence == pytest.approx(red["original"], abs=1e-5)
+    assert exp.masked_confidence == pytest.approx(red["masked"], abs=1e-5)
