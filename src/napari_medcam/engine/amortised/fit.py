@@ -11,8 +11,8 @@ give it is pushed to empty, so that a class absent from a tile gets no evidence.
 The classifier stays frozen (never trained jointly: the mask would then encode the
 label). A tile the classifier is sure of beyond `MARGIN_CAP` log-odds has its margin
 term scaled down to that size: an IHC classifier at log-odds 135–730 otherwise held
-every mask full from the first step. Checkpoints every ``checkpoint_every`` steps
-(and when cancelled) let a killed fit resume where it stopped.
+every mask full from the first step. Checkpoints every ``checkpoint_every`` steps (and when cancelled) let a
+killed fit resume where it stopped.
 """
 
 from __future__ import annotations
