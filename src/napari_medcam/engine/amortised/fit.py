@@ -9,9 +9,7 @@ and stepped by each batch's mean violation (`Objective` with ``shared=True``). E
 tile also gives a *wrong-class* example: the mask for a class the classifier did not
 give it is pushed to empty, so that a class absent from a tile gets no evidence.
 The classifier stays frozen (never trained jointly: the mask would then encode the
-label). A tile the classifier is sure of beyond `MARGIN_CAP` log-odds has its margin
-term scaled down to that size: an IHC classifier at log-odds 135–730 otherwise held
-every mask full from the first step. Checkpoints every ``checkpoint_every`` steps (and when cancelled) let a
+label). Checkpoints every ``checkpoint_every`` steps (and when cancelled) let a
 killed fit resume where it stopped.
 """
 
@@ -43,7 +41,6 @@ from napari_medcam.engine.prepare import resize, resolve_device
 # tiles lesions) kept the wrong-class masks at ~50 % and the fit collapsed after 200 steps
 # into whole-tile masks (decision kept on 45 % of the batch); see BENCHMARKS.md
 WRONG_WEIGHT = 1.0
-MARGIN_CAP = 60.0  # log-odds past which a tile's margin term is scaled down
 WARMUP_STEPS = 50  # learning-rate warm-up, then the area term ramps in over RAMP_STEPS
 RAMP_STEPS = 100
 HELD_OUT_MAX = 64  # fitting tiles kept aside for the report's held-out quality
@@ -115,10 +112,6 @@ def _step_loss(
         feats = [acts[name] for name in layers]
     logits_e, logits_r = logits[:n], logits[n:]
     alphas = _layer_weights(cfg, len(layers))
-    # a tile the classifier is sure of beyond MARGIN_CAP log-odds has its margin scaled
-    # down to that size: at log-odds 700 the unscaled term held every mask full
-    odds = torch.stack([-losses.margin_loss(logits_x[j : j + 1], t) for j, t in enumerate(targets)])
-    margin_scale = (odds / MARGIN_CAP).clamp(min=1.0)
     total = soft.new_zeros(())
     record = {"area": 0.0, "masked": 0.0, "kept": 0.0, "wrong_area": 0.0}
     logps: list[tuple[float, float]] = []
@@ -129,7 +122,7 @@ def _step_loss(
             "act": losses.activation_loss([r[one] for r in ref], [f[one] for f in feats], alphas),
             "kl": losses.kl_loss(logits_x[one], logits_e[one], cfg.temperature),
             "ce": losses.ce_loss(logits_e[one], t),
-            "margin": losses.margin_loss(logits_e[one], t) / margin_scale[j],
+            "margin": losses.margin_loss(logits_e[one], t),
             "area": losses.area_loss(area_map[one]),
             "bin": losses.binarization_loss(soft[one]),
             "tv": losses.tv_loss(soft[one]),
