@@ -322,6 +322,18 @@ def test_cli_fit_then_explain(tmp_path, capsys):
     assert values <= {0, 2, 3}
     assert {int(k) for k in meta["label_classes"]} == values - {0}
     assert mask.with_suffix(".geojson").exists()
+    # an explainer whose fit report says a class failed: explaining with it says so
+    warned = load_explainer(out, colour_counter())
+    warned.metadata["fit"]["held_out_quality"]["by_class"] = {
+        "green": {"tiles": 4, "valid_share": 0.0, "median_area": 1.0}
+    }
+    warned.save(tmp_path / "warned.pt")
+    again = ["explain", str(image), "--classifier", factory, "--device", "cpu"]
+    again += ["--explainer", str(tmp_path / "warned.pt"), "--out", str(tmp_path / "m2.tif")]
+    main(again)
+    err = capsys.readouterr().err
+    assert "warning: explainer: 'green' tiles: 0 % of 4 set-aside tiles valid" in err
+    assert "--refine N" in err
 
 
 def test_shipped_demo_explainer_loads_offline_and_refuses_other_classifiers():

@@ -107,6 +107,12 @@ def _run_explain(args: argparse.Namespace) -> int:
         if args.tolerance is not None:
             config = config.replace(tolerance=args.tolerance)
         absence = _absence_tiles(args.absence_tiles)
+        explainer = args.explainer
+        if explainer is not None:  # its fit report's warnings, before any tile is read
+            explainer = mc.load_explainer(explainer, clf)
+            hint = "" if args.refine else " (--refine N optimises such tiles from their mask)"
+            for warning in explainer.warnings():
+                print(f"warning: explainer: {warning}{hint}", file=sys.stderr)
         progress = _Progress(not args.json)
         try:
             exp = mc.explain(
@@ -117,7 +123,7 @@ def _run_explain(args: argparse.Namespace) -> int:
                 device=args.device,
                 progress=progress,
                 absence_tiles=absence,
-                explainer=args.explainer,
+                explainer=explainer,
                 refine=args.refine,
             )
         finally:
