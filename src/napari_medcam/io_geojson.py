@@ -16,7 +16,6 @@ import numpy as np
 
 #: QuPath class colour of Med-CAM evidence (the mask's cyan in napari), as QuPath reads it
 QUPATH_COLOR = (0, 229, 255)
-# one colour per class of a label mask (GeoJSON classifications), in label order
 #: evidence colour per class (class index modulo the list), the same in napari and in
 #: the GeoJSON: bright hues that stay visible on H&E pink/purple and on DAB brown
 CLASS_COLORS = ("#00e5ff", "#39ff14", "#ff3df5", "#ffd400", "#ff7f0e", "#ffffff")
