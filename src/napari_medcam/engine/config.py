@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from napari_medcam.engine.scale import check_detail
+
 # "auto": the neutral candidate closest to the image (engine/absence.py)
 BASELINES = ("auto", "mean", "glass", "black", "background", "blur", "tissue")
 # drawn around the absence: jitter, blur, tissue; far from any data (opt-in): the rest
@@ -65,7 +67,10 @@ class MedCAMConfig:
     stable_change: float = 0.002  # fraction of pixels that may flip and still be "stable"
     refine_steps: int = 0  # full-resolution refinement after a coarse mask (0: none)
     refine_lr: float = 0.1
-    # remove the pixels the goal does not need from the final binary mask (engine/prune.py)
+    # the scale of evidence (engine/scale.py): "auto", "cells", "cell groups", "regions",
+    # a structure size in pixels, or "N um"; the final mask is closed at that scale
+    detail: str | float = "auto"
+    # remove the whole regions the goal does not need from the final mask (engine/regions.py)
     prune: bool = False
     # robustness and absence (engine/absence.py)
     n_backgrounds: int = 4
@@ -114,6 +119,8 @@ class MedCAMConfig:
             problems.append("n_backgrounds must be ≥ 0")
         if not isinstance(self.valid_share, (int, float)) or not 0 < self.valid_share <= 1:
             problems.append(f"valid_share must be in (0, 1], got {self.valid_share!r}")
+        if (why := check_detail(self.detail)) is not None:
+            problems.append(why)
         if problems:
             raise ValueError("invalid MedCAMConfig: " + "; ".join(problems))
 

@@ -124,6 +124,14 @@ class Explanation:
     # label value → class name
     labels: Any = None
     label_classes: dict[int, str] = field(default_factory=dict)
+    # readability (`napari_medcam.engine.regions`): the detail scale the mask was made
+    # at; connected regions of ``mask`` (None for a mask too large to hold in memory);
+    # share of the explained tiles whose mask, dilated by one structure radius (more
+    # context) / eroded by half of one (less), still keeps the decision on the absence
+    detail: str = ""
+    regions: int | None = None
+    context_keeps: float | None = None
+    trim_keeps: float | None = None
 
     @classmethod
     def not_explained(
@@ -172,16 +180,27 @@ class Explanation:
             "tile_verdicts": [dict(v) for v in self.tile_verdicts],
             "tile_classes": [dict(c) for c in self.tile_classes],
             "label_classes": {str(k): v for k, v in self.label_classes.items()},
+            "detail": self.detail,
+            "regions": self.regions,
+            "context_keeps": self.context_keeps,
+            "trim_keeps": self.trim_keeps,
             "shape": list(self.mask.shape),
             "provenance": self.provenance,
             "config": self.config,
         }
 
+    def describe_mask(self) -> str:
+        """`3 regions, 2.1 % of the image` — what the mask shown is, in words."""
+        area = f"{100 * self.area_fraction:.1f} % of the image"
+        if self.regions is None:
+            return area
+        return f"{self.regions} region{'' if self.regions == 1 else 's'}, {area}"
+
     def one_line(self) -> str:
-        """`lesion: 0.998 → 0.994 (robust 0.97), area 4.1 %, 3.2 s, valid`."""
+        """`lesion: 0.998 → 0.994 (robust 0.97), 3 regions, 4.1 % of the image, 3.2 s, valid`."""
         state = "valid" if self.valid else f"INVALID ({self.status})"
         return (
             f"{self.class_name}: {self.original_confidence:.3f} → {self.masked_confidence:.3f} "
-            f"(robust {self.robust_confidence:.3f}), area {100 * self.area_fraction:.1f} %, "
+            f"(robust {self.robust_confidence:.3f}), {self.describe_mask()}, "
             f"{self.seconds:.1f} s, {state}"
         )

@@ -39,7 +39,7 @@ from napari_medcam.engine.verdict import tile_facts, tile_record, tile_verdict
 from napari_medcam.tiling import Stitcher
 
 # a tile's tensors, dropped once stitched (its facts — verdict, confidences — are kept)
-_TILE_TENSORS = ("soft", "hard", "absence", "history")
+_TILE_TENSORS = ("soft", "hard", "absence", "history", "regions")
 
 
 def _explain_batch(
@@ -84,7 +84,11 @@ def _explain_batch(
             )
             if attempt == 0 or better:  # a new start never replaces a better mask
                 f.update(
-                    soft=res.soft, hard=res.hard, history=res.history, found_valid=res.found_valid
+                    soft=res.soft,
+                    hard=res.hard,
+                    history=res.history,
+                    found_valid=res.found_valid,
+                    regions=res.regions,
                 )
         # what still failed (no valid mask, or one that never shrank) gets a new
         # start: another seed and a stronger Grad-CAM prior

@@ -1,33 +1,26 @@
-"""Prune a binary mask that meets the goal down to the pixels the goal needs.
+"""The goal test behind pruning, and the search for the largest removal that passes it.
 
-The optimisation minimises a *relaxed* area (a soft map, thresholded, smoothed by TV,
-at quarter resolution then briefly refined): what it returns keeps the decision but
-often with a rim of a pixel or two around small evidence — for a 20-pixel parasite
-that rim is most of the mask. Pruning is the last, exact step: pixels are ranked
-(least needed first) and the largest number of them is removed for which the *binary*
-masked image still meets the same goal (`Objective.meets`) on the absence and on the
-tile's whole background pool. A removal that breaks the goal is never kept, so the
-mask the user gets meets exactly the test it met before, with fewer pixels.
-
-The rank is the first-order cost of removing each pixel — the gradient of the mean
-log p(target) over the absence and the pool with respect to the mask, smoothed over
-3×3 — so that a pixel the classifier does not use goes first, wherever it lies.
+`PoolCheck` answers, for a batch of binary masks, whether each still meets one input's
+goal (`Objective.meets`) on its absence and its whole background pool — the test the
+optimisation's best mask passed. `largest_prefix` finds how many items (regions, ranked
+least needed first by `importance`) can go while that test still passes;
+`napari_medcam.engine.regions` uses both to remove whole regions, never single pixels.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-# removal sizes tried in one batch per round (at ⅓, ⅔ and all of the open interval),
-# and rounds: the interval narrows 3× a round, so masks up to 3⁵ = 243 pixels are
-# searched to the pixel with 15 masks (× 1 + pool images each), larger ones to within
-# 0.4 % of their size; one candidate a round (bisection) costs fewer images but
-# more passes, more candidates the reverse (worth it on a GPU, not on 2 CPU cores)
+# counts tried in one batch when there are few (regions of one tile: usually < 8);
+# otherwise removal sizes tried per round (at ⅓, ⅔ and all of the open interval) and
+# rounds: the interval narrows 3× a round, so up to 3⁵ = 243 items are searched exactly
+# with 15 masks (× 1 + pool images each); one candidate a round (bisection) costs
+# fewer images but more passes, more candidates the reverse
+ALL_AT_ONCE = 8
 CANDIDATES = 3
 ROUNDS = 5
 
@@ -72,6 +65,12 @@ class PoolCheck:
             probs = torch.softmax(self.module(self._batch(hard.detach())), 1)
         return float(probs[1:, self.target].mean())
 
+    def decides(self, masks: torch.Tensor) -> torch.Tensor:
+        """Whether the classifier still calls the target on each mask over the absence, (B,)."""
+        with torch.no_grad():
+            logits = self.module(masks * self.x + (1 - masks) * self.baseline)
+        return logits.argmax(1) == self.target
+
     def meets(self, masks: torch.Tensor) -> torch.Tensor:
         """Whether each binary mask of the batch passes the goal, (B,) bool."""
         b, t = len(masks), self.target
@@ -82,16 +81,6 @@ class PoolCheck:
         return torch.tensor(
             [self.goal(float(probs[j, t]), float(p_pool[j]), bool(held[j])) for j in range(b)]
         )
-
-
-def prune_mask(
-    check: PoolCheck, soft: torch.Tensor, hard: torch.Tensor, threshold: float, min_area: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(soft, hard) with ``hard`` pruned; pruned pixels fall to ``threshold`` in the soft
-    map, so that thresholding it (as stitching does) gives exactly the pruned mask."""
-    keep_min = math.ceil(min_area * hard.numel())
-    pruned = prune(hard, importance(hard, check.log_p), check.meets, keep_min)
-    return torch.where(pruned < hard, soft.clamp(max=threshold), soft), pruned
 
 
 def importance(hard: torch.Tensor, log_p: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -106,40 +95,31 @@ def importance(hard: torch.Tensor, log_p: Callable[[torch.Tensor], torch.Tensor]
     return pool(grad, 3, stride=1, padding=1, count_include_pad=False)
 
 
-def prune(hard: torch.Tensor, rank: torch.Tensor, meets: Meets, keep_min: int = 1) -> torch.Tensor:
-    """The smallest mask, removing ``hard``'s pixels in order of ``rank``, that meets.
+def largest_prefix(n: int, test: Callable[[list[int]], list[bool]]) -> int:
+    """The largest k in [0, n] that ``test`` accepts (0 when none does).
 
-    ``meets(masks)`` answers for a batch of binary masks (B, 1, *spatial) with a bool
-    tensor (B,). The search assumes removal is roughly monotone (more removed, less
-    kept) and never trusts it: only a removal ``meets`` accepted is returned.
+    ``test(ks)`` answers for a batch of candidate counts. Up to `ALL_AT_ONCE` counts are
+    tried in one batch; more are searched `CANDIDATES` at a time over `ROUNDS` rounds.
+    The search assumes removal is roughly monotone (more removed, less kept) and never
+    trusts it: only a count ``test`` accepted is returned.
     """
-    flat = hard.flatten()
-    inside = torch.nonzero(flat > 0.5).flatten()
-    if len(inside) <= keep_min:
-        return hard
-    order = inside[torch.argsort(rank.flatten()[inside])]  # least needed first
-    lo, hi = 0, len(order) - keep_min  # lo: removal known to meet; hi: largest to try
+    if n <= 0:
+        return 0
+    if n <= ALL_AT_ONCE:
+        ks = list(range(1, n + 1))
+        return max([k for k, good in zip(ks, test(ks)) if good], default=0)
+    lo, hi = 0, n  # lo: known to pass; hi: largest to try
     for _ in range(ROUNDS):
         if hi <= lo:
             break
         sizes = sorted(
             {lo + max(1, round((hi - lo) * (j + 1) / CANDIDATES)) for j in range(CANDIDATES)}
         )
-        masks = []
-        for s in sizes:
-            m = flat.clone()
-            m[order[:s]] = 0
-            masks.append(m.view_as(hard))
-        ok = meets(torch.cat(masks)).tolist()
-        passed = [s for s, good in zip(sizes, ok) if good]
+        passed = [s for s, good in zip(sizes, test(sizes)) if good]
         if not passed:
             hi = sizes[0] - 1
             continue
         best = max(passed)
         above = [s for s in sizes if s > best]
         lo, hi = best, (above[0] - 1 if above else best)
-    if lo == 0:
-        return hard
-    out = flat.clone()
-    out[order[:lo]] = 0
-    return out.view_as(hard)
+    return lo

@@ -17,6 +17,8 @@ from napari_medcam._version import __version__
 from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explanation import Explanation
+from napari_medcam.engine.regions import count_regions
+from napari_medcam.engine.scale import resolve_detail
 from napari_medcam.engine.verdict import overall
 
 
@@ -50,6 +52,7 @@ def summarise(
     On one tile, ``soft`` is made to threshold to exactly ``mask`` (a smooth resize
     of the soft map and a nearest one of the binary mask disagree on the rim).
     """
+    detail = resolve_detail(config.detail, classifier)
     provenance = {
         "package": "napari-medcam",
         "version": __version__,
@@ -63,7 +66,8 @@ def summarise(
             if config.refine_steps
             else ""
         )
-        + (", pruned to the pixels the goal needs" if config.prune else ""),
+        + f", closed at the detail scale ({detail.describe()})"
+        + (", pruned to the regions the goal needs" if config.prune else ""),
         "goal": (
             f"keep ≥ {config.tolerance:g} of the original confidence"
             if config.tolerance is not None
@@ -82,6 +86,7 @@ def summarise(
         provenance=provenance,
         tiles=n_windows,
         tile_classes=tile_classes or [],
+        detail=detail.describe(),
     )
     if per_tile:  # what "absence" meant (the first explained tile's candidates)
         provenance["absence_candidates"] = per_tile[0].get("absence_report", [])
@@ -114,6 +119,10 @@ def summarise(
     def mean(values: list[Any]) -> Any:
         return np.mean(np.asarray(values, dtype=float), axis=0).tolist()
 
+    def share(key: str) -> float | None:
+        values = [r[key] for r in (f["record"] for f in used) if key in r]
+        return float(np.mean(values)) if values else None
+
     return Explanation(
         **common,
         original_confidence=mean([f["probabilities"][target] for f in used]),
@@ -129,4 +138,7 @@ def summarise(
         steps=int(sum(f["steps"] for f in per_tile)),
         history=per_tile[0]["history"] if n_windows == 1 else [],
         tile_verdicts=[f["record"] for f in per_tile],
+        regions=count_regions(mask, detail.min_area)[0] if isinstance(mask, np.ndarray) else None,
+        context_keeps=share("context_keeps"),
+        trim_keeps=share("trim_keeps"),
     )

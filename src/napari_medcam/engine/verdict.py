@@ -84,6 +84,14 @@ def tile_record(facts: dict[str, Any], window: Sequence[slice], reason: str) -> 
     [z0, y0, x0, z1, y1, x1] (3-D) — starts, then stops.
     """
     ev = facts["eval"]
+    report = facts.get("regions")
+    extra = {}
+    if report is not None:
+        extra = {
+            "regions": report.regions,
+            "context_keeps": report.dilated_keeps,
+            "trim_keeps": report.eroded_keeps,
+        }
     return {
         "window": [int(s.start) for s in window] + [int(s.stop) for s in window],
         "target": int(facts["target"]),
@@ -93,6 +101,7 @@ def tile_record(facts: dict[str, Any], window: Sequence[slice], reason: str) -> 
         "area": round(float(facts["area"]), 6),
         "valid": not reason,
         "status": reason or "valid",
+        **extra,
     }
 
 

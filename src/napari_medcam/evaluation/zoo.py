@@ -8,12 +8,19 @@ against the entry's evidence reference:
 - **valid %**, **kept %** (the binary-masked image still classified as the target),
   original → masked confidence (means);
 - **area** of the mask vs the reference's (medians, and their ratio);
-- **precision**: share of the mask on the reference dilated by `DILATE` pixels;
+- **precision**: share of the mask on the reference drawn at the detail scale (closed by
+  the scale's radius, `napari_medcam.evaluation.readability`) and dilated `DILATE` px;
 - **pointing**: the soft mask's maximum on that dilated reference;
 - **Grad-CAM** and **RISE** precision at the mask's own area (their top pixels);
 - **reference suffices**: whether the dilated reference alone, on the same absence,
   keeps the confidence the mask had to keep (the classifier may use more than it);
-- **seconds** per image (wall time of `explain`, this machine).
+- **seconds** per image (wall time of `explain`, this machine);
+- readability (`napari_medcam.evaluation.readability`): **regions** per image,
+  share of the mask in regions of at least the scale's minimum area, **stability**
+  IoU (another seed, a JPEG round trip), **context keeps** (dilated by a radius).
+
+``demo`` is accepted as a name too: the demo classifier on synthetic tiles (split
+"tune": seeds 1000+, where its recipe was tuned; "eval": seeds 9000+, never looked at).
 
 The table goes between the zoo markers of BENCHMARKS.md, with the machine.
 """
@@ -33,9 +40,16 @@ from napari_medcam.baselines import gradcam, rise
 from napari_medcam.engine.backgrounds import FLAT, IMAGE
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explain import explain
+from napari_medcam.evaluation.readability import (
+    DILATE,
+    near_reference,
+    readability,
+    scale_reference,
+)
 from napari_medcam.metrics import MaskScorer, pointing_game, threshold_to_area
+from napari_medcam.zoo._common import ZooCase
 
-DILATE = 2
+DEMO_SEEDS = {"tune": 1000, "eval": 9000}
 SECTION = "## Classifier zoo (issue 9)"
 BEGIN = "<!-- zoo:begin - written by `napari-medcam evaluate --zoo`; a rerun replaces it -->"
 END = "<!-- zoo:end -->"
@@ -51,6 +65,7 @@ class ZooSettings:
     device: str = "cpu"
     rise_masks: int = 500
     config: MedCAMConfig = field(default_factory=MedCAMConfig.fast)
+    readability: bool = True  # regions, stability (two more explanations), context
 
 
 def _precision(mask: np.ndarray, near: np.ndarray) -> float:
@@ -59,14 +74,14 @@ def _precision(mask: np.ndarray, near: np.ndarray) -> float:
 
 def score_case(case: Any, clf: Any, settings: ZooSettings) -> dict[str, Any]:
     """One image: the explanation and the comparison methods, scored on the reference."""
-    from scipy import ndimage
-
     probs = clf.predict_proba(case.image)
+    drawn = scale_reference(case.reference, clf, settings.config)
+    near = near_reference(drawn)
     rec: dict[str, Any] = {
         "case": case.name,
         "p0": float(probs[case.target]),
         "called_target": int(np.argmax(probs)) == case.target,
-        "reference_area": float(np.mean(case.reference)),
+        "reference_area": float(np.mean(drawn)),
     }
     if not rec["called_target"]:
         return rec
@@ -74,7 +89,6 @@ def score_case(case: Any, clf: Any, settings: ZooSettings) -> dict[str, Any]:
     exp = explain(case.image, clf, case.target, settings.config, device=settings.device)
     rec["seconds"] = time.perf_counter() - start
     mask = np.asarray(exp.mask, bool)
-    near = ndimage.binary_dilation(case.reference, iterations=DILATE)
     area = float(mask.mean())
     rec.update(
         valid=bool(exp.valid),
@@ -103,7 +117,24 @@ def score_case(case: Any, clf: Any, settings: ZooSettings) -> dict[str, Any]:
         rec["gradcam_precision"] = _precision(threshold_to_area(gc, area), near)
         rec["rise_precision"] = _precision(threshold_to_area(rs, area), near)
         rec["gradcam_pointing"] = pointing_game(gc, near)
+        if settings.readability:
+            rec.update(
+                readability(case.image, clf, case.target, settings.config, exp, settings.device)
+            )
     return rec
+
+
+def demo_cases(n: int, split: str) -> list[ZooCase]:
+    """``n`` lesion tiles of the demo classifier with their planted evidence."""
+    from napari_medcam.data.synthetic import synthetic_tile
+
+    if split not in DEMO_SEEDS:
+        raise ValueError(f"split must be 'eval' or 'tune', got {split!r}")
+    out = []
+    for seed in range(DEMO_SEEDS[split], DEMO_SEEDS[split] + n):
+        img, ref = synthetic_tile(seed=seed, label=1)
+        out.append(ZooCase(f"demo-{seed}", img, ref, 1, 1))
+    return out
 
 
 def run_zoo(
@@ -114,14 +145,19 @@ def run_zoo(
 
     settings = settings or ZooSettings()
     names = list(settings.names) or list(zoo.HELD_OUT)
-    unknown = [n for n in names if n not in zoo.ZOO]
+    unknown = [n for n in names if n not in zoo.ZOO and n != "demo"]
     if unknown:
         raise ValueError(f"unknown zoo classifiers {unknown}; the zoo holds {sorted(zoo.ZOO)}")
     out: dict[str, list[dict[str, Any]]] = {}
     for name in names:
-        clf = zoo.load(name)
+        if name == "demo":
+            from napari_medcam.classifiers.demo import demo_classifier
+
+            clf, cases = demo_classifier(), demo_cases(settings.n, settings.split)
+        else:
+            clf, cases = zoo.load(name), zoo.cases(name, n=settings.n, split=settings.split)
         records = []
-        for case in zoo.cases(name, n=settings.n, split=settings.split):
+        for case in cases:
             rec = score_case(case, clf, settings)
             records.append(rec)
             if log:
@@ -152,6 +188,8 @@ def _split(name: str) -> str:
 
     if name in zoo.TUNING:
         return "tuning"
+    if name == "demo":
+        return "demo (seeds 9000+)"
     if name in zoo.SEEN:
         return f"seen (round {zoo.SEEN[name]})"
     return "fresh held out" if name in zoo.FRESH + zoo.FRESH2 else "held out"
@@ -189,6 +227,13 @@ def summary_row(name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
         seconds=float(np.mean([r["seconds"] for r in done])),
         absence=", ".join(sorted({r["absence"].split(" ")[0] for r in done})),
     )
+    if all("regions" in r for r in done):
+        row.update(
+            regions=statistics.median(r["regions"] for r in done),
+            big_share=100 * _nanmean([r["big_share"] for r in done]),
+            stability=statistics.median(r["stability"] for r in done),
+            context=pct("context_keeps"),
+        )
     return row
 
 
@@ -197,7 +242,7 @@ def render(results: dict[str, list[dict[str, Any]]], settings: ZooSettings, mach
     head = (
         "| classifier | split | explained | valid % | kept % | p orig → masked | area (ref) | "
         "area / ref | precision | Grad-CAM | RISE | pointing (GC) | ref. suffices | s / image | "
-        "absence |"
+        "absence | regions | ≥ min area | stability IoU | context keeps |"
     )
     lines = [
         f"Recipe `MedCAMConfig.fast()` with defaults; split `{settings.split}`, up to "
@@ -209,26 +254,38 @@ def render(results: dict[str, list[dict[str, Any]]], settings: ZooSettings, mach
     for name, records in results.items():
         r = summary_row(name, records)
         if "valid" not in r:
-            lines.append(f"| {name} | {r['split']} | 0 / {r['images']} |" + " |" * 12)
+            lines.append(f"| {name} | {r['split']} | 0 / {r['images']} |" + " |" * 16)
             continue
+        read = (
+            f" {r['regions']:g} | {r['big_share']:.0f} % | {r['stability']:.2f} | "
+            f"{r['context']:.0f} % |"
+            if "regions" in r
+            else " | | | |"
+        )
         lines.append(
             f"| {name} | {r['split']} | {r['explained']} / {r['images']} | {r['valid']:.0f} | "
             f"{r['kept']:.0f} | {r['p0']:.3f} → {r['masked']:.3f} | {r['area']:.2f} % "
             f"({r['ref_area']:.2f} %) | {r['area_ratio']:.2f} | {r['precision']:.2f} | "
             f"{r['gradcam']:.2f} | {r['rise']:.2f} | {r['pointing']:.0f} % "
             f"({r['gradcam_pointing']:.0f} %) | {r['reference_suffices']:.0f} % | "
-            f"{r['seconds']:.1f} | {r['absence']} |"
+            f"{r['seconds']:.1f} | {r['absence']} |" + read
         )
     lines += [
         "",
         "*explained*: positive images the classifier calls the target (the others are not "
         "explained); *area*: medians of the mask and of the reference evidence; "
-        f"*precision*: share of the mask on the reference dilated {DILATE} px; *Grad-CAM*, "
+        "*area*, *precision*: against the reference drawn at the detail scale (closed by "
+        f"the scale's radius) — precision on it dilated {DILATE} px; *Grad-CAM*, "
         "*RISE*: the same for their top pixels at the mask's own area; *pointing*: the soft "
         "mask's (Grad-CAM's) maximum on the dilated reference; *ref. suffices*: images where "
         "the dilated reference alone, on the same absence, keeps the confidence the mask must "
         "keep (where it does not, the classifier uses more than the reference and precision "
-        "cannot reach 1); *absence*: what replaced the image outside the mask.",
+        "cannot reach 1); *absence*: what replaced the image outside the mask; *regions*: "
+        "median connected regions per mask; *≥ min area*: mean share of the mask in regions "
+        "of at least the scale's minimum area; *stability IoU*: median over images of the "
+        "median IoU with the mask explained with another seed and after a JPEG round trip "
+        "(quality 90); *context keeps*: masks that, dilated by one structure radius, keep "
+        "the decision.",
     ]
     return "\n".join(lines)
 

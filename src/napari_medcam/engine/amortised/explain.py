@@ -9,7 +9,7 @@ A tile that fails is **not shown**. With ``refine=N`` every tile is held to the
 per-image goal (the tolerance, on the absence and the whole background pool): a mask
 that fails its verdict or misses the goal is optimised per image for at most N
 full-resolution steps starting from the amortised mask (warm start), one that meets it
-is pruned to the pixels the goal needs (`napari_medcam.engine.prune`); both are judged
+is reduced to the regions the goal needs (`napari_medcam.engine.regions`); both are judged
 again, and a refinement never replaces a mask that passed with one that fails.
 Every class the classifier finds (except, on a tiled image, the explainer's
 background class, or the class the classifier gives a blank image when it has none)
@@ -37,9 +37,9 @@ from napari_medcam.engine.amortised.labels import combine_labels
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explanation import Explanation, ProgressEvent
 from napari_medcam.engine.objective import Objective
-from napari_medcam.engine.optimise import optimise_masks, to_numpy_mask
+from napari_medcam.engine.optimise import at_scale, optimise_masks, to_numpy_mask
 from napari_medcam.engine.prepare import resize, resolve_device
-from napari_medcam.engine.prune import PoolCheck, prune_mask
+from napari_medcam.engine.prune import PoolCheck
 from napari_medcam.engine.scoring import evaluate_mask
 from napari_medcam.engine.summary import summarise
 from napari_medcam.engine.tiles import Tiles, blank_class, tile_class
@@ -139,7 +139,7 @@ def explain_batch(
         if f["verdict"] or not bool(check.meets(f["hard"])[0]):
             todo.append(i)
         elif cfg.prune:
-            pruned, _ = prune_mask(check, f["soft"], f["hard"], cfg.threshold, cfg.min_area)
+            pruned, _, _ = at_scale(check, f["soft"], f["hard"], cfg, classifier, True)
             g = _facts(x[i : i + 1], pruned, classifier, targets[i], probs[i], config, absence)
             g["verdict"] = tile_verdict(g, config, classifier.class_names[targets[i]])
             g["refined"], g["pruned"], g["amortised_failed"] = False, True, False
