@@ -8,31 +8,46 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from napari_medcam.engine.scale import parse_detail
+
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+DETAIL_HELP = (
+    "the scale of the evidence: 'cells', 'cell groups' (default), 'regions', a structure "
+    "size in pixels, or 'N um' when the classifier's card knows its pixel size; the mask "
+    "is made of regions at least that size, never single pixels"
+)
 
 
 class _Progress:
-    """A one-line progress bar on a terminal; silent when stderr is not a TTY."""
+    """A terminal progress bar (tqdm) on stderr; on a non-terminal, one line per 10 %."""
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.bar: Any = None
         self.last = -1
 
     def __call__(self, event: Any) -> None:
         if not self.enabled:
             return
         pct = int(100 * event.fraction)
-        if pct == self.last:
-            return
-        self.last = pct
-        bar = "#" * (pct // 4) + "-" * (25 - pct // 4)
-        sys.stderr.write(f"\r[{bar}] {pct:3d} % {event.describe()}\033[K")
-        sys.stderr.flush()
+        if self.tty:
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=100, unit="%", file=sys.stderr, leave=True,
+                                bar_format="{l_bar}{bar}| {elapsed}<{remaining} {desc}")
+            self.bar.set_description_str(event.describe(), refresh=False)
+            self.bar.update(max(0, pct - self.bar.n))
+        elif pct // 10 > self.last:
+            self.last = pct // 10
+            print(f"{pct:3d} % {event.describe()}", file=sys.stderr, flush=True)
 
     def done(self) -> None:
-        if self.enabled and self.last >= 0:
-            sys.stderr.write("\n")
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _parse_target(value: str | None) -> int | str | None:
@@ -106,6 +121,8 @@ def _run_explain(args: argparse.Namespace) -> int:
             config = config.capped(args.steps)
         if args.tolerance is not None:
             config = config.replace(tolerance=args.tolerance)
+        if args.detail is not None:
+            config = config.replace(detail=parse_detail(args.detail, '--detail'))
         absence = _absence_tiles(args.absence_tiles)
         explainer = args.explainer
         if explainer is not None:  # its fit report's warnings, before any tile is read
@@ -224,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep at least this share of the classifier's confidence (default 0.95; "
         "lower gives smaller masks)",
     )
+    e.add_argument("--detail", help=DETAIL_HELP)
     e.add_argument(
         "--absence-tiles",
         metavar="DIR",

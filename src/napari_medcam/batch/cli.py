@@ -7,6 +7,9 @@ import shlex
 import sys
 from typing import Any
 
+from napari_medcam.cli import DETAIL_HELP
+from napari_medcam.engine.scale import parse_detail
+
 EXIT_INTERRUPTED = 130
 
 
@@ -21,6 +24,8 @@ def _run_batch(args: argparse.Namespace) -> int:
         config = config.capped(args.steps)
     if args.tolerance is not None:
         config = config.replace(tolerance=args.tolerance)
+    if args.detail is not None:
+        config = config.replace(detail=parse_detail(args.detail, '--detail'))
     target: Any = args.target
     if target is not None and target.lstrip("-").isdigit():
         target = int(target)
@@ -96,6 +101,7 @@ def add_batch_parser(sub: Any) -> argparse.ArgumentParser:
     b.add_argument("--preset", choices=["fast", "paper"], default="fast")
     b.add_argument("--steps", type=int, help="at most this many optimisation steps per tile")
     b.add_argument("--tolerance", type=float, help="keep at least this share of the confidence")
+    b.add_argument("--detail", help=DETAIL_HELP)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     b.add_argument(

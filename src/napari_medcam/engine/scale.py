@@ -73,6 +73,18 @@ def check_detail(value: Any) -> str | None:
     return f"detail must be one of {NAMES}, a size in pixels or 'N um', got {value!r}"
 
 
+def parse_detail(text: str, what: str = "detail") -> str | float:
+    """A detail level typed by a user (CLI, widget): a name, pixels, or 'N um'."""
+    try:
+        value: str | float = float(text)
+    except ValueError:
+        value = text.strip()
+    problem = check_detail(value)
+    if problem:
+        raise ValueError(f"{what}: {problem}")
+    return value
+
+
 def resolve_detail(value: Any, classifier: Any) -> Detail:
     """``value`` (a `MedCAMConfig.detail`) as pixels of ``classifier``'s input.
 

@@ -174,6 +174,12 @@ def _describe(rec: dict[str, Any]) -> str:
         f"area {100 * rec['area']:.2f} % (ref {100 * rec['reference_area']:.2f} %) "
         f"prec {rec['precision']:.2f} (GC {rec.get('gradcam_precision', float('nan')):.2f}) "
         f"{rec['seconds']:.1f} s [{rec['absence']}]"
+        + (
+            f" regions {rec['regions']} (≥min {rec['big_share']:.2f}) "
+            f"stab {rec['stability']:.2f} ctx {'y' if rec['context_keeps'] else 'n'}"
+            if "regions" in rec
+            else ""
+        )
     )
 
 

@@ -143,11 +143,11 @@ class JobResult:
 
 def drop_small_regions(mask: np.ndarray, min_pixels: int) -> tuple[np.ndarray, int, int, int]:
     """(mask without pieces under ``min_pixels``, pieces kept, pieces dropped, pixels
-    dropped). Specks of a few pixels are noise to a reader, not evidence to look at."""
-    from scipy import ndimage
+    dropped). Regions are counted as the engine counts them (corners connect)."""
+    from napari_medcam.engine.regions import label
 
     binary = np.asarray(mask) > 0
-    labels, n = ndimage.label(binary)
+    labels, n = label(binary)
     if n == 0:
         return binary, 0, 0, 0
     sizes = np.bincount(labels.ravel())[1:]
@@ -215,6 +215,7 @@ def run_explanation(job: ExplainJob) -> Generator[Any, None, JobResult]:
                     explanation.mask, job.min_region
                 )
                 explanation.mask = mask
+                explanation.regions = result.regions  # the mask shown, after the drop
                 if getattr(explanation, "labels", None) is not None:  # multi-class
                     explanation.labels = np.where(mask, explanation.labels, 0).astype(np.uint8)
                     present = set(np.unique(explanation.labels).tolist())  # names: only

@@ -326,13 +326,16 @@ def progress_line(event: Any, ctx: RunContext | None) -> str:
 
 
 def regions_text(ctx: RunContext, result: JobResult) -> str:
-    """ "3 pieces ≥ 50 px (≥ 12.5 µm²); 4 smaller dropped (0.1 %)", or "" when unknown."""
+    """ "3 regions at cell groups (8.0 px); 4 smaller than 50 px (12.5 µm²) dropped (0.1 %)",
+    or "" when unknown."""
     if result.regions is None:
         return ""
     n = ctx.job.min_region
     um = microns_per_pixel(ctx.layer_ref(), ctx.region)
     size = f" ≥ {n} px" + (f" ({n * um * um:,.1f} µm²)" if um else "") if n else ""
-    text = f"{result.regions} piece{'s' * (result.regions != 1)}{size}"
+    detail = getattr(result.explanation, "detail", "")
+    scale = f" at {detail}" if detail else ""
+    text = f"{result.regions} region{'s' * (result.regions != 1)}{size}{scale}"
     if result.dropped:
         total = max(1, int(np.prod(np.shape(result.explanation.mask))))
         share = 100 * result.dropped_pixels / total

@@ -86,6 +86,17 @@ class SettingsPanel(QGroupBox):
             choices=device_choices(available_devices()),
             tooltip="auto: CUDA, then MPS, then the CPU",
         )
+        from napari_medcam.engine.scale import LEVELS
+
+        self.detail_combo = ComboBox(
+            label="Detail",
+            choices=list(LEVELS),
+            value="cell groups",
+            tooltip="The scale of the evidence: the mask is made of regions at least this "
+            "size, never single pixels · cells: single cells or nuclei · cell groups: a few "
+            "cells together (default) · regions: glands, foci. In µm when the classifier's "
+            "card knows its pixel size, otherwise a fraction of its input",
+        )
         self.advanced: dict[str, Any] = {}
         for name, typ, label, opts in advanced_fields():
             self.advanced[name] = create_widget(
@@ -113,7 +124,7 @@ class SettingsPanel(QGroupBox):
         self.advanced_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.advanced_toggle.setArrowType(Qt.ArrowType.RightArrow)
         self.advanced_toggle.setAutoRaise(True)
-        form = Container(widgets=[self.preset_combo, self.device_combo])
+        form = Container(widgets=[self.preset_combo, self.detail_combo, self.device_combo])
         form.margins = (0, 0, 0, 0)
         self.add_soft = CheckBox(
             text="add soft-mask layer (hidden)",
@@ -173,8 +184,9 @@ class SettingsPanel(QGroupBox):
         return int(self.threads_spin.value)
 
     def set_enabled(self, enabled: bool) -> None:
-        """Lock preset and device while a run uses them."""
+        """Lock preset, detail and device while a run uses them."""
         self.preset_combo.enabled = enabled
+        self.detail_combo.enabled = enabled
         self.device_combo.enabled = enabled
 
     def _apply_preset(self, _v: Any = None) -> None:
@@ -207,7 +219,7 @@ class SettingsPanel(QGroupBox):
             if getattr(cfg, name) is not None
             and not (name.startswith("lambda_") and cfg.tolerance is not None)
         }
-        return cfg.replace(**changes)
+        return cfg.replace(detail=self.detail_combo.value, **changes)
 
     def set_settings(self, preset: str = "fast", **values: Any) -> None:
         """Set the preset and any Advanced field (or ``threads``) programmatically."""
@@ -216,6 +228,8 @@ class SettingsPanel(QGroupBox):
         for name, value in values.items():
             if name == "threads":
                 self.threads_spin.value = value
+            elif name == "detail":
+                self.detail_combo.value = value
             elif name in self.advanced:
                 self.advanced[name].value = value
             else:

@@ -38,7 +38,11 @@ TIPS = {
     "Low: the mask is necessary, without it the classifier changes its mind. High: there "
     "is more evidence for the class outside the mask.",
     "area": "Share of the explained image inside the mask.",
-    "regions": "Separate pieces of the mask, after dropping those under the minimum size.",
+    "regions": "Separate regions of the mask (pixels touching at a corner belong together), "
+    "at the detail scale chosen in Settings, after dropping those under the minimum size.",
+    "context": "Whether the mask grown by one structure radius (more context) and shrunk by "
+    "half of one (less) still gives the decision. Evidence that stops working when "
+    "context is added is an artefact of the network, not a finding.",
     "time": "Wall time of the run, optimisation steps (per tile), and tiles explained.",
     "explained": "Which part of which image the classifier saw.",
     "absence": "What replaces the image outside the mask, chosen per image among "
@@ -90,6 +94,8 @@ def facts(exp: Any, where: str = "", regions: str = "") -> list[tuple[str, str]]
     ]
     if regions:
         rows.append(("regions", esc(regions)))
+    if exp.context_keeps is not None:
+        rows.append(("context", context_text(exp)))
     rows.append(("time", f"{exp.seconds:.1f} s · {exp.steps} steps{tiles}"))
     if where:
         rows.append(("explained", esc(where)))
@@ -104,6 +110,22 @@ def facts(exp: Any, where: str = "", regions: str = "") -> list[tuple[str, str]]
     if layers is not None:
         rows.append(("layers", esc(", ".join(layers)) or "none (outputs only)"))
     return rows
+
+
+def context_text(exp: Any) -> str:
+    """Whether more / less context around the regions keeps the decision, in words."""
+
+    def said(share: float | None) -> str:
+        if share is None:
+            return "?"
+        if exp.tiles > 1:
+            return f"on {share:.0%} of tiles"
+        return "yes" if share >= 1 else "<b>no</b>"
+
+    return (
+        f"grown by a radius: keeps the decision {said(exp.context_keeps)} · "
+        f"shrunk by half a radius: {said(exp.trim_keeps)}"
+    )
 
 
 def probabilities_html(exp: Any, class_names: list[str]) -> str:
