@@ -87,8 +87,14 @@ def test_closing_does_not_erode_at_the_image_edge():
 
 @pytest.mark.parametrize(
     ("value", "mpp", "size"),
-    [("cell groups", None, 224 / 28), ("cells", 0.5, 16.0), ("regions", None, 16.0),
-     (6, None, 6.0), ("12um", 0.5, 24.0), ("auto", 0.25, 80.0)],
+    [
+        ("cell groups", None, 224 / 28),
+        ("cells", 0.5, 16.0),
+        ("regions", None, 16.0),
+        (6, None, 6.0),
+        ("12um", 0.5, 24.0),
+        ("auto", 0.25, 80.0),
+    ],
 )
 def test_detail_levels_in_pixels_and_microns(value, mpp, size):
     clf = mc.demo_classifier()

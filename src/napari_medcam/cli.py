@@ -36,8 +36,13 @@ class _Progress:
             if self.bar is None:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=100, unit="%", file=sys.stderr, leave=True,
-                                bar_format="{l_bar}{bar}| {elapsed}<{remaining} {desc}")
+                self.bar = tqdm(
+                    total=100,
+                    unit="%",
+                    file=sys.stderr,
+                    leave=True,
+                    bar_format="{l_bar}{bar}| {elapsed}<{remaining} {desc}",
+                )
             self.bar.set_description_str(event.describe(), refresh=False)
             self.bar.update(max(0, pct - self.bar.n))
         elif pct // 10 > self.last:
@@ -122,7 +127,7 @@ def _run_explain(args: argparse.Namespace) -> int:
         if args.tolerance is not None:
             config = config.replace(tolerance=args.tolerance)
         if args.detail is not None:
-            config = config.replace(detail=parse_detail(args.detail, '--detail'))
+            config = config.replace(detail=parse_detail(args.detail, "--detail"))
         absence = _absence_tiles(args.absence_tiles)
         explainer = args.explainer
         if explainer is not None:  # its fit report's warnings, before any tile is read

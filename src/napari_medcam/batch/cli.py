@@ -25,7 +25,7 @@ def _run_batch(args: argparse.Namespace) -> int:
     if args.tolerance is not None:
         config = config.replace(tolerance=args.tolerance)
     if args.detail is not None:
-        config = config.replace(detail=parse_detail(args.detail, '--detail'))
+        config = config.replace(detail=parse_detail(args.detail, "--detail"))
     target: Any = args.target
     if target is not None and target.lstrip("-").isdigit():
         target = int(target)

@@ -62,7 +62,8 @@ def at_scale(
     """(soft, hard, report): ``hard`` as regions at the detail scale (`regionalise`), the
     soft map moved across the threshold where the mask changed, so that thresholding it
     (as stitching does) gives exactly the new mask."""
-    hard2, report = regionalise(check, hard, resolve_detail(cfg.detail, classifier), prune)
+    detail = resolve_detail(cfg.detail, classifier)
+    hard2, report = regionalise(check, hard, detail, prune, soft, cfg.threshold)
     t = torch.tensor(cfg.threshold, dtype=soft.dtype, device=soft.device)
     above = torch.nextafter(t, torch.ones_like(t))
     on = hard2 > 0.5

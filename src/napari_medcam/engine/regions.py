@@ -13,7 +13,9 @@ only, never on single pixels (`napari_medcam.engine.scale` fixes the structure s
    summed over the region) and the largest number of the least needed is removed for
    which the binary mask still meets the goal (`Objective.meets` on the absence and the
    tile's whole pool) — a removal that breaks the goal is never kept;
-3. **grow** a region smaller than the scale's minimum area (a disk of diameter ``d``)
+3. **trim** the rim evenly: the mask eroded by the most whole pixels (up to ``d/2``)
+   that still meets the goal, pieces under the minimum area dropped;
+4. **grow** a region smaller than the scale's minimum area (a disk of diameter ``d``)
    that the goal needs, by dilating it, when the grown mask still meets the goal.
 
 Each step is checked with the same test the optimisation's mask passed; a step that
@@ -26,6 +28,7 @@ structure radius of context is added is an artefact, not a finding.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,8 +83,11 @@ def fill_small_holes(mask: np.ndarray, min_area: int) -> np.ndarray:
     if not n:
         return mask
     sizes = np.bincount(holes.ravel())
-    edge = np.unique(np.concatenate([np.ravel(holes[(slice(None),) * d + (i,)])
-                                     for d in range(mask.ndim) for i in (0, -1)]))
+    edge = np.unique(
+        np.concatenate(
+            [np.ravel(holes[(slice(None),) * d + (i,)]) for d in range(mask.ndim) for i in (0, -1)]
+        )
+    )
     small = sizes < min_area
     small[0] = False
     small[edge] = False
@@ -98,12 +104,57 @@ def count_regions(mask: np.ndarray, min_area: int) -> tuple[int, int, float]:
     return n, int((~big).sum()), float(sizes[big].sum() / sizes.sum())
 
 
+def extent(given: np.ndarray, soft: np.ndarray, threshold: float, radius: float) -> np.ndarray:
+    """The pieces of the soft map's raised area that hold a piece of ``given``.
+
+    The optimisation lowers the soft map everywhere it is not needed and leaves the
+    evidence raised; which few of several redundant pieces cross the threshold depends
+    on the seed. Hysteresis (pieces of ``soft`` above half-way between the background's
+    level and the threshold, closer than two structure sizes, that touch ``given``) keeps the
+    whole raised structure — the same with any seed.
+    """
+    far = ~dilate(given, 4 * radius)
+    background = float(np.median(soft[far])) if far.any() else 0.0
+    low = soft > (background + threshold) / 2
+    labels, n = label(close(low, 2 * radius))
+    hit = np.unique(labels[given & (labels > 0)])
+    return given | (np.isin(labels, hit) & low)
+
+
+def drop_small(mask: np.ndarray, min_area: int) -> np.ndarray:
+    labels, n = label(mask)
+    if not n:
+        return mask
+    big = np.bincount(labels.ravel()) >= min_area
+    big[0] = False
+    return big[labels]
+
+
+def trim(mask: np.ndarray, detail: Detail, meets: Any) -> np.ndarray:
+    """``mask`` eroded by the most whole pixels (≤ one structure radius) that still meets
+    the goal, pieces below the minimum area dropped: the rim the extent and the closing
+    added, taken off evenly all round (never pixel by pixel)."""
+    cands = [drop_small(erode(mask, k), detail.min_area) for k in range(1, int(detail.radius) + 1)]
+    cands = [c for c in cands if c.any()]
+    if not cands:
+        return mask
+    passed = [c for c, ok in zip(cands, meets(cands)) if ok]
+    return passed[-1] if passed else mask
+
+
 def regionalise(
-    check: PoolCheck, hard: torch.Tensor, detail: Detail, prune: bool = True
+    check: PoolCheck,
+    hard: torch.Tensor,
+    detail: Detail,
+    prune: bool = True,
+    soft: torch.Tensor | None = None,
+    threshold: float = 0.5,
 ) -> tuple[torch.Tensor, RegionReport]:
     """``hard`` (1, 1, *spatial), a mask meeting ``check``'s goal, as regions at ``detail``.
 
-    Returns the new binary mask (same shape, dtype, device) and what was done.
+    With ``soft`` (the optimisation's map) the mask first grows to its `extent`, when
+    the grown mask still meets the goal. Returns the new binary mask (same shape, dtype,
+    device) and what was done.
     """
     dev, dtype = hard.device, hard.dtype
 
@@ -116,6 +167,10 @@ def regionalise(
     given = hard[0, 0].detach().cpu().numpy() > 0.5
     if not given.any():
         return hard, RegionReport(0, 0, 0, False, False)
+    if soft is not None:
+        grown = extent(given, soft[0, 0].detach().cpu().numpy(), threshold, detail.radius)
+        if grown.sum() > given.sum() and meets([grown])[0]:
+            given = grown
     closed = fill_small_holes(close(given, detail.radius), detail.min_area)
     mask = closed if meets([closed])[0] else given
 
@@ -131,7 +186,9 @@ def regionalise(
 
         removed = largest_prefix(n - 1, lambda ks: meets([without(k) for k in ks]))
         mask = without(removed)
-        labels, n = label(mask)
+    if prune:
+        mask = trim(mask, detail, meets)
+    labels, n = label(mask)
 
     sizes = np.bincount(labels.ravel())[1:]
     small = np.flatnonzero(sizes < detail.min_area) + 1

@@ -188,26 +188,26 @@ def _nanmean(values: list[float]) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def _split(name: str) -> str:
+def _split(name: str, split: str = "eval") -> str:
     """How the recipe relates to a classifier: tuned on it, seen its failures, or neither."""
     from napari_medcam import zoo
 
     if name in zoo.TUNING:
         return "tuning"
     if name == "demo":
-        return "demo (seeds 9000+)"
+        return "demo (tuning: seeds 1000+)" if split == "tune" else "demo (held out: seeds 9000+)"
     if name in zoo.SEEN:
         return f"seen (round {zoo.SEEN[name]})"
     return "fresh held out" if name in zoo.FRESH + zoo.FRESH2 else "held out"
 
 
-def summary_row(name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+def summary_row(name: str, records: list[dict[str, Any]], split: str = "eval") -> dict[str, Any]:
     """The per-classifier figures of the table."""
 
     done = [r for r in records if r["called_target"]]
     row: dict[str, Any] = {
         "classifier": name,
-        "split": _split(name),
+        "split": _split(name, split),
         "images": len(records),
         "explained": len(done),
     }
@@ -258,7 +258,7 @@ def render(results: dict[str, list[dict[str, Any]]], settings: ZooSettings, mach
         "|" + "---|" * (head.count("|") - 1),
     ]
     for name, records in results.items():
-        r = summary_row(name, records)
+        r = summary_row(name, records, settings.split)
         if "valid" not in r:
             lines.append(f"| {name} | {r['split']} | 0 / {r['images']} |" + " |" * 16)
             continue
