@@ -74,8 +74,10 @@ def close(mask: np.ndarray, radius: float) -> np.ndarray:
 
 
 def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """Connected regions, pixels touching at a corner included (as a brush sees them)."""
-    return ndimage.label(mask, np.ones((3,) * mask.ndim, bool))
+    """Connected regions, pixels joined along an edge: one region is one polygon of the
+    GeoJSON export (pixels meeting only at a corner are two polygons there, and two
+    regions here)."""
+    return ndimage.label(mask)
 
 
 def fill_small_holes(mask: np.ndarray, min_area: int) -> np.ndarray:

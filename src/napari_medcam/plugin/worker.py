@@ -143,7 +143,7 @@ class JobResult:
 
 def drop_small_regions(mask: np.ndarray, min_pixels: int) -> tuple[np.ndarray, int, int, int]:
     """(mask without pieces under ``min_pixels``, pieces kept, pieces dropped, pixels
-    dropped). Regions are counted as the engine counts them (corners connect)."""
+    dropped). Regions are counted as the engine and the GeoJSON count them."""
     from napari_medcam.engine.regions import label
 
     binary = np.asarray(mask) > 0

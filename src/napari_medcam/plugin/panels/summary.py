@@ -38,7 +38,8 @@ TIPS = {
     "Low: the mask is necessary, without it the classifier changes its mind. High: there "
     "is more evidence for the class outside the mask.",
     "area": "Share of the explained image inside the mask.",
-    "regions": "Separate regions of the mask (pixels touching at a corner belong together), "
+    "regions": "Separate regions of the mask (pixels joined along an edge; one region is one "
+    "polygon in the GeoJSON export), "
     "at the detail scale chosen in Settings, after dropping those under the minimum size.",
     "context": "Whether the mask grown by one structure radius (more context) and shrunk by "
     "half of one (less) still gives the decision. Evidence that stops working when "
