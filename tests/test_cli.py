@@ -28,7 +28,8 @@ def test_explain_writes_compressed_mask_with_metadata(tile_png, tmp_path, capsys
     out = tmp_path / "mask.tif"
     assert main(["explain", str(path), "--out", str(out)]) == 0
     line = capsys.readouterr().out.strip()
-    assert line.startswith("lesion: ") and "→" in line and "area" in line and str(out) in line
+    assert line.startswith("lesion: ") and "→" in line and "% of the image" in line
+    assert " region" in line and str(out) in line
     mask, meta = read_mask_tiff(out)
     assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
     assert mask.shape == evidence.shape and mask.any()
@@ -98,7 +99,8 @@ def test_demo_writes_all_outputs_and_says_where(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["valid"] and report["mask_precision_vs_truth"] > 0.8
     overlay = np.asarray(Image.open(out / "overlay.png"))
-    assert overlay.shape == (224, 3 * 224 + 8, 3)
+    assert overlay.shape == (224 + 2 * 18, 3 * 224 + 8, 3)  # titles above, legend below
+    assert 1 <= report["regions"] <= 5  # regions, not specks
     again = subprocess.run(
         [sys.executable, "-m", "napari_medcam.cli", "demo", "--out", str(out)],
         capture_output=True,

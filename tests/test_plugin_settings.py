@@ -28,6 +28,10 @@ def test_fast_shows_its_one_knob_and_paper_its_weights(qtbot):
     assert cfg.tolerance == pytest.approx(0.9)
     assert cfg.lambda_area == mc.MedCAMConfig.fast().lambda_area
 
+    assert cfg.detail == "cell groups"  # the default scale of evidence
+    panel.set_settings("fast", detail="regions")
+    assert panel.build_config().detail == "regions"
+
     panel.preset_combo.value = "paper"
     assert not _shown(adv["tolerance"])
     assert all(_shown(w) for n, w in adv.items() if n.startswith("lambda_"))

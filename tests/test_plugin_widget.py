@@ -165,7 +165,14 @@ def test_explain_a_chosen_class_with_extra_layers(medcam, qtbot, lesion_tile):
     assert labels.contour > 0
     legend = widget.summary.legend.text()
     assert "evidence for 'lesion'" in legend and "Grad-CAM" in legend
-    assert "piece" in widget.summary.text()
+    # the summary's region count is the Labels layer's, at the scale it was made at
+    from napari_medcam.engine.regions import label
+
+    assert exp.regions == label(labels.data > 0)[1] and exp.detail.startswith("cell groups")
+    assert f"{exp.regions} region" in widget.summary.text()
+    assert (
+        "at cell groups" in widget.summary.text() and "grown by a radius" in widget.summary.text()
+    )
     for extra in (soft, gradcam, labels):
         np.testing.assert_allclose(extra.scale, layer.scale)
         assert extra.data.shape == image.shape[:2]

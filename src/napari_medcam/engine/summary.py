@@ -52,7 +52,10 @@ def summarise(
     On one tile, ``soft`` is made to threshold to exactly ``mask`` (a smooth resize
     of the soft map and a nearest one of the binary mask disagree on the rim).
     """
-    detail = resolve_detail(config.detail, classifier)
+    # the region step ran on the masks shown (per-image masks, refined or pruned
+    # amortised ones), not on one-pass amortised masks
+    scaled = any("regions" in f.get("record", {}) for f in per_tile)
+    detail = resolve_detail(config.detail, classifier).describe() if scaled else ""
     provenance = {
         "package": "napari-medcam",
         "version": __version__,
@@ -66,8 +69,8 @@ def summarise(
             if config.refine_steps
             else ""
         )
-        + f", closed at the detail scale ({detail.describe()})"
-        + (", pruned to the regions the goal needs" if config.prune else ""),
+        + (f", made into regions at the detail scale ({detail})" if scaled else "")
+        + (", pruned to the regions the goal needs" if config.prune and scaled else ""),
         "goal": (
             f"keep ≥ {config.tolerance:g} of the original confidence"
             if config.tolerance is not None
@@ -86,7 +89,7 @@ def summarise(
         provenance=provenance,
         tiles=n_windows,
         tile_classes=tile_classes or [],
-        detail=detail.describe(),
+        detail=detail,
     )
     if per_tile:  # what "absence" meant (the first explained tile's candidates)
         provenance["absence_candidates"] = per_tile[0].get("absence_report", [])
@@ -138,7 +141,7 @@ def summarise(
         steps=int(sum(f["steps"] for f in per_tile)),
         history=per_tile[0]["history"] if n_windows == 1 else [],
         tile_verdicts=[f["record"] for f in per_tile],
-        regions=count_regions(mask, detail.min_area)[0] if isinstance(mask, np.ndarray) else None,
+        regions=count_regions(mask, 1)[0] if isinstance(mask, np.ndarray) else None,
         context_keeps=share("context_keeps"),
         trim_keeps=share("trim_keeps"),
     )

@@ -139,8 +139,9 @@ def explain_batch(
         if f["verdict"] or not bool(check.meets(f["hard"])[0]):
             todo.append(i)
         elif cfg.prune:
-            pruned, _, _ = at_scale(check, f["soft"], f["hard"], cfg, classifier, True)
+            pruned, _, report = at_scale(check, f["soft"], f["hard"], cfg, classifier, True)
             g = _facts(x[i : i + 1], pruned, classifier, targets[i], probs[i], config, absence)
+            g["regions"] = report
             g["verdict"] = tile_verdict(g, config, classifier.class_names[targets[i]])
             g["refined"], g["pruned"], g["amortised_failed"] = False, True, False
             if not g["verdict"]:  # judged on fresh backgrounds: kept only if it passes
@@ -160,7 +161,12 @@ def explain_batch(
             f = _facts(
                 x[i : i + 1], res.soft, classifier, targets[i], probs[i], config, absences[i]
             )
-            f.update(steps=res.steps, history=res.history, found_valid=res.found_valid)
+            f.update(
+                steps=res.steps,
+                history=res.history,
+                found_valid=res.found_valid,
+                regions=res.regions,
+            )
             f["verdict"] = tile_verdict(f, config, classifier.class_names[targets[i]])
             f["refined"], f["pruned"] = True, bool(res.met_goal and cfg.prune)
             f["amortised_failed"] = facts[i]["amortised_failed"]
