@@ -238,3 +238,24 @@ def test_slide_levels_and_regions(slide_path):
         assert slide.level_for_size(1500) == 1
         view, origin, f = slide.region(1, (100, 200, 400, 400))
         assert origin == (50, 100) and f == 2.0 and view.shape[:2] == (200, 200)
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_max_stitching_is_the_union_of_the_tiles_masks(monkeypatch, on_disk):
+    """Evidence is stitched by the maximum: each tile's regions stay whole where tiles
+    overlap (an average cut them into fragments), in memory and on disk alike."""
+    rng = np.random.default_rng(1)
+    shape = (300, 260)
+    if on_disk:
+        monkeypatch.setattr("napari_medcam.tiling.IN_MEMORY_PIXELS", 1000)
+    st = Stitcher(shape, chunk=64, mode="max")
+    union = np.zeros(shape, bool)
+    for where in tile_grid(shape, (128, 128), 32):
+        soft = rng.random((128, 128)).astype(np.float32)
+        st.add(where, soft)
+        union[where] |= soft > 0.5
+    mask, soft, area = st.result(0.5)
+    np.testing.assert_array_equal(np.asarray(mask[:]), union)
+    assert area == pytest.approx(union.mean())
+    with pytest.raises(ValueError, match="mode"):
+        Stitcher(shape, mode="median")

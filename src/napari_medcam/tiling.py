@@ -93,13 +93,23 @@ def blend_weights(shape: Sequence[int]) -> np.ndarray:
 class Stitcher:
     """Blend tiles' soft masks in their overlaps, then threshold once.
 
+    ``mode`` "mean" averages overlapping tiles with `blend_weights`; "max" keeps each
+    pixel's highest value, so that thresholding gives the union of the tiles' own masks
+    — evidence made of regions stays whole where tiles overlap (an average of two
+    tiles' maps, each thresholding to its own regions, cuts them into fragments).
+
     Images up to `IN_MEMORY_PIXELS` are stitched in NumPy arrays. Larger ones (a
     whole slide at full resolution) are stitched in chunked, compressed zarr arrays
     in temporary folders, so memory stays bounded by a few chunks whatever the size;
     the results are then zarr arrays too, each deleting its folder when collected.
     """
 
-    def __init__(self, shape: Sequence[int], chunk: int = STITCH_CHUNK) -> None:
+    def __init__(
+        self, shape: Sequence[int], chunk: int = STITCH_CHUNK, mode: str = "mean"
+    ) -> None:
+        if mode not in ("mean", "max"):
+            raise ValueError(f"mode must be 'mean' or 'max', got {mode!r}")
+        self.mode = mode
         self.shape = tuple(int(n) for n in shape)
         self.chunks = tuple(min(chunk, n) for n in self.shape)
         self.on_disk = math.prod(self.shape) > IN_MEMORY_PIXELS
@@ -120,6 +130,10 @@ class Stitcher:
         )
 
     def add(self, where: tuple[slice, ...], soft: np.ndarray) -> None:
+        if self.mode == "max":  # weight 1 where covered: the normalisation is a no-op
+            self.soft[where] = np.maximum(self.soft[where], soft)
+            self.weight[where] = 1.0
+            return
         w = blend_weights(soft.shape)
         self.soft[where] = self.soft[where] + soft * w
         self.weight[where] = self.weight[where] + w

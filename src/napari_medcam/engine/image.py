@@ -6,8 +6,9 @@ by ``tile_overlap`` pixels (the last row/column flush with the edge) and read ti
 by tile, so lazy (dask, zarr) images are never loaded whole. Background tiles
 (little tissue, see `napari_medcam.tiling`) are skipped; tiles the classifier
 assigns to the target are explained ``tile_batch`` at a time — one classifier
-batch per step, each tile with its own U-Net — and their soft masks are blended
-in the overlaps and thresholded once. Each explained tile gets a verdict
+batch per step, each tile with its own U-Net — and their soft masks are stitched
+by their maximum in the overlaps and thresholded once: the mask is the union of the
+tiles' masks, each tile's regions whole. Each explained tile gets a verdict
 (`napari_medcam.engine.verdict`) before it is stitched: an invalid tile adds nothing
 and its whole window is cleared after stitching — a valid neighbour's evidence in
 the overlap included — so the mask shown holds only evidence that passed the checks
@@ -146,7 +147,7 @@ def iter_explain_image(
         selected, mean_probs, tile_classes = [0], None, []
     parts = [t.to(dev) for t in (user_tissue, own_tissue) if t is not None]
     tissue = torch.cat(parts) if parts else None
-    stitcher = Stitcher(tiles.spatial)
+    stitcher = Stitcher(tiles.spatial, mode="max")  # keeps each tile's regions whole
     per_tile: list[dict[str, Any]] = []
     failed: list[tuple[slice, ...]] = []  # windows of invalid tiles: no evidence shown there
     try:

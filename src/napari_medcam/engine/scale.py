@@ -10,9 +10,9 @@ image's own pixels):
 - "adding context" means dilating by ``d/2`` (one structure radius).
 
 Names a user understands map to ``d`` in µm when the classifier's card knows its pixel
-size, and to a fraction of the input's side otherwise (a 224-pixel tile: cells 4 px,
-cell groups 8 px, regions 16 px — the demo's nuclei are 6–8 px across, its lesion
-~70 px). A number is ``d`` in pixels; ``"12um"`` / ``"12 µm"`` is ``d`` in µm.
+size, and to a fraction of the input's side otherwise, at least `MIN_FALLBACK` pixels
+(a 224-pixel tile: cells 4 px, cell groups 8 px, regions 16 px — the demo's nuclei are
+6–8 px across, its lesion ~70 px). A number is ``d`` in pixels; ``"12um"`` / ``"12 µm"`` is ``d`` in µm.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ LEVELS: dict[str, tuple[float, float]] = {
     "regions": (50.0, 1 / 14),
 }
 DEFAULT = "cell groups"
+#: the smallest structure a named level gives without a pixel size (pixels): below it
+#: a "region" is a speck (a 64-pixel input's 1/28 would be 2.3 px)
+MIN_FALLBACK = 4.0
 #: what `MedCAMConfig.detail` accepts besides a number of pixels or a size in µm
 NAMES = ("auto", *LEVELS)
 _MICRONS = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(um|µm|micron|microns)\s*$", re.IGNORECASE)
@@ -102,7 +105,7 @@ def resolve_detail(value: Any, classifier: Any) -> Detail:
         microns, fraction = LEVELS[name]
         if mpp:
             return Detail(name, max(1.0, microns / mpp), microns)
-        return Detail(name, max(1.0, side * fraction))
+        return Detail(name, max(MIN_FALLBACK, side * fraction))
     if isinstance(value, str) and (match := _MICRONS.match(value)):
         microns = float(match.group(1))
         if not mpp:
