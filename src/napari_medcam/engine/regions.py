@@ -6,16 +6,18 @@ A pathologist reads, edits and compares *regions*, so the last step works on reg
 only, never on single pixels (`napari_medcam.engine.scale` fixes the structure size
 ``d``):
 
-1. **close** the mask with a disk of radius ``d/2``: pieces closer than ``d`` become one
+1. **extent**: grow to the structure the pieces belong to in the optimisation's soft
+   map (`extent`), so that another seed gives the same regions;
+2. **close** the mask with a disk of radius ``d/2``: pieces closer than ``d`` become one
    region and holes narrower than ``d`` fill (context is added, nothing is removed);
-2. **prune whole regions**: regions are ranked by the first-order cost of removing them
+3. **prune whole regions**: regions are ranked by the first-order cost of removing them
    (the gradient of the mean log p(target) over the absence and the background pool,
    summed over the region) and the largest number of the least needed is removed for
    which the binary mask still meets the goal (`Objective.meets` on the absence and the
    tile's whole pool) — a removal that breaks the goal is never kept;
-3. **trim** the rim evenly: the mask eroded by the most whole pixels (up to ``d/2``)
+4. **trim** the rim evenly: the mask eroded by the most whole pixels (up to ``d/2``)
    that still meets the goal, pieces under the minimum area dropped;
-4. **grow** a region smaller than the scale's minimum area (a disk of diameter ``d``)
+5. **grow** a region smaller than the scale's minimum area (a disk of diameter ``d``)
    that the goal needs, by dilating it, when the grown mask still meets the goal.
 
 Each step is checked with the same test the optimisation's mask passed; a step that
