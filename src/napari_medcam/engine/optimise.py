@@ -238,9 +238,11 @@ def optimise_masks(
             results.append(MaskResult(soft_i, hard_i, False, len(st.history), st.history))
         else:
             met = st.best is not None
-            soft_i, hard_i, report = at_scale(
-                run.checks[i], kept[1], kept[2], cfg, classifier, cfg.prune and met
-            )
+            soft_i, hard_i, report = kept[1], kept[2], None
+            if classifier.spatial_dims == 2:  # the 3-D preset keeps its own tuned masks
+                soft_i, hard_i, report = at_scale(
+                    run.checks[i], soft_i, hard_i, cfg, classifier, cfg.prune and met
+                )
             results.append(
                 MaskResult(soft_i, hard_i, True, len(st.history), st.history, met, report)
             )
