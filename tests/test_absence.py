@@ -200,3 +200,23 @@ def test_evidence_a_few_pixels_across_is_followed_at_full_resolution():
     assert "full resolution" in exp.provenance["mask_resolution"]
     assert (exp.mask & dot).sum() / exp.mask.sum() >= 0.9
     assert exp.mask.sum() <= 1.3 * dot.sum()
+
+
+def test_counterfactual_tissue_is_not_used_when_a_fill_is_neutral():
+    """Tissue is always the closest candidate, but pasting the evidence into normal
+    tissue dilutes it: it is the absence only when nothing else is neutral."""
+    from tests.toys import red_counter, red_square_image
+
+    clf = red_counter()
+    img, _ = red_square_image()
+    exp = mc.explain(
+        img,
+        clf,
+        config=mc.MedCAMConfig.fast(**QUICK),
+        device="cpu",
+        absence_tiles=[textured_tile(2)],
+    )
+    report = {c["name"]: c for c in exp.provenance["absence_candidates"]}
+    assert report["tissue 1"]["neutral"]  # offered and neutral...
+    assert not exp.baseline.startswith("tissue")  # ...but a neutral fill is used
+    assert report[exp.baseline]["neutral"]
