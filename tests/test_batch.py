@@ -93,7 +93,12 @@ def test_every_slide_is_explained_and_a_rerun_does_nothing(slides, tmp_path):
             assert max(xs) > 600 and max(xs) <= 1200
             total = sum(ft["properties"]["area_pixels"] for ft in geo["features"])
             assert total == int(mask.sum())
+        assert len(geo["features"]) == result["regions"]  # one polygon per region
     rows = _summary(out)
+    assert all(
+        int(r["evidence_regions"]) == read_result(out / "slides" / s)["regions"]
+        for s, r in rows.items()
+    )
     assert set(rows) == set(ids) and all(r["status"] == "done" for r in rows.values())
     assert all(int(r["tiles_explained"]) > 0 for r in rows.values())
     page = (out / "summary.html").read_text()

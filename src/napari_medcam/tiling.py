@@ -104,9 +104,7 @@ class Stitcher:
     the results are then zarr arrays too, each deleting its folder when collected.
     """
 
-    def __init__(
-        self, shape: Sequence[int], chunk: int = STITCH_CHUNK, mode: str = "mean"
-    ) -> None:
+    def __init__(self, shape: Sequence[int], chunk: int = STITCH_CHUNK, mode: str = "mean") -> None:
         if mode not in ("mean", "max"):
             raise ValueError(f"mode must be 'mean' or 'max', got {mode!r}")
         self.mode = mode

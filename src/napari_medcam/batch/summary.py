@@ -29,11 +29,16 @@ COLUMNS = (
     "tiles_valid",
     "evidence_area_fraction",
     "evidence_level0_px",
+    "evidence_regions",
     "level",
     "seconds",
     "path",
     "folder",
 )
+
+
+def _or_blank(value: Any) -> Any:
+    return "" if value is None else value
 
 
 def summary_rows(manifest: Manifest) -> list[dict[str, Any]]:
@@ -53,6 +58,7 @@ def summary_rows(manifest: Manifest) -> list[dict[str, Any]]:
                 tiles_valid=result["tiles_valid"],
                 evidence_area_fraction=result["area_fraction"],
                 evidence_level0_px=result["evidence_level0_px"],
+                evidence_regions=_or_blank(result.get("regions")),
                 level=result["level"],
                 seconds=result["seconds"],
                 reason="" if result["valid"] else result["explanation_status"],
@@ -146,7 +152,9 @@ def summary_html(manifest: Manifest, rows: list[dict[str, Any]]) -> str:
         )
         area = (
             f"{100 * float(r['evidence_area_fraction']):.2f} %<br>"
-            f"<span class=small>{int(r['evidence_level0_px']):,} level-0 px</span>"
+            f"<span class=small>{int(r['evidence_level0_px']):,} level-0 px"
+            + (f", {r['evidence_regions']} regions" if r["evidence_regions"] != "" else "")
+            + "</span>"
             if done
             else ""
         )

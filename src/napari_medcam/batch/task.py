@@ -218,6 +218,9 @@ def _explain(
         "tiles_valid": n_valid,
         "area_fraction": round(float(exp.area_fraction), 6),
         "evidence_level0_px": round(evidence * f * f),
+        # connected regions of the mask written (None when it was stitched on disk)
+        "regions": exp.regions,
+        "detail": exp.detail,
         "level": level,
         "downsample": f,
         "worker": str(getattr(worker, "address", "local")),

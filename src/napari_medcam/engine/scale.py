@@ -12,7 +12,8 @@ image's own pixels):
 Names a user understands map to ``d`` in µm when the classifier's card knows its pixel
 size, and to a fraction of the input's side otherwise, at least `MIN_FALLBACK` pixels
 (a 224-pixel tile: cells 4 px, cell groups 8 px, regions 16 px — the demo's nuclei are
-6–8 px across, its lesion ~70 px). A number is ``d`` in pixels; ``"12um"`` / ``"12 µm"`` is ``d`` in µm.
+6–8 px across, its lesion ~70 px). A number is ``d`` in pixels; ``"12um"`` /
+``"12 µm"`` is ``d`` in µm.
 """
 
 from __future__ import annotations
