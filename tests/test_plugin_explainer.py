@@ -85,7 +85,11 @@ def test_choose_an_explainer_and_explain_every_class_in_one_pass(
     data = np.asarray(layer.data)
     # one layer, a label per class: red (index 1) → 2 on the red tile, green → 3
     assert set(np.unique(data[:, :64])) == {0, 2}
-    assert set(np.unique(data[:, 64:128])) == {0}
+    # evidence is made of regions at the detail scale (4 px for a 64-px input): the grey
+    # tile holds none farther than one structure size from a coloured tile, and what is
+    # there belongs to that tile's class
+    assert set(np.unique(data[:, 68:124])) == {0}
+    assert set(np.unique(data[:, 64:68])) <= {0, 2} and set(np.unique(data[:, 124:128])) <= {0, 3}
     assert set(np.unique(data[:, 128:])) == {0, 3}
     colours = layer.colormap
     for value, cls in ((2, 1), (3, 2)):

@@ -336,6 +336,8 @@ def test_the_result_reads_as_a_sentence_with_tooltips(medcam):
         masked_probabilities=[0.03, 0.97],
         target=1,
         one_line=lambda: "lesion",
+        context_keeps=1.0,
+        trim_keeps=0.0,
     )
     assert plain_sentence(exp)[0] == "sufficient, not necessary"
     assert "not the only evidence" in plain_sentence(exp)[1]
@@ -344,6 +346,7 @@ def test_the_result_reads_as_a_sentence_with_tooltips(medcam):
     )
     widget.summary.show_explanation(exp, ["normal", "lesion"], "whole image")
     assert widget.summary.text().count("not the only evidence") == 1
+    assert "keeps the decision yes" in widget.summary.text()  # the context row
     cells = widget.summary._cells
     assert cells and all(c.toolTip() for c in cells)
     assert READING_DOC.is_file() and "What do these mean?" in widget.summary.link.text()

@@ -235,7 +235,9 @@ class RunPanel(QWidget):
         self.busy_changed.emit(busy)
 
     def _on_progress(self, event: Any) -> None:
-        if self.session.closed:
+        job = self.session.job
+        # a step queued before Cancel (or the end) must not overwrite what the run says
+        if self.session.closed or (job is not None and job.cancel.is_set()):
             return
         pct = int(round(100 * float(event.fraction)))
         self.progress.value = pct
