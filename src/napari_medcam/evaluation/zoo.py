@@ -233,12 +233,13 @@ def summary_row(name: str, records: list[dict[str, Any]], split: str = "eval") -
         seconds=float(np.mean([r["seconds"] for r in done])),
         absence=", ".join(sorted({r["absence"].split(" ")[0] for r in done})),
     )
-    if all("regions" in r for r in done):
+    read = [r for r in done if "regions" in r]  # images with a mask to read
+    if read:
         row.update(
-            regions=statistics.median(r["regions"] for r in done),
-            big_share=100 * _nanmean([r["big_share"] for r in done]),
-            stability=statistics.median(r["stability"] for r in done),
-            context=pct("context_keeps"),
+            regions=statistics.median(r["regions"] for r in read),
+            big_share=100 * _nanmean([r["big_share"] for r in read]),
+            stability=statistics.median(r["stability"] for r in read),
+            context=100 * float(np.mean([bool(r["context_keeps"]) for r in read])),
         )
     return row
 
