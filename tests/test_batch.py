@@ -20,7 +20,7 @@ import pytest
 
 import napari_medcam as mc
 from napari_medcam.batch import run_cohort
-from napari_medcam.batch.manifest import MANIFEST, differences
+from napari_medcam.batch.manifest import FORMAT, MANIFEST, differences
 from napari_medcam.batch.outputs import read_result, slide_outputs_valid
 from napari_medcam.batch.slides import resolve_slides
 from napari_medcam.cli import main
@@ -296,3 +296,27 @@ def test_an_amortised_explainer_runs_the_cohort(slides, cluster, tmp_path, capsy
         == 2
     )
     assert "do not apply with --explainer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key", ["../../elsewhere", "/abs/olute", "a/b", "..", ""])
+def test_a_manifest_whose_slide_key_leaves_the_folder_is_refused(tmp_path, capsys, key):
+    """A hand-edited or untrusted manifest.json never makes batch write or delete outside
+    --out: a slide key that is not a plain folder name is refused before any work."""
+    out = tmp_path / "cohort" / "out"
+    (out / "slides").mkdir(parents=True)
+    victim = tmp_path / "cohort" / ".keep"  # what '../..' would reach from a slide folder
+    victim.write_text("keep me")
+    manifest = {
+        "format": FORMAT,
+        "created": "now",
+        "settings": {},
+        "classifier": {},
+        "slides": {key: {"path": str(tmp_path / "x.tif"), "status": "done"}},
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    (tmp_path / "x.tif").touch()
+    assert main(["batch", str(tmp_path / "x.tif"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not a napari-medcam cohort manifest" in err and "plain folder name" in err
+    assert victim.read_text() == "keep me"
+    assert sorted(p.name for p in (tmp_path / "cohort").iterdir()) == [".keep", "out"]

@@ -58,6 +58,20 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+#: what a slide id (its folder's name under ``--out/slides``) may be: what `id_for` makes
+SLIDE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def check_slide_id(slide_id: Any) -> str:
+    """``slide_id`` if it is a plain folder name, else ValueError: a hand-edited or
+    untrusted manifest must never make a slide's files land outside the output folder."""
+    if not isinstance(slide_id, str) or not SLIDE_ID.match(slide_id):
+        raise ValueError(
+            f"slide id {slide_id!r} is not a plain folder name (letters, digits, _ and -)"
+        )
+    return slide_id
+
+
 @dataclass
 class Manifest:
     """``manifest.json`` of a cohort output folder, in memory."""
@@ -82,8 +96,16 @@ class Manifest:
             data = json.loads(path.read_text())
             if data.get("format") != FORMAT:
                 raise ValueError(f"format {data.get('format')!r}, expected {FORMAT!r}")
-            return cls(out, data["settings"], data["classifier"], data["slides"], data["created"])
-        except (OSError, ValueError, KeyError, AttributeError) as err:
+            slides = data["slides"]
+            if not isinstance(slides, dict):
+                raise ValueError("'slides' is not a mapping")
+            for sid, rec in slides.items():
+                # a key is a folder name under --out: never a path that leaves it
+                check_slide_id(sid)
+                if not isinstance(rec, dict) or not isinstance(rec.get("path"), str):
+                    raise ValueError(f"slide {sid!r} has no path")
+            return cls(out, data["settings"], data["classifier"], slides, data["created"])
+        except (OSError, ValueError, KeyError, AttributeError, TypeError) as err:
             raise ValueError(
                 f"{path} is not a napari-medcam cohort manifest ({err}); "
                 "choose another --out folder, or pass --force to start this one over"
@@ -103,7 +125,7 @@ class Manifest:
         write_atomic(self.out / MANIFEST, lambda tmp: tmp.write_text(text), overwrite=True)
 
     def folder(self, slide_id: str) -> Path:
-        return self.out / SLIDES_DIR / slide_id
+        return self.out / SLIDES_DIR / check_slide_id(slide_id)
 
     def id_for(self, path: Path) -> str:
         """The slide's folder name: kept from an earlier run, else its file name's stem
