@@ -107,3 +107,31 @@ def test_cli_bad_input_one_line_nonzero_no_file(tmp_path, capsys, make, extra, m
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".mask")]
+
+
+@pytest.mark.parametrize(
+    ("out", "extra", "message"),
+    [
+        ("same.geojson", ["--geojson"], "overwritten by its own GeoJSON"),
+        ("folder", [], "is a folder"),
+        ("missing/mask.tif", [], "does not exist"),
+    ],
+)
+def test_cli_refuses_outputs_it_cannot_write_before_any_work(tmp_path, capsys, out, extra, message):
+    """Where the results go is checked before the explanation runs (on a slide: hours)."""
+    (tmp_path / "folder").mkdir()
+    image = _tile_file(tmp_path)
+    code = main(["explain", str(image), "--out", str(tmp_path / out), "--steps", "1", *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "tile.png"]
+
+
+@pytest.mark.parametrize(
+    ("overlap", "message"), [(224, "from 0 to 112"), (-3, "from 0 to 112"), ("8", "integer")]
+)
+def test_tile_overlap_is_checked_before_any_work(overlap, message):
+    clf = mc.demo_classifier()
+    big = np.zeros((600, 600, 3), np.uint8)
+    with pytest.raises(ValueError, match=message):
+        mc.explain(big, clf, tile_overlap=overlap)

@@ -94,6 +94,23 @@ def _load_input(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
     return read_image(path), {}, None
 
 
+def check_outputs(outputs: list[Path], overwrite: bool) -> None:
+    """Refuse, before any work, outputs that could not all be written as asked: two on
+    one path, a folder, a missing folder, an existing file without ``overwrite``."""
+    if len(set(outputs)) < len(outputs):
+        raise ValueError(
+            f"--out {outputs[0]} would be overwritten by its own GeoJSON: name the mask "
+            "file (.tif); the polygons go beside it as .geojson"
+        )
+    for path in outputs:
+        if path.is_dir():
+            raise ValueError(f"--out {path} is a folder: name the mask file (.tif) to write")
+        if not path.parent.is_dir():
+            raise ValueError(f"--out: folder {path.parent} does not exist")
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists: pass --overwrite to replace it")
+
+
 def _absence_tiles(folder: str | None) -> list[Any] | None:
     """Images of tissue without the finding, from a folder (``--absence-tiles``)."""
     if folder is None:
@@ -115,9 +132,7 @@ def _run_explain(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     outputs = [out, out.with_suffix(".geojson")] if args.geojson else [out]
-    for path in outputs:
-        if path.exists() and not args.overwrite:
-            raise FileExistsError(f"{path} exists: pass --overwrite to replace it")
+    check_outputs(outputs, args.overwrite)
     image, facts, close = _load_input(args)
     try:
         clf = mc.load_classifier(args.classifier, weights=args.weights)

@@ -34,6 +34,21 @@ def _check_config(config: MedCAMConfig | None) -> MedCAMConfig:
     return config
 
 
+def _check_overlap(overlap: Any, classifier: Classifier) -> None:
+    """An overlap of at most half the input: beyond it the stride shrinks towards one
+    pixel (a 4,096² image at overlap ≥ 224 would be millions of tiles)."""
+    if overlap is None:
+        return
+    most = min(classifier.input_size) // 2
+    if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)):
+        raise ValueError(f"tile_overlap must be an integer number of pixels, got {overlap!r}")
+    if not 0 <= overlap <= most:
+        raise ValueError(
+            f"tile_overlap must be from 0 to {most} pixels (half the classifier's input), "
+            f"got {overlap}"
+        )
+
+
 def iter_explain(
     image: np.ndarray,
     classifier: Classifier,
@@ -73,6 +88,7 @@ def iter_explain(
     """
     if not isinstance(classifier, Classifier):
         raise ValueError(f"classifier must be a napari_medcam.Classifier, got {type(classifier)}")
+    _check_overlap(tile_overlap, classifier)
     if slice_axis is not None:
         from napari_medcam.engine.volumes import iter_explain_slices  # built on this module
 
