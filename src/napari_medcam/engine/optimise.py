@@ -29,9 +29,8 @@ from napari_medcam.engine.hooks import record_activations
 from napari_medcam.engine.objective import Objective
 from napari_medcam.engine.prepare import resize
 from napari_medcam.engine.prune import PoolCheck
-from napari_medcam.engine.regions import RegionReport, regionalise
+from napari_medcam.engine.regions import RegionReport, at_scale
 from napari_medcam.engine.saliency import gradcam_maps
-from napari_medcam.engine.scale import resolve_detail
 from napari_medcam.engine.unet import UNet
 
 CRISP = 0.25  # mean |soft − binary| below which a mask counts as committed
@@ -49,26 +48,6 @@ class MaskResult:
     history: list[dict[str, float]]
     met_goal: bool = False  # the constrained goal (tolerance) was reached, not only validity
     regions: RegionReport | None = None  # what `regionalise` made of the mask
-
-
-def at_scale(
-    check: PoolCheck,
-    soft: torch.Tensor,
-    hard: torch.Tensor,
-    cfg: MedCAMConfig,
-    classifier: Classifier,
-    prune: bool,
-) -> tuple[torch.Tensor, torch.Tensor, RegionReport]:
-    """(soft, hard, report): ``hard`` as regions at the detail scale (`regionalise`), the
-    soft map moved across the threshold where the mask changed, so that thresholding it
-    (as stitching does) gives exactly the new mask."""
-    detail = resolve_detail(cfg.detail, classifier)
-    hard2, report = regionalise(check, hard, detail, prune, soft, cfg.threshold)
-    t = torch.tensor(cfg.threshold, dtype=soft.dtype, device=soft.device)
-    above = torch.nextafter(t, torch.ones_like(t))
-    on = hard2 > 0.5
-    soft2 = torch.where(on, torch.maximum(soft, above), torch.minimum(soft, t))
-    return soft2, hard2, report
 
 
 def _layer_weights(config: MedCAMConfig, n: int) -> list[float]:

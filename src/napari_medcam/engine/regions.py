@@ -36,8 +36,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.prune import PoolCheck, importance, largest_prefix
-from napari_medcam.engine.scale import Detail
+from napari_medcam.engine.scale import Detail, resolve_detail
 
 
 @dataclass
@@ -206,3 +207,23 @@ def regionalise(
     n, n_small, _ = count_regions(mask, detail.min_area)
     report = RegionReport(n, n_small, removed, bool(held[0]), bool(held[1] and eroded.any()))
     return tensor([mask])[:1], report
+
+
+def at_scale(
+    check: PoolCheck,
+    soft: torch.Tensor,
+    hard: torch.Tensor,
+    cfg: MedCAMConfig,
+    classifier: Any,
+    prune: bool,
+) -> tuple[torch.Tensor, torch.Tensor, RegionReport]:
+    """(soft, hard, report): ``hard`` as regions at the detail scale (`regionalise`), the
+    soft map moved across the threshold where the mask changed, so that thresholding it
+    (as stitching does) gives exactly the new mask."""
+    detail = resolve_detail(cfg.detail, classifier)
+    hard2, report = regionalise(check, hard, detail, prune, soft, cfg.threshold)
+    t = torch.tensor(cfg.threshold, dtype=soft.dtype, device=soft.device)
+    above = torch.nextafter(t, torch.ones_like(t))
+    on = hard2 > 0.5
+    soft2 = torch.where(on, torch.maximum(soft, above), torch.minimum(soft, t))
+    return soft2, hard2, report

@@ -37,9 +37,10 @@ from napari_medcam.engine.amortised.labels import combine_labels
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explanation import Explanation, ProgressEvent
 from napari_medcam.engine.objective import Objective
-from napari_medcam.engine.optimise import at_scale, optimise_masks, to_numpy_mask
+from napari_medcam.engine.optimise import optimise_masks, to_numpy_mask
 from napari_medcam.engine.prepare import resize, resolve_device
 from napari_medcam.engine.prune import PoolCheck
+from napari_medcam.engine.regions import at_scale
 from napari_medcam.engine.scoring import evaluate_mask
 from napari_medcam.engine.summary import summarise
 from napari_medcam.engine.tiles import Tiles, blank_class, tile_class
