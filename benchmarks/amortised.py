@@ -29,7 +29,7 @@ import torch
 from _common import machine_line
 
 import napari_medcam as mc
-from napari_medcam.engine.prepare import prepare_input, resolve_device
+from napari_medcam.classifiers.prepare import prepare_input, resolve_device
 from napari_medcam.metrics import MaskScorer, map_similarity, overlap_scores, randomise_top_layers
 
 DEMO_HELD_OUT = 700_000

@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from napari_medcam.evaluation.cli import add_arguments, run_from_args
+from napari_medcam.cli.evaluate import add_arguments, run_from_args
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -34,12 +34,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def explainer_for(clf, slide: Path, steps: int, folder: Path):
     """The demo explainer, or a quick stand-in fitted on the slide's tiles."""
     from napari_medcam.engine.amortised import fit_explainer, load_explainer
+    from napari_medcam.io import read_tiles
 
     try:
         return load_explainer("demo", clf), "demo"
     except (FileNotFoundError, ValueError) as err:
         print(f"demo explainer not available ({err}); fitting {steps} steps")
-    exp = fit_explainer(clf, [slide], steps=steps, device="cpu", per_slide=24, held_out=0.0)
+    tiles = read_tiles([slide], clf, per_slide=24)
+    exp = fit_explainer(clf, tiles, steps=steps, device="cpu", held_out=0.0)
     return exp.save(folder / "standin.pt"), f"stand-in ({steps} steps)"
 
 

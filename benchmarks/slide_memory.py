@@ -109,7 +109,7 @@ def main() -> None:
 
 
 def _level_near(path: Path, side: int) -> int:
-    from napari_medcam.slides import open_slide
+    from napari_medcam.io.slides import open_slide
 
     with open_slide(path) as slide:
         sides = [max(a.shape[:2]) for a in slide.levels]

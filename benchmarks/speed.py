@@ -16,7 +16,7 @@ from _common import machine_line, timed
 
 import napari_medcam as mc
 from napari_medcam.baselines import gradcam
-from napari_medcam.engine.prepare import prepare_input, resolve_device
+from napari_medcam.classifiers.prepare import prepare_input, resolve_device
 
 
 def main() -> None:

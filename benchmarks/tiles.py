@@ -16,7 +16,7 @@ import torch
 from _common import machine_line
 
 import napari_medcam as mc
-from napari_medcam.engine.prepare import resolve_device
+from napari_medcam.classifiers.prepare import resolve_device
 
 
 def main() -> None:

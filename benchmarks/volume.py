@@ -23,8 +23,8 @@ from _common import machine_line, timed
 
 import napari_medcam as mc
 from napari_medcam.classifiers.demo3d import demo_volume_classifier
+from napari_medcam.classifiers.prepare import prepare_input, resolve_device
 from napari_medcam.data.volumes import synthetic_volume
-from napari_medcam.engine.prepare import prepare_input, resolve_device
 from napari_medcam.metrics import overlap_scores
 
 

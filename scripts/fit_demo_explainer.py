@@ -35,7 +35,8 @@ from pathlib import Path
 import torch
 
 import napari_medcam as mc
-from napari_medcam.engine.amortised.cli import _Bar, report_paths, write_report
+from napari_medcam.cli.common import Progress
+from napari_medcam.cli.fit import report_paths, write_report
 from napari_medcam.engine.amortised.fit import fit_explainer
 from napari_medcam.metrics import randomise_top_layers
 
@@ -72,14 +73,13 @@ def main(argv: list[str] | None = None) -> int:
             tiles.append(slide)
         exp = fit_explainer(
             clf,
-            tiles,
+            mc.read_tiles(tiles, clf, per_slide=args.per_slide),
             mc.MedCAMConfig.fast(),
             args.steps,
             device="cpu",
-            progress=_Bar(),
+            progress=Progress(),
             batch=args.batch,
             checkpoint=ckpt,
-            per_slide=args.per_slide,
             network=None if args.mask_scale is None else {"mask_scale": args.mask_scale},
             # a randomised model's classes mean nothing: every class is fitted then
             background_class=None if args.randomise_top else "normal",

@@ -24,7 +24,8 @@ import torch
 
 import napari_medcam as mc
 from napari_medcam import zoo
-from napari_medcam.engine.amortised.cli import _Bar, report_paths, write_report
+from napari_medcam.cli.common import Progress
+from napari_medcam.cli.fit import report_paths, write_report
 from napari_medcam.engine.amortised.fit import fit_explainer
 from napari_medcam.metrics import randomise_top_layers
 from napari_medcam.zoo._common import SEED0
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         mc.MedCAMConfig.fast(),
         args.steps,
         device="cpu",
-        progress=_Bar(),
+        progress=Progress(),
         batch=args.batch,
         lr=args.lr,
         checkpoint=ckpt,

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import napari_medcam as mc
+from napari_medcam.classifiers.prepare import prepare_input
 from napari_medcam.engine.absence import NEUTRAL_P, choose_absence
-from napari_medcam.engine.prepare import prepare_input
 from tests.toys import (
     flat_reads_positive,
     red_counter,

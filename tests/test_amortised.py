@@ -22,7 +22,7 @@ from napari_medcam.engine.amortised import (
     load_explainer,
 )
 from napari_medcam.io import write_mask
-from napari_medcam.io_geojson import class_rgb
+from napari_medcam.io.geojson import class_rgb
 
 from .toys import MEAN, STD, _Unit, red_counter
 

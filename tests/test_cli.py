@@ -74,7 +74,7 @@ def test_explain_steps_and_presets(tile_png, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     cfg = summary["config"]
     assert cfg["steps"] + cfg["refine_steps"] == 5  # coarse and full-resolution steps together
-    assert 1 <= summary["steps"] <= 10  # one retry at most
+    assert 1 <= summary["steps_run"] <= 10  # one retry at most
     assert main(["explain", str(path), "--out", str(out), "--overwrite", "--steps", "0"]) == 2
     assert "steps must be ≥ 1" in capsys.readouterr().err
     kept = read_mask_tiff(out)[1]["config"]

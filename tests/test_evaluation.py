@@ -186,7 +186,7 @@ def test_cli_evaluate_quick_writes_table_and_figure(tmp_path, capsys):
     args = ["evaluate", "--quick", "--threads", "1", "--benchmarks", str(bench)]
     threads = torch.get_num_threads()
     try:
-        assert main([*args, "--figure", str(fig), "--json", str(js)]) == 0
+        assert main([*args, "--figure", str(fig), "--records", str(js)]) == 0
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out

@@ -24,7 +24,7 @@ from napari_medcam.io import (
     write_mask,
     write_mask_tiff,
 )
-from napari_medcam.slides import write_pyramid
+from napari_medcam.io.slides import write_pyramid
 
 
 def _mask() -> np.ndarray:
@@ -181,7 +181,7 @@ def test_a_failed_second_rename_takes_the_first_file_back(tmp_path, monkeypatch,
         moved.append(Path(dst))
         return real(src, dst)
 
-    monkeypatch.setattr("napari_medcam.io.os.replace", replace)
+    monkeypatch.setattr("napari_medcam.io.atomic.os.replace", replace)
     with pytest.raises(OSError, match="rename failed"):
         write_files(
             {tif: lambda p: p.write_text("new tif"), geo: lambda p: p.write_text("new")},

@@ -321,7 +321,7 @@ def test_pt2_program_is_hooked_and_explained(tmp_path):
     assert clf.hookable and clf.name == "m.pt2"
     assert clf.layers == ["blocks.0", "blocks.1", "blocks.2", "blocks.3"]
     img = np.random.default_rng(1).integers(0, 255, (32, 32, 3), np.uint8)
-    from napari_medcam.engine.prepare import prepare_input
+    from napari_medcam.classifiers.prepare import prepare_input
 
     with torch.no_grad():
         expected = torch.softmax(net(prepare_input(img, clf)), 1)[0].numpy()

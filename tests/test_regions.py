@@ -129,9 +129,9 @@ def test_toy_mask_is_one_region_inside_the_evidence():
 def test_soft_map_thresholded_is_the_final_mask():
     """Tiled images are stitched from soft maps: thresholded, they must give the mask
     that was made into regions and judged, not the one before."""
+    from napari_medcam.classifiers.prepare import prepare_input
     from napari_medcam.engine.absence import choose_absence
     from napari_medcam.engine.optimise import optimise_masks
-    from napari_medcam.engine.prepare import prepare_input
 
     clf = red_counter()
     img, _ = red_square_image()

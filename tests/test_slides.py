@@ -15,8 +15,8 @@ import napari_medcam as mc
 from napari_medcam.baselines import gradcam
 from napari_medcam.cli import main
 from napari_medcam.io import read_mask_tiff
+from napari_medcam.io.slides import open_slide, write_pyramid
 from napari_medcam.plugin.reader import get_slide_reader
-from napari_medcam.slides import open_slide, write_pyramid
 from napari_medcam.tiling import Stitcher, tile_grid
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,6 +15,7 @@ from napari_medcam.engine import (
     iter_explain,
 )
 from napari_medcam.engine.amortised import Explainer, fit_explainer, load_explainer
+from napari_medcam.io import open_slide, read_image, read_tiles, write_mask
 
 __all__ = [
     "Classifier",
@@ -30,5 +31,9 @@ __all__ = [
     "iter_explain",
     "load_classifier",
     "load_explainer",
+    "open_slide",
+    "read_image",
+    "read_tiles",
     "synthetic_tile",
+    "write_mask",
 ]

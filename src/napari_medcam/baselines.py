@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.classifiers.prepare import resize, unit_tensor
 from napari_medcam.engine.explanation import ProgressEvent
-from napari_medcam.engine.prepare import resize, unit_tensor
 from napari_medcam.engine.saliency import gradcam_maps
 from napari_medcam.tiling import MIN_TISSUE_FRACTION, Stitcher
 

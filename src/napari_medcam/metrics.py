@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.classifiers.prepare import prepare_input, resize
 from napari_medcam.engine.absence import Absence, choose_absence
 from napari_medcam.engine.config import MedCAMConfig
-from napari_medcam.engine.prepare import prepare_input, resize
 from napari_medcam.engine.scoring import evaluate_mask
 
 # --------------------------------------------------------------------------- faithfulness

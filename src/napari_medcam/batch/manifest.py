@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_medcam.batch.outputs import read_result
-from napari_medcam.io import _jsonable, write_atomic
+from napari_medcam.io import jsonable, write_atomic
 
 MANIFEST = "manifest.json"
 FORMAT = "napari-medcam cohort 1"
@@ -31,7 +31,7 @@ DONE, FAILED, RUNNING, INTERRUPTED = "done", "failed", "running", "interrupted"
 
 def settings_hash(settings: dict[str, Any]) -> str:
     """Short stable hash of the run settings (sorted JSON)."""
-    text = json.dumps(_jsonable(settings), sort_keys=True)
+    text = json.dumps(jsonable(settings), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -46,7 +46,7 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """'key: old → new' for every setting that differs (nested keys dotted)."""
-    a, b = _flat(_jsonable(old)), _flat(_jsonable(new))
+    a, b = _flat(jsonable(old)), _flat(jsonable(new))
     return [
         f"{k}: {a.get(k, '—')} → {b.get(k, '—')}"
         for k in sorted(a.keys() | b.keys())
@@ -121,7 +121,7 @@ class Manifest:
             "classifier": self.classifier,
             "slides": self.slides,
         }
-        text = json.dumps(_jsonable(data), indent=1)
+        text = json.dumps(jsonable(data), indent=1)
         write_atomic(self.out / MANIFEST, lambda tmp: tmp.write_text(text), overwrite=True)
 
     def folder(self, slide_id: str) -> Path:

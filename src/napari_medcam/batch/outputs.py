@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_medcam.io import _jsonable, geojson_writer, write_files
+from napari_medcam.io import geojson_writer, jsonable, write_files
 
 MASK, GEOJSON, TILES, THUMB, OVERLAY, RESULT = (
     "mask.tif",
@@ -154,7 +154,7 @@ def write_slide_outputs(
     hash, ...) that go into ``result.json`` and the mask's metadata. Existing
     outputs of an earlier attempt are replaced.
     """
-    from napari_medcam.slides import pyramid_writer
+    from napari_medcam.io.slides import pyramid_writer
 
     summary = exp.summary()
     verdicts = summary.pop("tile_verdicts")
@@ -182,7 +182,7 @@ def write_slide_outputs(
         folder / THUMB: _png_writer(thumbs[0]),
         folder / OVERLAY: _png_writer(thumbs[1]),
         # last: its presence means every file above is in place
-        folder / RESULT: _text_writer(json.dumps(_jsonable(result), indent=1)),
+        folder / RESULT: _text_writer(json.dumps(jsonable(result), indent=1)),
     }
     return write_files(writers, overwrite=True)
 
@@ -196,7 +196,7 @@ def _labels_geojson(labels: Any, classes: dict[int, str], props: dict[str, Any],
         plane = _Equals(labels, int(value))
         gj = mask_to_geojson(plane, {**props, "class_name": name}, downsample=f)
         features.extend(gj["features"])
-    text = json.dumps(_jsonable({"type": "FeatureCollection", "features": features}))
+    text = json.dumps(jsonable({"type": "FeatureCollection", "features": features}))
     return _text_writer(text)
 
 

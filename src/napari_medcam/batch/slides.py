@@ -6,7 +6,7 @@ import csv
 from collections.abc import Iterable
 from pathlib import Path
 
-from napari_medcam.slides import SLIDE_SUFFIXES
+from napari_medcam.io.slides import SLIDE_SUFFIXES
 
 
 def _from_csv(path: Path) -> list[Path]:

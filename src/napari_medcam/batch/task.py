@@ -167,7 +167,7 @@ def _explain(
     import dask
 
     import napari_medcam as mc
-    from napari_medcam.slides import open_slide
+    from napari_medcam.io.slides import open_slide
 
     clf = _classifier(job)
     explainer = _explainer(job, clf)

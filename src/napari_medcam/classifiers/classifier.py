@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from napari_medcam.classifiers.prepare import prepare_input
+
 MIN_SIDE = 8
 
 
@@ -381,9 +383,6 @@ class Classifier:
 
     def predict_proba(self, image: np.ndarray) -> np.ndarray:
         """Class probabilities for one image (resized to the input size)."""
-        # imported here: the engine package imports this module (one direction at import)
-        from napari_medcam.engine.prepare import prepare_input
-
         x = prepare_input(image, self)
         with torch.no_grad():
             return torch.softmax(self.module(x.to(self.device)), 1)[0].cpu().numpy()

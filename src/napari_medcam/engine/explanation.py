@@ -175,7 +175,7 @@ class Explanation:
             "probabilities": [round(p, 6) for p in self.probabilities],
             "masked_probabilities": [round(p, 6) for p in self.masked_probabilities],
             "baseline": self.baseline,
-            "steps": self.steps,
+            "steps_run": self.steps,  # every tile's steps, refinement and retries included
             "tiles": self.tiles,
             "tile_verdicts": [dict(v) for v in self.tile_verdicts],
             "tile_classes": [dict(c) for c in self.tile_classes],

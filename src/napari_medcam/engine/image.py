@@ -28,11 +28,11 @@ import numpy as np
 import torch
 
 from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.classifiers.prepare import prepare_input, resize, resolve_device
 from napari_medcam.engine.absence import choose_absence
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explanation import Explanation, ProgressEvent
 from napari_medcam.engine.optimise import optimise_masks, to_numpy_mask
-from napari_medcam.engine.prepare import prepare_input, resize, resolve_device
 from napari_medcam.engine.scoring import evaluate_mask
 from napari_medcam.engine.summary import summarise
 from napari_medcam.engine.tiles import Tiles, select_tiles

@@ -21,13 +21,13 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.classifiers.prepare import resize
 from napari_medcam.engine import losses
 from napari_medcam.engine.absence import Absence
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explanation import ProgressEvent
 from napari_medcam.engine.hooks import record_activations
 from napari_medcam.engine.objective import Objective
-from napari_medcam.engine.prepare import resize
 from napari_medcam.engine.prune import PoolCheck
 from napari_medcam.engine.regions import RegionReport, at_scale
 from napari_medcam.engine.saliency import gradcam_maps

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.classifiers.prepare import prepare_input, resolve_device
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explain import iter_explain
 from napari_medcam.engine.explanation import Explanation, ProgressEvent
-from napari_medcam.engine.prepare import prepare_input, resolve_device
 from napari_medcam.engine.tiles import blank_class, choose_target, classify_stage
 from napari_medcam.engine.verdict import overall
 from napari_medcam.tiling import needs_tiling

@@ -61,7 +61,7 @@ def evaluate(
     if benchmarks is not None:
         write_benchmarks(benchmarks, block + _figure_note(figure, benchmarks))
     if json_path is not None:
-        Path(json_path).write_text(json.dumps(_jsonable(result), indent=1), encoding="utf-8")
+        Path(json_path).write_text(json.dumps(jsonable(result), indent=1), encoding="utf-8")
     return result, block
 
 
@@ -120,7 +120,7 @@ def _relative(path: Path, start: Path) -> str:
         return path.as_posix()
 
 
-def _jsonable(result: EvalResult) -> dict[str, Any]:
+def jsonable(result: EvalResult) -> dict[str, Any]:
     def clean(v: Any) -> Any:
         if hasattr(v, "item"):
             return v.item()

@@ -18,8 +18,8 @@ from qtpy.QtWidgets import QLabel, QListWidget, QListWidgetItem, QVBoxLayout, QW
 from napari_medcam.batch.manifest import DONE, MANIFEST, Manifest
 from napari_medcam.batch.outputs import MASK, TILES, read_result, read_tiles_csv
 from napari_medcam.batch.summary import summary_rows
+from napari_medcam.io.slides import open_slide
 from napari_medcam.plugin.tile_map import TILE_COLORS, TILE_INVALID, TILE_VALID
-from napari_medcam.slides import open_slide
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari

@@ -63,7 +63,7 @@ def step_seconds(classifier: Any, device: str, backgrounds: int) -> float:
     the classifier over 1 + ``backgrounds`` input-sized images (timed once, cached)."""
     import torch
 
-    from napari_medcam.engine.prepare import resolve_device
+    from napari_medcam.classifiers.prepare import resolve_device
 
     dev = resolve_device(device)
     key = f"{dev}:{backgrounds}"
@@ -90,7 +90,7 @@ def step_seconds(classifier: Any, device: str, backgrounds: int) -> float:
 
 def record_run(classifier: Any, device: str, seconds: float, steps: int) -> None:
     """Remember what a tile-step of a finished run took, for the next estimates."""
-    from napari_medcam.engine.prepare import resolve_device
+    from napari_medcam.classifiers.prepare import resolve_device
 
     if steps > 0 and seconds > 0:
         key = f"{resolve_device(device)}:run"
@@ -99,7 +99,7 @@ def record_run(classifier: Any, device: str, seconds: float, steps: int) -> None
 
 def estimate(classifier: Any, config: Any, tiles: int, device: str) -> Estimate:
     """About the most a run of ``config`` over ``tiles`` tiles takes on ``device``."""
-    from napari_medcam.engine.prepare import resolve_device
+    from napari_medcam.classifiers.prepare import resolve_device
 
     steps = int(config.steps) + int(getattr(config, "refine_steps", 0) or 0)
     last = _TIMINGS.get(classifier, {}).get(f"{resolve_device(device)}:run")

@@ -74,8 +74,8 @@ def describe(event: Any) -> str:
 def image_tiles(job: FitJob) -> Generator[Any, None, list[np.ndarray]]:
     """Up to ``job.max_tiles`` tissue tiles of the image at the classifier's input size,
     evenly spread over it; yields a "read" `FitEvent` per tile looked at."""
+    from napari_medcam.classifiers.prepare import unit_tensor
     from napari_medcam.engine.amortised import FitEvent
-    from napari_medcam.engine.prepare import unit_tensor
     from napari_medcam.tiling import MIN_TISSUE_FRACTION, tile_grid, tissue_fraction
 
     clf = job.classifier

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from napari_medcam.slides import SLIDE_SUFFIXES, is_pyramidal, open_slide
+from napari_medcam.io.slides import SLIDE_SUFFIXES, is_pyramidal, open_slide
 
 
 def get_slide_reader(path: str | list[str]) -> Callable[[str], list[tuple]] | None:

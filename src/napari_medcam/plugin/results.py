@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_medcam.io_geojson import CLASS_COLORS
+from napari_medcam.io.geojson import CLASS_COLORS
 from napari_medcam.plugin.layers import (
     META_KEY,
     data_hash,

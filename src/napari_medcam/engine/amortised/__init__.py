@@ -7,8 +7,9 @@ for; `iter_explain_amortised` (explain.py) explains whole images with it, tile
 verdicts failing closed and ``refine`` repairing the tiles that fail.
 """
 
+from napari_medcam.engine.amortised.events import FitCancelled, FitEvent
 from napari_medcam.engine.amortised.file import Explainer, fingerprint, load_explainer
-from napari_medcam.engine.amortised.fit import FitCancelled, FitEvent, fit_explainer, iter_fit
+from napari_medcam.engine.amortised.fit import fit_explainer, iter_fit
 
 __all__ = [
     "Explainer",

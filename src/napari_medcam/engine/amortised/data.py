@@ -1,4 +1,4 @@
-"""Tiles to fit an explainer on: arrays, image folders or slides, as classifier inputs.
+"""Tiles to fit an explainer on (arrays; `napari_medcam.io.tiles` reads files), as inputs.
 
 Labels are never asked for: each tile's target is the frozen classifier's own
 prediction, and its absence is chosen exactly as for a per-image explanation
@@ -16,10 +16,9 @@ import numpy as np
 import torch
 
 from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.classifiers.prepare import prepare_input
 from napari_medcam.engine.absence import choose_absence
 from napari_medcam.engine.config import MedCAMConfig
-from napari_medcam.engine.prepare import prepare_input, unit_tensor
-from napari_medcam.tiling import MIN_TISSUE_FRACTION, tile_grid, tissue_fraction
 
 POOL_KEPT = 4  # checked random backgrounds kept per fitting tile (memory: 6 images a tile)
 
@@ -38,55 +37,23 @@ class FitTiles:
     background: int = 0  # tiles of the background class: no evidence to learn
 
 
-def _slide_tiles(path: Path, classifier: Classifier, level: int, limit: int) -> list[np.ndarray]:
-    """Up to ``limit`` tissue tiles of a slide at ``level``, evenly spread over it."""
-    from napari_medcam.slides import open_slide
+def as_tiles(tiles: Any) -> list[np.ndarray]:
+    """``tiles`` (a sequence of arrays, or one array: one image) as a list of images.
 
-    with open_slide(path) as slide:
-        view, _, _ = slide.region(level)
-        grid = tile_grid(view.shape[:2], classifier.input_size, 0)
-        picks = np.linspace(0, len(grid) - 1, min(len(grid), 4 * limit)).round().astype(int)
-        out = []
-        for i in dict.fromkeys(picks.tolist()):
-            tile = np.asarray(view[grid[i]])
-            unit = unit_tensor(tile, classifier)[0].permute(1, 2, 0).numpy()
-            if tissue_fraction(unit) >= MIN_TISSUE_FRACTION:
-                out.append(tile)
-            if len(out) >= limit:
-                break
-    return out
-
-
-def read_tiles(
-    sources: Any, classifier: Classifier, *, level: int = 0, per_slide: int = 256
-) -> list[np.ndarray]:
-    """Images from ``sources``: an iterable of arrays, folders of images, or slide files.
-
-    Folders give every image in them (sorted); slides (``.svs``, pyramidal TIFF) give
-    up to ``per_slide`` tissue tiles at ``level``; arrays are taken as they are.
+    Files are read above the engine: paths are refused with the function that reads them.
     """
-    from napari_medcam.io import IMAGE_SUFFIXES, read_image
-    from napari_medcam.slides import SLIDE_SUFFIXES, is_pyramidal
-
-    if isinstance(sources, (str, Path, np.ndarray)):
-        sources = [sources]
-    out: list[np.ndarray] = []
-    for src in sources:
-        if not isinstance(src, (str, Path)):
-            out.append(np.asarray(src))
-            continue
-        path = Path(src)
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
-                raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
-            out += [read_image(f) for f in files]
-        elif path.suffix.lower() in SLIDE_SUFFIXES and is_pyramidal(path):
-            out += _slide_tiles(path, classifier, level, per_slide)
-        elif path.is_file():
-            out.append(read_image(path))
-        else:
-            raise FileNotFoundError(f"no such image, folder or slide: {path}")
+    if isinstance(tiles, (str, Path, np.ndarray)):
+        items = [tiles]
+    elif isinstance(tiles, Iterable):
+        items = list(tiles)
+    else:
+        raise ValueError(f"tiles must be a sequence of images (arrays), got {type(tiles).__name__}")
+    if any(isinstance(t, (str, Path)) for t in items):
+        raise ValueError(
+            "tiles must be images (arrays); read folders, image files and slides with "
+            "napari_medcam.read_tiles(paths, classifier, level=..., per_slide=...)"
+        )
+    out = [np.asarray(t) for t in items]
     if not out:
         raise ValueError("no tiles to fit on")
     return out

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.classifiers.prepare import resize, resolve_device
 from napari_medcam.engine.absence import choose_absence
 from napari_medcam.engine.amortised.file import Explainer, load_explainer
 from napari_medcam.engine.amortised.labels import combine_labels
@@ -38,7 +39,6 @@ from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explanation import Explanation, ProgressEvent
 from napari_medcam.engine.objective import Objective
 from napari_medcam.engine.optimise import optimise_masks, to_numpy_mask
-from napari_medcam.engine.prepare import resize, resolve_device
 from napari_medcam.engine.prune import PoolCheck
 from napari_medcam.engine.regions import at_scale
 from napari_medcam.engine.scoring import evaluate_mask

@@ -18,9 +18,9 @@ import torch
 
 from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.classifiers.fingerprint import classifier_fingerprint
+from napari_medcam.classifiers.prepare import resize
 from napari_medcam.engine.amortised.network import ExplainerNet
 from napari_medcam.engine.config import MedCAMConfig
-from napari_medcam.engine.prepare import resize
 
 FORMAT = "napari-medcam-explainer"
 VERSION = 1

@@ -19,7 +19,6 @@ import math
 import threading
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +26,17 @@ import numpy as np
 import torch
 
 from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.classifiers.prepare import resize, resolve_device
 from napari_medcam.engine import losses
-from napari_medcam.engine.amortised.data import FitTiles, class_index, prepare, read_tiles
+from napari_medcam.engine.amortised.data import FitTiles, as_tiles, class_index, prepare
+from napari_medcam.engine.amortised.events import FitCancelled, FitEvent
 from napari_medcam.engine.amortised.file import Explainer, classifier_facts
 from napari_medcam.engine.amortised.network import ExplainerNet
+from napari_medcam.engine.amortised.quality import held_out_quality
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.hooks import record_activations
 from napari_medcam.engine.objective import Objective
 from napari_medcam.engine.optimise import _layer_weights
-from napari_medcam.engine.prepare import resize, resolve_device
 
 # wrong-class masks: their area, as heavy as a true mask's area term. 4× (demo, half the
 # tiles lesions) kept the wrong-class masks at ~50 % and the fit collapsed after 200 steps
@@ -44,24 +45,6 @@ WRONG_WEIGHT = 1.0
 WARMUP_STEPS = 50  # learning-rate warm-up, then the area term ramps in over RAMP_STEPS
 RAMP_STEPS = 100
 HELD_OUT_MAX = 64  # fitting tiles kept aside for the report's held-out quality
-
-
-@dataclass
-class FitEvent:
-    """Progress of a fit: ``phase`` is "prepare" (tiles classified), "fit" or "evaluate"."""
-
-    phase: str
-    step: int
-    total: int
-    losses: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def fraction(self) -> float:
-        return min(1.0, self.step / max(self.total, 1))
-
-
-class FitCancelled(RuntimeError):
-    """Raised by `fit_explainer` when its ``cancel`` flag was set (a checkpoint is kept)."""
 
 
 def _split(n: int, held_out: float, seed: int) -> tuple[list[int], list[int]]:
@@ -179,8 +162,6 @@ def iter_fit(
     held_out: float = 0.1,
     seed: int = 0,
     network: dict[str, Any] | None = None,
-    level: int = 0,
-    per_slide: int = 256,
     wrong_weight: float = WRONG_WEIGHT,
     warmup_steps: int = WARMUP_STEPS,
     ramp_steps: int = RAMP_STEPS,
@@ -188,7 +169,8 @@ def iter_fit(
 ) -> Generator[FitEvent, None, Explainer]:
     """Fit step by step: yields `FitEvent`s, returns the `Explainer`.
 
-    ``tiles``: arrays, image folders or slides (`read_tiles`: ``level``, ``per_slide``).
+    ``tiles``: images, a sequence of arrays (read folders, files and slides with
+    `napari_medcam.read_tiles`).
     ``network``: the explainer's ``channels``, ``mask_scale``, ``init_fill``,
     ``prior_strength`` (default: the config's). ``wrong_weight``: weight of the
     wrong-class masks' area; ``warmup_steps``/``ramp_steps``: learning-rate warm-up and
@@ -216,7 +198,7 @@ def iter_fit(
     dev = resolve_device(device)
     classifier.to(dev)
     start = time.perf_counter()
-    images = read_tiles(tiles, classifier, level=level, per_slide=per_slide)
+    images = as_tiles(tiles)
     data = yield from _prepared(images, classifier, cfg, dev, background)
     fit_idx, held_idx = _split(len(data.targets), held_out, seed)
     if not fit_idx:
@@ -308,8 +290,6 @@ def iter_fit(
     net.eval()
     explainer = Explainer(net.cpu(), {})
     net.to(dev)
-    from napari_medcam.engine.amortised.quality import held_out_quality
-
     quality = yield from held_out_quality(explainer, classifier, data, held_idx, cfg, dev)
     names = data.absence_names
     explainer.metadata.update(

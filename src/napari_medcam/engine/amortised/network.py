@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.classifiers.prepare import resize
 from napari_medcam.engine.optimise import _prior_logits
-from napari_medcam.engine.prepare import resize
 from napari_medcam.engine.unet import UNet
 
 

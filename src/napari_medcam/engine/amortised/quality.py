@@ -15,6 +15,7 @@ import torch
 
 from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.engine.amortised.data import FitTiles
+from napari_medcam.engine.amortised.events import FitEvent
 from napari_medcam.engine.amortised.explain import explain_batch
 from napari_medcam.engine.amortised.file import Explainer
 from napari_medcam.engine.config import MedCAMConfig
@@ -30,8 +31,6 @@ def held_out_quality(
 ) -> Generator[Any, None, dict[str, Any]]:
     """The fit report's quality on tiles set aside before fitting: the same verdict as
     any explanation, the share valid, median area, and the wrong-class masks' area."""
-    from napari_medcam.engine.amortised.fit import FitEvent
-
     valid, areas, masked, wrong = [], [], [], []
     for n, i in enumerate(indices, start=1):
         x = data.x[i : i + 1].float().to(device)

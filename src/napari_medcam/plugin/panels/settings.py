@@ -70,7 +70,7 @@ class SettingsPanel(QGroupBox):
 
     def __init__(self) -> None:
         super().__init__("Settings")
-        from napari_medcam.engine.prepare import available_devices
+        from napari_medcam.classifiers.prepare import available_devices
 
         self.preset_combo = ComboBox(
             label="Preset",
@@ -238,7 +238,7 @@ class SettingsPanel(QGroupBox):
 
 def device_choices(devices: list[str]) -> list[tuple[str, str]]:
     """Choices showing what ``auto`` resolves to, e.g. ``auto → cpu``."""
-    from napari_medcam.engine.prepare import resolve_device
+    from napari_medcam.classifiers.prepare import resolve_device
 
     try:
         auto = str(resolve_device("auto"))

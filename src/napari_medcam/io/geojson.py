@@ -3,8 +3,8 @@
 `mask_polygons` traces a (possibly lazy) 2-D mask, band by band, into polygons that
 cover exactly its pixels; `mask_to_geojson` turns them into QuPath annotations in the
 slide's level-0 pixel coordinates, one classification per class of a label mask.
-`napari_medcam.io` writes the result atomically (`napari_medcam.io.geojson_writer`,
-`napari_medcam.io.write_geojson`, `napari_medcam.io.write_mask`).
+`napari_medcam.io.images` writes the result atomically (`geojson_writer`,
+`write_geojson`, `write_mask`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from napari_medcam.io.jsonable import jsonable
 
 #: QuPath class colour of Med-CAM evidence (the mask's cyan in napari), as QuPath reads it
 QUPATH_COLOR = (0, 229, 255)
@@ -115,8 +117,6 @@ def mask_to_geojson(
     from shapely.geometry import mapping
     from shapely.geometry.polygon import orient
 
-    from napari_medcam.io import _jsonable  # here, not at the top: io imports this module
-
     fy, fx = _pair(downsample, "downsample")
     if fy <= 0 or fx <= 0:
         raise ValueError(f"downsample must be positive, got {downsample!r}")
@@ -138,7 +138,7 @@ def mask_to_geojson(
                     "classification": {"name": name, "color": list(QUPATH_COLOR)},
                     "area_pixels": int(round(area)),
                     "area_level0_pixels": area * fx * fy,
-                    **_jsonable(props),
+                    **jsonable(props),
                 },
             }
         )

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:  # the classifier uses these helpers: no import cycle at run time
+if TYPE_CHECKING:  # the classifier calls these helpers; they only need its type
     from napari_medcam.classifiers.classifier import Classifier
 
 

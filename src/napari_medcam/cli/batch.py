@@ -7,10 +7,15 @@ import shlex
 import sys
 from typing import Any
 
-from napari_medcam.cli import DETAIL_HELP
+from napari_medcam.cli.common import (
+    DETAIL_HELP,
+    EXIT_INTERRUPTED,
+    add_classifier_options,
+    add_overwrite,
+    add_run_options,
+    parse_target,
+)
 from napari_medcam.engine.scale import parse_detail
-
-EXIT_INTERRUPTED = 130
 
 
 def _run_batch(args: argparse.Namespace) -> int:
@@ -26,9 +31,6 @@ def _run_batch(args: argparse.Namespace) -> int:
         config = config.replace(tolerance=args.tolerance)
     if args.detail is not None:
         config = config.replace(detail=parse_detail(args.detail, "--detail"))
-    target: Any = args.target
-    if target is not None and target.lstrip("-").isdigit():
-        target = int(target)
     try:
         report = run_cohort(
             args.slides,
@@ -38,12 +40,12 @@ def _run_batch(args: argparse.Namespace) -> int:
             weights=args.weights,
             config=config,
             level=args.level,
-            target=target,
+            target=parse_target(args.target),
             scheduler=args.scheduler,
             workers=args.workers,
             device=args.device,
             explainer=args.explainer,
-            force=args.force,
+            force=args.overwrite,
             dashboard_address=args.dashboard_address,
         )
     except CohortInterrupted as stop:
@@ -90,24 +92,21 @@ def add_batch_parser(sub: Any) -> argparse.ArgumentParser:
         help="pyramid level to explain (default: per slide, the finest at most 4096 px a side)",
     )
     b.add_argument("--target", help="class index or name (default: each slide's finding)")
-    b.add_argument("--classifier", default="demo", help="as for explain (default: demo)")
-    b.add_argument("--weights", help="state-dict file for a factory classifier")
+    add_classifier_options(b)
     b.add_argument(
         "--explainer",
         metavar="FILE",
         help="an amortised explainer fitted for the classifier (napari-medcam fit), or "
         "'demo': one pass per tile batch instead of optimising every tile",
     )
-    b.add_argument("--preset", choices=["fast", "paper"], default="fast")
     b.add_argument("--steps", type=int, help="at most this many optimisation steps per tile")
     b.add_argument("--tolerance", type=float, help="keep at least this share of the confidence")
     b.add_argument("--detail", help=DETAIL_HELP)
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    b.add_argument(
-        "--force",
-        action="store_true",
-        help="redo every slide, also when --out holds results made with other settings",
+    add_run_options(b)
+    add_overwrite(
+        b,
+        "every slide's results in --out: redo them all, also those made with "
+        "other settings (without it, a rerun resumes: finished slides are kept)",
     )
     b.add_argument(
         "--dashboard-address",

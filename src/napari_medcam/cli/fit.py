@@ -15,6 +15,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from napari_medcam.cli.common import (
+    Progress,
+    add_classifier_options,
+    add_overwrite,
+    add_run_options,
+    check_outputs,
+)
+from napari_medcam.io import read_tiles, write_atomic
+
 
 def report_paths(out: Path) -> tuple[Path, Path, Path]:
     """(report JSON, loss curves PNG, checkpoint) beside the explainer file ``out``."""
@@ -30,7 +39,8 @@ def write_report(explainer: Any, out: Path) -> list[Path]:
     report, png, _ = report_paths(out)
     fit = explainer.metadata["fit"]
     facts = {k: v for k, v in explainer.metadata.items() if k != "fit"}
-    report.write_text(json.dumps({**facts, "fit": fit}, indent=1))
+    text = json.dumps({**facts, "fit": fit}, indent=1)
+    write_atomic(report, lambda tmp: tmp.write_text(text), overwrite=True)
     written = [report]
     try:
         import matplotlib
@@ -54,7 +64,7 @@ def write_report(explainer: Any, out: Path) -> list[Path]:
     axes[1].legend()
     fig.suptitle(f"explainer for {explainer.metadata['classifier']['name']} (smoothed)")
     fig.tight_layout()
-    fig.savefig(png, dpi=80)
+    write_atomic(png, lambda tmp: fig.savefig(tmp, dpi=80, format="png"), overwrite=True)
     plt.close(fig)
     return [*written, png]
 
@@ -67,48 +77,23 @@ def _smooth(values: list[float], k: int = 25) -> list[float]:
     return out
 
 
-class _Bar:
-    """A one-line terminal progress bar for `FitEvent`s."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.phase = ""
-
-    def __call__(self, event: Any) -> None:
-        if not self.tty and event.phase == self.phase and event.step % 25:
-            return
-        self.phase = event.phase
-        pct = int(100 * event.fraction)
-        bar = "#" * (pct // 4) + "-" * (25 - pct // 4)
-        loss = event.losses
-        extra = (
-            f" area {100 * loss['area']:.0f} % kept {loss['kept']:.2f} "
-            f"wrong-class {100 * loss['wrong_area']:.0f} %"
-            if loss
-            else ""
-        )
-        line = f"[{bar}] {event.phase} {event.step}/{event.total}{extra}"
-        sys.stderr.write(f"\r{line}\033[K" if self.tty else line + "\n")
-        sys.stderr.flush()
-
-
 def run_fit(args: argparse.Namespace) -> int:
     import napari_medcam as mc
     from napari_medcam.engine.amortised.fit import fit_explainer
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists: pass --overwrite to replace it")
+    report, png, ckpt = report_paths(out)
+    check_outputs([out, report, png], args.overwrite)
     clf = mc.load_classifier(args.classifier, weights=args.weights)
     config = mc.MedCAMConfig.preset(args.preset, seed=args.seed)
-    _, _, ckpt = report_paths(out)
     if ckpt.exists():
         print(f"resuming from {ckpt}", file=sys.stderr)
-    bar = _Bar()
+    tiles = read_tiles(args.tiles, clf, level=args.level, per_slide=args.per_slide)
+    bar = Progress()
     try:
         exp = fit_explainer(
             clf,
-            args.tiles,
+            tiles,
             config,
             args.steps,
             device=args.device,
@@ -116,12 +101,10 @@ def run_fit(args: argparse.Namespace) -> int:
             batch=args.batch,
             checkpoint=ckpt,
             seed=args.seed,
-            level=args.level,
-            per_slide=args.per_slide,
             background_class=args.background_class,
         )
     finally:
-        sys.stderr.write("\n")
+        bar.done()
     exp.save(out)
     ckpt.unlink(missing_ok=True)
     written = write_report(exp, out)
@@ -137,12 +120,7 @@ def run_fit(args: argparse.Namespace) -> int:
 def add_fit_parser(sub: Any) -> None:
     """Register ``fit`` on the ``napari-medcam`` subcommands."""
     f = sub.add_parser("fit", help="fit an amortised explainer for a classifier (once)")
-    f.add_argument(
-        "--classifier",
-        default="demo",
-        help="registered name, TorchScript file or package.module:factory (default: demo)",
-    )
-    f.add_argument("--weights", help="state-dict file for a factory classifier")
+    add_classifier_options(f)
     f.add_argument(
         "--tiles",
         nargs="+",
@@ -157,10 +135,14 @@ def add_fit_parser(sub: Any) -> None:
         "masks taught to be empty; on slides it is never explained",
     )
     f.add_argument("--out", required=True, help="explainer file to write (.pt)")
-    f.add_argument("--steps", type=int, default=1500)
-    f.add_argument("--batch", type=int, default=8)
-    f.add_argument("--preset", choices=["fast"], default="fast")
-    f.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--overwrite", action="store_true")
+    f.add_argument(
+        "--steps",
+        type=int,
+        default=1500,
+        help="training steps of the explainer network (default 1500); each step explains "
+        "one batch of tiles",
+    )
+    f.add_argument("--batch", type=int, default=8, help="tiles per training step (default 8)")
+    add_run_options(f)
+    add_overwrite(f, "an existing explainer file (and its report) at --out")
     f.set_defaults(run=run_fit)

@@ -1,4 +1,4 @@
-"""The ``napari-medcam`` command: explain images and run the demo without a GUI."""
+"""``napari-medcam explain`` and ``demo``: one image (or slide region) to a mask file."""
 
 from __future__ import annotations
 
@@ -8,57 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from napari_medcam.engine.scale import parse_detail
-
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
-DETAIL_HELP = (
-    "the scale of the evidence: 'cells', 'cell groups' (default), 'regions', a structure "
-    "size in pixels, or 'N um' when the classifier's card knows its pixel size; the mask "
-    "is made of regions at least that size, never single pixels"
+from napari_medcam.cli.common import (
+    DETAIL_HELP,
+    Progress,
+    add_classifier_options,
+    add_overwrite,
+    add_run_options,
+    check_outputs,
+    parse_target,
 )
-
-
-class _Progress:
-    """A terminal progress bar (tqdm) on stderr; on a non-terminal, one line per 10 %."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-        self.bar: Any = None
-        self.last = -1
-
-    def __call__(self, event: Any) -> None:
-        if not self.enabled:
-            return
-        pct = int(100 * event.fraction)
-        if self.tty:
-            if self.bar is None:
-                from tqdm import tqdm
-
-                self.bar = tqdm(
-                    total=100,
-                    unit="%",
-                    file=sys.stderr,
-                    leave=True,
-                    bar_format="{l_bar}{bar}| {elapsed}<{remaining} {desc}",
-                )
-            self.bar.set_description_str(event.describe(), refresh=False)
-            self.bar.update(max(0, pct - self.bar.n))
-        elif pct // 10 > self.last:
-            self.last = pct // 10
-            print(f"{pct:3d} % {event.describe()}", file=sys.stderr, flush=True)
-
-    def done(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def _parse_target(value: str | None) -> int | str | None:
-    if value is None:
-        return None
-    return int(value) if value.lstrip("-").isdigit() else value
+from napari_medcam.engine.scale import parse_detail
 
 
 def _parse_region(value: str | None) -> tuple[int, int, int, int] | None:
@@ -74,7 +33,7 @@ def _parse_region(value: str | None) -> tuple[int, int, int, int] | None:
 def _load_input(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
     """The image to explain (lazy for slides), facts for the mask's metadata, a closer."""
     from napari_medcam.io import read_image
-    from napari_medcam.slides import SLIDE_SUFFIXES, is_pyramidal, open_slide
+    from napari_medcam.io.slides import SLIDE_SUFFIXES, is_pyramidal, open_slide
 
     path = Path(args.image)
     region = _parse_region(args.region)
@@ -92,23 +51,6 @@ def _load_input(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
         }
         return view, facts, slide.close
     return read_image(path), {}, None
-
-
-def check_outputs(outputs: list[Path], overwrite: bool) -> None:
-    """Refuse, before any work, outputs that could not all be written as asked: two on
-    one path, a folder, a missing folder, an existing file without ``overwrite``."""
-    if len(set(outputs)) < len(outputs):
-        raise ValueError(
-            f"--out {outputs[0]} would be overwritten by its own GeoJSON: name the mask "
-            "file (.tif); the polygons go beside it as .geojson"
-        )
-    for path in outputs:
-        if path.is_dir():
-            raise ValueError(f"--out {path} is a folder: name the mask file (.tif) to write")
-        if not path.parent.is_dir():
-            raise ValueError(f"--out: folder {path.parent} does not exist")
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists: pass --overwrite to replace it")
 
 
 def _absence_tiles(folder: str | None) -> list[Any] | None:
@@ -150,12 +92,12 @@ def _run_explain(args: argparse.Namespace) -> int:
             hint = "" if args.refine else " (--refine N optimises such tiles from their mask)"
             for warning in explainer.warnings():
                 print(f"warning: explainer: {warning}{hint}", file=sys.stderr)
-        progress = _Progress(not args.json)
+        progress = Progress(not args.json)
         try:
             exp = mc.explain(
                 image,
                 clf,
-                _parse_target(args.target),
+                parse_target(args.target),
                 config,
                 device=args.device,
                 progress=progress,
@@ -202,13 +144,15 @@ def _run_explain(args: argparse.Namespace) -> int:
 
 def _run_demo(args: argparse.Namespace) -> int:
     from napari_medcam.demo import run_demo
+    from napari_medcam.io import clean_stale_temps
 
+    clean_stale_temps(args.out)
     paths, exp = run_demo(
         Path(args.out),
         seed=args.seed,
         device=args.device,
         overwrite=args.overwrite,
-        progress=_Progress(True),
+        progress=Progress(True),
     )
     print(exp.one_line())
     for kind, p in paths.items():
@@ -216,23 +160,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_evaluate(args: argparse.Namespace) -> int:
-    from napari_medcam.evaluation.cli import run_from_args
-
-    return run_from_args(args)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from napari_medcam._version import __version__
-    from napari_medcam.engine.amortised.cli import add_fit_parser
-
-    p = argparse.ArgumentParser(
-        prog="napari-medcam",
-        description="Med-CAM: the minimal evidence an image classifier used for its decision.",
-    )
-    p.add_argument("--version", action="version", version=f"napari-medcam {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def add_explain_parser(sub: Any) -> None:
+    """Register ``explain`` and ``demo`` on the ``napari-medcam`` subcommands."""
     e = sub.add_parser("explain", help="explain one image; write its evidence mask as TIFF")
     e.add_argument("image", help="TIFF, PNG or JPEG image, or a pyramidal TIFF/SVS slide")
     e.add_argument(
@@ -241,14 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="pyramid level of a slide (default: the finest at most 4096 px a side)",
     )
     e.add_argument("--region", help="Y,X,H,W of a slide region, in level-0 pixels")
-    e.add_argument(
-        "--classifier",
-        default="demo",
-        help="registered name, TorchScript file or package.module:factory (default: demo)",
-    )
-    e.add_argument("--weights", help="state-dict file for a factory classifier")
+    add_classifier_options(e)
     e.add_argument("--target", help="class index or name (default: the predicted class)")
-    e.add_argument("--preset", choices=["fast", "paper", "volume"], default="fast")
+    add_run_options(e)
     e.add_argument(
         "--steps",
         type=int,
@@ -283,8 +207,6 @@ def build_parser() -> argparse.ArgumentParser:
         "its verdict or misses the goal is optimised for ≤ N steps from it, one that meets "
         "it is pruned",
     )
-    e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", required=True, help="mask TIFF to write (uint8 0/1)")
     e.add_argument(
         "--geojson",
@@ -293,42 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
         "in level-0 slide pixels); both files are written or neither",
     )
     e.add_argument("--json", action="store_true", help="print the summary as JSON")
-    e.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    add_overwrite(e, "an existing --out file (and its GeoJSON)")
     e.add_argument("--strict", action="store_true", help="exit 1 when the explanation is not valid")
     e.set_defaults(run=_run_explain)
 
     d = sub.add_parser("demo", help="explain a synthetic tile with the demo classifier")
     d.add_argument("--out", default="medcam-demo", help="folder for the results")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--device", default="auto")
-    d.add_argument("--overwrite", action="store_true")
+    add_run_options(d, presets=False)
+    add_overwrite(d, "the demo's files already in --out")
     d.set_defaults(run=_run_demo)
-
-    add_fit_parser(sub)
-
-    from napari_medcam.evaluation.cli import add_arguments
-
-    v = sub.add_parser("evaluate", help="Med-CAM vs Grad-CAM, RISE and occlusion (BENCHMARKS.md)")
-    add_arguments(v)
-    v.set_defaults(run=_run_evaluate)
-
-    from napari_medcam.batch.cli import add_batch_parser
-
-    add_batch_parser(sub)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except (ValueError, FileExistsError, FileNotFoundError) as err:
-        print(f"napari-medcam: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("\nnapari-medcam: interrupted; nothing was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Arguments of ``napari-medcam evaluate`` (and ``benchmarks/evaluate.py``)."""
+"""``napari-medcam evaluate``: Med-CAM against the comparison methods, and the zoo."""
 
 from __future__ import annotations
 
@@ -23,13 +23,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--figure", help=f"figure to write (default: {DEFAULT_FIGURE} for a full run)")
     p.add_argument("--no-write", action="store_true", help="print the table only")
-    p.add_argument("--json", help="also write every per-image, per-method record as JSON")
+    p.add_argument(
+        "--records", metavar="JSON", help="also write every per-image, per-method record as JSON"
+    )
     p.add_argument(
         "--from-json",
         metavar="JSON",
-        help="do not run: render the table again from records written by --json",
+        help="do not run: render the table again from records written by --records",
     )
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (default: GPU when there is one), cpu, cuda, cuda:N or mps; the machine "
+        "is written beside the table",
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--rise-masks", type=int, help="RISE masks per image (full run: 500)")
     p.add_argument(
@@ -97,9 +104,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         settings_from_args(args),
         benchmarks=Path(benchmarks) if benchmarks else None,
         figure=Path(figure) if figure else None,
-        json_path=Path(args.json) if args.json else None,
+        json_path=Path(args.records) if args.records else None,
     )
-    for what, path in (("table", benchmarks), ("figure", figure), ("records", args.json)):
+    for what, path in (("table", benchmarks), ("figure", figure), ("records", args.records)):
         if path:
             print(f"wrote {what}: {path}")
     return 0
@@ -120,8 +127,10 @@ def _run_zoo(args: argparse.Namespace) -> int:
     results = run_zoo(settings, log=lambda s: print(s, flush=True))
     block = render(results, settings, machine_line())
     print(block)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1, default=float), encoding="utf-8")
+    if args.records:
+        Path(args.records).write_text(
+            json.dumps(results, indent=1, default=float), encoding="utf-8"
+        )
     benchmarks = None if args.no_write else (args.benchmarks or DEFAULT_BENCHMARKS)
     if benchmarks:
         write_block(benchmarks, block)

@@ -13,6 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from napari_medcam.io.atomic import write_atomic
+from napari_medcam.io.jsonable import jsonable
+
 SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ome.tif", ".ome.tiff")
 
 
@@ -148,12 +151,10 @@ def write_pyramid(
     """Write a 2-D mask (uint8) as a tiled pyramidal TIFF (sub-IFDs, nearest downsampling).
 
     For masks too large for a flat TIFF to be comfortable to open; metadata as in
-    `napari_medcam.io.write_mask_tiff`. ``data`` may be lazy (zarr, dask): every
+    `napari_medcam.io.images.write_mask_tiff`. ``data`` may be lazy (zarr, dask): every
     level is read and written one tile at a time, so a whole-slide mask is never
     held in memory.
     """
-    from napari_medcam.io import write_atomic
-
     return write_atomic(path, pyramid_writer(data, metadata, tile, min_side), overwrite)
 
 
@@ -166,15 +167,13 @@ def pyramid_writer(
     """Check ``data`` now; return ``write(path)`` writing it as `write_pyramid` does."""
     import tifffile
 
-    from napari_medcam.io import _jsonable
-
     if len(data.shape) != 2:
         raise ValueError(f"a pyramid mask must be 2-D, got shape {tuple(data.shape)}")
     height, width = (int(n) for n in data.shape)
     steps = [1]
     while max(-(-height // steps[-1]), -(-width // steps[-1])) > min_side:
         steps.append(steps[-1] * 2)
-    meta = {"napari_medcam": _jsonable(metadata or {})}
+    meta = {"napari_medcam": jsonable(metadata or {})}
 
     def level_tiles(step: int) -> Iterator[np.ndarray]:
         h, w = -(-height // step), -(-width // step)
