@@ -106,7 +106,9 @@ def add_batch_parser(sub: Any) -> argparse.ArgumentParser:
     add_overwrite(
         b,
         "every slide's results in --out: redo them all, also those made with "
-        "other settings (without it, a rerun resumes: finished slides are kept)",
+        "other settings (without it, a rerun resumes: finished slides are kept); "
+        "--force is the same flag's older name",
+        "--force",
     )
     b.add_argument(
         "--dashboard-address",

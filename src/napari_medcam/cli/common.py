@@ -57,8 +57,11 @@ def add_run_options(p: argparse.ArgumentParser, presets: bool = True) -> None:
     )
 
 
-def add_overwrite(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--overwrite", action="store_true", help=f"replace {what}")
+def add_overwrite(p: argparse.ArgumentParser, what: str, *aliases: str) -> None:
+    """--overwrite: replace what the output already holds (the same flag in every verb)."""
+    p.add_argument(
+        "--overwrite", *aliases, dest="overwrite", action="store_true", help=f"replace {what}"
+    )
 
 
 class Progress:
