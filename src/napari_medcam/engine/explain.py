@@ -1,9 +1,9 @@
 """`explain` and `iter_explain`: the public entry points of the engine.
 
 They check what they are given and hand the work on: a volume with a 2-D classifier
-(``slice_axis``) slice by slice to `napari_medcam.engine.volumes`, an image with a
-fitted explainer to `napari_medcam.engine.amortised.explain` (one pass), any other
-image to the per-image optimisation, tile by tile (`napari_medcam.engine.image`).
+(``slice_axis``) slice by slice to `napari_medcam.engine.volumes`, any other image to
+`napari_medcam.engine.single` (a fitted explainer's one pass, or the per-image
+optimisation, tile by tile).
 """
 
 from __future__ import annotations
@@ -23,30 +23,8 @@ from napari_medcam.engine.explanation import (
     ProgressEvent,
     drive,
 )
-from napari_medcam.engine.image import absence_tensor, iter_explain_image
-
-
-def _check_config(config: MedCAMConfig | None) -> MedCAMConfig:
-    if config is None:
-        return MedCAMConfig.fast()
-    if not isinstance(config, MedCAMConfig):
-        raise ValueError(f"config must be a MedCAMConfig, got {type(config).__name__}")
-    return config
-
-
-def _check_overlap(overlap: Any, classifier: Classifier) -> None:
-    """An overlap of at most half the input: beyond it the stride shrinks towards one
-    pixel (a 4,096² image at overlap ≥ 224 would be millions of tiles)."""
-    if overlap is None:
-        return
-    most = min(classifier.input_size) // 2
-    if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)):
-        raise ValueError(f"tile_overlap must be an integer number of pixels, got {overlap!r}")
-    if not 0 <= overlap <= most:
-        raise ValueError(
-            f"tile_overlap must be from 0 to {most} pixels (half the classifier's input), "
-            f"got {overlap}"
-        )
+from napari_medcam.engine.single import check_overlap, iter_explain_one
+from napari_medcam.engine.volumes import iter_explain_slices
 
 
 def iter_explain(
@@ -88,10 +66,8 @@ def iter_explain(
     """
     if not isinstance(classifier, Classifier):
         raise ValueError(f"classifier must be a napari_medcam.Classifier, got {type(classifier)}")
-    _check_overlap(tile_overlap, classifier)
+    check_overlap(tile_overlap, classifier)
     if slice_axis is not None:
-        from napari_medcam.engine.volumes import iter_explain_slices  # built on this module
-
         stack = yield from iter_explain_slices(
             image,
             classifier,
@@ -107,37 +83,19 @@ def iter_explain(
             refine=refine,
         )
         return stack.as_explanation()
-    if explainer is not None:
-        from napari_medcam.engine.amortised.explain import iter_explain_amortised
-
-        return (
-            yield from iter_explain_amortised(
-                image if hasattr(image, "shape") else np.asarray(image),
-                classifier,
-                explainer,
-                classifier.class_index(target),
-                None if config is None else _check_config(config),
-                device=device,
-                tile_overlap=tile_overlap,
-                tile_batch=16 if tile_batch is None else tile_batch,
-                skip_background=skip_background,
-                refine=refine,
-                tissue=absence_tensor(absence_tiles, classifier),
-            )
-        )
-    if refine:
-        raise ValueError("refine needs an explainer (it repairs an amortised mask)")
     return (
-        yield from iter_explain_image(
+        yield from iter_explain_one(
             image,
             classifier,
             target,
-            _check_config(config),
+            config,
             device=device,
             tile_overlap=tile_overlap,
-            tile_batch=4 if tile_batch is None else tile_batch,
+            tile_batch=tile_batch,
             skip_background=skip_background,
             absence_tiles=absence_tiles,
+            explainer=explainer,
+            refine=refine,
         )
     )
 

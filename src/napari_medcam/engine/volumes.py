@@ -3,7 +3,7 @@
 A 3-D classifier explains a volume directly (`explain` trains a 3-D U-Net). A 2-D
 classifier sees one slice at a time: ``explain(volume, clf, slice_axis=0)`` comes here,
 to `iter_explain_slices`, which cuts the volume along the axis and runs the ordinary
-2-D engine (`iter_explain`) on every slice, for one target shared by the whole volume,
+2-D engine (`engine.single`) on every slice, for one target shared by the whole volume,
 and stacks the slices' masks back into a volume-shaped mask (`SliceExplanations`,
 summed up as one `Explanation` by ``as_explanation``).
 """
@@ -21,8 +21,8 @@ import torch
 from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.classifiers.prepare import prepare_input, resolve_device
 from napari_medcam.engine.config import MedCAMConfig
-from napari_medcam.engine.explain import iter_explain
 from napari_medcam.engine.explanation import Explanation, ProgressEvent
+from napari_medcam.engine.single import iter_explain_one
 from napari_medcam.engine.tiles import blank_class, choose_target, classify_stage
 from napari_medcam.engine.verdict import overall
 from napari_medcam.tiling import needs_tiling
@@ -225,7 +225,7 @@ def iter_explain_slices(
     slices are put on the volume's intensity scale and explained for one ``target``:
     by default the volume's most confident finding (the class some slice shows most
     confidently, other than the class of a blank image). Every slice gets its own
-    `Explanation`: from `iter_explain` (``tiling`` goes to it: tile_overlap,
+    `Explanation`: from `iter_explain_one` (``tiling`` goes to it: tile_overlap,
     tile_batch, skip_background) when the classifier assigns the slice to the
     target — or when the slice is larger than the input and so tiled — and
     otherwise an invalid one saying what the slice shows, without optimisation
@@ -266,7 +266,9 @@ def iter_explain_slices(
     for i in range(n):
         if shows_target[i]:
             exp = yield from _relabel(
-                iter_explain(plane(i), classifier, target_idx, config, device=dev, **tiling), i, n
+                iter_explain_one(plane(i), classifier, target_idx, config, device=dev, **tiling),
+                i,
+                n,
             )
         else:  # as for tiles: only what the classifier assigns to the target is explained
             exp = _not_shown(
