@@ -145,8 +145,9 @@ def explain_slide(path: str, folder: str, slide_id: str, job: SlideJob) -> dict[
         row = {"status": "failed", "reason": reason or type(err).__name__}
     row.setdefault("worker", str(getattr(worker, "address", "local")))
     row.setdefault("pid", os.getpid())
+    # a finished slide's seconds are those its result.json (and summary.csv) holds
+    row.setdefault("seconds", round(time.perf_counter() - start, 3))
     row.update(
-        seconds=round(time.perf_counter() - start, 3),
         cpu_seconds=round(_cpu_seconds() - cpu, 3),
         peak_rss_mb=round(_peak_rss_mb(), 1),
     )
@@ -169,6 +170,8 @@ def _explain(
     import napari_medcam as mc
     from napari_medcam.io.slides import open_slide
 
+    if path.is_dir():  # open_slide would call it "not found"
+        raise ValueError(f"{path} is a folder, not a slide file")
     clf = _classifier(job)
     explainer = _explainer(job, clf)
     folder.mkdir(parents=True, exist_ok=True)
@@ -239,7 +242,7 @@ def _explain(
         "settings_hash": job.settings_hash,
         "classifier_fingerprint": job.fingerprint,
     }
-    seconds = round(time.perf_counter() - start, 3)
-    facts["result"] = {**facts, **row, "seconds": seconds, "peak_rss_mb": round(_peak_rss_mb(), 1)}
+    row["seconds"] = round(time.perf_counter() - start, 3)
+    facts["result"] = {**facts, **row, "peak_rss_mb": round(_peak_rss_mb(), 1)}
     write_slide_outputs(folder, exp, facts, thumbs, clf.class_names)
     return row

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.classifiers.torchfile import load_torch_file
 
 ENTRY_POINT_GROUP = "napari_medcam.classifiers"
 
@@ -68,17 +69,47 @@ def _check_file(path: Path, what: str) -> None:
 
 def _load_state_dict(path: Path) -> dict[str, Any]:
     _check_file(path, "weights file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(
-            f"cannot read weights file {path}: not a torch state dict ({err})"
-        ) from err
+    state = load_torch_file(path, "a weights file (a torch state dict)")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ValueError(f"weights file {path} does not hold a state dict")
     return state
+
+
+def _keys(keys: list[str]) -> str:
+    """At most three keys, then how many more: a message, not a dump."""
+    more = f", … {len(keys) - 3} more" if len(keys) > 3 else ""
+    return ", ".join(keys[:3]) + more
+
+
+def _misfit(module: nn.Module, state: dict[str, Any]) -> str:
+    """What of ``state`` does not fit ``module`` ("" when it all fits), in a few words."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} is {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model"
+        for k in own
+        if k in state and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)
+    ]
+    parts = [f"missing {_keys(missing)}"] if missing else []
+    parts += [f"unexpected {_keys(unexpected)}"] if unexpected else []
+    return "; ".join(parts + shapes[:2])
+
+
+def _load_weights(module: nn.Module, path: Path, name: str) -> None:
+    """Load the state dict at ``path`` into ``module``; ValueError (one line) saying what
+    does not fit, instead of torch's multi-line RuntimeError."""
+    state = _load_state_dict(path)
+    misfit = _misfit(module, state)
+    try:
+        if not misfit:
+            module.load_state_dict(state)
+    except (RuntimeError, TypeError) as err:  # e.g. a value that is not a tensor
+        misfit = str(err).strip().splitlines()[0]
+    if misfit:
+        raise ValueError(f"weights {path} do not fit the classifier {name}: {misfit}")
 
 
 def _from_factory(spec: str, weights: str | Path | None, kwargs: dict[str, Any]) -> Classifier:
@@ -90,15 +121,12 @@ def _from_factory(spec: str, weights: str | Path | None, kwargs: dict[str, Any])
     made = factory()
     if isinstance(made, Classifier):
         if weights is not None:
-            made.module.load_state_dict(_load_state_dict(Path(weights)))
+            _load_weights(made.module, Path(weights), spec)
         return made
     if not isinstance(made, nn.Module):
         raise ValueError(f"factory {spec!r} returned {type(made).__name__}, not a torch module")
     if weights is not None:
-        try:
-            made.load_state_dict(_load_state_dict(Path(weights)))
-        except RuntimeError as err:
-            raise ValueError(f"weights {weights} do not fit {spec}: {err}") from err
+        _load_weights(made, Path(weights), spec)
     return Classifier(made, name=kwargs.pop("name", spec), **kwargs)
 
 
@@ -145,8 +173,11 @@ def _from_exported(path: Path, kwargs: dict[str, Any]) -> Classifier:
             warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
             program = torch.export.load(str(path))
             module = torch.export.unflatten(program)
-    except Exception as err:
-        raise ValueError(f"cannot load exported program {path}: {err}") from err
+    except Exception:  # torch's text may be unpickling advice: never passed on
+        raise ValueError(
+            f"cannot load exported program {path}: it is damaged, or was written by a torch "
+            f"that this one ({torch.__version__}) cannot read"
+        ) from None
     shape = _export_input_shape(program)
     if shape is not None and "input_size" not in kwargs and None not in shape[2:]:
         kwargs["input_size"] = shape[2:]  # a static spatial size is the model's input size
@@ -176,14 +207,29 @@ def _from_exported(path: Path, kwargs: dict[str, Any]) -> Classifier:
     return clf
 
 
+def _not_torchscript(path: Path) -> str:
+    """Why ``path`` is no TorchScript model: a state dict given as the model, or damage."""
+    try:
+        weights = isinstance(load_torch_file(path, "a torch file"), dict)
+    except ValueError:
+        weights = False
+    if weights:
+        return (
+            f"model file {path} holds weights (a state dict), not a model: pass it as "
+            "--weights (weights=) with the classifier it belongs to (a registered name "
+            "or package.module:factory)"
+        )
+    return f"model file {path} is damaged or not a TorchScript model"
+
+
 def _from_torchscript(path: Path, kwargs: dict[str, Any]) -> Classifier:
     _check_file(path, "model file")
     if not zipfile.is_zipfile(path):
         raise ValueError(f"model file {path} is corrupt or not a TorchScript archive")
     try:
         module = torch.jit.load(str(path), map_location="cpu")
-    except Exception as err:
-        raise ValueError(f"cannot load TorchScript model {path}: {err}") from err
+    except Exception:  # torch's text is about archive internals: say what the file is
+        raise ValueError(_not_torchscript(path)) from None
     kwargs.setdefault("layers", [])
     return Classifier(module, name=kwargs.pop("name", path.name), **kwargs)
 
@@ -223,7 +269,7 @@ def load_classifier(
     if spec_s in registry:
         made = registry[spec_s].load()()
         if weights is not None:
-            made.module.load_state_dict(_load_state_dict(Path(weights)))
+            _load_weights(made.module, Path(weights), spec_s)
         return made
     path = Path(spec_s)
     suffixes = (*TORCHSCRIPT_SUFFIXES, EXPORT_SUFFIX)

@@ -6,19 +6,19 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.classifiers.torchfile import load_torch_file
 
 
 def load_checkpoint(path: str | Path, build: Callable[..., nn.Module], name: str) -> Classifier:
     """A `Classifier` from a checkpoint our training scripts write.
 
     The checkpoint holds the state dict and everything `Classifier` needs (width,
-    input size, mean/std, class names); it is read with ``weights_only=True``.
+    input size, mean/std, class names); it is read as data only (`load_torch_file`).
     """
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_torch_file(path, "a napari-medcam classifier checkpoint")
     net = build(width=int(ckpt["width"]), num_classes=len(ckpt["class_names"]))
     net.load_state_dict(ckpt["state_dict"])
     return Classifier(

@@ -23,6 +23,7 @@ from napari_medcam.engine.explanation import (
     ProgressEvent,
     drive,
 )
+from napari_medcam.engine.image import check_array
 from napari_medcam.engine.single import check_overlap, iter_explain_one
 from napari_medcam.engine.volumes import iter_explain_slices
 
@@ -66,6 +67,7 @@ def iter_explain(
     """
     if not isinstance(classifier, Classifier):
         raise ValueError(f"classifier must be a napari_medcam.Classifier, got {type(classifier)}")
+    check_array(image, "image", "to explain a file, read it with napari_medcam.io.read_image(path)")
     check_overlap(tile_overlap, classifier)
     if slice_axis is not None:
         stack = yield from iter_explain_slices(

@@ -20,8 +20,9 @@ bounded by the tile batch and a few chunks, not by the image.
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,9 @@ from napari_medcam.engine.summary import summarise
 from napari_medcam.engine.tiles import Tiles, select_tiles
 from napari_medcam.engine.verdict import tile_facts, tile_record, tile_verdict
 from napari_medcam.tiling import Stitcher
+
+#: how to turn a file into the array the engine takes
+READ_HINT = "read files with napari_medcam.io.read_image(path)"
 
 # a tile's tensors, dropped once stitched (its facts — verdict, confidences — are kept)
 _TILE_TENSORS = ("soft", "hard", "absence", "history", "regions")
@@ -209,11 +213,29 @@ def _clear(windows: list[tuple[slice, ...]], mask: Any, soft: Any, area: float) 
     return max(area, 0.0)
 
 
+def check_array(image: Any, what: str, hint: str) -> None:
+    """Refuse a path or another non-array by name: as an array it would be 0-d, and
+    refused as "empty" — a message that hides the mistake."""
+    if isinstance(image, (str, bytes, os.PathLike)):
+        raise ValueError(f"{what} must be an array, not a path ({image!s}); {hint}")
+    if not hasattr(image, "shape") and not isinstance(image, (list, tuple)):
+        raise ValueError(
+            f"{what} must be an array (NumPy, dask or zarr), got {type(image).__name__}"
+        )
+
+
 def absence_tensor(tiles: Any, classifier: Classifier) -> torch.Tensor | None:
     """User-supplied absence tiles as one normalised (T, C, *input_size) tensor."""
     if tiles is None:
         return None
+    if isinstance(tiles, (str, bytes, os.PathLike)) or not isinstance(tiles, Iterable):
+        raise ValueError(
+            "absence_tiles must be images (a sequence or an N×H×W[×C] array), "
+            f"got {type(tiles).__name__}"
+        )
     items = list(tiles)
+    for i, tile in enumerate(items):
+        check_array(tile, f"absence_tiles[{i}]", READ_HINT)
     if not items:
         return None
     try:

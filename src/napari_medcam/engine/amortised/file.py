@@ -19,6 +19,7 @@ import torch
 from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.classifiers.fingerprint import classifier_fingerprint
 from napari_medcam.classifiers.prepare import resize
+from napari_medcam.classifiers.torchfile import load_torch_file
 from napari_medcam.engine.amortised.network import ExplainerNet
 from napari_medcam.engine.config import MedCAMConfig
 
@@ -149,7 +150,7 @@ def load_explainer(path: str | Path, classifier: Classifier | None = None) -> Ex
     """Load an explainer file (or a packaged one by name: "demo").
 
     With ``classifier``, refuse (ValueError) an explainer fitted for another one.
-    Loading is safe: ``torch.load(weights_only=True)``.
+    Loading is safe: `load_torch_file` (``torch.load(weights_only=True)``).
     """
     if str(path) in PACKAGED:
         ref = resources.files("napari_medcam.engine.amortised") / "weights" / PACKAGED[str(path)]
@@ -159,10 +160,7 @@ def load_explainer(path: str | Path, classifier: Classifier | None = None) -> Ex
     if not path.is_file():
         known = ", ".join(sorted(PACKAGED))
         raise FileNotFoundError(f"no explainer file {path} (packaged explainers: {known})")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling refused or not a torch file: say which file
-        raise ValueError(f"{path} is not an explainer file: {err}") from err
+    blob = load_torch_file(path, "an explainer file")
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"{path} is not a napari-medcam explainer file")
     if blob.get("version") != VERSION:

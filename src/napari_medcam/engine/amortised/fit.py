@@ -27,6 +27,7 @@ import torch
 
 from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.classifiers.prepare import resize, resolve_device
+from napari_medcam.classifiers.torchfile import load_torch_file
 from napari_medcam.engine import losses
 from napari_medcam.engine.amortised.data import FitTiles, as_tiles, class_index, prepare
 from napari_medcam.engine.amortised.events import FitCancelled, FitEvent
@@ -242,7 +243,7 @@ def iter_fit(
     step = 0
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=dev, weights_only=True)
+        state = load_torch_file(ckpt, "a fit checkpoint", map_location=dev)
         if {**state["meta"], "steps": steps} != meta:  # more or fewer steps: same fit
             raise ValueError(
                 f"checkpoint {ckpt} is from another fit (classifier, tiles or settings "
