@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_medcam.batch.manifest import DONE, FAILED, INTERRUPTED, RUNNING, open_manifest
+from napari_medcam.batch.outputs import RESULT, remove_outputs, slide_outputs_valid
 from napari_medcam.batch.slides import resolve_slides
 from napari_medcam.batch.summary import write_summary
 from napari_medcam.batch.task import PROGRESS_TOPIC, SlideJob, explain_slide
@@ -197,12 +198,17 @@ def run_cohort(
     report = CohortReport(out)
     todo = []
     for sid in ids:
-        if not force and manifest.finished(sid):
+        folder = manifest.folder(sid)
+        problem = "" if force else slide_outputs_valid(folder, manifest.hash)
+        if not force and not problem:
             report.skipped.append(sid)
             if manifest.slides[sid]["status"] != DONE:  # recovered: done, but not recorded
                 manifest.update(sid, status=DONE)
-        else:
-            todo.append(sid)
+            continue
+        if problem and (manifest.slides[sid]["status"] == DONE or (folder / RESULT).exists()):
+            log(f"  redo    {sid}: {problem}")  # was finished, or looked so
+        remove_outputs(folder)  # a missing or broken file: none of the old ones is trusted
+        todo.append(sid)
     manifest.save()
     if not todo:
         report.summary = write_summary(manifest)

@@ -5,9 +5,10 @@ every slide), so it is always whole. It records the settings that make results
 comparable — the Med-CAM config, level, target, tiling and the classifier's
 fingerprint — and, per slide, its path, folder, status (done, failed, running,
 interrupted), reason and seconds. A rerun trusts a slide as finished only when its
-own ``result.json`` is there with the same settings hash (the manifest may lag a
-crash by one slide, the slide folder may have been deleted); everything else is
-redone. Another settings hash is refused unless forced.
+own files are all there and readable, its ``result.json`` with the same settings hash
+(the manifest may lag a crash by one slide, files may have been deleted or damaged);
+everything else is redone. Another settings hash is refused unless forced, and a
+manifest whose fields are not of their types is refused (it may be hand-edited).
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from napari_medcam.batch.changes import option_changes
-from napari_medcam.batch.outputs import read_result
+from napari_medcam.batch.outputs import slide_outputs_valid
 from napari_medcam.io import jsonable, write_atomic
 
 MANIFEST = "manifest.json"
 FORMAT = "napari-medcam cohort 1"
 SLIDES_DIR = "slides"
 DONE, FAILED, RUNNING, INTERRUPTED = "done", "failed", "running", "interrupted"
+STATUSES = ("new", DONE, FAILED, RUNNING, INTERRUPTED)
 
 
 def settings_hash(settings: dict[str, Any]) -> str:
@@ -73,6 +74,20 @@ def check_slide_id(slide_id: Any) -> str:
     return slide_id
 
 
+def check_record(slide_id: str, rec: Any) -> None:
+    """ValueError unless a slide record has the fields batch reads, of their types (a
+    hand-edited manifest must give one clear line, not a traceback mid-run)."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("path"), str):
+        raise ValueError(f"slide {slide_id!r} has no path")
+    if rec.get("status", "new") not in STATUSES:
+        raise ValueError(f"slide {slide_id!r} has status {rec['status']!r}, not one of {STATUSES}")
+    if not isinstance(rec.get("reason", ""), str):
+        raise ValueError(f"slide {slide_id!r} has a reason that is not text")
+    seconds = rec.get("seconds", 0)
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise ValueError(f"slide {slide_id!r} has seconds {seconds!r}, not a number")
+
+
 @dataclass
 class Manifest:
     """``manifest.json`` of a cohort output folder, in memory."""
@@ -98,13 +113,12 @@ class Manifest:
             if data.get("format") != FORMAT:
                 raise ValueError(f"format {data.get('format')!r}, expected {FORMAT!r}")
             slides = data["slides"]
-            if not isinstance(slides, dict):
-                raise ValueError("'slides' is not a mapping")
+            for key in ("settings", "classifier", "slides"):
+                if not isinstance(data[key], dict):
+                    raise ValueError(f"{key!r} is not a mapping")
             for sid, rec in slides.items():
                 # a key is a folder name under --out: never a path that leaves it
-                check_slide_id(sid)
-                if not isinstance(rec, dict) or not isinstance(rec.get("path"), str):
-                    raise ValueError(f"slide {sid!r} has no path")
+                check_record(check_slide_id(sid), rec)
             return cls(out, data["settings"], data["classifier"], slides, data["created"])
         except (OSError, ValueError, KeyError, AttributeError, TypeError) as err:
             raise ValueError(
@@ -150,9 +164,8 @@ class Manifest:
         self.slides[slide_id].update(facts, updated=_now())
 
     def finished(self, slide_id: str) -> bool:
-        """Whether the slide's outputs are complete and made with these settings."""
-        result = read_result(self.folder(slide_id))
-        return result is not None and result.get("settings_hash") == self.hash
+        """Whether the slide's outputs are all there, readable, and made with these settings."""
+        return slide_outputs_valid(self.folder(slide_id), self.hash) == ""
 
 
 def open_manifest(
@@ -174,7 +187,7 @@ def open_manifest(
         old.classifier = classifier
         return old, False
     if old is not None and not force:
-        diff = option_changes(old.settings, settings)
+        diff = differences(old.settings, settings)
         raise ValueError(
             f"{out} holds a cohort explained with other settings ("
             + "; ".join(diff[:6])

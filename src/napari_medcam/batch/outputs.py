@@ -5,10 +5,11 @@ the explanation as metadata), ``mask.geojson`` (QuPath annotations in level-0
 pixels), ``tiles.csv`` (one row per explained tile: window, confidences, verdict),
 ``thumbnail.png`` / ``overlay.png`` (the slide, and the slide with its evidence, for
 the summary) and ``result.json``. They are written by one `write_files` call, and
-``result.json`` is renamed last: a slide is finished exactly when its
-``result.json`` exists and names the run's settings. A worker killed while writing
-leaves at most hidden temporary files (``.mask.tif.1a2b3c4d.tif``), which the next
-attempt removes.
+``result.json`` is renamed last. A slide is finished when its ``result.json`` names
+the run's settings and every other file is there and readable (`slide_outputs_valid`);
+a resume redoes any other slide, its old outputs removed first (`remove_outputs`). A
+worker killed while writing leaves at most hidden temporary files
+(``.mask.tif.1a2b3c4d.tif``), which the next attempt removes.
 """
 
 from __future__ import annotations
@@ -51,6 +52,23 @@ TILE_COLUMNS = (
     "area",
     "valid",
     "status",
+)
+#: what the summary, the cohort reader and a resume read from a finished slide's result.json
+RESULT_KEYS = (
+    "slide",
+    "level",
+    "downsample",
+    "level_shape",
+    "settings_hash",
+    "class_found",
+    "valid",
+    "explanation_status",
+    "tiles",
+    "tiles_explained",
+    "tiles_valid",
+    "area_fraction",
+    "evidence_level0_px",
+    "seconds",
 )
 EVIDENCE = (0, 229, 255)  # the mask's cyan, as in napari and QuPath
 FAILED_TILE = (240, 173, 78)  # the plugin's orange for tiles whose mask failed
@@ -215,42 +233,98 @@ def _text_writer(text: str):
 
 
 def read_result(folder: Path) -> dict[str, Any] | None:
-    """A slide folder's ``result.json``, or None when it is missing or unreadable."""
+    """A slide folder's ``result.json``; None when it is missing, unreadable or not a
+    JSON object (a hand-edited or damaged file means: not finished)."""
     try:
-        return json.loads((folder / RESULT).read_text())
+        result = json.loads((folder / RESULT).read_text())
     except (OSError, ValueError):
         return None
+    return result if isinstance(result, dict) else None
 
 
-def slide_outputs_valid(folder: Path) -> str:
-    """Empty when every output of a finished slide opens and agrees, else what is wrong.
+def remove_outputs(folder: Path) -> None:
+    """Delete a slide's outputs before it is redone, ``result.json`` first (from then on
+    the slide is not finished), and a killed attempt's hidden temporary files.
 
-    Checks what a reader of the folder relies on: result.json, the mask TIFF (its
-    shape, its metadata), the GeoJSON and the tile table, and the thumbnails.
+    Only the files a slide's run writes, in its own folder: a reader's notes stay, and
+    a link is removed, never what it points to.
     """
-    from napari_medcam.io import read_mask_tiff
+    for name in (RESULT, MASK, GEOJSON, TILES, THUMB, OVERLAY):
+        path = folder / name
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+    remove_partial(folder)
 
+
+def slide_outputs_valid(folder: Path, settings_hash: str | None = None) -> str:
+    """Empty when every output of a finished slide is there and readable, else what is wrong.
+
+    A slide is finished only when all its files are (result.json alone is not enough:
+    a file may have been deleted or damaged since). ``settings_hash``: the run's; a
+    result made with others is not finished. Cheap at any slide size: of the mask, its
+    header, metadata and smallest pyramid level are read, not its full resolution.
+    """
     result = read_result(folder)
     if result is None:
-        return f"{folder / RESULT} missing or unreadable"
-    try:
-        mask, meta = read_mask_tiff(folder / MASK)
-        if list(mask.shape) != list(result["level_shape"]):
-            return f"mask shape {mask.shape} is not the level's {result['level_shape']}"
-        values = set(range(max(int(k) for k in result.get("label_classes") or {1: ""}) + 1))
-        if meta.get("settings_hash") != result["settings_hash"] or set(np.unique(mask)) - values:
-            return "mask metadata or values do not match result.json"
-        gj = json.loads((folder / GEOJSON).read_text())
-        if gj.get("type") != "FeatureCollection":
-            return "mask.geojson is not a FeatureCollection"
-        rows = read_tiles_csv(folder / TILES)
-        if len(rows) != result["tiles_explained"]:
-            return f"tiles.csv has {len(rows)} rows, result.json says {result['tiles_explained']}"
-        from PIL import Image
+        return f"{RESULT} missing, unreadable or not a JSON object"
+    lacking = [k for k in RESULT_KEYS if k not in result]
+    if lacking:
+        return f"{RESULT} lacks {', '.join(lacking)}"
+    if settings_hash is not None and result["settings_hash"] != settings_hash:
+        return f"{RESULT} was made with other settings"
+    checks = {
+        MASK: _mask_problem,
+        GEOJSON: _geojson_problem,
+        TILES: _tiles_problem,
+        THUMB: _png_problem,
+        OVERLAY: _png_problem,
+    }
+    for name, check in checks.items():
+        if not (folder / name).is_file():
+            return f"{name} missing"
+        try:
+            problem = check(folder / name, result)
+        except Exception as err:  # a damaged file fails in its reader's own ways
+            problem = f"{type(err).__name__}: {err}"
+        if problem:
+            return f"{name}: {problem}"
+    return ""
 
-        for name in (THUMB, OVERLAY):
-            with Image.open(folder / name) as im:
-                im.verify()
-    except (OSError, ValueError, KeyError) as err:
-        return f"{type(err).__name__}: {err}"
+
+def _mask_problem(path: Path, result: dict[str, Any]) -> str:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        meta = (tif.shaped_metadata or ({},))[0].get("napari_medcam", {})
+        smallest = series.levels[-1].asarray()
+    if list(series.shape[:2]) != list(result["level_shape"]):
+        return f"shape {list(series.shape[:2])} is not the level's {result['level_shape']}"
+    if meta.get("settings_hash") != result["settings_hash"]:
+        return f"its metadata does not match {RESULT}"
+    values = set(range(max(int(k) for k in result.get("label_classes") or {1: ""}) + 1))
+    if set(np.unique(smallest).tolist()) - values:
+        return f"values outside the classes of {RESULT}"
+    return ""
+
+
+def _geojson_problem(path: Path, result: dict[str, Any]) -> str:
+    gj = json.loads(path.read_text())
+    if not isinstance(gj, dict) or gj.get("type") != "FeatureCollection":
+        return "not a GeoJSON FeatureCollection"
+    return "" if isinstance(gj.get("features"), list) else "no list of features"
+
+
+def _tiles_problem(path: Path, result: dict[str, Any]) -> str:
+    rows = read_tiles_csv(path)
+    if len(rows) != result["tiles_explained"]:
+        return f"{len(rows)} rows, {RESULT} says {result['tiles_explained']} tiles"
+    return ""
+
+
+def _png_problem(path: Path, result: dict[str, Any]) -> str:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.verify()
     return ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -44,4 +45,13 @@ def resolve_slides(slides: Iterable[str | Path], slide_list: str | Path | None) 
         paths.extend(_from_csv(Path(slide_list)))
     if not paths:
         raise ValueError("no slides given: name slide files or folders, or --list slides.csv")
-    return list(dict.fromkeys(p.resolve() for p in paths))
+    return list(dict.fromkeys(_absolute(p) for p in paths))
+
+
+def _absolute(path: Path) -> Path:
+    """``path`` resolved; when it cannot be (a symbolic link loop), made absolute as it
+    is: the worker then reports that one slide as failed, and the others go on."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
