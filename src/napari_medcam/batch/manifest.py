@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from napari_medcam.batch.changes import option_changes
 from napari_medcam.batch.outputs import slide_outputs_valid
 from napari_medcam.io import jsonable, write_atomic
 
@@ -187,7 +188,7 @@ def open_manifest(
         old.classifier = classifier
         return old, False
     if old is not None and not force:
-        diff = differences(old.settings, settings)
+        diff = option_changes(old.settings, settings)
         raise ValueError(
             f"{out} holds a cohort explained with other settings ("
             + "; ".join(diff[:6])
