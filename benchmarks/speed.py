@@ -15,8 +15,8 @@ import numpy as np
 from _common import machine_line, timed
 
 import napari_medcam as mc
-from napari_medcam.baselines import gradcam
 from napari_medcam.classifiers.prepare import prepare_input, resolve_device
+from napari_medcam.comparison import gradcam
 
 
 def main() -> None:

@@ -8,7 +8,6 @@ import torch
 from PIL import Image
 
 import napari_medcam as mc
-from napari_medcam.baselines import gradcam, occlusion, rise
 from napari_medcam.classifiers.ihc import (
     EVAL_COLS,
     PATCH,
@@ -19,6 +18,7 @@ from napari_medcam.classifiers.ihc import (
     ihc_patches,
     patch_label,
 )
+from napari_medcam.comparison import gradcam, occlusion, rise
 from napari_medcam.evaluation import (
     METHODS,
     EvalSettings,

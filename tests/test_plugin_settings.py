@@ -38,3 +38,17 @@ def test_fast_shows_its_one_knob_and_paper_its_weights(qtbot):
     adv["lambda_area"].value = 50.0
     cfg = panel.build_config()
     assert cfg.tolerance is None and cfg.lambda_area == 50.0
+
+
+def test_the_untouched_form_is_the_preset_and_steps_mean_the_clis(qtbot):
+    """The widget's recipe is the API's: untouched, the preset itself; "max steps" as the
+    CLI's --steps (coarse and refinement together), so both make the same mask."""
+    from napari_medcam.plugin.panels.settings import SettingsPanel
+
+    panel = SettingsPanel()
+    qtbot.addWidget(panel)
+    fast = mc.MedCAMConfig.fast(detail="cell groups")
+    assert panel.build_config() == fast
+    panel.set_settings("fast", steps=12)
+    assert panel.build_config() == fast.capped(12)
+    assert panel.build_config().steps + panel.build_config().refine_steps == 12

@@ -358,17 +358,6 @@ def test_the_result_reads_as_a_sentence_with_tooltips(medcam):
     assert "Sufficient and necessary" in text and 'The "normal" class' in text
 
 
-def test_small_pieces_are_dropped_and_counted():
-    from napari_medcam.plugin.worker import drop_small_regions
-
-    mask = np.zeros((40, 40), bool)
-    mask[2:12, 2:12] = True  # 100 px
-    mask[30, 30] = mask[35, 5] = True  # two specks
-    kept, n, dropped, pixels = drop_small_regions(mask, 10)
-    assert (n, dropped, pixels) == (1, 2, 2) and kept.sum() == 100
-    assert drop_small_regions(mask, 0)[1:] == (3, 0, 0)
-
-
 def test_docked_widget_fits_a_1366x768_screen(medcam, qtbot):
     viewer, widget = medcam
     viewer.window._qt_window.show()

@@ -12,8 +12,8 @@ import tifffile
 from scipy import ndimage
 
 import napari_medcam as mc
-from napari_medcam.baselines import gradcam
 from napari_medcam.cli import main
+from napari_medcam.comparison import gradcam
 from napari_medcam.io import read_mask_tiff
 from napari_medcam.io.slides import open_slide, write_pyramid
 from napari_medcam.plugin.reader import get_slide_reader

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_medcam.baselines import gradcam
 from napari_medcam.classifiers import demo_classifier
+from napari_medcam.comparison import gradcam
 from napari_medcam.data import synthetic_tile
 from napari_medcam.engine import Explanation, MedCAMConfig, explain
 from napari_medcam.io import write_atomic, write_mask_tiff

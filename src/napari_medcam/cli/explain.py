@@ -33,12 +33,12 @@ def _parse_region(value: str | None) -> tuple[int, int, int, int] | None:
 def _load_input(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
     """The image to explain (lazy for slides), facts for the mask's metadata, a closer."""
     from napari_medcam.io import read_image
-    from napari_medcam.io.slides import SLIDE_SUFFIXES, is_pyramidal, open_slide
+    from napari_medcam.io.slides import SLIDE_SUFFIXES, open_slide, opens_lazily
 
     path = Path(args.image)
     region = _parse_region(args.region)
     wants_slide = args.level is not None or region is not None
-    if path.suffix.lower() in SLIDE_SUFFIXES and (wants_slide or is_pyramidal(path)):
+    if path.suffix.lower() in SLIDE_SUFFIXES and (wants_slide or opens_lazily(path)):
         slide = open_slide(path)
         level = args.level if args.level is not None else slide.level_for_size(4096)
         view, (y0, x0), f = slide.region(level, region)

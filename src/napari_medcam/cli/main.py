@@ -75,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileExistsError, FileNotFoundError) as err:
         print(f"napari-medcam: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except MemoryError:
+        print(
+            "napari-medcam: error: out of memory; explain a smaller --region, a coarser "
+            "--level, or use a machine with more memory",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("\nnapari-medcam: interrupted; nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED

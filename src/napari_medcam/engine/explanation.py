@@ -16,29 +16,47 @@ class ExplanationCancelled(RuntimeError):
     """Raised by `explain` when its ``cancel`` flag was set during the run."""
 
 
+def relay(
+    gen: Generator[Any, None, T],
+    cancel: threading.Event | Callable[[], bool] | None = None,
+    cancelled: type[Exception] = ExplanationCancelled,
+) -> Generator[Any, None, T]:
+    """Re-yield a progress generator's events and return its result: the one loop behind
+    every front end (a GUI worker yields on; `drive` consumes).
+
+    ``cancel`` (an Event or a callable) is checked before every step; when set, the
+    generator is closed (it cleans up) and ``cancelled`` is raised.
+    """
+    is_set = cancel.is_set if isinstance(cancel, threading.Event) else cancel
+    while True:
+        if is_set is not None and is_set():
+            gen.close()
+            raise cancelled("cancelled")
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        yield event
+
+
 def drive(
     gen: Generator[Any, None, T],
     progress: Callable[[Any], None] | None = None,
     cancel: threading.Event | Callable[[], bool] | None = None,
     cancelled: type[Exception] = ExplanationCancelled,
 ) -> T:
-    """Run a progress generator to its result: the one loop behind every blocking verb.
+    """Run a progress generator to its result (`relay`, consumed): every blocking verb.
 
-    ``progress`` gets every event; ``cancel`` (an Event or a callable) is checked after
-    each one, and when set the generator is closed (it cleans up) and ``cancelled``
-    is raised.
+    ``progress`` gets every event; ``cancel`` is checked after each one.
     """
-    is_set = cancel.is_set if isinstance(cancel, threading.Event) else cancel
+    loop = relay(gen, cancel, cancelled)
     while True:
         try:
-            event = next(gen)
+            event = next(loop)
         except StopIteration as stop:
             return stop.value
         if progress is not None:
             progress(event)
-        if is_set is not None and is_set():
-            gen.close()
-            raise cancelled("cancelled")
 
 
 @dataclass

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_medcam.baselines import gradcam, occlusion, rise
 from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.comparison import gradcam, occlusion, rise
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.metrics import threshold_to_area
 

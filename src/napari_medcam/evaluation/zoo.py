@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_medcam.baselines import gradcam, rise
+from napari_medcam.comparison import gradcam, rise
 from napari_medcam.engine.backgrounds import FLAT, IMAGE
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explain import explain
@@ -198,7 +198,7 @@ def _split(name: str, split: str = "eval") -> str:
         return "demo (tuning: seeds 1000+)" if split == "tune" else "demo (held out: seeds 9000+)"
     if name in zoo.SEEN:
         return f"seen (round {zoo.SEEN[name]})"
-    return "fresh held out" if name in zoo.FRESH + zoo.FRESH2 else "held out"
+    return "blind held out" if name in zoo.BLIND else "held out"
 
 
 def summary_row(name: str, records: list[dict[str, Any]], split: str = "eval") -> dict[str, Any]:

@@ -17,6 +17,11 @@ from napari_medcam.io.atomic import write_atomic
 from napari_medcam.io.jsonable import jsonable
 
 SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ome.tif", ".ome.tiff")
+#: a stored block (strip or tile) larger than this is never read whole to reach a region:
+#: an uncompressed one is memory-mapped, a compressed one refused with the remedy
+MAX_BLOCK_BYTES = 256 * 2**20
+#: the chunks of a memory-mapped level: a region reads only the rows and columns it needs
+MEMMAP_CHUNK = 2048
 
 
 @dataclass
@@ -56,7 +61,11 @@ class Slide:
             )
         arr = self.levels[level]
         f = self.downsamples[level]
-        lazy = da.from_zarr(arr) if hasattr(arr, "store") else da.from_array(arr)
+        if hasattr(arr, "store"):
+            lazy = da.from_zarr(arr)
+        else:  # a memory-mapped level (`_lazy_level`): chunks a region can read alone
+            chunks = (MEMMAP_CHUNK, MEMMAP_CHUNK, *arr.shape[2:])
+            lazy = da.from_array(arr, chunks=chunks[: arr.ndim])
         if region is None:
             return lazy, (0, 0), f
         y, x, h, w = region
@@ -87,6 +96,8 @@ def open_slide(path: str | Path) -> Slide:
     import zarr
 
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a slide file")
     if not path.is_file():
         raise ValueError(f"slide not found: {path}")
     try:
@@ -96,15 +107,42 @@ def open_slide(path: str | Path) -> Slide:
     try:
         series = tif.series[0]
         levels = [
-            zarr.open(tif.aszarr(series=0, level=i), mode="r") for i in range(len(series.levels))
+            _lazy_level(tif, path, i, zarr.open(tif.aszarr(series=0, level=i), mode="r"))
+            for i in range(len(series.levels))
         ]
     except Exception as err:
         tif.close()
+        if isinstance(err, ValueError) and "tiled TIFF" in str(err):
+            raise
         raise ValueError(f"cannot open {path} lazily: {err}") from err
     full = levels[0].shape
     downs = [full[0] / a.shape[0] for a in levels]
     rgb = len(full) == 3 and full[-1] in (3, 4)
     return Slide(path, levels, downs, rgb, tif, microns_per_pixel(tif))
+
+
+def _lazy_level(tif: Any, path: Path, level: int, arr: Any) -> Any:
+    """``arr`` when its stored blocks are small; else the level memory-mapped (uncompressed),
+    or ValueError (compressed): a 60,000² single-strip TIFF must not be read whole (10 GiB)
+    to explain a 224² region of it."""
+    import math
+
+    import tifffile
+
+    block = math.prod(arr.chunks) * arr.dtype.itemsize
+    if block <= MAX_BLOCK_BYTES:
+        return arr
+    page = tif.series[0].levels[level].keyframe
+    if page.is_memmappable:
+        return tifffile.memmap(path, series=0, level=level, mode="r")
+    what = "one strip" if not page.is_tiled and len(page.dataoffsets) == 1 else "blocks"
+    raise ValueError(
+        f"{path.name} stores level {level} ({' × '.join(map(str, arr.shape[:2]))}) compressed "
+        f"in {what} of {block / 2**30:.1f} GiB: any region of it would need that much "
+        "memory. Save it as a tiled TIFF first, e.g. tifffile.imwrite(out, data, "
+        "tile=(512, 512), compression='zlib') or `vips tiffsave in.tif out.tif --tile "
+        "--pyramid`"
+    )
 
 
 def microns_per_pixel(tif: Any) -> float | None:
@@ -136,6 +174,19 @@ def is_pyramidal(path: str | Path) -> bool:
 
         with tifffile.TiffFile(path) as tif:
             return len(tif.series[0].levels) > 1
+    except Exception:
+        return False
+
+
+def opens_lazily(path: str | Path, above: int = 4096) -> bool:
+    """True for a TIFF to open as a slide (lazily) rather than read whole: pyramidal, or
+    larger than ``above`` pixels a side (a flat 60,000² TIFF is no image to load)."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            return len(series.levels) > 1 or max(series.shape[:2]) > above
     except Exception:
         return False
 

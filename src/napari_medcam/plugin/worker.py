@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from napari_medcam import tiling
+from napari_medcam.engine.explanation import ExplanationCancelled, relay
 from napari_medcam.plugin.lazy import is_lazy, pyramid
 
 logger = logging.getLogger(__name__)
@@ -111,8 +112,6 @@ class ExplainJob:
     slice_axis: int | None = None
     #: the soft mask will be shown (a large one then gets its pyramid too)
     soft: bool = False
-    #: mask pieces smaller than this many pixels are dropped (0: none)
-    min_region: int = 0
     #: a fitted amortised explainer: one pass instead of per-image optimisation,
     #: every class found when ``target`` is None; ``refine`` N repairs failed tiles
     explainer: Any = None
@@ -134,28 +133,6 @@ class JobResult:
     #: napari (`lazy.pyramid`); None when the masks are NumPy arrays
     mask_levels: list[Any] | None = None
     soft_levels: list[Any] | None = None
-    #: pieces of the mask kept, and pieces (and their pixels) dropped as too small;
-    #: None for a mask kept on disk (never read whole)
-    regions: int | None = None
-    dropped: int = 0
-    dropped_pixels: int = 0
-
-
-def drop_small_regions(mask: np.ndarray, min_pixels: int) -> tuple[np.ndarray, int, int, int]:
-    """(mask without pieces under ``min_pixels``, pieces kept, pieces dropped, pixels
-    dropped). Regions are counted as the engine and the GeoJSON count them."""
-    from napari_medcam.engine.regions import label
-
-    binary = np.asarray(mask) > 0
-    labels, n = label(binary)
-    if n == 0:
-        return binary, 0, 0, 0
-    sizes = np.bincount(labels.ravel())[1:]
-    small = sizes < max(int(min_pixels), 0)
-    if not small.any():
-        return binary, n, 0, 0
-    keep = np.concatenate([[False], ~small])[labels]
-    return keep, int(n - small.sum()), int(small.sum()), int(sizes[small].sum())
 
 
 def _message(err: BaseException) -> str:
@@ -194,38 +171,20 @@ def run_explanation(job: ExplainJob) -> Generator[Any, None, JobResult]:
                     slice_axis=job.slice_axis,  # every-slice mode: one result for the stack
                     **amortised,
                 )
-                while True:
-                    if job.cancel.is_set():
-                        gen.close()
-                        return JobResult(cancelled=True)
-                    try:
-                        event = next(gen)
-                    except StopIteration as stop:
-                        explanation = stop.value
-                        break
-                    yield event
+                explanation = yield from relay(gen, job.cancel)
+            except ExplanationCancelled:
+                return JobResult(cancelled=True)
             except Exception as err:  # shown to the user as a notification
                 logger.debug("Med-CAM run failed", exc_info=True)
                 return JobResult(error=_message(err))
             if job.cancel.is_set():
                 return JobResult(cancelled=True)
+            # the engine's mask as it is: the API, the CLI and batch make the same one
             result = JobResult(explanation=explanation)
-            if not is_lazy(explanation.mask):
-                mask, result.regions, result.dropped, result.dropped_pixels = drop_small_regions(
-                    explanation.mask, job.min_region
-                )
-                explanation.mask = mask
-                explanation.regions = result.regions  # the mask shown, after the drop
-                if getattr(explanation, "labels", None) is not None:  # multi-class
-                    explanation.labels = np.where(mask, explanation.labels, 0).astype(np.uint8)
-                    present = set(np.unique(explanation.labels).tolist())  # names: only
-                    explanation.label_classes = {  # the classes still on the mask
-                        k: v for k, v in explanation.label_classes.items() if k in present
-                    }
-            else:
+            if is_lazy(explanation.mask):
                 # stitched on disk (a whole slide at full resolution): never read whole
                 # into memory; napari gets multiscale levels over it, built here
-                labels = getattr(explanation, "labels", None)
+                labels = explanation.labels
                 shown = explanation.mask if labels is None else labels
                 result.mask_levels = pyramid(shown, np.uint8)
                 if job.soft and explanation.soft_mask is not None:
@@ -256,7 +215,7 @@ def _gradcam(job: ExplainJob, target: int) -> Generator[Any, None, np.ndarray | 
     between tiles). A lazy region (pyramid level) is read here, in the worker
     thread, window by window as `explain` reads it (never whole).
     """
-    from napari_medcam.baselines import iter_gradcam
+    from napari_medcam.comparison import iter_gradcam
 
     if job.slice_axis is None:
         planes = [job.image]
@@ -316,15 +275,9 @@ def run_check(job: CheckJob) -> Generator[Any, None, dict[str, Any]]:
                     job.config,
                     slice_axis=job.slice_axis,
                 )
-                while True:
-                    if job.cancel.is_set():
-                        gen.close()
-                        return {"cancelled": True}
-                    try:
-                        event = next(gen)
-                    except StopIteration as stop:
-                        return stop.value
-                    yield event
+                return (yield from relay(gen, job.cancel))
+            except ExplanationCancelled:
+                return {"cancelled": True}
             except Exception as err:
                 logger.debug("Med-CAM check failed", exc_info=True)
                 return {"error": _message(err)}

@@ -22,16 +22,16 @@ phantom-functional         grey radiology (Shepp-Logan)        functional poolin
 mitosis-tiny               H&E nuclei, one mitosis ≤ 0.5 %     VGG features + max-pool head  128²
 resnet-meanpos             H&E, 3 classes; mean = tumour      ResNet-18 layout, narrow      128²
 fundus-microaneurysm       real fundus photo + planted dots    timm-like stem/stages/head    96²
-malaria-tiny (FRESH)       blood smear, one parasite ≤ 0.5 %   ModuleDict blocks + max-pool  128²
-dermo-pigment (FRESH)      dermoscopy, atypical lesion / mole  DenseNet layout, narrow       128²
-fish-her2 (FRESH2)         FISH, one HER2-amplified nucleus    MobileNetV2-like, SE blocks   128²
-ct-nodule (FRESH2)         grey chest CT slice, one nodule     GroupNorm ResNet, getattr     128²
+malaria-tiny (BLIND)       blood smear, one parasite ≤ 0.5 %   ModuleDict blocks + max-pool  128²
+dermo-pigment (BLIND)      dermoscopy, atypical lesion / mole  DenseNet layout, narrow       128²
+fish-her2 (BLIND)          FISH, one HER2-amplified nucleus    MobileNetV2-like, SE blocks   128²
+ct-nodule (BLIND)          grey chest CT slice, one nodule     GroupNorm ResNet, getattr     128²
 =========================  ==================================  ============================  =====
 
-``FRESH`` (a subset of ``HELD_OUT``) names the entries added after the first
-held-out evaluations, which nobody on the engine side had looked at when they came;
-``FRESH2`` (also in ``HELD_OUT``) the entries added in round 3, built by someone who
-never ran the engine on them.
+``BLIND`` (a subset of ``HELD_OUT``) names the entries that were built without anyone
+on the engine side looking at them: nobody had seen their images or run an explanation
+on them before their first held-out report (docs/zoo.md says when each came). ``SEEN``
+names held-out entries whose failures have since led to recipe changes.
 
 Held-out accuracies (both classes, the "eval" split, as printed by the training script)
 are in each module's docstring and in ``ZOO[name].heldout_accuracy``; every entry
@@ -76,15 +76,12 @@ ZOO: dict[str, ZooEntry] = {name: m.ENTRY for name, m in MODULES.items()}
 
 TUNING: tuple[str, ...] = ("hne-modulelist", "fluo-stages")
 HELD_OUT: tuple[str, ...] = tuple(n for n in ZOO if n not in TUNING)
-# Added after the first held-out evaluations had been looked at: fresh held-out
-# entries, never looked at (images, results) during tuning of the explanation recipe.
-FRESH: tuple[str, ...] = ("malaria-tiny", "dermo-pigment")
+#: held-out entries built blind: never looked at (images, explanations) by anyone on
+#: the engine side before their first held-out report
+BLIND: tuple[str, ...] = ("malaria-tiny", "dermo-pigment", "fish-her2", "ct-nodule")
 #: held-out entries whose failures led to recipe changes (docs/zoo.md) → the round in
 #: which they were seen; their numbers since are not held-out evidence
 SEEN: dict[str, int] = {"mitosis-tiny": 2, "fundus-microaneurysm": 2, "malaria-tiny": 3}
-# Added in round 3, built by someone who never ran the engine (explanations, saliency)
-# on them: fresh held-out entries, never looked at through the explanation recipe.
-FRESH2: tuple[str, ...] = ("fish-her2", "ct-nodule")
 
 #: how many seeds `cases` may try per requested case before giving up
 _MAX_TRIES = 20
@@ -127,8 +124,7 @@ def cases(name: str, n: int = 12, split: str = "eval") -> list[ZooCase]:
 
 
 __all__ = [
-    "FRESH",
-    "FRESH2",
+    "BLIND",
     "HELD_OUT",
     "SEEN",
     "TUNING",

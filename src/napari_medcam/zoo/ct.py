@@ -1,4 +1,4 @@
-"""``ct-nodule`` (held out, FRESH2): one lung nodule in a chest CT slice, grey, 1 channel.
+"""``ct-nodule`` (held out, blind): one lung nodule in a chest CT slice, grey, 1 channel.
 
 - **Data** (128×128 grey uint8, a synthetic axial chest CT slice built in Hounsfield
   units and shown at a lung window, level −600 / width 1500): air around a body

@@ -1,4 +1,4 @@
-"""``dermo-pigment`` (held out, FRESH): an atypical pigmented lesion among skin, hairs and moles.
+"""``dermo-pigment`` (held out, blind): an atypical pigmented lesion among skin, hairs and moles.
 
 - **Data** (128×128 RGB, dermoscopy-like): smooth beige-pink skin (mottled texture,
   faint redness, a soft dark vignette at the corners) crossed by 0–5 dark hairs in

@@ -1,4 +1,4 @@
-"""``fish-her2`` (held out, FRESH2): one HER2-amplified nucleus in a FISH image, evidence ≤ 0.5 %.
+"""``fish-her2`` (held out, blind): one HER2-amplified nucleus in a FISH image, evidence ≤ 0.5 %.
 
 - **Data** (128×128 RGB, dual-colour fluorescence in situ hybridisation on a dark
   field: DAPI blue, HER2 probe red, centromere-17 probe green): a dark, unevenly lit

@@ -1,4 +1,4 @@
-"""``malaria-tiny`` (held out, FRESH): one ring-stage parasite in a blood smear, evidence ≤ 0.5 %.
+"""``malaria-tiny`` (held out, blind): one ring-stage parasite in a blood smear, evidence ≤ 0.5 %.
 
 - **Data** (128×128 RGB, a Giemsa-stained thin blood smear in brightfield, rendered
   in optical density so that overlapping cells darken as in a real smear): a light,

@@ -8,14 +8,12 @@ import weakref
 from functools import partial
 from typing import Any
 
-import numpy as np
 from magicgui.widgets import Label, ProgressBar, PushButton
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QMessageBox, QVBoxLayout, QWidget
 
 from napari_medcam.plugin.cost import Estimate, duration, estimate, record_run
 from napari_medcam.plugin.layers import (
-    microns_per_pixel,
     region_pixels,
     region_transform_kwargs,
 )
@@ -169,7 +167,6 @@ class RunPanel(QWidget):
             gradcam=bool(getattr(clf, "hookable", True) and clf.layers),
             slice_axis=region.slice_axis,
             soft=bool(settings.add_soft.value),
-            min_region=int(settings.min_region.value),
             explainer=explainer,
             refine=refine,
         )
@@ -302,7 +299,7 @@ class RunPanel(QWidget):
 
     def _notes(self, ctx: RunContext, result: JobResult) -> dict[str, Any]:
         """What the summary says beyond the explanation: regions, extra layers added."""
-        notes: dict[str, Any] = {"regions": regions_text(ctx, result), "domain": ctx.domain}
+        notes: dict[str, Any] = {"regions": regions_text(result), "domain": ctx.domain}
         notes["hidden"] = [
             kind
             for kind, on, there in (
@@ -327,25 +324,14 @@ def progress_line(event: Any, ctx: RunContext | None) -> str:
     return f"{line} · {duration(elapsed)}{est}"
 
 
-def regions_text(ctx: RunContext, result: JobResult) -> str:
-    """ "3 regions at cell groups (8.0 px); 4 smaller than 50 px (12.5 µm²) dropped (0.1 %)",
-    or "" when unknown."""
-    if result.regions is None:
+def regions_text(result: JobResult) -> str:
+    """ "3 regions at cell groups", the engine's count of the mask shown, or "" when unknown
+    (a mask kept on disk is never read whole to count it)."""
+    exp = result.explanation
+    if exp is None or exp.regions is None:
         return ""
-    n = ctx.job.min_region
-    um = microns_per_pixel(ctx.layer_ref(), ctx.region)
-    size = f" ≥ {n} px" + (f" ({n * um * um:,.1f} µm²)" if um else "") if n else ""
-    detail = getattr(result.explanation, "detail", "")
-    scale = f" at {detail}" if detail else ""
-    text = f"{result.regions} region{'s' * (result.regions != 1)}{size}{scale}"
-    if result.dropped:
-        total = max(1, int(np.prod(np.shape(result.explanation.mask))))
-        share = 100 * result.dropped_pixels / total
-        text += (
-            f"; {result.dropped} smaller dropped ({share:.2f} % of the image) after the "
-            "numbers above were measured: Check edited mask measures what is left"
-        )
-    return text
+    scale = f" at {exp.detail}" if exp.detail else ""
+    return f"{exp.regions} region{'s' * (exp.regions != 1)}{scale}"
 
 
 def has_evidence(exp: Any) -> bool:

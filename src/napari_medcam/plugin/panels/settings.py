@@ -43,7 +43,8 @@ TOOLTIPS = {
     "lambda_bin": "Weight pushing the soft mask to 0 or 1 (a crisp mask)",
     "lambda_tv": "Weight of a smooth mask (total variation). Higher: fewer, rounder pieces",
     "lambda_rob": "Weight of keeping the decision on random backgrounds",
-    "steps": "Most optimisation steps per tile; fewer are faster and coarser",
+    "steps": "Most optimisation steps per tile, coarse and refinement together (the CLI's "
+    "--steps); fewer are faster and coarser",
     "lr": "Learning rate of the mask's optimisation",
     "threshold": "Soft-mask value above which a pixel is in the mask",
     "seed": "Random seed: the same seed gives the same mask",
@@ -144,19 +145,6 @@ class SettingsPanel(QGroupBox):
             tooltip="Off: the mask is drawn as its outline in the class colour, so the "
             "tissue under it stays readable · On: filled, half transparent",
         )
-        self.min_region = create_widget(
-            value=0,
-            annotation=int,
-            name="min_region",
-            label="min region (px)",
-            options={"min": 0, "max": 1_000_000, "step": 10},
-        )
-        self.min_region.tooltip = (
-            "Mask pieces smaller than this many pixels are dropped after a run (the "
-            "result says how many, and that its numbers were measured before); 0 keeps "
-            "every piece. Med-CAM's minimal masks can be a few pixels across: dropping "
-            "them may lose the decision (Check edited mask measures it)"
-        )
         self.ask_above = create_widget(
             value=2,
             annotation=int,
@@ -168,7 +156,7 @@ class SettingsPanel(QGroupBox):
             "Ask before starting a run estimated to take longer than this many minutes "
             "(0: never ask)"
         )
-        size = Container(widgets=[self.min_region, self.ask_above])
+        size = Container(widgets=[self.ask_above])
         size.margins = (0, 0, 0, 0)
         options = Container(
             widgets=[self.fill, self.add_soft, self.add_gradcam, self.replace_unedited]
@@ -201,6 +189,8 @@ class SettingsPanel(QGroupBox):
                 name.startswith("lambda_") and cfg.tolerance is not None
             )
             w.visible = used
+            if name == "steps":  # every step, refinement included: as the CLI's --steps
+                value = cfg.steps + cfg.refine_steps
             if value is not None:
                 w.value = value
 
@@ -219,7 +209,8 @@ class SettingsPanel(QGroupBox):
             if getattr(cfg, name) is not None
             and not (name.startswith("lambda_") and cfg.tolerance is not None)
         }
-        return cfg.replace(detail=self.detail_combo.value, **changes)
+        steps = int(changes.pop("steps"))  # as the CLI's --steps: `MedCAMConfig.capped`
+        return cfg.replace(detail=self.detail_combo.value, **changes).capped(steps)
 
     def set_settings(self, preset: str = "fast", **values: Any) -> None:
         """Set the preset and any Advanced field (or ``threads``) programmatically."""

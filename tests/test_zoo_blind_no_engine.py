@@ -1,4 +1,5 @@
-"""The round-3 fresh held-out zoo entries (``zoo.FRESH2``): registered, loading, sane cases.
+"""Blind held-out zoo entries checked with the engine locked out: registered, loading, sane
+cases.
 
 Classifier and data checks only - no explanation is run here, and the entry points
 into the explanation engine (explain, iter_explain, the saliency maps) are made to
@@ -20,6 +21,8 @@ from napari_medcam import Classifier, zoo
 from napari_medcam.zoo import ct, fish
 
 N_CASES = 12
+#: entries whose data are checked here without the explanation engine ever running
+ENTRIES = ("fish-her2", "ct-nodule")
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +30,7 @@ def _no_engine(monkeypatch):
     """Any explanation or saliency run on these entries fails the test."""
 
     def refuse(*_args, **_kwargs):
-        raise AssertionError("the explanation engine must never run on the FRESH2 entries")
+        raise AssertionError("the explanation engine must never run in these data checks")
 
     import napari_medcam.engine as engine
     import napari_medcam.engine.saliency as saliency
@@ -46,19 +49,17 @@ def _no_engine(monkeypatch):
 
 @pytest.fixture(scope="module")
 def classifiers() -> dict[str, Classifier]:
-    return {name: zoo.load(name) for name in zoo.FRESH2}
+    return {name: zoo.load(name) for name in ENTRIES}
 
 
 @pytest.fixture(scope="module")
 def eval_cases() -> dict[str, list[zoo.ZooCase]]:
-    return {name: zoo.cases(name, n=N_CASES, split="eval") for name in zoo.FRESH2}
+    return {name: zoo.cases(name, n=N_CASES, split="eval") for name in ENTRIES}
 
 
-def test_fresh2_entries_are_held_out():
-    assert zoo.FRESH2 == ("fish-her2", "ct-nodule")
-    assert zoo.FRESH == ("malaria-tiny", "dermo-pigment")  # round 2's, unchanged
-    assert not set(zoo.FRESH2) & (set(zoo.FRESH) | set(zoo.SEEN))
-    for name in zoo.FRESH2:
+def test_entries_are_blind_and_held_out():
+    assert set(ENTRIES) <= set(zoo.BLIND) and not set(ENTRIES) & set(zoo.SEEN)
+    for name in ENTRIES:
         assert name in zoo.HELD_OUT and name not in zoo.TUNING
         assert zoo.MODULES[name] in (fish, ct)
         entry = zoo.ZOO[name]
@@ -69,7 +70,7 @@ def test_fresh2_entries_are_held_out():
 
 
 @pytest.mark.parametrize("module", [fish, ct])
-def test_fresh2_modules_do_not_touch_the_engine(module):
+def test_modules_do_not_touch_the_engine(module):
     assert napari_medcam.explain.__name__ == "refuse"  # the guard above is in place
     tree = ast.parse(
         resources.files("napari_medcam.zoo")
@@ -86,16 +87,16 @@ def test_fresh2_modules_do_not_touch_the_engine(module):
     assert not [m for m in imported if m and m.startswith(banned)]
 
 
-@pytest.mark.parametrize("name", zoo.FRESH2)
-def test_fresh2_each_class_is_recognised(name):
-    """Loading, freezing and overall accuracy are checked with every fresh entry
-    (tests/test_zoo_fresh.py); round 3's checkpoints also record each class's."""
+@pytest.mark.parametrize("name", ENTRIES)
+def test_each_class_is_recognised(name):
+    """Loading, freezing and overall accuracy are checked with every blind entry
+    (tests/test_zoo_blind.py); these checkpoints also record each class's."""
     weights = resources.files("napari_medcam.zoo") / "weights" / f"{name}.pt"
     ckpt = torch.load(weights, map_location="cpu", weights_only=True)
     assert min(ckpt["heldout_per_class"]) >= 0.95
 
 
-def test_fresh2_normalisation(classifiers):
+def test_normalisation(classifiers):
     # fish-her2: the training set's own per-channel mean/std (dark field, DAPI blue)
     clf = classifiers["fish-her2"]
     assert len(clf.mean) == 3 and clf.mean[2] > clf.mean[0] and max(clf.mean) < 0.4

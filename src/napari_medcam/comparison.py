@@ -1,4 +1,5 @@
-"""Other attribution methods on the same `Classifier`, for side-by-side comparison."""
+"""The comparison methods (Grad-CAM, RISE, occlusion) on the same `Classifier`, side by side
+with Med-CAM: other explanations of the same decision, never part of its result."""
 
 from __future__ import annotations
 

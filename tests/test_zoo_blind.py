@@ -1,5 +1,4 @@
-"""The fresh held-out zoo entries (``zoo.FRESH`` and round 3's ``zoo.FRESH2``): registered,
-loading, sane cases.
+"""The blind held-out zoo entries (``zoo.BLIND``): registered, loading, sane cases.
 
 Classifier and data checks only - no explanation is run here.
 """
@@ -13,22 +12,22 @@ import pytest
 import torch
 
 from napari_medcam import Classifier, zoo
-from napari_medcam.zoo import dermo, malaria
+from napari_medcam.zoo import ct, dermo, fish, malaria
 from napari_medcam.zoo._common import SEED0
 
 N_CASES = 12
-ALL_FRESH = zoo.FRESH + zoo.FRESH2
-CHANNELS = {"ct-nodule": 1}  # greyscale; every other fresh entry is RGB
+ALL_BLIND = zoo.BLIND
+CHANNELS = {"ct-nodule": 1}  # greyscale; every other blind entry is RGB
 
 
 @pytest.fixture(scope="module")
 def classifiers() -> dict[str, Classifier]:
-    return {name: zoo.load(name) for name in ALL_FRESH}
+    return {name: zoo.load(name) for name in ALL_BLIND}
 
 
 @pytest.fixture(scope="module")
 def eval_cases() -> dict[str, list[zoo.ZooCase]]:
-    return {name: zoo.cases(name, n=N_CASES, split="eval") for name in ALL_FRESH}
+    return {name: zoo.cases(name, n=N_CASES, split="eval") for name in ALL_BLIND}
 
 
 def _probs(clf: Classifier, images: list[np.ndarray]) -> np.ndarray:
@@ -38,19 +37,19 @@ def _probs(clf: Classifier, images: list[np.ndarray]) -> np.ndarray:
         return torch.softmax(clf.module(x), 1).numpy()
 
 
-def test_fresh_entries_are_held_out():
-    assert zoo.FRESH == ("malaria-tiny", "dermo-pigment")
-    for name in zoo.FRESH:
+def test_blind_entries_are_held_out():
+    assert zoo.BLIND == ("malaria-tiny", "dermo-pigment", "fish-her2", "ct-nodule")
+    for name in zoo.BLIND:
         assert name in zoo.HELD_OUT and name not in zoo.TUNING
-        assert zoo.MODULES[name] in (malaria, dermo)
+        assert zoo.MODULES[name] in (malaria, dermo, fish, ct)
         entry = zoo.ZOO[name]
         assert not entry.tuning
         assert entry.heldout_accuracy is not None and entry.heldout_accuracy >= 0.9
         assert f"{entry.heldout_accuracy:.3f}" in zoo.MODULES[name].__doc__
 
 
-@pytest.mark.parametrize("name", ALL_FRESH)
-def test_fresh_entry_loads_frozen(name, classifiers):
+@pytest.mark.parametrize("name", ALL_BLIND)
+def test_blind_entry_loads_frozen(name, classifiers):
     entry, clf = zoo.ZOO[name], classifiers[name]
     assert tuple(clf.class_names) == entry.class_names
     assert clf.input_size == entry.input_size == (128, 128)
@@ -63,8 +62,8 @@ def test_fresh_entry_loads_frozen(name, classifiers):
     assert ckpt["heldout_accuracy"] == pytest.approx(entry.heldout_accuracy, abs=5e-4)
 
 
-@pytest.mark.parametrize("name", ALL_FRESH)
-def test_fresh_eval_cases_are_positive_within_the_stated_size(name, eval_cases):
+@pytest.mark.parametrize("name", ALL_BLIND)
+def test_blind_eval_cases_are_positive_within_the_stated_size(name, eval_cases):
     entry, cases = zoo.ZOO[name], eval_cases[name]
     assert len(cases) == N_CASES
     for case in cases:
@@ -79,14 +78,14 @@ def test_fresh_eval_cases_are_positive_within_the_stated_size(name, eval_cases):
     assert all(np.array_equal(a.reference, b.reference) for a, b in zip(again, cases[:2]))
 
 
-@pytest.mark.parametrize("name", ALL_FRESH)
-def test_fresh_classifier_predicts_the_target_on_most_eval_cases(name, classifiers, eval_cases):
+@pytest.mark.parametrize("name", ALL_BLIND)
+def test_blind_classifier_predicts_the_target_on_most_eval_cases(name, classifiers, eval_cases):
     pred = _probs(classifiers[name], [c.image for c in eval_cases[name]]).argmax(1)
     assert np.mean(pred == zoo.ZOO[name].target) >= 0.8
 
 
-@pytest.mark.parametrize("name", ALL_FRESH)
-def test_fresh_classifier_calls_eval_negatives_negative(name, classifiers):
+@pytest.mark.parametrize("name", ALL_BLIND)
+def test_blind_classifier_calls_eval_negatives_negative(name, classifiers):
     mod = zoo.MODULES[name]
     negatives = [mod.sample(SEED0["eval"] + i, 0, "eval") for i in range(8)]
     assert all(not ref.any() for _, ref in negatives)
@@ -94,8 +93,8 @@ def test_fresh_classifier_calls_eval_negatives_negative(name, classifiers):
     assert np.mean(pred == 0) >= 0.8
 
 
-@pytest.mark.parametrize("name", ALL_FRESH)
-def test_fresh_splits_are_disjoint(name):
+@pytest.mark.parametrize("name", ALL_BLIND)
+def test_blind_splits_are_disjoint(name):
     mod = zoo.MODULES[name]
     train = mod.sample(SEED0["train"], 1, "train")[0]
     ev = mod.sample(SEED0["eval"], 1, "eval")[0]
