@@ -11,7 +11,8 @@ import pytest
 import napari_medcam as mc
 from napari_medcam.engine import image as image_module
 from napari_medcam.engine.config import MedCAMConfig
-from napari_medcam.engine.verdict import overall, tile_record, tile_verdict
+from napari_medcam.engine.tile_result import Scores, TileResult
+from napari_medcam.engine.verdict import overall, tile_verdict
 
 QUICK = MedCAMConfig.fast().capped(15)
 
@@ -23,20 +24,11 @@ def clf():
 
 def _facts(**changes):
     """A tile's facts that pass every check, with ``changes`` applied."""
-    facts = {
-        "problem": "",
-        "found_valid": True,
-        "target": 1,
-        "area": 0.1,
-        "probabilities": [0.05, 0.95],
-        "eval": {"masked": 0.9, "robust": 0.8, "deletion": 0.2, "masked_pred": 1},
-    }
-    for key, value in changes.items():
-        if key in facts["eval"]:
-            facts["eval"][key] = value
-        else:
-            facts[key] = value
-    return facts
+    scores = {"masked": 0.9, "robust": 0.8, "deletion": 0.2, "masked_pred": 1}
+    scores.update((k, changes.pop(k)) for k in list(changes) if k in scores)
+    tile = TileResult(target=1, probabilities=[0.05, 0.95], found_valid=True, area=0.1)
+    tile.scores = Scores(masked_probabilities=[0.1, 0.9], **scores)
+    return dataclasses.replace(tile, **changes)
 
 
 def test_one_definition_of_valid():
@@ -67,7 +59,8 @@ def test_a_fallback_mask_that_never_passed_is_invalid_even_if_it_scores_well():
     assert reason.startswith("no mask passed the optimisation's test")
     both = tile_verdict(_facts(found_valid=False, masked_pred=0), cfg, "lesion")
     assert "no mask passed" in both and "decision lost" in both
-    record = tile_record(_facts(found_valid=False), (slice(0, 224), slice(192, 416)), reason)
+    window = (slice(0, 224), slice(192, 416))
+    record = _facts(found_valid=False, window=window, reason=reason).as_record()
     assert record["window"] == [0, 192, 224, 416]
     assert not record["valid"] and record["status"] == reason
 
@@ -151,9 +144,8 @@ def _slice_exp(valid, explained=True, status="valid"):
     )
     if not explained:
         return exp
-    record = tile_record(
-        _facts(), (slice(0, 4), slice(0, 6)), "" if valid else "decision lost on the binary mask"
-    )
+    reason = "" if valid else "decision lost on the binary mask"
+    record = _facts(window=(slice(0, 4), slice(0, 6)), reason=reason).as_record()
     return dataclasses.replace(exp, valid=valid, status=status, tile_verdicts=[record])
 
 

@@ -187,8 +187,8 @@ def write_slide_outputs(
         "original_confidence": exp.original_confidence,
     }
     result = {**facts["result"], "explanation": summary}
-    labels = getattr(exp, "labels", None)
-    if labels is not None and getattr(exp, "label_classes", None):
+    labels = exp.labels
+    if labels is not None and exp.label_classes:
         # an explainer's classes: class index + 1 per pixel, polygons per class
         mask, geo = labels, _labels_geojson(labels, exp.label_classes, props, f)
     else:

@@ -36,15 +36,13 @@ from napari_medcam.engine.explanation import Explanation, ProgressEvent
 from napari_medcam.engine.optimise import optimise_masks, to_numpy_mask
 from napari_medcam.engine.scoring import evaluate_mask
 from napari_medcam.engine.summary import summarise
+from napari_medcam.engine.tile_result import Scores, TileResult
 from napari_medcam.engine.tiles import Tiles, select_tiles
-from napari_medcam.engine.verdict import tile_facts, tile_record, tile_verdict
+from napari_medcam.engine.verdict import tile_verdict
 from napari_medcam.tiling import Stitcher
 
 #: how to turn a file into the array the engine takes
 READ_HINT = "read files with napari_medcam.io.read_image(path)"
-
-# a tile's tensors, dropped once stitched (its facts — verdict, confidences — are kept)
-_TILE_TENSORS = ("soft", "hard", "absence", "history", "regions")
 
 
 def _explain_batch(
@@ -55,8 +53,8 @@ def _explain_batch(
     done: int,
     total: int,
     tissue: torch.Tensor | None = None,
-) -> Generator[ProgressEvent, None, list[dict[str, Any]]]:
-    """Explain a batch of classifier inputs; one facts dict per input.
+) -> Generator[ProgressEvent, None, list[TileResult]]:
+    """Explain a batch of classifier inputs; one `TileResult` per input.
 
     ``tissue`` (T, C, *input_size), normalised: counterfactual tissue for the absence.
     """
@@ -66,8 +64,8 @@ def _explain_batch(
     for i in range(len(x)):
         t = int(probs[i].argmax()) if target is None else target
         absence = choose_absence(x[i : i + 1], classifier, t, config, tissue)
-        facts.append(tile_facts(t, probs[i].tolist(), absence))
-    todo = [i for i, f in enumerate(facts) if not f["problem"]]
+        facts.append(TileResult.before_mask(t, probs[i].tolist(), absence))
+    todo = [i for i, f in enumerate(facts) if not f.problem]
     cfg = config
     for attempt in range(config.retries + 1):
         if not todo:
@@ -75,26 +73,21 @@ def _explain_batch(
         results = yield from optimise_masks(
             x[todo],
             classifier,
-            [facts[i]["target"] for i in todo],
+            [facts[i].target for i in todo],
             cfg,
-            [facts[i]["absence"] for i in todo],
+            [facts[i].absence for i in todo],
             tile=done,
             tiles=total,
         )
         for i, res in zip(todo, results):
             f = facts[i]
-            f["steps"] += res.steps
+            f.steps += res.steps
             better = res.found_valid and (
-                not f.get("found_valid") or float(res.hard.mean()) < float(f["hard"].mean())
+                not f.found_valid or float(res.hard.mean()) < float(f.hard.mean())
             )
             if attempt == 0 or better:  # a new start never replaces a better mask
-                f.update(
-                    soft=res.soft,
-                    hard=res.hard,
-                    history=res.history,
-                    found_valid=res.found_valid,
-                    regions=res.regions,
-                )
+                f.soft, f.hard, f.history = res.soft, res.hard, res.history
+                f.found_valid, f.regions = res.found_valid, res.regions
         # what still failed (no valid mask, or one that never shrank) gets a new
         # start: another seed and a stronger Grad-CAM prior
         todo = [
@@ -104,12 +97,12 @@ def _explain_batch(
         ]
         cfg = cfg.replace(seed=cfg.seed + 1009, prior_strength=2 * cfg.prior_strength)
     for i, f in enumerate(facts):
-        if f["problem"]:
-            f["soft"] = f["hard"] = torch.zeros((1, 1, *x.shape[2:]), device=x.device)
-        f["eval"] = evaluate_mask(
-            x[i : i + 1], f["hard"], classifier, f["target"], f["absence"], config
+        if f.problem:
+            f.soft = f.hard = torch.zeros((1, 1, *x.shape[2:]), device=x.device)
+        f.scores = Scores.of(
+            evaluate_mask(x[i : i + 1], f.hard, classifier, f.target, f.absence, config)
         )
-        f["area"] = float(f["hard"].mean())
+        f.area = float(f.hard.mean())
     return facts
 
 
@@ -152,7 +145,7 @@ def iter_explain_image(
     parts = [t.to(dev) for t in (user_tissue, own_tissue) if t is not None]
     tissue = torch.cat(parts) if parts else None
     stitcher = Stitcher(tiles.spatial, mode="max")  # keeps each tile's regions whole
-    per_tile: list[dict[str, Any]] = []
+    per_tile: list[TileResult] = []
     failed: list[tuple[slice, ...]] = []  # windows of invalid tiles: no evidence shown there
     try:
         for chunk, x in tiles.batches(selected, tile_batch):
@@ -160,26 +153,24 @@ def iter_explain_image(
                 x, classifier, target_idx, config, len(per_tile), len(selected), tissue
             )
             for i, f in zip(chunk, facts):
-                window = tiles.windows[i]
-                f["verdict"] = tile_verdict(f, config, classifier.class_names[f["target"]])
-                f["record"] = tile_record(f, window, f["verdict"])
-                if f["verdict"] and tiles.tiled:
+                f.window = window = tiles.windows[i]
+                f.reason = tile_verdict(f, config, classifier.class_names[f.target])
+                if f.reason and tiles.tiled:
                     failed.append(window)
                 else:
                     shape = tuple(s.stop - s.start for s in window)
-                    stitcher.add(window, to_numpy_mask(resize(f["soft"], shape)))
+                    stitcher.add(window, to_numpy_mask(resize(f.soft, shape)))
                 if tiles.tiled:  # only the facts stay: memory must not grow with the slide
-                    for key in _TILE_TENSORS:
-                        f.pop(key, None)
+                    f.drop_tensors()
                 per_tile.append(f)
-            target_idx = per_tile[0]["target"]
+            target_idx = per_tile[0].target
         mask, soft, area = stitcher.result(config.threshold)
         area = _clear(failed, mask, soft, area)
     finally:  # cancelled (closed) or failed: no half-stitched files are left behind
         stitcher.close()
     if not tiles.tiled and per_tile:  # one tile: the optimised binary mask, exactly
         shape = tiles.spatial
-        mask = to_numpy_mask(resize(per_tile[0]["hard"], shape, smooth=False)) > 0.5
+        mask = to_numpy_mask(resize(per_tile[0].hard, shape, smooth=False)) > 0.5
         area = float(mask.mean())
     name = classifier.class_names[target_idx] if target_idx is not None else "?"
     return summarise(

@@ -8,6 +8,7 @@ was made.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,13 +18,14 @@ from napari_medcam._version import __version__
 from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explanation import Explanation
-from napari_medcam.engine.regions import count_regions
+from napari_medcam.engine.regions import RegionReport, count_regions
 from napari_medcam.engine.scale import resolve_detail
+from napari_medcam.engine.tile_result import TileResult
 from napari_medcam.engine.verdict import overall
 
 
 def summarise(
-    per_tile: list[dict[str, Any]],
+    per_tile: list[TileResult],
     mask: Any,
     soft: Any,
     area: float,
@@ -54,7 +56,7 @@ def summarise(
     """
     # the region step ran on the masks shown (per-image masks, refined or pruned
     # amortised ones), not on one-pass amortised masks
-    scaled = any("regions" in f.get("record", {}) for f in per_tile)
+    scaled = any(t.regions is not None for t in per_tile)
     detail = resolve_detail(config.detail, classifier).describe() if scaled else ""
     provenance = {
         "package": "napari-medcam",
@@ -92,7 +94,7 @@ def summarise(
         detail=detail,
     )
     if per_tile:  # what "absence" meant (the first explained tile's candidates)
-        provenance["absence_candidates"] = per_tile[0].get("absence_report", [])
+        provenance["absence_candidates"] = per_tile[0].absence_report
     if not per_tile:  # tiled image where no tissue tile shows the target
         return Explanation.not_explained(
             **common,
@@ -104,7 +106,7 @@ def summarise(
         above = np.nextafter(t, np.float32(1))
         soft = np.where(mask, np.maximum(soft, above), np.minimum(soft, t)).astype(np.float32)
         common["soft_mask"] = soft
-    verdicts = [f["verdict"] for f in per_tile]
+    verdicts = [t.reason for t in per_tile]
     if n_windows == 1:
         status = verdicts[0] or "valid"
     else:
@@ -117,31 +119,33 @@ def summarise(
         status += "; output-only matching (no hookable layers)"
     # what the user sees: on a tiled image only valid tiles are in the mask, so the
     # confidences are theirs (every explained tile's when none is valid)
-    used = [f for f, v in zip(per_tile, verdicts) if not v] or per_tile
+    used = [t for t in per_tile if t.valid] or per_tile
 
     def mean(values: list[Any]) -> Any:
         return np.mean(np.asarray(values, dtype=float), axis=0).tolist()
 
-    def share(key: str) -> float | None:
-        values = [r[key] for r in (f["record"] for f in used) if key in r]
+    def share(keeps: Callable[[RegionReport], bool]) -> float | None:
+        values = [keeps(t.regions) for t in used if t.regions is not None]
         return float(np.mean(values)) if values else None
+
+    scores = [t.scores for t in used]
 
     return Explanation(
         **common,
-        original_confidence=mean([f["probabilities"][target] for f in used]),
-        masked_confidence=mean([f["eval"]["masked"] for f in used]),
-        robust_confidence=mean([f["eval"]["robust"] for f in used]),
-        deletion_confidence=mean([f["eval"]["deletion"] for f in used]),
+        original_confidence=mean([t.probabilities[target] for t in used]),
+        masked_confidence=mean([s.masked for s in scores]),
+        robust_confidence=mean([s.robust for s in scores]),
+        deletion_confidence=mean([s.deletion for s in scores]),
         area_fraction=area,
         valid=valid,
         status=status,
-        probabilities=mean([f["probabilities"] for f in used]),
-        masked_probabilities=mean([f["eval"]["masked_probabilities"] for f in used]),
-        baseline=",".join(dict.fromkeys(f["baseline"] for f in per_tile)),
-        steps=int(sum(f["steps"] for f in per_tile)),
-        history=per_tile[0]["history"] if n_windows == 1 else [],
-        tile_verdicts=[f["record"] for f in per_tile],
+        probabilities=mean([t.probabilities for t in used]),
+        masked_probabilities=mean([s.masked_probabilities for s in scores]),
+        baseline=",".join(dict.fromkeys(t.baseline for t in per_tile)),
+        steps=int(sum(t.steps for t in per_tile)),
+        history=per_tile[0].history if n_windows == 1 else [],
+        tile_verdicts=[t.as_record() for t in per_tile],
         regions=count_regions(mask, 1)[0] if isinstance(mask, np.ndarray) else None,
-        context_keeps=share("context_keeps"),
-        trim_keeps=share("trim_keeps"),
+        context_keeps=share(lambda r: r.dilated_keeps),
+        trim_keeps=share(lambda r: r.eroded_keeps),
     )

@@ -56,7 +56,7 @@ def mask_colors(target: int) -> dict[Any, str]:
 def evidence_colors(exp: Any) -> dict[Any, str]:
     """A result's colormap: multi-class labels (class index + 1) each in its class
     colour, else `mask_colors` of its one class."""
-    if getattr(exp, "labels", None) is None:
+    if exp.labels is None:
         return mask_colors(exp.target)
     classes = {v: class_color(v - 1) for v in exp.label_classes}
     return {0: "transparent", **classes, None: PAINT_COLOR}
@@ -276,7 +276,7 @@ class ResultStore:
             # a mask on disk: multiscale levels over it, never read whole (not paintable)
             data: Any = embed_levels(region, result.mask_levels)
         else:
-            labels = getattr(exp, "labels", None)  # multi-class: a value per class
+            labels = exp.labels  # multi-class: a value per class
             mask = np.asarray(exp.mask if labels is None else labels).astype(np.uint8)
             data = mask if region.is_full else embed(region, mask, np.uint8)
         lazy = isinstance(data, list)

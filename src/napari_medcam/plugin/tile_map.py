@@ -50,7 +50,7 @@ def tile_map(exp: Any) -> np.ndarray | None:
         return None
     names = list(exp.provenance.get("classes") or [])
     out = np.zeros(shape, np.uint8)
-    for c in getattr(exp, "tile_classes", None) or []:
+    for c in exp.tile_classes:
         if c["class"] != exp.class_name and c["class"] in names:
             y0, x0, y1, x1 = (int(v) for v in c["window"])
             out[y0:y1, x0:x1] = TILE_OTHER + names.index(c["class"])

@@ -32,7 +32,7 @@ import torch
 
 from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.classifiers.prepare import resize, resolve_device
-from napari_medcam.engine.absence import choose_absence
+from napari_medcam.engine.absence import Absence, choose_absence
 from napari_medcam.engine.amortised.file import Explainer, load_explainer
 from napari_medcam.engine.amortised.labels import combine_labels
 from napari_medcam.engine.config import MedCAMConfig
@@ -43,8 +43,9 @@ from napari_medcam.engine.prune import PoolCheck
 from napari_medcam.engine.regions import at_scale
 from napari_medcam.engine.scoring import evaluate_mask
 from napari_medcam.engine.summary import summarise
+from napari_medcam.engine.tile_result import Scores, TileResult
 from napari_medcam.engine.tiles import Tiles, blank_class, tile_class
-from napari_medcam.engine.verdict import tile_facts, tile_record, tile_verdict
+from napari_medcam.engine.verdict import tile_verdict
 from napari_medcam.tiling import MIN_TISSUE_FRACTION, Stitcher
 
 
@@ -65,23 +66,17 @@ def _facts(
     target: int,
     probs: list[float],
     config: MedCAMConfig,
-    absence: Any,
-) -> dict[str, Any]:
+    absence: Absence,
+) -> TileResult:
     """One tile's facts, as `tile_verdict` reads them, for a given soft mask."""
     hard = (soft > config.threshold).float()
-    f = tile_facts(target, probs, absence)
+    f = TileResult.before_mask(target, probs, absence)
     # no optimisation ran: the verdict's checks on the binary mask decide alone
-    f.update(soft=soft, hard=hard, found_valid=True, area=float(hard.mean()))
+    f.soft, f.hard, f.found_valid, f.area = soft, hard, True, float(hard.mean())
     if not absence.problem:
-        f["eval"] = evaluate_mask(x, hard, classifier, target, absence, config)
+        f.scores = Scores.of(evaluate_mask(x, hard, classifier, target, absence, config))
     else:
-        f["eval"] = {
-            "masked": 0.0,
-            "masked_probabilities": [0.0] * len(probs),
-            "robust": 0.0,
-            "deletion": probs[target],
-            "masked_pred": -1,
-        }
+        f.scores = Scores.nothing_kept(probs, target)
     return f
 
 
@@ -97,8 +92,8 @@ def explain_batch(
     *,
     done: int = 0,
     total: int = 1,
-) -> Generator[ProgressEvent, None, list[dict[str, Any]]]:
-    """Mask, judge and (``refine`` > 0) repair a batch; one facts dict per input."""
+) -> Generator[ProgressEvent, None, list[TileResult]]:
+    """Mask, judge and (``refine`` > 0) repair a batch; one `TileResult` per input."""
     soft = explainer.masks(x, targets, classifier)
     cfg = config.replace(refine_steps=refine)
     # one absence per tile; its optimisation pool only when refining (the verdict draws
@@ -120,9 +115,8 @@ def explain_batch(
             )
     for i, (t, absence) in enumerate(zip(targets, absences)):
         f = _facts(x[i : i + 1], soft[i : i + 1], classifier, t, probs[i], config, absence)
-        f["verdict"] = tile_verdict(f, config, classifier.class_names[t])
-        f["refined"] = f["pruned"] = False
-        f["amortised_failed"] = bool(f["verdict"])
+        f.reason = tile_verdict(f, config, classifier.class_names[t])
+        f.refined, f.amortised_failed = False, bool(f.reason)
         facts.append(f)
     if not refine:
         return facts
@@ -131,21 +125,21 @@ def explain_batch(
     objective = Objective(cfg, [probs[i][t] for i, t in enumerate(targets)])
     todo = []
     for i, absence in enumerate(absences):
-        if facts[i]["problem"]:
+        if facts[i].problem:
             continue
         check = PoolCheck(
             x[i : i + 1], classifier.module, targets[i], absence, partial(objective.meets, i)
         )
         f = facts[i]
-        if f["verdict"] or not bool(check.meets(f["hard"])[0]):
+        if f.reason or not bool(check.meets(f.hard)[0]):
             todo.append(i)
         elif cfg.prune:
-            pruned, _, report = at_scale(check, f["soft"], f["hard"], cfg, classifier, True)
+            pruned, _, report = at_scale(check, f.soft, f.hard, cfg, classifier, True)
             g = _facts(x[i : i + 1], pruned, classifier, targets[i], probs[i], config, absence)
-            g["regions"] = report
-            g["verdict"] = tile_verdict(g, config, classifier.class_names[targets[i]])
-            g["refined"], g["pruned"], g["amortised_failed"] = False, True, False
-            if not g["verdict"]:  # judged on fresh backgrounds: kept only if it passes
+            g.regions = report
+            g.reason = tile_verdict(g, config, classifier.class_names[targets[i]])
+            g.refined, g.pruned = False, True
+            if g.valid:  # judged on fresh backgrounds: kept only if it passes
                 facts[i] = g
     if todo:
         results = yield from optimise_masks(
@@ -162,16 +156,12 @@ def explain_batch(
             f = _facts(
                 x[i : i + 1], res.soft, classifier, targets[i], probs[i], config, absences[i]
             )
-            f.update(
-                steps=res.steps,
-                history=res.history,
-                found_valid=res.found_valid,
-                regions=res.regions,
-            )
-            f["verdict"] = tile_verdict(f, config, classifier.class_names[targets[i]])
-            f["refined"], f["pruned"] = True, bool(res.met_goal and cfg.prune)
-            f["amortised_failed"] = facts[i]["amortised_failed"]
-            if not f["verdict"] or facts[i]["verdict"]:  # never worse than it was
+            f.steps, f.history = res.steps, res.history
+            f.found_valid, f.regions = res.found_valid, res.regions
+            f.reason = tile_verdict(f, config, classifier.class_names[targets[i]])
+            f.refined, f.pruned = True, bool(res.met_goal and cfg.prune)
+            f.amortised_failed = facts[i].amortised_failed
+            if f.valid or not facts[i].valid:  # never worse than it was
                 facts[i] = f
     return facts
 
@@ -213,7 +203,7 @@ def iter_explain_amortised(
         if blank is None:
             blank = blank_class(classifier, dev)
     stitchers: dict[int, Stitcher] = {}
-    per_tile: list[dict[str, Any]] = []
+    per_tile: list[TileResult] = []
     failed: list[tuple[slice, ...]] = []
     tile_classes: list[dict[str, Any]] = []  # every tissue tile's class, explained or not
     prob_sum = np.zeros(classifier.num_classes)
@@ -262,29 +252,24 @@ def iter_explain_amortised(
                         total=n,
                     )
                     for j, f in zip(sel, facts):
-                        window = tiles.windows[chunk[keep[j]]]
-                        f["record"] = tile_record(f, window, f["verdict"])
-                        f["record"]["refined"] = f["refined"]
-                        if f["verdict"] and tiles.tiled:
+                        f.window = window = tiles.windows[chunk[keep[j]]]
+                        if f.reason and tiles.tiled:
                             failed.append(window)
                         else:
-                            if f["target"] not in stitchers:
-                                stitchers[f["target"]] = Stitcher(tiles.spatial)
+                            if f.target not in stitchers:
+                                stitchers[f.target] = Stitcher(tiles.spatial)
                             shape = tuple(s.stop - s.start for s in window)
-                            stitchers[f["target"]].add(
-                                window, to_numpy_mask(resize(f["soft"], shape))
-                            )
+                            stitchers[f.target].add(window, to_numpy_mask(resize(f.soft, shape)))
                         if tiles.tiled:
-                            for key in ("soft", "hard", "absence", "history"):
-                                f.pop(key, None)
+                            f.drop_tensors()
                         per_tile.append(f)
             done = per_tile[-len(sel) :] if sel else []
             yield ProgressEvent(
                 chunk[-1] + 1,
                 n,
                 {},
-                float(np.mean([f["eval"]["masked"] for f in done])) if done else 0.0,
-                float(np.mean([f["area"] for f in done])) if done else 0.0,
+                float(np.mean([f.scores.masked for f in done])) if done else 0.0,
+                float(np.mean([f.area for f in done])) if done else 0.0,
             )
         labels, mask, soft, area, names = combine_labels(
             stitchers, tiles.spatial, config, failed, classifier.class_names
@@ -294,17 +279,17 @@ def iter_explain_amortised(
             s.close()
     if not tiles.tiled and per_tile:  # one tile: its binary mask, exactly
         f = per_tile[0]
-        mask = to_numpy_mask(resize(f["hard"], tiles.spatial, smooth=False)) > 0.5
-        labels = mask.astype(np.uint8) * (f["target"] + 1)
+        mask = to_numpy_mask(resize(f.hard, tiles.spatial, smooth=False)) > 0.5
+        labels = mask.astype(np.uint8) * (f.target + 1)
         area = float(mask.mean())
-        names = {f["target"] + 1: classifier.class_names[f["target"]]} if mask.any() else {}
+        names = {f.target + 1: classifier.class_names[f.target]} if mask.any() else {}
     if soft is None:
         soft = np.zeros(tiles.spatial, np.float32)
     # the classes shown: those of the valid tiles (every explained tile's when none is)
-    shown = [f for f in per_tile if not f["verdict"]] or per_tile
-    found = sorted({f["target"] for f in shown})
+    shown = [f for f in per_tile if f.valid] or per_tile
+    found = sorted({f.target for f in shown})
     main = (
-        max(found, key=lambda c: sum(f["target"] == c for f in shown))
+        max(found, key=lambda c: sum(f.target == c for f in shown))
         if found
         else (target if target is not None else int(prob_sum.argmax()) if n_tissue else 0)
     )
@@ -334,10 +319,8 @@ def iter_explain_amortised(
         ),
     )
     if per_tile:  # each tile's own class: the confidence it was explained for
-        result.original_confidence = float(
-            np.mean([f["probabilities"][f["target"]] for f in shown])
-        )
-    refined = [f for f in per_tile if f["refined"]]
+        result.original_confidence = float(np.mean([f.original for f in shown]))
+    refined = [f for f in per_tile if f.refined]
     result.labels = labels
     result.label_classes = names
     result.provenance["explainer"] = {
@@ -345,10 +328,10 @@ def iter_explain_amortised(
         "fingerprint": exp.metadata["classifier"]["fingerprint"],
         "refine_steps": refine,
         "tiles_explained": len(per_tile),
-        "tiles_failed_amortised": sum(f["amortised_failed"] for f in per_tile),
+        "tiles_failed_amortised": sum(f.amortised_failed for f in per_tile),
         "tiles_refined": len(refined),
-        "tiles_fixed_by_refine": sum(f["amortised_failed"] and not f["verdict"] for f in per_tile),
-        "tiles_pruned": sum(f["pruned"] for f in per_tile),
+        "tiles_fixed_by_refine": sum(f.amortised_failed and f.valid for f in per_tile),
+        "tiles_pruned": sum(f.pruned for f in per_tile),
     }
     if refined:
         result.status += f"; {len(refined)} tile(s) refined (≤ {refine} steps each)"

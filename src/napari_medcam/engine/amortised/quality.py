@@ -38,10 +38,10 @@ def held_out_quality(
         facts = yield from explain_batch(
             x, classifier, explainer, [t], [data.probabilities[i]], config, 0
         )
-        f = facts[0]
-        valid.append(not f["verdict"])
-        areas.append(f["area"])
-        masked.append(f["eval"]["masked"])
+        tile = facts[0]
+        valid.append(tile.valid)
+        areas.append(tile.area)
+        masked.append(tile.scores.masked)
         others = [c for c in range(classifier.num_classes) if c != t]
         w = explainer.masks(x.expand(len(others), *x.shape[1:]), others, classifier)
         wrong += (w > config.threshold).float().flatten(1).mean(1).tolist()

@@ -161,7 +161,7 @@ def legend_html(exp: Any, notes: dict[str, Any]) -> str:
         return f"<span style='color:{colour}'>■</span>"
 
     rows = [f"{swatch(class_color(exp.target))} evidence for '{esc(exp.class_name)}' (Med-CAM)"]
-    classes = getattr(exp, "label_classes", None) or {}
+    classes = exp.label_classes
     if len(classes) > 1:  # one layer, a label value and colour per class
         each = [f"{swatch(class_color(v - 1))} {esc(n)}" for v, n in sorted(classes.items())]
         rows = ["evidence (Med-CAM): " + " · ".join(each)]
