@@ -11,10 +11,8 @@ Stopping the generator (closing it, or a napari worker's quit) cancels at the ne
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import torch
@@ -22,18 +20,16 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.classifiers.prepare import resize
-from napari_medcam.engine import losses
 from napari_medcam.engine.absence import Absence
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explanation import ProgressEvent
 from napari_medcam.engine.hooks import record_activations
 from napari_medcam.engine.objective import Objective
-from napari_medcam.engine.prune import PoolCheck
 from napari_medcam.engine.regions import RegionReport, at_scale
 from napari_medcam.engine.saliency import gradcam_maps
+from napari_medcam.engine.steps import MaskRun, TileState
 from napari_medcam.engine.unet import UNet
 
-CRISP = 0.25  # mean |soft − binary| below which a mask counts as committed
 REFINE_LOGIT = 1.0  # how far from the threshold the refinement starts (logit units)
 
 
@@ -48,31 +44,6 @@ class MaskResult:
     history: list[dict[str, float]]
     met_goal: bool = False  # the constrained goal (tolerance) was reached, not only validity
     regions: RegionReport | None = None  # what `regionalise` made of the mask
-
-
-def _layer_weights(config: MedCAMConfig, n: int) -> list[float]:
-    if config.layer_weights is not None:
-        if len(config.layer_weights) != n:
-            raise ValueError(f"layer_weights has {len(config.layer_weights)} values for {n} layers")
-        w = [float(v) for v in config.layer_weights]
-    else:
-        w = [2.0**i for i in range(n)]
-    total = sum(w) or 1.0
-    return [v / total for v in w]
-
-
-@dataclass
-class _TileState:
-    """Book-keeping of one tile in a batched optimisation."""
-
-    target: int
-    best: tuple[float, torch.Tensor, torch.Tensor] | None = None  # met the goal
-    fallback: tuple[float, torch.Tensor, torch.Tensor] | None = None  # valid only
-    prev_hard: torch.Tensor | None = None
-    stable: int = 0
-    since_best: int = 0
-    done: bool = False
-    history: list[dict[str, float]] | None = None
 
 
 def _stacked_unets(n: int, classifier: Classifier, cfg: MedCAMConfig, device: torch.device):
@@ -157,8 +128,8 @@ def optimise_masks(
         logits_x = model(x)
         ref_feats = [acts[name].detach() for name in layers]
     p0 = torch.softmax(logits_x, 1)[torch.arange(n), torch.as_tensor(list(targets))].tolist()
-    run = _Run(x, classifier, cfg, absences, logits_x, ref_feats, Objective(cfg, p0), targets)
-    states = [_TileState(int(t), history=[]) for t in targets]
+    run = MaskRun(x, classifier, cfg, absences, logits_x, ref_feats, Objective(cfg, p0), targets)
+    states = [TileState(int(t), history=[]) for t in targets]
     coarse_steps = cfg.steps if warm_start is None else 0
     total = coarse_steps + cfg.refine_steps
 
@@ -226,161 +197,6 @@ def optimise_masks(
                 MaskResult(soft_i, hard_i, True, len(st.history), st.history, met, report)
             )
     return results
-
-
-class _Run:
-    """The per-step work shared by the coarse and the fine phase of one batch."""
-
-    def __init__(self, x, classifier, cfg, absences, logits_x, ref_feats, objective, targets):
-        self.targets = [int(t) for t in targets]
-        self.x, self.classifier, self.cfg = x, classifier, cfg
-        self.absences, self.logits_x, self.ref_feats = absences, logits_x, ref_feats
-        self.objective = objective
-        self.alphas = _layer_weights(cfg, len(classifier.layers))
-        self.b = torch.cat([a.baseline for a in absences])
-        #: each tile's goal on its absence and whole pool (the best-mask test, pruning)
-        self.checks = [
-            PoolCheck(x[i : i + 1], classifier.module, t, a, partial(objective.meets, i))
-            for i, (t, a) in enumerate(zip(self.targets, absences))
-        ]
-
-    def _backgrounds(self, step: int, k: int) -> torch.Tensor:
-        """``k`` checked backgrounds per tile, rotating through each tile's pool."""
-        out = []
-        for check in self.checks:
-            idx = [(step * k + j) % len(check.pool) for j in range(k)]
-            out.append(check.pool[idx])
-        return torch.cat(out)
-
-    def phase(self, mask_logits, opt, lr, steps, states, offset, tile, tiles, total):
-        cfg, x, obj = self.cfg, self.x, self.objective
-        model, layers = self.classifier.module, self.classifier.layers
-        n, k = x.shape[0], cfg.n_backgrounds
-        spatial = tuple(x.shape[2:])
-        for step in range(1, steps + 1):
-            warm = min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps else 1.0
-            for group in opt.param_groups:
-                group["lr"] = lr * warm
-            ramp = min(1.0, step / cfg.ramp_steps) if cfg.ramp_steps else 1.0
-            logits_m = mask_logits()
-            soft_small = torch.sigmoid(logits_m)
-            # the area term's pull on the logits: through the sigmoid it fades once the
-            # mask is crisp; `linear_area` gives it a constant slope instead, same value
-            area_map = losses.linear_slope(logits_m, soft_small) if cfg.linear_area else soft_small
-            soft = resize(soft_small, spatial)
-            hard = losses.binarize(soft, cfg.threshold)
-            e = hard * x + (1 - hard) * self.b
-            if k:
-                hk = hard.repeat_interleave(k, 0)
-                r = hk * x.repeat_interleave(k, 0) + (1 - hk) * self._backgrounds(offset + step, k)
-                batch = torch.cat([e, r])
-            else:
-                batch = e
-            with record_activations(model, layers) as acts:
-                logits = model(batch)
-                feats = {name: acts[name] for name in layers}
-            logits_e, logits_r = logits[:n], logits[n:]
-            loss = soft.new_zeros(())
-            for i, st in enumerate(states):
-                one = slice(i, i + 1)
-                rob = logits_r[i * k : (i + 1) * k]
-                terms = {
-                    "act": losses.activation_loss(
-                        [f[one] for f in self.ref_feats],
-                        [feats[name][one] for name in layers],
-                        self.alphas,
-                    ),
-                    "kl": losses.kl_loss(self.logits_x[one], logits_e[one], cfg.temperature),
-                    "ce": losses.ce_loss(logits_e[one], st.target),
-                    "margin": losses.margin_loss(logits_e[one], st.target),
-                    "area": losses.area_loss(area_map[one]),
-                    "bin": losses.binarization_loss(soft[one]),
-                    "tv": losses.tv_loss(soft[one]),
-                    "rob": losses.robustness_loss(rob, st.target) if k else soft.new_zeros(()),
-                    "area_value": hard[one].mean(),
-                    "tv_value": losses.tv_loss(hard[one]).detach(),
-                }
-                tile_loss, rank = obj.combine(i, terms, ramp)
-                loss = loss + tile_loss
-                with torch.no_grad():
-                    logp_m = float(torch.log_softmax(logits_e[i], 0)[st.target])
-                    p_rob_each = torch.softmax(rob, 1)[:, st.target] if k else None
-                    p_masked = math.exp(logp_m)
-                    p_robust = float(p_rob_each.mean()) if k else p_masked
-                    held = int(logits_e[i].argmax()) == st.target
-                    area = float(hard[one].mean())
-                    sane = cfg.min_area <= area <= cfg.max_area
-                    valid = held and p_robust >= 0.5 and sane
-                    if (
-                        not st.done
-                        and sane
-                        and obj.meets(i, p_masked, p_robust, held)
-                        and (st.best is None or rank < st.best[0])
-                        and obj.meets(i, p_masked, self.checks[i].pool_confidence(hard[one]), held)
-                    ):
-                        # a step sees only k backgrounds: a new best must also hold on the
-                        # tile's whole pool, or a lucky draw would pick too small a mask
-                        st.best = (rank, soft[one].detach().clone(), hard[one].detach().clone())
-                        st.since_best = -1
-                    elif (
-                        not st.done
-                        and valid
-                        and st.best is None
-                        and (st.fallback is None or -p_masked < st.fallback[0])
-                    ):
-                        st.fallback = (
-                            -p_masked,
-                            soft[one].detach().clone(),
-                            hard[one].detach().clone(),
-                        )
-                    st.since_best += held  # a tile recovering the decision is not quiet
-                    obj.update(i, logp_m, math.log(max(p_robust, 1e-12)))
-                    flipped = (
-                        1.0
-                        if st.prev_hard is None
-                        else float((hard[one] != st.prev_hard).float().mean())
-                    )
-                    st.prev_hard = hard[one].detach()
-                record = {
-                    n: float(v.detach()) for n, v in terms.items() if not n.endswith("_value")
-                }
-                record.update(
-                    masked=p_masked,
-                    robust=p_robust,
-                    mask_area=area,
-                    loss=float(tile_loss.detach()),
-                    **obj.multipliers(i),
-                )
-                if not st.done:
-                    st.history.append(record)
-                    # stable = the binary mask stopped changing, the decision holds, and
-                    # the soft mask has committed (a uniform 0.6 start is "stable" but
-                    # undecided)
-                    crisp = float((soft[one] - hard[one]).detach().abs().mean()) < CRISP
-                    settled = flipped <= cfg.stable_change and held and crisp
-                    st.stable = st.stable + 1 if settled else 0
-                    # done: stable, or (constrained) no better mask for twice the patience
-                    quiet = obj.constrained and st.since_best >= 2 * cfg.patience
-                    st.done = bool(
-                        cfg.patience
-                        and step >= cfg.min_steps
-                        and (st.stable >= cfg.patience or quiet)
-                        and st.best is not None
-                    )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            yield ProgressEvent(
-                offset + step,
-                total,
-                states[0].history[-1],
-                float(np.mean([s.history[-1]["masked"] for s in states])),
-                float(np.mean([s.history[-1]["mask_area"] for s in states])),
-                tile,
-                tiles,
-            )
-            if all(s.done for s in states):
-                break
 
 
 def to_numpy_mask(t: torch.Tensor) -> np.ndarray:

@@ -58,6 +58,72 @@ def summarise(
     # amortised ones), not on one-pass amortised masks
     scaled = any(t.regions is not None for t in per_tile)
     detail = resolve_detail(config.detail, classifier).describe() if scaled else ""
+    common = dict(
+        mask=mask,
+        soft_mask=soft,
+        target=target,
+        class_name=name,
+        seconds=seconds,
+        config=config.to_dict(),
+        provenance=_provenance(per_tile, classifier, config, dev, detail),
+        tiles=n_windows,
+        tile_classes=tile_classes or [],
+        detail=detail,
+    )
+    if not per_tile:  # tiled image where no tissue tile shows the target
+        return Explanation.not_explained(
+            **common,
+            probabilities=mean_probs or [0.0] * classifier.num_classes,
+            status=none_explained or f"no tissue tile is classified '{name}'",
+        )
+    if n_windows == 1 and isinstance(mask, np.ndarray) and isinstance(soft, np.ndarray):
+        common["soft_mask"] = _thresholds_to(soft, mask, config.threshold)
+    # what the user sees: on a tiled image only valid tiles are in the mask, so the
+    # confidences are theirs (every explained tile's when none is valid)
+    used = [t for t in per_tile if t.valid] or per_tile
+    scores = [t.scores for t in used]
+
+    def share(keeps: Callable[[RegionReport], bool]) -> float | None:
+        values = [keeps(t.regions) for t in used if t.regions is not None]
+        return float(np.mean(values)) if values else None
+
+    return Explanation(
+        **common,
+        original_confidence=_mean([t.probabilities[target] for t in used]),
+        masked_confidence=_mean([s.masked for s in scores]),
+        robust_confidence=_mean([s.robust for s in scores]),
+        deletion_confidence=_mean([s.deletion for s in scores]),
+        area_fraction=area,
+        valid=overall([t.valid for t in per_tile], config.valid_share),
+        status=_status(per_tile, n_windows, name, classifier),
+        probabilities=_mean([t.probabilities for t in used]),
+        masked_probabilities=_mean([s.masked_probabilities for s in scores]),
+        baseline=",".join(dict.fromkeys(t.baseline for t in per_tile)),
+        steps=int(sum(t.steps for t in per_tile)),
+        history=per_tile[0].history if n_windows == 1 else [],
+        tile_verdicts=[t.as_record() for t in per_tile],
+        regions=count_regions(mask, 1)[0] if isinstance(mask, np.ndarray) else None,
+        context_keeps=share(lambda r: r.dilated_keeps),
+        trim_keeps=share(lambda r: r.eroded_keeps),
+    )
+
+
+def _mean(values: list[Any]) -> Any:
+    """The mean of numbers, or of equal-length lists element-wise, as Python floats."""
+    return np.mean(np.asarray(values, dtype=float), axis=0).tolist()
+
+
+def _provenance(
+    per_tile: list[TileResult],
+    classifier: Classifier,
+    config: MedCAMConfig,
+    dev: torch.device,
+    detail: str,
+) -> dict[str, Any]:
+    """How the result was made: package, classifier, mask resolution, goal, device.
+
+    ``detail`` is the region step's scale ("" when no shown mask went through it).
+    """
     provenance = {
         "package": "napari-medcam",
         "version": __version__,
@@ -71,8 +137,8 @@ def summarise(
             if config.refine_steps
             else ""
         )
-        + (f", made into regions at the detail scale ({detail})" if scaled else "")
-        + (", pruned to the regions the goal needs" if config.prune and scaled else ""),
+        + (f", made into regions at the detail scale ({detail})" if detail else "")
+        + (", pruned to the regions the goal needs" if config.prune and detail else ""),
         "goal": (
             f"keep ≥ {config.tolerance:g} of the original confidence"
             if config.tolerance is not None
@@ -81,71 +147,29 @@ def summarise(
         "device": str(dev),
         "torch": torch.__version__,
     }
-    common = dict(
-        mask=mask,
-        soft_mask=soft,
-        target=target,
-        class_name=name,
-        seconds=seconds,
-        config=config.to_dict(),
-        provenance=provenance,
-        tiles=n_windows,
-        tile_classes=tile_classes or [],
-        detail=detail,
-    )
     if per_tile:  # what "absence" meant (the first explained tile's candidates)
         provenance["absence_candidates"] = per_tile[0].absence_report
-    if not per_tile:  # tiled image where no tissue tile shows the target
-        return Explanation.not_explained(
-            **common,
-            probabilities=mean_probs or [0.0] * classifier.num_classes,
-            status=none_explained or f"no tissue tile is classified '{name}'",
-        )
-    if n_windows == 1 and isinstance(mask, np.ndarray) and isinstance(soft, np.ndarray):
-        t = np.float32(config.threshold)
-        above = np.nextafter(t, np.float32(1))
-        soft = np.where(mask, np.maximum(soft, above), np.minimum(soft, t)).astype(np.float32)
-        common["soft_mask"] = soft
-    verdicts = [t.reason for t in per_tile]
+    return provenance
+
+
+def _thresholds_to(soft: np.ndarray, mask: np.ndarray, threshold: float) -> np.ndarray:
+    """``soft`` nudged to threshold to exactly ``mask`` (a smooth resize of the soft map
+    and a nearest one of the binary mask disagree on the rim)."""
+    t = np.float32(threshold)
+    above = np.nextafter(t, np.float32(1))
+    return np.where(mask, np.maximum(soft, above), np.minimum(soft, t)).astype(np.float32)
+
+
+def _status(per_tile: list[TileResult], n_windows: int, name: str, classifier: Classifier) -> str:
+    """The status line: one tile's verdict, or how many tiles are valid and the first
+    problem; and whether the classifier could only be matched on its output."""
     if n_windows == 1:
-        status = verdicts[0] or "valid"
+        status = per_tile[0].reason or "valid"
     else:
-        n_ok = sum(not v for v in verdicts)
+        n_ok = sum(t.valid for t in per_tile)
         status = f"{n_ok} of {len(per_tile)} '{name}' tiles valid ({n_windows} tiles in all)"
         if n_ok < len(per_tile):
-            status += "; first problem: " + next(v for v in verdicts if v)
-    valid = overall([not v for v in verdicts], config.valid_share)
+            status += "; first problem: " + next(t.reason for t in per_tile if t.reason)
     if not classifier.layers:
         status += "; output-only matching (no hookable layers)"
-    # what the user sees: on a tiled image only valid tiles are in the mask, so the
-    # confidences are theirs (every explained tile's when none is valid)
-    used = [t for t in per_tile if t.valid] or per_tile
-
-    def mean(values: list[Any]) -> Any:
-        return np.mean(np.asarray(values, dtype=float), axis=0).tolist()
-
-    def share(keeps: Callable[[RegionReport], bool]) -> float | None:
-        values = [keeps(t.regions) for t in used if t.regions is not None]
-        return float(np.mean(values)) if values else None
-
-    scores = [t.scores for t in used]
-
-    return Explanation(
-        **common,
-        original_confidence=mean([t.probabilities[target] for t in used]),
-        masked_confidence=mean([s.masked for s in scores]),
-        robust_confidence=mean([s.robust for s in scores]),
-        deletion_confidence=mean([s.deletion for s in scores]),
-        area_fraction=area,
-        valid=valid,
-        status=status,
-        probabilities=mean([t.probabilities for t in used]),
-        masked_probabilities=mean([s.masked_probabilities for s in scores]),
-        baseline=",".join(dict.fromkeys(t.baseline for t in per_tile)),
-        steps=int(sum(t.steps for t in per_tile)),
-        history=per_tile[0].history if n_windows == 1 else [],
-        tile_verdicts=[t.as_record() for t in per_tile],
-        regions=count_regions(mask, 1)[0] if isinstance(mask, np.ndarray) else None,
-        context_keeps=share(lambda r: r.dilated_keeps),
-        trim_keeps=share(lambda r: r.eroded_keeps),
-    )
+    return status

@@ -15,10 +15,10 @@ killed fit resume where it stopped.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable, Generator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +26,16 @@ import numpy as np
 import torch
 
 from napari_medcam.classifiers.classifier import Classifier
-from napari_medcam.classifiers.prepare import resize, resolve_device
+from napari_medcam.classifiers.prepare import resolve_device
 from napari_medcam.classifiers.torchfile import load_torch_file
-from napari_medcam.engine import losses
 from napari_medcam.engine.amortised.data import FitTiles, as_tiles, class_index, prepare
 from napari_medcam.engine.amortised.events import FitCancelled, FitEvent
 from napari_medcam.engine.amortised.file import Explainer, classifier_facts
+from napari_medcam.engine.amortised.loss import batch_loss
 from napari_medcam.engine.amortised.network import ExplainerNet
 from napari_medcam.engine.amortised.quality import held_out_quality
 from napari_medcam.engine.config import MedCAMConfig
-from napari_medcam.engine.hooks import record_activations
 from napari_medcam.engine.objective import Objective
-from napari_medcam.engine.optimise import _layer_weights
 
 # wrong-class masks: their area, as heavy as a true mask's area term. 4× (demo, half the
 # tiles lesions) kept the wrong-class masks at ~50 % and the fit collapsed after 200 steps
@@ -53,88 +51,6 @@ def _split(n: int, held_out: float, seed: int) -> tuple[list[int], list[int]]:
     order = np.random.default_rng(seed).permutation(n).tolist()
     k = min(HELD_OUT_MAX, int(round(held_out * n))) if n > 1 else 0
     return sorted(order[k:]), sorted(order[:k])
-
-
-def _step_loss(
-    net: ExplainerNet,
-    data: FitTiles,
-    idx: list[int],
-    classifier: Classifier,
-    obj: Objective,
-    cfg: MedCAMConfig,
-    step: int,
-    ramp: float,
-    device: torch.device,
-    wrong_weight: float,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The batch's loss: the per-image objective per tile + the wrong-class area."""
-    model, layers = classifier.module, classifier.layers
-    x = data.x[idx].float().to(device)
-    b = data.baseline[idx].float().to(device)
-    n, k = len(idx), cfg.n_backgrounds
-    targets = [data.targets[i] for i in idx]
-    with torch.no_grad(), record_activations(model, layers) as acts:
-        logits_x = model(x)
-        ref = [acts[name].detach() for name in layers]
-    logits_all = net(x)
-    lt = net.class_logits(x, targets, classifier, logits_all)
-    soft_small = torch.sigmoid(lt)
-    area_map = losses.linear_slope(lt, soft_small) if cfg.linear_area else soft_small
-    spatial = tuple(x.shape[2:])
-    soft = resize(soft_small, spatial)
-    hard = losses.binarize(soft, cfg.threshold)
-    e = hard * x + (1 - hard) * b
-    if k:
-        pick = [(step * k + j) % data.pool.shape[1] for j in range(k)]
-        bg = data.pool[idx][:, pick].float().to(device).flatten(0, 1)
-        hk = hard.repeat_interleave(k, 0)
-        batch = torch.cat([e, hk * x.repeat_interleave(k, 0) + (1 - hk) * bg])
-    else:
-        batch = e
-    with record_activations(model, layers) as acts:
-        logits = model(batch)
-        feats = [acts[name] for name in layers]
-    logits_e, logits_r = logits[:n], logits[n:]
-    alphas = _layer_weights(cfg, len(layers))
-    total = soft.new_zeros(())
-    record = {"area": 0.0, "masked": 0.0, "kept": 0.0, "wrong_area": 0.0}
-    logps: list[tuple[float, float]] = []
-    for j, i in enumerate(idx):
-        one, t = slice(j, j + 1), targets[j]
-        rob = logits_r[j * k : (j + 1) * k]
-        terms = {
-            "act": losses.activation_loss([r[one] for r in ref], [f[one] for f in feats], alphas),
-            "kl": losses.kl_loss(logits_x[one], logits_e[one], cfg.temperature),
-            "ce": losses.ce_loss(logits_e[one], t),
-            "margin": losses.margin_loss(logits_e[one], t),
-            "area": losses.area_loss(area_map[one]),
-            "bin": losses.binarization_loss(soft[one]),
-            "tv": losses.tv_loss(soft[one]),
-            "rob": losses.robustness_loss(rob, t) if k else soft.new_zeros(()),
-            "area_value": hard[one].mean(),
-            "tv_value": losses.tv_loss(hard[one]).detach(),
-        }
-        loss, _ = obj.combine(i, terms, ramp)
-        total = total + loss
-        with torch.no_grad():
-            logp_m = float(torch.log_softmax(logits_e[j], 0)[t])
-            p_rob = float(torch.softmax(rob, 1)[:, t].mean()) if k else math.exp(logp_m)
-            logps.append((logp_m, math.log(max(p_rob, 1e-12))))
-            record["area"] += float(hard[one].mean()) / n
-            record["masked"] += math.exp(logp_m) / n
-            record["kept"] += float(int(logits_e[j].argmax()) == t) / n
-    obj.update_batch(idx, [m for m, _ in logps], [r for _, r in logps])
-    # wrong-class examples: another class's mask on the same tile must be empty
-    num = logits_all.shape[1]
-    gen = torch.Generator().manual_seed(step)
-    shift = torch.randint(1, num, (n,), generator=gen).tolist()
-    wrong = torch.as_tensor([(t + s) % num for t, s in zip(targets, shift)], device=device)
-    lw = net.class_logits(x, wrong.tolist(), classifier, logits_all)
-    wrong_area = losses.linear_slope(lw, torch.sigmoid(lw)).mean()
-    total = total / n + wrong_weight * wrong_area
-    record["wrong_area"] = float((torch.sigmoid(lw) > cfg.threshold).float().mean())
-    record["loss"] = float(total.detach())
-    return total, record
 
 
 def _checkpoint_state(net, opt, obj, step, history, meta) -> dict[str, Any]:
@@ -184,6 +100,137 @@ def iter_fit(
     is closed; a fit started again with the same classifier, tiles count and settings
     resumes from it. Stop iterating (``close()``) to cancel.
     """
+    cfg = _checked(classifier, config, steps, batch, checkpoint_every, held_out)
+    background = class_index(classifier, background_class)
+    dev = resolve_device(device)
+    classifier.to(dev)
+    start = time.perf_counter()
+    images = as_tiles(tiles)
+    data = yield from _prepared(images, classifier, cfg, dev, background)
+    fit_idx, held_idx = _split(len(data.targets), held_out, seed)
+    if not fit_idx:
+        raise ValueError("no fitting tiles left after setting the held-out ones aside")
+    net, net_cfg = _network(classifier, cfg, network, seed, dev)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    p0 = [data.probabilities[i][data.targets[i]] for i in range(len(data.targets))]
+    obj = Objective(cfg, p0, shared=True)
+    run = _Settings(steps, batch, lr, seed, wrong_weight, warmup_steps, ramp_steps)
+    meta = {
+        "classifier": classifier_facts(classifier),
+        "tiles": len(data.targets),
+        **asdict(run),
+        "background_class": background,
+        "multipliers": "shared",
+        "network": net_cfg,
+        "config": cfg.to_dict(),
+    }
+    ckpt = Path(checkpoint) if checkpoint else None
+    history = yield from _train(
+        net, opt, obj, data, fit_idx, classifier, cfg, dev, run, meta, ckpt, checkpoint_every
+    )
+    net.eval()
+    explainer = Explainer(net.cpu(), {})
+    net.to(dev)
+    quality = yield from held_out_quality(explainer, classifier, data, held_idx, cfg, dev)
+    fit = {
+        **{k: v for k, v in asdict(run).items() if k not in ("warmup_steps", "ramp_steps")},
+        **_tile_counts(data, classifier, background, fit_idx, held_idx),
+        "seconds": round(time.perf_counter() - start, 1),
+        "device": str(dev),
+        "held_out_quality": quality,
+        "history": history,
+    }
+    explainer.metadata.update(
+        classifier=meta["classifier"],
+        network=net_cfg,
+        config=cfg.to_dict(),
+        absence=_absences(cfg, data.absence_names),
+        fit=fit,
+    )
+    explainer.net.cpu()
+    return explainer
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """How the network is trained (recorded in the checkpoint and the fit report)."""
+
+    steps: int
+    batch: int
+    lr: float
+    seed: int
+    wrong_weight: float
+    warmup_steps: int
+    ramp_steps: int
+
+
+def _train(
+    net: ExplainerNet,
+    opt: torch.optim.Optimizer,
+    obj: Objective,
+    data: FitTiles,
+    fit_idx: list[int],
+    classifier: Classifier,
+    cfg: MedCAMConfig,
+    dev: torch.device,
+    run: _Settings,
+    meta: dict[str, Any],
+    ckpt: Path | None,
+    checkpoint_every: int,
+) -> Generator[FitEvent, None, list[dict[str, float]]]:
+    """Train ``net`` to ``run.steps`` (resuming from ``ckpt``); returns the history.
+
+    The state is saved every ``checkpoint_every`` steps and when the generator is
+    closed, so a cancelled or failed fit keeps what it learnt.
+    """
+    step, history = _resume(ckpt, meta, net, opt, obj, dev)
+    # fixed lengths, not shares of ``steps``: a shorter fit is a prefix of a longer one
+    warm, ramp_steps = max(1, run.warmup_steps), max(1, run.ramp_steps)
+    saved = step
+    try:
+        net.train()
+        while step < run.steps:
+            step += 1
+            gen = torch.Generator().manual_seed(run.seed * 1_000_003 + step)
+            pos = torch.randint(0, len(fit_idx), (min(run.batch, len(fit_idx)),), generator=gen)
+            idx = [fit_idx[p] for p in pos.tolist()]
+            for group in opt.param_groups:
+                group["lr"] = run.lr * min(1.0, step / warm)
+            loss, record = batch_loss(
+                net,
+                data,
+                idx,
+                classifier,
+                obj,
+                cfg,
+                step,
+                min(1.0, step / ramp_steps),
+                dev,
+                run.wrong_weight,
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            history.append({"step": step, **record})
+            if ckpt is not None and step % checkpoint_every == 0:
+                _save(ckpt, _checkpoint_state(net, opt, obj, step, history, meta))
+                saved = step
+            yield FitEvent("fit", step, run.steps, record)
+    finally:  # cancelled or failed: keep what was learnt so far
+        if ckpt is not None and step > saved:
+            _save(ckpt, _checkpoint_state(net, opt, obj, step, history, meta))
+    return history
+
+
+def _checked(
+    classifier: Classifier,
+    config: MedCAMConfig | None,
+    steps: int,
+    batch: int,
+    checkpoint_every: int,
+    held_out: float,
+) -> MedCAMConfig:
+    """The fit's config, after refusing what cannot be fitted (before any work)."""
     if not isinstance(classifier, Classifier):
         raise ValueError(f"classifier must be a napari_medcam.Classifier, got {type(classifier)}")
     if classifier.spatial_dims != 2:
@@ -195,15 +242,18 @@ def iter_fit(
     cfg = config or MedCAMConfig.fast()
     if cfg.tolerance is None:
         raise ValueError("fit needs the constrained objective (config.tolerance set)")
-    background = class_index(classifier, background_class)
-    dev = resolve_device(device)
-    classifier.to(dev)
-    start = time.perf_counter()
-    images = as_tiles(tiles)
-    data = yield from _prepared(images, classifier, cfg, dev, background)
-    fit_idx, held_idx = _split(len(data.targets), held_out, seed)
-    if not fit_idx:
-        raise ValueError("no fitting tiles left after setting the held-out ones aside")
+    return cfg
+
+
+def _network(
+    classifier: Classifier,
+    cfg: MedCAMConfig,
+    network: dict[str, Any] | None,
+    seed: int,
+    dev: torch.device,
+) -> tuple[ExplainerNet, dict[str, Any]]:
+    """A fresh explainer network (seeded) and its settings: the config's unless
+    ``network`` says otherwise."""
     net_cfg = {
         "channels": list(cfg.unet_channels),
         "mask_scale": cfg.mask_scale,
@@ -221,112 +271,65 @@ def iter_fit(
         net_cfg["init_fill"],
         net_cfg["prior_strength"],
     ).to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    p0 = [data.probabilities[i][data.targets[i]] for i in range(len(data.targets))]
-    obj = Objective(cfg, p0, shared=True)
-    meta = {
-        "classifier": classifier_facts(classifier),
-        "tiles": len(data.targets),
-        "steps": steps,
-        "batch": batch,
-        "lr": lr,
-        "seed": seed,
-        "wrong_weight": wrong_weight,
-        "warmup_steps": warmup_steps,
-        "ramp_steps": ramp_steps,
-        "background_class": background,
-        "multipliers": "shared",
-        "network": net_cfg,
-        "config": cfg.to_dict(),
+    return net, net_cfg
+
+
+def _absences(cfg: MedCAMConfig, names: list[str]) -> dict[str, Any]:
+    """What "absence" meant in the fit: the setting, and how often each was chosen."""
+    return {
+        "baseline": cfg.baseline,
+        "noises": list(cfg.noises),
+        "chosen": {n: names.count(n) for n in sorted(set(names))},
     }
-    history: list[dict[str, float]] = []
-    step = 0
-    ckpt = Path(checkpoint) if checkpoint else None
-    if ckpt is not None and ckpt.exists():
-        state = load_torch_file(ckpt, "a fit checkpoint", map_location=dev)
-        if {**state["meta"], "steps": steps} != meta:  # more or fewer steps: same fit
-            raise ValueError(
-                f"checkpoint {ckpt} is from another fit (classifier, tiles or settings "
-                "differ): remove it to start afresh"
-            )
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        obj.log_mu_keep, obj.log_mu_rob = list(state["log_mu_keep"]), list(state["log_mu_rob"])
-        step, history = int(state["step"]), list(state["history"])
-    # fixed lengths, not shares of ``steps``: a shorter fit is a prefix of a longer one
-    warm, ramp_steps = max(1, warmup_steps), max(1, ramp_steps)
-    saved = step
-    try:
-        net.train()
-        while step < steps:
-            step += 1
-            gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-            pos = torch.randint(0, len(fit_idx), (min(batch, len(fit_idx)),), generator=gen)
-            idx = [fit_idx[p] for p in pos.tolist()]
-            for group in opt.param_groups:
-                group["lr"] = lr * min(1.0, step / warm)
-            loss, record = _step_loss(
-                net,
-                data,
-                idx,
-                classifier,
-                obj,
-                cfg,
-                step,
-                min(1.0, step / ramp_steps),
-                dev,
-                wrong_weight,
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            history.append({"step": step, **record})
-            if ckpt is not None and step % checkpoint_every == 0:
-                _save(ckpt, _checkpoint_state(net, opt, obj, step, history, meta))
-                saved = step
-            yield FitEvent("fit", step, steps, record)
-    finally:  # cancelled or failed: keep what was learnt so far
-        if ckpt is not None and step > saved:
-            _save(ckpt, _checkpoint_state(net, opt, obj, step, history, meta))
-    net.eval()
-    explainer = Explainer(net.cpu(), {})
-    net.to(dev)
-    quality = yield from held_out_quality(explainer, classifier, data, held_idx, cfg, dev)
-    names = data.absence_names
-    explainer.metadata.update(
-        classifier=meta["classifier"],
-        network=net_cfg,
-        config=cfg.to_dict(),
-        absence={
-            "baseline": cfg.baseline,
-            "noises": list(cfg.noises),
-            "chosen": {n: names.count(n) for n in sorted(set(names))},
+
+
+def _resume(
+    ckpt: Path | None,
+    meta: dict[str, Any],
+    net: ExplainerNet,
+    opt: torch.optim.Optimizer,
+    obj: Objective,
+    dev: torch.device,
+) -> tuple[int, list[dict[str, float]]]:
+    """(step, history) of the checkpoint's fit, its state loaded; (0, []) without one.
+
+    A checkpoint of another fit (classifier, tiles or settings) is refused; one with
+    more or fewer ``steps`` is the same fit.
+    """
+    if ckpt is None or not ckpt.exists():
+        return 0, []
+    state = load_torch_file(ckpt, "a fit checkpoint", map_location=dev)
+    if {**state["meta"], "steps": meta["steps"]} != meta:
+        raise ValueError(
+            f"checkpoint {ckpt} is from another fit (classifier, tiles or settings "
+            "differ): remove it to start afresh"
+        )
+    net.load_state_dict(state["net"])
+    opt.load_state_dict(state["opt"])
+    obj.log_mu_keep, obj.log_mu_rob = list(state["log_mu_keep"]), list(state["log_mu_rob"])
+    return int(state["step"]), list(state["history"])
+
+
+def _tile_counts(
+    data: FitTiles,
+    classifier: Classifier,
+    background: int | None,
+    fit_idx: list[int],
+    held_idx: list[int],
+) -> dict[str, Any]:
+    """The fit report's tile counts: read, left out (no absence, background class),
+    fitted, held out, and per class fitted."""
+    return {
+        "tiles": len(data.targets) + data.skipped + data.background,
+        "tiles_without_absence": data.skipped,
+        "background_class": None if background is None else classifier.class_names[background],
+        "tiles_background_class": data.background,
+        "fitting_tiles": len(fit_idx),
+        "held_out_tiles": held_idx,
+        "classes_fitted": {
+            classifier.class_names[c]: data.targets.count(c) for c in sorted(set(data.targets))
         },
-        fit={
-            "steps": steps,
-            "batch": batch,
-            "lr": lr,
-            "seed": seed,
-            "wrong_weight": wrong_weight,
-            "tiles": len(data.targets) + data.skipped + data.background,
-            "tiles_without_absence": data.skipped,
-            "background_class": (
-                None if background is None else classifier.class_names[background]
-            ),
-            "tiles_background_class": data.background,
-            "fitting_tiles": len(fit_idx),
-            "held_out_tiles": held_idx,
-            "classes_fitted": {
-                classifier.class_names[c]: data.targets.count(c) for c in sorted(set(data.targets))
-            },
-            "seconds": round(time.perf_counter() - start, 1),
-            "device": str(dev),
-            "held_out_quality": quality,
-            "history": history,
-        },
-    )
-    explainer.net.cpu()
-    return explainer
+    }
 
 
 def _prepared(images, classifier, cfg, dev, background) -> Generator[FitEvent, None, FitTiles]:

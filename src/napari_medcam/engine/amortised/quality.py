@@ -1,7 +1,7 @@
 """The fit report's quality: the fitted explainer judged on tiles set aside before fitting.
 
 Each set-aside tile gets exactly the verdict of any amortised explanation
-(`napari_medcam.engine.amortised.explain.explain_batch`), so the report's "valid"
+(`napari_medcam.engine.amortised.batch.explain_batch`), so the report's "valid"
 means what it means on a slide.
 """
 
@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.engine.amortised.batch import explain_batch
 from napari_medcam.engine.amortised.data import FitTiles
 from napari_medcam.engine.amortised.events import FitEvent
-from napari_medcam.engine.amortised.explain import explain_batch
 from napari_medcam.engine.amortised.file import Explainer
 from napari_medcam.engine.config import MedCAMConfig
 
