@@ -190,13 +190,13 @@ def test_other_settings_are_refused_unless_forced(slides, cluster, tmp_path, cap
     args += ["--scheduler", cluster.scheduler_address]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "other settings" in err and "--force" in err and "Traceback" not in err
+    assert "other settings" in err and "--overwrite" in err and "Traceback" not in err
     assert {p.stem: read_result(out / "slides" / p.stem)["settings_hash"] for p in two} == before
 
     other = mc.MedCAMConfig.fast().capped(8)
     forced, lines = _run(two, out, scheduler=cluster.scheduler_address, config=other, force=True)
     assert sorted(forced.done) == sorted(p.stem for p in two) and not forced.skipped
-    assert any("--force" in line for line in lines)
+    assert any("--overwrite" in line for line in lines)
     for p in two:
         result = read_result(out / "slides" / p.stem)
         assert result["settings_hash"] != before[p.stem]

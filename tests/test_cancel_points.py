@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import napari_medcam as mc
-from napari_medcam.baselines import gradcam, iter_gradcam
+from napari_medcam.comparison import gradcam, iter_gradcam
 from napari_medcam.plugin.worker import ExplainJob, run_explanation
 
 GLASS = 245

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import napari_medcam as mc
-from napari_medcam.baselines import gradcam
+from napari_medcam.comparison import gradcam
 
 
 def _bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:

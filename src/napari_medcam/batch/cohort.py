@@ -193,7 +193,7 @@ def run_cohort(
     out.mkdir(parents=True, exist_ok=True)
     manifest, started_over = open_manifest(out, settings, about, force)
     if started_over:
-        log(f"--force: settings changed, every slide in {out} is redone")
+        log(f"--overwrite: settings changed, every slide in {out} is redone")
     ids = [manifest.add(p) for p in paths]
     report = CohortReport(out)
     todo = []

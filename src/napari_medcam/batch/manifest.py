@@ -124,7 +124,7 @@ class Manifest:
         except (OSError, ValueError, KeyError, AttributeError, TypeError) as err:
             raise ValueError(
                 f"{path} is not a napari-medcam cohort manifest ({err}); "
-                "choose another --out folder, or pass --force to start this one over"
+                "choose another --out folder, or pass --overwrite to start this one over"
             ) from None
 
     def save(self) -> None:
@@ -193,6 +193,6 @@ def open_manifest(
             f"{out} holds a cohort explained with other settings ("
             + "; ".join(diff[:6])
             + ("; …" if len(diff) > 6 else "")
-            + "): pass --force to redo every slide with the new ones, or choose another --out"
+            + "): pass --overwrite to redo every slide with the new ones, or choose another --out"
         )
     return Manifest(out, settings, classifier), old is not None
