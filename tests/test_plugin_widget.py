@@ -159,9 +159,9 @@ def test_explain_a_chosen_class_with_extra_layers(medcam, qtbot, lesion_tile):
     assert not soft.visible and not gradcam.visible
     assert labels.metadata["medcam"]["source_layer"] == "tile"
     assert gradcam.metadata["medcam"]["source_layer"] == "tile"
-    widget.settings.fill.value = True
+    widget.settings.fill_check.value = True
     assert labels.contour == 0 and labels.opacity < 1
-    widget.settings.fill.value = False
+    widget.settings.fill_check.value = False
     assert labels.contour > 0
     legend = widget.summary.legend.text()
     assert "evidence for 'lesion'" in legend and "Grad-CAM" in legend

@@ -149,7 +149,7 @@ class LiveController(QObject):
     def field(self) -> tuple[Any, Region]:
         """(image layer, the visible field at its chosen level); ``Region.problem`` says
         why there is nothing to explain live."""
-        layer = self.inputs.image_combo.value
+        layer = self.inputs.image_layer
         clf, _target = self._classifier()
         if layer is None or not getattr(layer, "multiscale", False):
             return layer, Region(
@@ -165,7 +165,7 @@ class LiveController(QObject):
             self.viewer.dims,
             2,
             clf.input_size,
-            level=self.inputs.level_combo.value,
+            level=self.inputs.level,
             visible=corners,
         )
         if region.ok and region.tiles > MAX_TILES:
@@ -207,7 +207,7 @@ class LiveController(QObject):
             classifier=clf,
             target=target,
             config=config,
-            device=self.settings.device_combo.value,
+            device=self.settings.device,
             threads=self.settings.threads,
             gradcam=False,
             explainer=explainer,
@@ -269,7 +269,7 @@ class LiveController(QObject):
                 metadata=own_metadata(ROLE, image.name),
                 **where,
             )
-            show_filled(layer, bool(self.settings.fill.value))
+            show_filled(layer, self.settings.fill)
             self.viewer.layers.append(layer)
             self._layer_ref = weakref.ref(layer)
             return

@@ -137,7 +137,7 @@ class MedCAMWidget(QWidget):
         self.run.busy_changed.connect(self._on_busy)
         self.run.result_added.connect(self._on_result_added)
         self.run.explained.connect(self._on_explained)
-        self.settings.fill.changed.connect(self.results.set_fill)
+        self.settings.fill_check.changed.connect(self.results.set_fill)
         self.edits.painted.connect(lambda layer: self._on_edited(layer, None))
         self.edits.edited.connect(lambda layer: self._on_edited(layer, content_hash(layer)))
         self.review.changed.connect(self.update_buttons)

@@ -85,6 +85,11 @@ class ClassifierPanel(QGroupBox):
         self.load_button.clicked.connect(lambda: self.load(notify=True))
 
     @property
+    def is_demo(self) -> bool:
+        """The registered demo classifier is chosen (it has a shipped explainer)."""
+        return self.classifier_combo.value == ("registered", "demo")
+
+    @property
     def target(self) -> int | None:
         return self.target_combo.value
 

@@ -178,7 +178,7 @@ class ExplainerPanel(QGroupBox):
     # ------------------------------------------------------------- the choice
     def _choices(self, _w: Any = None) -> list[tuple[str, str]]:
         out = [("none (optimise each image)", NONE)]
-        demo = self.classifier_panel.classifier_combo.value == ("registered", "demo")
+        demo = self.classifier_panel.is_demo
         if demo and packaged("demo"):
             out.append(("demo (for the demo classifier)", DEMO))
         return [*out, ("file…", FILE)]
@@ -292,7 +292,7 @@ class ExplainerPanel(QGroupBox):
             self.notify.info("an explainer is being fitted: cancel it first")
             return None
         clf = self.classifier_panel.classifier
-        layer = self.inputs.image_combo.value
+        layer = self.inputs.image_layer
         region = self.inputs.current_region()
         problem = "" if clf is not None else "load a classifier first"
         if self.session.explaining or self.session.checking:  # one user of the classifier
@@ -314,7 +314,7 @@ class ExplainerPanel(QGroupBox):
             path=Path(path),
             steps=int(steps if steps is not None else self.fit_steps.value),
             background_class=self.fit_background.value,
-            device=self.settings.device_combo.value,
+            device=self.settings.device,
             threads=self.settings.threads,
         )
         worker = fit_worker(job)

@@ -88,6 +88,16 @@ class InputPanel(QGroupBox):
         add_rows(self, form, self.slide_form, self.region_label)
         self._connect()
 
+    @property
+    def image_layer(self) -> Any:
+        """The chosen image layer (None before one is chosen)."""
+        return self.image_combo.value
+
+    @property
+    def level(self) -> Any:
+        """The chosen pyramid level of a multiscale image."""
+        return self.level_combo.value
+
     def _connect(self) -> None:
         v = self.viewer
         v.layers.selection.events.active.connect(self._on_active)

@@ -100,7 +100,7 @@ class RunPanel(QWidget):
                 self.classifier.classifier,
                 self._config(),
                 region.tiles,
-                self.settings.device_combo.value,
+                self.settings.device,
             )
         except Exception:  # a model that cannot be timed still runs; it reports itself
             logger.debug("estimate failed", exc_info=True)
@@ -108,7 +108,7 @@ class RunPanel(QWidget):
 
     def _confirmed(self, est: Estimate | None, what: str) -> bool:
         """Above the settings' threshold, ask before starting (0 minutes: never ask)."""
-        limit = 60 * int(self.settings.ask_above.value)
+        limit = self.settings.ask_above_seconds
         if est is None or limit <= 0 or est.seconds <= limit:
             return True
         answer = QMessageBox.question(
@@ -138,7 +138,7 @@ class RunPanel(QWidget):
             )
             return None
         region = self.inputs.current_region()
-        layer = self.inputs.image_combo.value
+        layer = self.inputs.image_layer
         if not region.ok or layer is None:
             self.notify.error(region.problem or "choose an image layer")
             return None
@@ -162,11 +162,11 @@ class RunPanel(QWidget):
             classifier=clf,
             target=self.classifier.target,
             config=config,
-            device=settings.device_combo.value,
+            device=settings.device,
             threads=settings.threads,
             gradcam=bool(getattr(clf, "hookable", True) and clf.layers),
             slice_axis=region.slice_axis,
-            soft=bool(settings.add_soft.value),
+            soft=settings.layer_options["add_soft"],
             explainer=explainer,
             refine=refine,
         )
@@ -178,10 +178,7 @@ class RunPanel(QWidget):
             classifier=clf,
             classifier_label=self.classifier.classifier_label or clf.name,
             config=config,
-            add_soft=bool(settings.add_soft.value),
-            add_gradcam=bool(settings.add_gradcam.value),
-            replace=bool(settings.replace_unedited.value),
-            fill=bool(settings.fill.value),
+            **settings.layer_options,
             job=job,
             estimate=est,
             domain=self.classifier.domain_check,

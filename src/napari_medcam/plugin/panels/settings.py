@@ -139,7 +139,7 @@ class SettingsPanel(QGroupBox):
             tooltip="Grad-CAM of the same class, for comparison, added hidden",
         )
         self.replace_unedited = CheckBox(text="replace my previous result if unedited", value=True)
-        self.fill = CheckBox(
+        self.fill_check = CheckBox(
             text="fill the mask",
             value=False,
             tooltip="Off: the mask is drawn as its outline in the class colour, so the "
@@ -159,7 +159,7 @@ class SettingsPanel(QGroupBox):
         size = Container(widgets=[self.ask_above])
         size.margins = (0, 0, 0, 0)
         options = Container(
-            widgets=[self.fill, self.add_soft, self.add_gradcam, self.replace_unedited]
+            widgets=[self.fill_check, self.add_soft, self.add_gradcam, self.replace_unedited]
         )
         options.margins = (0, 0, 0, 0)
         add_rows(self, form, size, options, self.advanced_toggle, self.advanced_box)
@@ -170,6 +170,30 @@ class SettingsPanel(QGroupBox):
     @property
     def threads(self) -> int:
         return int(self.threads_spin.value)
+
+    # what other panels read: the form's values, never its controls
+    @property
+    def device(self) -> str:
+        return str(self.device_combo.value)
+
+    @property
+    def ask_above_seconds(self) -> int:
+        """Ask before a run estimated longer than this (0: never ask)."""
+        return 60 * int(self.ask_above.value)
+
+    @property
+    def fill(self) -> bool:
+        return bool(self.fill_check.value)
+
+    @property
+    def layer_options(self) -> dict[str, bool]:
+        """How a run's result is shown: extra layers, replacing, filling."""
+        return {
+            "add_soft": bool(self.add_soft.value),
+            "add_gradcam": bool(self.add_gradcam.value),
+            "replace": bool(self.replace_unedited.value),
+            "fill": self.fill,
+        }
 
     def set_enabled(self, enabled: bool) -> None:
         """Lock preset, detail and device while a run uses them."""
