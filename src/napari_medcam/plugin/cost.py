@@ -1,7 +1,7 @@
 """What a run will cost, said before it starts: a measured step times the work to do.
 
 A step of the optimisation is, for each tile being explained, a classifier forward
-and backward pass over the masked tile and its random backgrounds, plus the U-Net,
+and backward pass over the masked tile and its perturbations, plus the U-Net,
 the check of a new best mask on the whole background pool and bookkeeping.
 `step_seconds` times the classifier pass once per classifier and device (cached);
 a whole step took `STEP_FACTOR` times that in our runs. After a run the widget

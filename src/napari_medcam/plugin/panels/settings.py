@@ -42,7 +42,8 @@ TOOLTIPS = {
     "the decision",
     "lambda_bin": "Weight pushing the soft mask to 0 or 1 (a crisp mask)",
     "lambda_tv": "Weight of a smooth mask (total variation). Higher: fewer, rounder pieces",
-    "lambda_rob": "Weight of keeping the decision on random backgrounds",
+    "lambda_rob": "Weight of keeping the decision on perturbations (random replacements "
+    "drawn around the absence)",
     "steps": "Most optimisation steps per tile, coarse and refinement together (the CLI's "
     "--steps); fewer are faster and coarser",
     "lr": "Learning rate of the mask's optimisation",

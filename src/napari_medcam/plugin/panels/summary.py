@@ -32,7 +32,7 @@ TIPS = {
     "class": "The class explained: the predicted class unless you chose another.",
     "confidence": "p(class) on the whole image → on the image with everything outside the "
     "mask replaced by the absence. The mask is sufficient when the second keeps the decision.",
-    "robust": "Mean p(class) on the mask over random backgrounds drawn around the absence: "
+    "robust": "Mean p(class) on the mask over perturbations drawn around the absence: "
     "the decision should not depend on what replaces the rest of the image.",
     "mask removed": "p(class) with the mask's content replaced by the absence (deletion). "
     "Low: the mask is necessary, without it the classifier changes its mind. High: there "
@@ -89,7 +89,7 @@ def facts(exp: Any, where: str = "", regions: str = "") -> list[tuple[str, str]]
             "confidence",
             f"{exp.original_confidence:.3f} → <b>{exp.masked_confidence:.3f}</b> on the mask",
         ),
-        ("robust", f"{exp.robust_confidence:.3f} on random backgrounds"),
+        ("robust", f"{exp.robust_confidence:.3f} on perturbations"),
         ("mask removed", f"{exp.deletion_confidence:.3f}"),
         ("area", f"{100 * exp.area_fraction:.1f} % of the image"),
     ]
