@@ -15,7 +15,14 @@ from napari_medcam.engine import (
     iter_explain,
 )
 from napari_medcam.engine.amortised import Explainer, fit_explainer, load_explainer
-from napari_medcam.io import open_slide, read_image, read_tiles, write_mask
+from napari_medcam.io import (
+    compare,
+    open_slide,
+    read_annotations,
+    read_image,
+    read_tiles,
+    write_mask,
+)
 
 __all__ = [
     "Classifier",
@@ -25,6 +32,7 @@ __all__ = [
     "MedCAMConfig",
     "ProgressEvent",
     "__version__",
+    "compare",
     "demo_classifier",
     "explain",
     "fit_explainer",
@@ -32,6 +40,7 @@ __all__ = [
     "load_classifier",
     "load_explainer",
     "open_slide",
+    "read_annotations",
     "read_image",
     "read_tiles",
     "synthetic_tile",

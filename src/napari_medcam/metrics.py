@@ -191,8 +191,13 @@ def overlap_scores(mask: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     b = np.asarray(reference) > 0
     if a.shape != b.shape:
         raise ValueError(f"mask {a.shape} and reference {b.shape} differ in shape")
-    inter = float(np.logical_and(a, b).sum())
-    sa, sb = float(a.sum()), float(b.sum())
+    return overlap_from_counts(np.logical_and(a, b).sum(), a.sum(), b.sum())
+
+
+def overlap_from_counts(inter: float, sa: float, sb: float) -> dict[str, float]:
+    """`overlap_scores` from pixel counts (overlap, mask, reference): summed tile by tile,
+    they score a whole slide without holding its masks."""
+    inter, sa, sb = float(inter), float(sa), float(sb)
     union = sa + sb - inter
     return {
         "dice": 2 * inter / (sa + sb) if sa + sb else 1.0,

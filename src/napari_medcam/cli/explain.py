@@ -48,6 +48,7 @@ def _load_input(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
             "origin_level0": [y0 * f, x0 * f],
             "region": list(region) if region else None,
             "slide_shape": list(slide.shape),
+            "mpp": slide.mpp,
         }
         return view, facts, slide.close
     return read_image(path), {}, None
@@ -133,6 +134,7 @@ def _run_explain(args: argparse.Namespace) -> int:
         origin=facts.get("origin_level0", (0.0, 0.0)),
         overwrite=args.overwrite,
         classes=exp.label_classes or None,
+        mpp=facts.get("mpp"),
     )
     if args.json:
         extra = {"geojson": str(written[1])} if len(written) > 1 else {}

@@ -7,6 +7,7 @@ import sys
 
 from napari_medcam.cli.batch import add_batch_parser
 from napari_medcam.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED
+from napari_medcam.cli.compare import add_compare_parser
 from napari_medcam.cli.evaluate import add_arguments, run_from_args
 from napari_medcam.cli.explain import add_explain_parser
 from napari_medcam.cli.fit import add_fit_parser
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(v)
     v.set_defaults(run=run_from_args)
     add_batch_parser(sub)
+    add_compare_parser(sub)
     c = sub.add_parser(
         "classifiers", help="list the registered classifiers and what each was trained on"
     )

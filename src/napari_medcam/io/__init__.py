@@ -2,10 +2,13 @@
 
 Everything that touches a file lives in this package, above the engine (which works on
 arrays only): `images` (TIFF/PNG/JPEG in, mask TIFFs out), `slides` (pyramidal slides,
-lazily), `geojson` (masks as QuPath polygons), `tiles` (tiles to fit an explainer on),
+lazily), `geojson` (masks as QuPath polygons), `annotations` (QuPath polygons in),
+`agreement` (evidence against them, tile by tile), `tiles` (tiles to fit an explainer on),
 `atomic` (files that appear whole or not at all) and `jsonable` (values fit for JSON).
 """
 
+from napari_medcam.io.agreement import Agreement, compare
+from napari_medcam.io.annotations import Annotations, read_annotations
 from napari_medcam.io.atomic import (
     atomic_path,
     atomic_paths,
@@ -38,6 +41,8 @@ from napari_medcam.io.slides import (
 from napari_medcam.io.tiles import read_tiles
 
 __all__ = [
+    "Agreement",
+    "Annotations",
     "CLASS_COLORS",
     "IMAGE_SUFFIXES",
     "PYRAMID_ABOVE",
@@ -47,6 +52,7 @@ __all__ = [
     "atomic_paths",
     "class_rgb",
     "clean_stale_temps",
+    "compare",
     "geojson_writer",
     "is_pyramidal",
     "jsonable",
@@ -56,6 +62,7 @@ __all__ = [
     "microns_per_pixel",
     "open_slide",
     "pyramid_writer",
+    "read_annotations",
     "read_image",
     "read_mask_tiff",
     "read_tiles",

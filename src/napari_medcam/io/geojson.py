@@ -88,6 +88,7 @@ def mask_to_geojson(
     downsample: float | Sequence[float] = 1.0,
     origin: Sequence[float] = (0.0, 0.0),
     classes: dict[int, str] | None = None,
+    mpp: float | None = None,
 ) -> dict[str, Any]:
     """Polygons of a 2-D mask's regions as a QuPath-importable FeatureCollection.
 
@@ -103,12 +104,17 @@ def mask_to_geojson(
     ``classes`` ({label value: class name}) reads ``mask`` as a label image (several
     classes' evidence): each label's regions become Features classified by its name
     (a colour per class), with ``label`` in their properties.
+
+    ``mpp`` (µm per level-0 pixel, when the slide records it) adds QuPath's
+    ``measurements`` {"Area µm^2": ...}. `napari_medcam.io.annotations.read_annotations`
+    reads the file back as the same mask, pixel for pixel (its rasterisation rule:
+    a pixel is inside when its centre is, and these polygons follow pixel edges).
     """
     if classes:
         features = []
         for value, cls in sorted(classes.items()):
             props = {**(properties or {}), "class_name": cls, "label": int(value)}
-            one = mask_to_geojson(_LabelView(mask, int(value)), props, downsample, origin)
+            one = mask_to_geojson(_LabelView(mask, int(value)), props, downsample, origin, mpp=mpp)
             for feat in one["features"]:  # label value - 1 is the class index
                 feat["properties"]["classification"]["color"] = class_rgb(int(value) - 1)
             features += one["features"]
@@ -139,6 +145,7 @@ def mask_to_geojson(
                     "area_pixels": int(round(area)),
                     "area_level0_pixels": area * fx * fy,
                     **jsonable(props),
+                    **({"measurements": {"Area µm^2": area * fx * fy * mpp**2}} if mpp else {}),
                 },
             }
         )

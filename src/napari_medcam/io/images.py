@@ -106,9 +106,10 @@ def geojson_writer(
     downsample: float | Sequence[float] = 1.0,
     origin: Sequence[float] = (0.0, 0.0),
     classes: dict[int, str] | None = None,
+    mpp: float | None = None,
 ) -> Callable[[Path], None]:
     """Compute `mask_to_geojson` now; return ``write(path)`` for its JSON text."""
-    geo = mask_to_geojson(mask, properties, downsample, origin, classes)
+    geo = mask_to_geojson(mask, properties, downsample, origin, classes, mpp)
     text = json.dumps(jsonable(geo))
     return lambda tmp: tmp.write_text(text)
 
@@ -141,6 +142,7 @@ def write_mask(
     origin: Sequence[float] = (0.0, 0.0),
     overwrite: bool = False,
     classes: dict[int, str] | None = None,
+    mpp: float | None = None,
 ) -> list[Path]:
     """Write a mask TIFF and, when ``geojson`` (its Feature properties) is given, its
     GeoJSON beside it (same name, ``.geojson``): both files, or neither.
@@ -150,7 +152,8 @@ def write_mask(
     GeoJSON outlines ``plane`` (the 2-D mask the explanation made, default ``mask``)
     in level-0 slide coordinates (``downsample``, ``origin``: see
     `mask_to_geojson`; ``classes``: a label mask's {value: class name}, one
-    classification per polygon). Everything is checked and computed before the first
+    classification per polygon; ``mpp``: µm per level-0 pixel, for QuPath's area
+    measurement). Everything is checked and computed before the first
     file is created.
     """
     path = Path(path)
@@ -160,6 +163,6 @@ def write_mask(
         writers = {path: mask_tiff_writer(np.asarray(mask), metadata, pixel_size)}
     if geojson is not None:
         writers[path.with_suffix(".geojson")] = geojson_writer(
-            mask if plane is None else plane, geojson, downsample, origin, classes
+            mask if plane is None else plane, geojson, downsample, origin, classes, mpp
         )
     return write_files(writers, overwrite)
