@@ -8,76 +8,24 @@ here, once, so every entry point (API, CLI, widget) prepares images identically.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from napari_medcam.classifiers.discovery import Call, discover_layers, layer_views, probe_calls
+from napari_medcam.classifiers.outputs import (
+    AdaptedModel,
+    BackboneHead,
+    OutputRule,
+    describe_rule,
+    logits_of,
+)
 from napari_medcam.classifiers.prepare import prepare_input
+from napari_medcam.classifiers.tokens import LayerView, Reshape
 
 MIN_SIDE = 8
-
-
-@dataclass(eq=False)
-class _Call:
-    """One module call of the layer-discovery probe, in the tree of calls."""
-
-    name: str
-    parent: _Call | None
-    children: list[_Call] = field(default_factory=list)
-    spatial: tuple[int, ...] | None = None  # set when the output is a feature map
-
-    @property
-    def is_block(self) -> bool:
-        """It called sub-modules of its own (a block/stage, not a single layer)."""
-        return bool(self.children)
-
-    @cached_property
-    def resolutions(self) -> set[tuple[int, ...]]:
-        """Spatial shapes of every feature map made by this call and the calls inside it."""
-        own = {self.spatial} if self.spatial is not None else set()
-        return own.union(*(c.resolutions for c in self.children))
-
-
-def _units(call: _Call, force: bool = False) -> list[_Call]:
-    """The coarsest calls inside ``call`` that make a map over at most two resolutions.
-
-    Loose single layers beside two or more blocks, or beside a container that had
-    to be looked into, are stem or head layers (a stem conv, a classifier's
-    pooling): they are left out.
-    """
-    if not force and call.spatial is not None and len(call.resolutions) <= 2:
-        return [call]
-    found = [(child, _units(child)) for child in call.children]
-    looked_into = any(units and units != [child] for child, units in found)
-    blocks = sum(units == [child] and child.is_block for child, units in found)
-    structured = looked_into or blocks >= 2
-    return [
-        unit
-        for child, units in found
-        for unit in units
-        if not (structured and units == [child] and not child.is_block)
-    ]
-
-
-def _last_of_runs(units: list[_Call], only_leaves: bool) -> list[_Call]:
-    """Keep the last of each run of consecutive units at one resolution.
-
-    With ``only_leaves`` only runs of single layers (no sub-modules) are merged.
-    """
-    kept = []
-    for unit, after in zip(units, [*units[1:], None]):
-        same_run = (
-            after is not None
-            and after.spatial == unit.spatial
-            and not (only_leaves and (unit.is_block or after.is_block))
-        )
-        if not same_run:
-            kept.append(unit)
-    return kept
 
 
 class Classifier:
@@ -91,11 +39,22 @@ class Classifier:
     Activation-matching layers (``layers``) are names of sub-modules (as in
     ``module.named_modules()``). When none are given, the default is chosen by
     :meth:`default_layers` from one probe pass through the whole module tree: the
-    block or stage outputs that are feature maps (4-D tensors for 2-D models, 5-D
-    for 3-D ones), at most four from shallow to deep, the deepest always included
-    (it is Grad-CAM's layer). A TorchScript model cannot be hooked: it is then
-    explained by its outputs only (KL + CE + robustness), and :attr:`hookable` is
-    False.
+    stage outputs of a CNN, or a transformer's blocks evenly in depth, at most four
+    from shallow to deep, the deepest always included (it is Grad-CAM's layer).
+    Transformer outputs are read as maps (B, C, h, w): (B, N, C) tokens of the patch
+    grid with their prefix (class, distillation, register tokens) dropped, channels-last
+    (B, H, W, C) maps permuted, the first tensor of a tuple, dict or output object
+    (`napari_medcam.classifiers.tokens`); ``reshape`` (a function of a layer's output
+    tensor returning (B, C, h, w), e.g. ``TokenMap(prefix, grid)``) replaces that
+    for every layer. The model may return logits or any object holding them
+    (`napari_medcam.classifiers.outputs.logits_of`; ``output`` names the key or
+    attribute, or is a function of the output). What was reshaped and where the logits
+    came from is in :attr:`adaptation` (and each explanation's provenance). ``head``: the
+    module is a backbone whose pooled features (or ``pooler_output``) the head classifies
+    (`napari_medcam.classifiers.outputs.BackboneHead`).
+
+    A TorchScript model cannot be hooked: it is then explained by its outputs only
+    (KL + CE + robustness), and :attr:`hookable` is False.
     """
 
     def __init__(
@@ -107,9 +66,19 @@ class Classifier:
         class_names: Sequence[str] | None = None,
         layers: Sequence[str] | None = None,
         name: str | None = None,
+        *,
+        reshape: Reshape | None = None,
+        output: OutputRule = None,
+        head: nn.Module | None = None,
     ) -> None:
         if not isinstance(module, nn.Module):
             raise ValueError(f"Classifier needs a torch.nn.Module, got {type(module).__name__}")
+        if head is not None:  # a backbone and the head trained on its pooled features
+            module = BackboneHead(module, head)
+        if isinstance(module, AdaptedModel):  # another Classifier's module (e.g. a copy)
+            output = module.output if output is None else output
+            reshape = reshape or module.reshape
+            module = module.model
         self.module = module.eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
@@ -126,7 +95,8 @@ class Classifier:
         #: what it was trained on (`napari_medcam.classifiers.card.ClassifierCard`), if known
         self.card: Any = None
         self.hookable = not isinstance(module, torch.jit.ScriptModule)
-        n_out = self._probe_outputs()
+        self.output, self.reshape = output, reshape
+        n_out, logits_from = self._probe_outputs()
         if class_names is None:
             class_names = [f"class {i}" for i in range(n_out)]
         if len(class_names) != n_out:
@@ -134,8 +104,9 @@ class Classifier:
                 f"{len(class_names)} class names given but the model outputs {n_out} classes"
             )
         self.class_names = [str(c) for c in class_names]
+        calls = self._probe() if self.hookable else []
         if layers is None:
-            layers = self.default_layers() if self.hookable else []
+            layers = discover_layers(calls)
         elif layers and not self.hookable:
             raise ValueError("a TorchScript model cannot be hooked: pass layers=[]")
         known = dict(self.module.named_modules())
@@ -143,6 +114,15 @@ class Classifier:
         if missing:
             raise ValueError(f"layers not found in the model: {missing}; known: {list(known)[:20]}")
         self.layers = list(layers)
+        views = layer_views(calls, self.layers, reshape, self.input_size)
+        #: how the model was adapted: where its logits come from, which layers were reshaped
+        self.adaptation: dict[str, Any] = {}
+        if logits_from:
+            self.adaptation["model_output"] = logits_from
+        if views:
+            self.adaptation["activation_reshapes"] = {n: v.text for n, v in views.items()}
+        if logits_from or views:
+            self.module = AdaptedModel(module, output, views, reshape)
 
     # ------------------------------------------------------------------ shape facts
     @property
@@ -164,7 +144,8 @@ class Classifier:
             f"classes={self.class_names}, layers={self.layers})"
         )
 
-    def _probe_outputs(self) -> int:
+    def _probe_outputs(self) -> tuple[int, str]:
+        """The number of classes, and where the logits were found ("" for a plain tensor)."""
         x = torch.zeros((1, self.channels, *self.input_size))
         try:
             with torch.no_grad():
@@ -174,98 +155,33 @@ class Classifier:
                 f"the model does not accept a {tuple(x.shape)} input "
                 f"(input_size/mean/std mismatch?): {err}"
             ) from err
-        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1:
+        logits = logits_of(out, self.output)
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != 1:
             raise ValueError("the model must return logits of shape (batch, classes)")
-        if out.shape[1] < 2:
+        if logits.shape[1] < 2:
             raise ValueError("the model must output at least two classes")
-        return int(out.shape[1])
+        plain = isinstance(out, torch.Tensor) and self.output is None
+        return int(logits.shape[1]), "" if plain else describe_rule(out, self.output)
 
     def default_layers(self) -> list[str]:
         """Feature-map layers found by one probe pass, up to four, deepest included.
 
-        Every sub-module is hooked during a forward pass on zeros, which records
-        which module ran inside which (containers that are never called, such as
-        an ``nn.ModuleList`` iterated in ``forward``, are looked through: their
-        items appear under the module that called them) and each output's shape.
-        A *feature map* is a ``(1, C, *spatial)`` output with spatial extent > 1
-        (4-D for 2-D models, 5-D for 3-D ones); pooled vectors and logits are not.
-
-        1. **Units.** From the root down, the first module whose output is a feature
-           map and whose own calls produce maps at no more than two resolutions is
-           taken whole — a block (conv-ReLU-pool, a residual block or stage that
-           down-samples once), named as the block, not its last ReLU. Modules
-           without a map output (the root, a backbone that pools, a head) and
-           modules spanning three or more resolutions (VGG's ``features``, timm's
-           ``stages``) are looked into. A lone unit spanning two resolutions is
-           looked into too, so that there is more than one depth to match.
-        2. **Blocks before loose layers.** Single layers (no sub-modules) that sit
-           beside two or more blocks, or beside a container that was looked into,
-           are stem or head layers — ResNet's ``conv1``/``bn1``/``relu``/``maxpool``,
-           VGG's ``avgpool`` before its classifier — and are left out. Elsewhere
-           (VGG's ``features``, a model of bare convolutions) a run of single layers
-           at one resolution counts once, the last (conv → ReLU is one feature map).
-        3. **At most four.** With more than four, the last unit of each run at one
-           resolution is kept (the stage outputs); if still more than four, four are
-           picked evenly spread, the deepest always included (Grad-CAM's layer).
-
-        So a ResNet gets ``layer1``–``layer4``; VGG the ReLU before each pool inside
-        ``features`` and its final pool; blocks in a ``ModuleList`` ``blocks.0``…;
-        timm-like ``stages`` ``stages.0``…; a model pooling with ``F.max_pool2d`` its
-        conv blocks. A module called several times counts at its last call (the
-        hook sees that one). A model without feature maps gets none (it is then
-        explained by its outputs only).
-        Pass ``layers=[...]`` to `Classifier` to choose them yourself.
+        Stages of a CNN, blocks of a transformer evenly in depth: the rules are in
+        `napari_medcam.classifiers.discovery.discover_layers`. Pass ``layers=[...]`` to
+        `Classifier` to choose them yourself.
         """
-        calls = self._probe_calls()
-        if not calls:
-            return []
-        root = calls[0]
-        units = _units(root, force=True)
-        while len(units) == 1 and len(units[0].resolutions) == 2:
-            units = _units(units[0], force=True)
-        # a module called more than once counts at its last call
-        last = {c.name: i for i, c in enumerate(units)}
-        units = [c for i, c in enumerate(units) if last[c.name] == i]
-        units = _last_of_runs(units, only_leaves=True)
-        if len(units) > 4:
-            units = _last_of_runs(units, only_leaves=False)
-        if len(units) > 4:
-            picks = np.linspace(0, len(units) - 1, 4).round().astype(int)
-            units = [units[i] for i in sorted(set(picks))]
-        return [c.name for c in units]
+        return discover_layers(self._probe())
 
-    def _probe_calls(self) -> list[_Call]:
-        """The module calls of one forward pass on zeros, as a tree (pre-order list)."""
-        modules = dict(self.module.named_modules())  # each module once
-        names = {id(m): n for n, m in modules.items()}
-        calls: list[_Call] = []
-        stack: list[_Call] = []
-        spatial_dims = self.spatial_dims
+    def layer_view(self, name: str) -> LayerView | None:
+        """How layer ``name``'s output becomes a (B, C, *spatial) map; None: it is one."""
+        if name in self.layers or not self.hookable:
+            return getattr(self.module, "feature_maps", {}).get(name)
+        return layer_views(self._probe(), [name], self.reshape, self.input_size).get(name)
 
-        def pre(module: nn.Module, _args: object) -> None:
-            call = _Call(names[id(module)], stack[-1] if stack else None)
-            if call.parent is not None:
-                call.parent.children.append(call)
-            calls.append(call)
-            stack.append(call)
-
-        def post(_module: nn.Module, _args: object, out: object) -> None:
-            call = stack.pop()
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
-            if len(shape) == 2 + spatial_dims and shape[0] == 1 and max(shape[2:]) > 1:
-                call.spatial = shape[2:]
-
-        handles = []
-        try:
-            for module in modules.values():
-                handles.append(module.register_forward_pre_hook(pre))
-                handles.append(module.register_forward_hook(post, always_call=True))
-            with torch.no_grad():
-                self.module(torch.zeros((1, self.channels, *self.input_size)))
-        finally:
-            for h in handles:
-                h.remove()
-        return calls
+    def _probe(self) -> list[Call]:
+        """The module calls of one forward pass on zeros (`discovery.probe_calls`)."""
+        x = torch.zeros((1, self.channels, *self.input_size))
+        return probe_calls(self.module, x, self.input_size)
 
     # ----------------------------------------------------------------- preparation
     def class_index(self, target: int | str | None) -> int | None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.classifiers.tokens import primary_tensor
 
 
 def gradcam_maps(
@@ -21,7 +22,8 @@ def gradcam_maps(
     Returns (maps (N, 1, *feature-map size) scaled to [0, 1] per input — raw when
     not ``normalise``, so that tiles of one image stay comparable — and the targets
     used; None → each input's predicted class). ``layer`` defaults to the deepest
-    activation-matching layer.
+    activation-matching layer; its output is read as the classifier reads it
+    (`Classifier.layer_view`: a transformer's tokens as their patch grid).
     """
     layer = layer or (classifier.layers[-1] if classifier.layers else None)
     if layer is None:
@@ -29,11 +31,15 @@ def gradcam_maps(
     modules = dict(classifier.module.named_modules())
     if layer not in modules:
         raise ValueError(f"layer {layer!r} not found in the model")
+    view = classifier.layer_view(layer)  # transformer tokens → (N, C, h, w)
     store: dict[str, torch.Tensor] = {}
 
     def hook(_m, _i, out):
-        out.retain_grad()
-        store["a"] = out
+        tensor = primary_tensor(out)
+        if tensor is None:
+            raise ValueError(f"layer {layer!r} outputs no tensor")
+        tensor.retain_grad()
+        store["a"] = tensor
 
     handle = modules[layer].register_forward_hook(hook)
     try:
@@ -46,6 +52,8 @@ def gradcam_maps(
     finally:
         handle.remove()
     act, grad = store["a"], store["a"].grad
+    if view is not None and view.reshape is not None:  # the gradient re-indexed alike
+        act, grad = view.reshape(act), view.reshape(grad)
     dims = tuple(range(2, act.ndim))
     weights = grad.mean(dim=dims, keepdim=True)
     cam = torch.relu((weights * act).sum(1, keepdim=True)).detach()
