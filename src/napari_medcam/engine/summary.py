@@ -131,6 +131,7 @@ def _provenance(
         "classes": classifier.class_names,
         "activation_layers": classifier.layers,
         "output_only_matching": not classifier.layers,
+        **getattr(classifier, "adaptation", {}),  # reshaped tokens, logits of an object
         "mask_resolution": f"{config.mask_scale:g} of the input"
         + (
             f", refined at full resolution (≤ {config.refine_steps} steps)"
