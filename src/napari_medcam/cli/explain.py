@@ -38,7 +38,10 @@ def _load_input(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
     path = Path(args.image)
     region = _parse_region(args.region)
     wants_slide = args.level is not None or region is not None
-    if path.suffix.lower() in SLIDE_SUFFIXES and (wants_slide or opens_lazily(path)):
+    # a folder is a DICOM WSI, or refused as 'a folder, not a slide file'
+    if path.is_dir() or (
+        path.suffix.lower() in SLIDE_SUFFIXES and (wants_slide or opens_lazily(path))
+    ):
         slide = open_slide(path)
         level = args.level if args.level is not None else slide.level_for_size(4096)
         view, (y0, x0), f = slide.region(level, region)

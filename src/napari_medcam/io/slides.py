@@ -1,7 +1,9 @@
-"""Pyramidal slides (tiled TIFF, OME-TIFF, Aperio SVS), opened lazily through zarr.
+"""Slides opened lazily through maintained readers: OpenSlide, tiffslide, wsidicom.
 
 Nothing here reads pixels until a region is sliced: opening a 10⁵-pixel slide costs
-the same as opening a small one, and a region at level 0 reads only its tiles.
+the same as opening a small one, and a region at level 0 reads only its tiles. Which
+library reads which file is `napari_medcam.io.slide_backends`'s business; every slide
+comes out as the same `Slide`. Writing (mask pyramids) stays with tifffile.
 """
 
 from __future__ import annotations
@@ -13,10 +15,25 @@ from typing import Any
 
 import numpy as np
 
+from napari_medcam.io import slide_backends as backends
 from napari_medcam.io.atomic import write_atomic
 from napari_medcam.io.jsonable import jsonable
 
-SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ome.tif", ".ome.tiff")
+#: files that may be slides (a DICOM WSI is a folder of .dcm files: give the folder)
+SLIDE_SUFFIXES = (
+    ".tif",
+    ".tiff",
+    ".ome.tif",
+    ".ome.tiff",
+    ".svs",
+    ".ndpi",
+    ".vms",
+    ".vmu",
+    ".mrxs",
+    ".scn",
+    ".bif",
+    ".svslide",
+)
 #: a stored block (strip or tile) larger than this is never read whole to reach a region:
 #: an uncompressed one is memory-mapped, a compressed one refused with the remedy
 MAX_BLOCK_BYTES = 256 * 2**20
@@ -29,17 +46,28 @@ class Slide:
     """An open pyramidal image: one lazy array per level, level 0 the full resolution."""
 
     path: Path
-    levels: list[Any]  # zarr arrays, (H, W[, C])
+    #: (H, W[, C]) per level: zarr (a TIFF's tiles), dask (a library's read_region per
+    #: chunk) or a memory map (a huge single-strip TIFF)
+    levels: list[Any]
+    #: level-0 pixels per level pixel, as the file (its library) records them
     downsamples: list[float]
     rgb: bool
     _handle: Any = field(repr=False, default=None)
-    #: µm per level-0 pixel when the file records it (Aperio MPP, OME PhysicalSizeX,
-    #: or the TIFF resolution in cm/inch); None when it does not
+    #: µm per level-0 pixel when the file records it; None when it does not
     mpp: float | None = None
+    #: the objective's magnification the file records (e.g. 40), else None
+    magnification: float | None = None
+    #: the format as its library names it ("aperio", "hamamatsu", "dicom", "tiff", ...)
+    vendor: str = ""
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.levels[0].shape)
+
+    @property
+    def level_mpp(self) -> list[float | None]:
+        """µm per pixel of each level (None when the file records no pixel size)."""
+        return [self.mpp * f if self.mpp else None for f in self.downsamples]
 
     def level_for_size(self, max_side: int) -> int:
         """The finest level whose larger side is at most ``max_side`` (else the coarsest)."""
@@ -61,9 +89,11 @@ class Slide:
             )
         arr = self.levels[level]
         f = self.downsamples[level]
-        if hasattr(arr, "store"):
+        if isinstance(arr, da.Array):
+            lazy = arr
+        elif hasattr(arr, "store"):
             lazy = da.from_zarr(arr)
-        else:  # a memory-mapped level (`_lazy_level`): chunks a region can read alone
+        else:  # a memory-mapped level: chunks a region can read alone
             chunks = (MEMMAP_CHUNK, MEMMAP_CHUNK, *arr.shape[2:])
             lazy = da.from_array(arr, chunks=chunks[: arr.ndim])
         if region is None:
@@ -91,102 +121,61 @@ class Slide:
 
 
 def open_slide(path: str | Path) -> Slide:
-    """Open a (pyramidal or plain) TIFF lazily; ValueError if it cannot be read."""
-    import tifffile
-    import zarr
+    """Open a slide lazily: a scanner's file (OpenSlide), a generic or OME-TIFF
+    (tiffslide), a DICOM WSI folder (wsidicom). ValueError, in words, if it cannot."""
+    import openslide
 
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{path} is a folder, not a slide file")
-    if not path.is_file():
+        if not backends.is_dicom_folder(path):
+            raise ValueError(f"{path} is a folder, not a slide file")
+        opened = backends.open_dicom(path)
+    elif not path.is_file():
         raise ValueError(f"slide not found: {path}")
-    try:
-        tif = tifffile.TiffFile(path)
-    except Exception as err:
-        raise ValueError(f"cannot read {path} as TIFF: {err}") from err
-    try:
-        series = tif.series[0]
-        levels = [
-            _lazy_level(tif, path, i, zarr.open(tif.aszarr(series=0, level=i), mode="r"))
-            for i in range(len(series.levels))
-        ]
-    except Exception as err:
-        tif.close()
-        if isinstance(err, ValueError) and "tiled TIFF" in str(err):
-            raise
-        raise ValueError(f"cannot open {path} lazily: {err}") from err
-    full = levels[0].shape
-    downs = [full[0] / a.shape[0] for a in levels]
+    else:
+        vendor = openslide.OpenSlide.detect_format(str(path))
+        if vendor == "dicom":
+            raise ValueError(f"{path} is one file of a DICOM WSI: open its folder, {path.parent}")
+        try:
+            if vendor not in (None, "generic-tiff"):
+                opened = backends.open_openslide(path, vendor)
+            else:
+                opened = backends.open_tiff(path, MAX_BLOCK_BYTES)
+        except Exception as err:
+            if isinstance(err, ValueError) and "tiled TIFF" in str(err):
+                raise
+            raise ValueError(f"cannot read {path} as a slide: {err}") from err
+    full = opened.levels[0].shape
     rgb = len(full) == 3 and full[-1] in (3, 4)
-    return Slide(path, levels, downs, rgb, tif, microns_per_pixel(tif))
-
-
-def _lazy_level(tif: Any, path: Path, level: int, arr: Any) -> Any:
-    """``arr`` when its stored blocks are small; else the level memory-mapped (uncompressed),
-    or ValueError (compressed): a 60,000² single-strip TIFF must not be read whole (10 GiB)
-    to explain a 224² region of it."""
-    import math
-
-    import tifffile
-
-    block = math.prod(arr.chunks) * arr.dtype.itemsize
-    if block <= MAX_BLOCK_BYTES:
-        return arr
-    page = tif.series[0].levels[level].keyframe
-    if page.is_memmappable:
-        return tifffile.memmap(path, series=0, level=level, mode="r")
-    what = "one strip" if not page.is_tiled and len(page.dataoffsets) == 1 else "blocks"
-    raise ValueError(
-        f"{path.name} stores level {level} ({' × '.join(map(str, arr.shape[:2]))}) compressed "
-        f"in {what} of {block / 2**30:.1f} GiB: any region of it would need that much "
-        "memory. Save it as a tiled TIFF first, e.g. tifffile.imwrite(out, data, "
-        "tile=(512, 512), compression='zlib') or `vips tiffsave in.tif out.tif --tile "
-        "--pyramid`"
+    return Slide(
+        path,
+        opened.levels,
+        opened.downsamples,
+        rgb,
+        opened.handle,
+        opened.mpp,
+        opened.magnification,
+        opened.vendor,
     )
 
 
-def microns_per_pixel(tif: Any) -> float | None:
-    """µm per level-0 pixel as the file records it, or None (a plain pixel grid)."""
-    import re
-
-    page = tif.pages[0]
-    desc = page.description or ""
-    found = re.search(r"MPP\s*=\s*([0-9.]+)", desc)  # Aperio SVS
-    if found is None and getattr(tif, "is_ome", False):
-        found = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', tif.ome_metadata or "")
-    if found is not None:
-        value = float(found.group(1))
-        return value if value > 0 else None
-    tags = page.tags
-    if "XResolution" not in tags or "ResolutionUnit" not in tags:
-        return None
-    num, den = tags["XResolution"].value
-    per_unit = num / den if den else 0.0
-    unit = int(tags["ResolutionUnit"].value)
-    um = {2: 25_400.0, 3: 10_000.0}.get(unit)  # pixels per inch, per centimetre
-    return um / per_unit if um and per_unit > 0 else None
-
-
 def is_pyramidal(path: str | Path) -> bool:
-    """True for a readable TIFF with more than one resolution level."""
+    """True for a readable slide with more than one resolution level."""
     try:
-        import tifffile
-
-        with tifffile.TiffFile(path) as tif:
-            return len(tif.series[0].levels) > 1
+        with open_slide(path) as slide:
+            return len(slide.levels) > 1
     except Exception:
         return False
 
 
 def opens_lazily(path: str | Path, above: int = 4096) -> bool:
-    """True for a TIFF to open as a slide (lazily) rather than read whole: pyramidal, or
-    larger than ``above`` pixels a side (a flat 60,000² TIFF is no image to load)."""
+    """True for a file to open as a slide (lazily) rather than read whole: a scanner's
+    format or a DICOM WSI, pyramidal, or larger than ``above`` pixels a side (a flat
+    60,000² TIFF is no image to load)."""
     try:
-        import tifffile
-
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            return len(series.levels) > 1 or max(series.shape[:2]) > above
+        with open_slide(path) as slide:
+            scanner = slide.vendor not in ("tiff", "ome")
+            return scanner or len(slide.levels) > 1 or max(slide.shape[:2]) > above
     except Exception:
         return False
 
