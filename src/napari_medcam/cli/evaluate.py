@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from napari_medcam.classifiers.prepare import resolve_device
+
 DEFAULT_BENCHMARKS = "BENCHMARKS.md"
 DEFAULT_FIGURE = "docs/evaluation.png"
 
@@ -59,7 +61,7 @@ def settings_from_args(args: argparse.Namespace):
     from napari_medcam.evaluation.run import EvalSettings
 
     s = EvalSettings.quick() if args.quick else EvalSettings.full()
-    changes = {"device": args.device}
+    changes = {"device": str(resolve_device(args.device))}  # "auto" → the device it means
     if args.rise_masks is not None:
         changes["rise_masks"] = args.rise_masks
     if args.paper_steps is not None:
@@ -121,7 +123,8 @@ def _run_zoo(args: argparse.Namespace) -> int:
     if args.images < 1:
         raise ValueError(f"--images must be ≥ 1, got {args.images}")
     names = tuple(n.strip() for n in (args.classifiers or "").split(",") if n.strip())
-    settings = ZooSettings(names=names, split=args.split, n=args.images, device=args.device)
+    device = str(resolve_device(args.device))
+    settings = ZooSettings(names=names, split=args.split, n=args.images, device=device)
     if args.rise_masks is not None:
         settings.rise_masks = args.rise_masks
     results = run_zoo(settings, log=lambda s: print(s, flush=True))
