@@ -208,6 +208,8 @@ def test_cli_explains_a_region_at_level_0(slide_path, tmp_path, capsys):
             "0",
             "--region",
             "256,0,448,448",
+            "--steps",  # placement is under test here, not the mask's quality
+            "10",
             "--out",
             str(out),
             "--json",
