@@ -13,24 +13,17 @@ from napari_medcam.cli.common import (
     add_classifier_options,
     add_overwrite,
     add_run_options,
+    config_from_args,
     parse_target,
 )
-from napari_medcam.engine.scale import parse_detail
 
 
 def _run_batch(args: argparse.Namespace) -> int:
-    import napari_medcam as mc
     from napari_medcam.batch.cohort import CohortInterrupted, run_cohort
 
     if args.explainer and (args.steps is not None or args.tolerance is not None):
         raise ValueError("--steps and --tolerance do not apply with --explainer (it has its own)")
-    config = mc.MedCAMConfig.preset(args.preset, seed=args.seed)
-    if args.steps is not None:
-        config = config.capped(args.steps)
-    if args.tolerance is not None:
-        config = config.replace(tolerance=args.tolerance)
-    if args.detail is not None:
-        config = config.replace(detail=parse_detail(args.detail, "--detail"))
+    config = config_from_args(args)
     try:
         report = run_cohort(
             args.slides,

@@ -133,3 +133,19 @@ def parse_target(value: str | None) -> int | str | None:
     if value is None:
         return None
     return int(value) if value.lstrip("-").isdigit() else value
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The `MedCAMConfig` that --preset, --seed, --steps, --tolerance and --detail ask for:
+    one place, so explain and batch build the same recipe from the same options."""
+    from napari_medcam.engine.config import MedCAMConfig
+    from napari_medcam.engine.scale import parse_detail
+
+    config = MedCAMConfig.preset(args.preset, seed=args.seed)
+    if args.steps is not None:
+        config = config.capped(args.steps)
+    if args.tolerance is not None:
+        config = config.replace(tolerance=args.tolerance)
+    if args.detail is not None:
+        config = config.replace(detail=parse_detail(args.detail, "--detail"))
+    return config

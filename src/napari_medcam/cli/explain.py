@@ -15,9 +15,9 @@ from napari_medcam.cli.common import (
     add_overwrite,
     add_run_options,
     check_outputs,
+    config_from_args,
     parse_target,
 )
-from napari_medcam.engine.scale import parse_detail
 
 
 def _parse_region(value: str | None) -> tuple[int, int, int, int] | None:
@@ -82,13 +82,7 @@ def _run_explain(args: argparse.Namespace) -> int:
     image, facts, close = _load_input(args)
     try:
         clf = mc.load_classifier(args.classifier, weights=args.weights)
-        config = mc.MedCAMConfig.preset(args.preset, seed=args.seed)
-        if args.steps is not None:
-            config = config.capped(args.steps)
-        if args.tolerance is not None:
-            config = config.replace(tolerance=args.tolerance)
-        if args.detail is not None:
-            config = config.replace(detail=parse_detail(args.detail, "--detail"))
+        config = config_from_args(args)
         absence = _absence_tiles(args.absence_tiles)
         explainer = args.explainer
         if explainer is not None:  # its fit report's warnings, before any tile is read
