@@ -5,6 +5,7 @@ The public API; napari itself is only imported by the plugin layer.
 
 from napari_medcam._version import __version__
 from napari_medcam.classifiers import Classifier, demo_classifier, load_classifier
+from napari_medcam.classifiers.slide import SlideClassifier
 from napari_medcam.data import synthetic_tile
 from napari_medcam.engine import (
     Explanation,
@@ -31,6 +32,7 @@ __all__ = [
     "ExplanationCancelled",
     "MedCAMConfig",
     "ProgressEvent",
+    "SlideClassifier",
     "__version__",
     "compare",
     "demo_classifier",

@@ -17,8 +17,14 @@ def classifier_fingerprint(classifier: Classifier) -> str:
     weights the run started with, and a rerun that it still does. (The same sum
     as the amortised explainer files' classifier fingerprint.)
     """
+    return module_fingerprint(classifier.module)
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """SHA-256 (hex) of any module's state dict (`classifier_fingerprint`'s sum): a slide
+    classifier's encoder is fingerprinted the same way to key its cached embeddings."""
     h = hashlib.sha256()
-    for name, t in sorted(classifier.module.state_dict().items()):
+    for name, t in sorted(module.state_dict().items()):
         t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.float().numpy().tobytes() if t.dtype == torch.bfloat16 else t.numpy().tobytes())

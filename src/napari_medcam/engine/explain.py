@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from napari_medcam.classifiers.classifier import Classifier
+from napari_medcam.classifiers.slide import SlideClassifier
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explanation import (
     Explanation,
@@ -24,6 +25,8 @@ from napari_medcam.engine.explanation import (
     drive,
 )
 from napari_medcam.engine.image import check_array
+from napari_medcam.engine.mil.explain import iter_explain_slide
+from napari_medcam.engine.mil.result import SlideExplanation
 from napari_medcam.engine.single import check_overlap, iter_explain_one
 from napari_medcam.engine.volumes import iter_explain_slices
 
@@ -65,6 +68,11 @@ def iter_explain(
     Stop iterating (or ``close()`` the generator) to cancel: no result is made.
     Raises ValueError for anything it cannot explain, before any work starts.
     """
+    if isinstance(classifier, SlideClassifier):
+        raise ValueError(
+            "a SlideClassifier is explained by explain(slide, classifier, cache=..., "
+            "absence=...) or napari_medcam.engine.mil.iter_explain_slide"
+        )
     if not isinstance(classifier, Classifier):
         raise ValueError(f"classifier must be a napari_medcam.Classifier, got {type(classifier)}")
     check_array(image, "image", "to explain a file, read it with napari_medcam.io.read_image(path)")
@@ -111,13 +119,22 @@ def explain(
     progress: Callable[[ProgressEvent], None] | None = None,
     cancel: threading.Event | Callable[[], bool] | None = None,
     **options: Any,
-) -> Explanation:
+) -> Explanation | SlideExplanation:
     """Explain ``image``'s classification with Med-CAM (see `iter_explain`).
 
     ``progress`` is called with every `ProgressEvent`; ``cancel`` (an Event or a
     callable) is checked at every step and raises `ExplanationCancelled` when set.
     ``options`` are `iter_explain`'s (device, slice_axis, explainer, refine,
     absence_tiles, tile_overlap, tile_batch, skip_background).
+
+    With a `napari_medcam.SlideClassifier` (a multiple-instance classifier of whole
+    slides) it returns a `napari_medcam.engine.mil.SlideExplanation`: the smallest set
+    of tiles that alone keeps the slide's decision; ``options`` are then
+    `napari_medcam.engine.mil.iter_explain_slide`'s (cache, absence, absence_embeddings,
+    device, tile_overlap, tile_batch, skip_background).
     """
+    if isinstance(classifier, SlideClassifier):
+        slide = iter_explain_slide(image, classifier, target, config, **options)
+        return drive(slide, progress, cancel, ExplanationCancelled)
     gen = iter_explain(image, classifier, target, config, **options)
     return drive(gen, progress, cancel, ExplanationCancelled)

@@ -71,7 +71,8 @@ class ProgressEvent:
     tile: int = 0
     tiles: int = 1
     # "optimise": a step of the mask's optimisation; "classify": tiles or slices
-    # classified before any is explained; "gradcam": tiles of the comparison map
+    # classified before any is explained; "gradcam": tiles of the comparison map;
+    # "embed": a slide's tiles encoded for a slide classifier
     stage: str = "optimise"
 
     @property
@@ -84,6 +85,8 @@ class ProgressEvent:
         tile = f"tile {self.tile + 1}/{self.tiles} · " if self.tiles > 1 else ""
         if self.stage == "classify":
             return f"{tile}classifying tiles {self.step}/{self.total}"
+        if self.stage == "embed":
+            return f"embedding tiles {self.step}/{self.total}"
         if self.stage == "gradcam":
             return f"Grad-CAM {self.step}/{self.total}"
         return (

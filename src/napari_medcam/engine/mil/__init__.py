@@ -1,0 +1,20 @@
+"""Slide-level (multiple-instance) decisions: the minimal tiles that keep them.
+
+Arrays only, like the rest of the engine: the caller hands over the slide's array (or
+a bag of embeddings); the embeddings may be cached in a zarr store at a path it gives.
+"""
+
+from napari_medcam.engine.mil.absence import MODES, REMOVAL, REPLACEMENT
+from napari_medcam.engine.mil.cache import Bag
+from napari_medcam.engine.mil.explain import explain_bag, iter_explain_slide
+from napari_medcam.engine.mil.result import SlideExplanation
+
+__all__ = [
+    "MODES",
+    "REMOVAL",
+    "REPLACEMENT",
+    "Bag",
+    "SlideExplanation",
+    "explain_bag",
+    "iter_explain_slide",
+]

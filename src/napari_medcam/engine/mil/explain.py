@@ -1,0 +1,198 @@
+"""Explaining a slide classifier's decision: slide array → bag → minimal tiles.
+
+`iter_explain_slide` is what `napari_medcam.explain` does with a `SlideClassifier`:
+embed the slide's tissue tiles (cached, `napari_medcam.engine.mil.embedding`), then
+`explain_bag` finds the smallest set of tiles that alone keeps the decision
+(`napari_medcam.engine.mil.minimal`) and whether the decision needs them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_medcam.classifiers.prepare import resolve_device
+from napari_medcam.classifiers.slide import SlideClassifier
+from napari_medcam.engine.config import MedCAMConfig
+from napari_medcam.engine.explanation import ProgressEvent
+from napari_medcam.engine.mil.absence import REMOVAL, BagModel, bag_absence
+from napari_medcam.engine.mil.cache import Bag
+from napari_medcam.engine.mil.embedding import iter_embed_slide
+from napari_medcam.engine.mil.minimal import (
+    GoalTest,
+    contiguous_order,
+    goal_for,
+    greedy_drop,
+    relaxed_scores,
+    smallest_prefix,
+)
+from napari_medcam.engine.mil.result import SlideExplanation
+
+DEFAULT_TOLERANCE = 0.95  # the tile engine's (MedCAMConfig.fast)
+
+
+def _tolerance(config: MedCAMConfig | None) -> tuple[float, int]:
+    if config is None:
+        return DEFAULT_TOLERANCE, 0
+    if not isinstance(config, MedCAMConfig):
+        raise ValueError(f"config must be a MedCAMConfig, got {type(config).__name__}")
+    return config.tolerance or DEFAULT_TOLERANCE, config.seed
+
+
+def check_bag(embeddings: Any, grid: Any, clf: SlideClassifier) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings (N, D) and grid positions (N, 2) as arrays; ValueError when they do not fit."""
+    e = np.asarray(embeddings, dtype=np.float32)
+    if e.ndim != 2 or e.shape[1] != clf.embedding_dim or not len(e):
+        raise ValueError(
+            f"embeddings must be (N ≥ 1, {clf.embedding_dim}) for this encoder, got {e.shape}"
+        )
+    if not np.isfinite(e).all():
+        raise ValueError("the embeddings contain NaN or infinite values")
+    g = np.asarray(grid)
+    if g.shape != (len(e), 2) or not np.issubdtype(g.dtype, np.integer) or (g < 0).any():
+        raise ValueError(f"grid must be ({len(e)}, 2) non-negative integer (row, column) positions")
+    if len(np.unique(g, axis=0)) != len(g):
+        raise ValueError("two tiles of the bag share a grid position")
+    return e, g.astype(np.int64)
+
+
+def explain_bag(
+    embeddings: Any,
+    grid: Any,
+    clf: SlideClassifier,
+    target: int | str | None = None,
+    config: MedCAMConfig | None = None,
+    *,
+    absence: str = REMOVAL,
+    absence_embeddings: np.ndarray | None = None,
+    windows: np.ndarray | None = None,
+) -> SlideExplanation:
+    """The minimal tiles of a bag already embedded: ``embeddings`` (N, D), ``grid`` (N, 2).
+
+    ``target``: the class to explain (default: the slide's predicted class).
+    ``absence``: "removal" (absent tiles leave the bag) or "replacement" (they become
+    counterfactual tissue: the slide's own tiles that read as another class, or
+    ``absence_embeddings``). ``config``: its ``tolerance`` (default 0.95) and ``seed``.
+    """
+    e, g = check_bag(embeddings, grid, clf)
+    tolerance, seed = _tolerance(config)
+    target_given = clf.class_index(target)
+    started = time.perf_counter()
+    model = BagModel(clf, e, g)
+    with torch.no_grad():
+        logits, attention = clf.aggregate(model.e, model.coords)
+    p_full = torch.softmax(logits[0], 0)
+    t = int(p_full.argmax()) if target_given is None else target_given
+    p0 = float(p_full[t])
+    goal = goal_for(p0, tolerance)
+    fill = bag_absence(model, t, absence, absence_embeddings, seed)
+    test = GoalTest(model, fill, t, goal)
+    scores = relaxed_scores(model, fill, t, goal, tolerance, seed)
+    order = contiguous_order(scores, g)
+    keep, check = smallest_prefix(order, test)
+    keep, check = greedy_drop(keep, scores, g, test, check)
+    necessary, without, p_without = _necessity(model, fill, keep, t)
+    n = len(e)
+    grid_shape = (int(g[:, 0].max()) + 1, int(g[:, 1].max()) + 1)
+    return SlideExplanation(
+        target=t,
+        target_name=clf.class_names[t],
+        class_names=list(clf.class_names),
+        kept=keep.numpy().copy(),
+        windows=np.zeros((n, 4), np.int64) if windows is None else np.asarray(windows),
+        grid=g,
+        grid_shape=grid_shape,
+        absence=absence,
+        tolerance=tolerance,
+        goal=goal,
+        p_original=p0,
+        p_kept=check.p_kept,
+        p_drawn=check.p_drawn,
+        meets_goal=check.meets,
+        necessary=necessary,
+        without_name=without,
+        p_without=p_without,
+        attention=None if attention is None else attention.detach().cpu().numpy().copy(),
+        provenance={
+            "classifier": clf.name,
+            "counterfactual_tissue": f"{len(fill.counterfactual)} from {fill.source}",
+            "goal_checks": test.calls,
+            "seconds_minimal": round(time.perf_counter() - started, 3),
+        },
+    )
+
+
+def _necessity(
+    model: BagModel, fill: Any, keep: torch.Tensor, target: int
+) -> tuple[bool | None, str | None, float | None]:
+    """Whether the decision flips with exactly ``keep`` absent: (flips, class read, p(target))."""
+    e, coords = fill.without(model, keep)
+    if not len(e):
+        return None, None, None
+    p = model.probs(e, coords)
+    read = int(p.argmax())
+    return read != target, model.clf.class_names[read], float(p[target])
+
+
+def iter_explain_slide(
+    image: Any,
+    clf: SlideClassifier,
+    target: int | str | None = None,
+    config: MedCAMConfig | None = None,
+    *,
+    cache: str | Path | None = None,
+    absence: str = REMOVAL,
+    absence_embeddings: np.ndarray | None = None,
+    device: str | torch.device = "auto",
+    tile_overlap: int = 0,
+    tile_batch: int = 64,
+    skip_background: bool = True,
+) -> Generator[ProgressEvent, None, SlideExplanation]:
+    """Explain a slide array's decision (options as `explain_bag`); yields "embed" events.
+
+    ``image``: the slide at the classifier's level (H×W×C NumPy, dask or zarr array; the
+    engine never opens a slide file). ``cache``: a zarr store path for the embeddings
+    (reused while the encoder and tiling are unchanged). ``tile_overlap``: pixels shared
+    by neighbouring tiles (default 0: MIL tiles do not overlap).
+    """
+    clf_checked = _check_classifier(clf)
+    clf_checked.class_index(target)
+    _tolerance(config)
+    started = time.perf_counter()
+    bag: Bag
+    bag, facts = yield from iter_embed_slide(
+        image,
+        clf_checked,
+        cache=cache,
+        overlap=tile_overlap,
+        batch=tile_batch,
+        device=resolve_device(device),
+        skip_background=skip_background,
+    )
+    clf_checked.to("cpu")  # the bag's passes are small: the CPU avoids per-call transfers
+    seconds_embed = time.perf_counter() - started
+    result = explain_bag(
+        bag.embeddings,
+        bag.grid,
+        clf_checked,
+        target,
+        config,
+        absence=absence,
+        absence_embeddings=absence_embeddings,
+        windows=bag.windows,
+    )
+    result.grid_shape = bag.grid_shape
+    result.provenance.update(facts, seconds_embed=round(seconds_embed, 3))
+    yield ProgressEvent(1, 1, {}, result.p_kept, result.n_kept / result.n_tiles, stage="optimise")
+    return result
+
+
+def _check_classifier(clf: Any) -> SlideClassifier:
+    if not isinstance(clf, SlideClassifier):
+        raise ValueError(f"a slide classifier is needed, got {type(clf).__name__}")
+    return clf

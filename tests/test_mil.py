@@ -1,0 +1,242 @@
+"""Slide-level (MIL) decisions: SlideClassifier, the embedding cache, the minimal tiles.
+
+Toy slides are grids of flat-coloured 32-px tiles: pink tissue, a few glass tiles and
+"tumour" tiles that are redder. The toy encoder is the tile's mean colour (through a
+linear layer whose weights can change), the toy aggregator max-pooling over the red
+channel, so the minimal set is known: the tumour tile, alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import napari_medcam as mc
+from napari_medcam.engine.mil import explain_bag
+from napari_medcam.engine.mil.cache import Bag, read_cache, write_cache
+
+TILE = 32
+PINK, RED, GLASS = (200, 150, 180), (250, 110, 150), (245, 245, 245)
+
+
+class MeanColour(nn.Module):
+    """Embedding: the tile's mean normalised colour through a linear map; counts tiles seen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 3)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.eye(3))
+            self.linear.bias.zero_()
+        self.tiles_seen = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.tiles_seen += len(x)
+        return self.linear(x.mean((2, 3)))
+
+
+class MaxRed(nn.Module):
+    """Max-pooling MIL: a tile's score is its red embedding; the slide's, the highest."""
+
+    def forward(self, bag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        score = 4.0 * (bag[:, 0] - 1.5)
+        return torch.stack([torch.zeros(()), score.max()])[None], torch.softmax(score, 0)
+
+
+class GatedRed(nn.Module):
+    """Attention MIL with fixed weights: attention and evidence both follow the red channel."""
+
+    def forward(self, bag: torch.Tensor, coords: torch.Tensor) -> dict[str, torch.Tensor]:
+        attention = torch.softmax(3.0 * bag[:, 0], 0)
+        pooled = (attention[:, None] * bag).sum(0)
+        return {
+            "logits": torch.stack([torch.zeros(()), 6.0 * (pooled[0] - 1.3)])[None],
+            "attention": attention,
+        }
+
+
+def toy_slide(red: list[tuple[int, int]], rows: int = 6, cols: int = 8) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    img = np.zeros((rows * TILE, cols * TILE, 3), np.uint8)
+    for r in range(rows):
+        for c in range(cols):
+            colour = RED if (r, c) in red else GLASS if c == cols - 1 and r < 2 else PINK
+            noise = rng.integers(-6, 7, (TILE, TILE, 3))
+            img[r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE] = np.clip(
+                np.asarray(colour) + noise, 0, 255
+            )
+    return img
+
+
+def slide_classifier(aggregator: nn.Module | None = None) -> mc.SlideClassifier:
+    return mc.SlideClassifier(
+        MeanColour(),
+        aggregator or MaxRed(),
+        tile_size=TILE,
+        class_names=["normal", "tumour"],
+    )
+
+
+def p_tumour(clf: mc.SlideClassifier, bag: np.ndarray, grid: np.ndarray) -> float:
+    logits, _ = clf.aggregate(torch.from_numpy(bag), torch.from_numpy(grid).float())
+    return float(torch.softmax(logits[0], 0)[1])
+
+
+@pytest.mark.parametrize("absence", ["removal", "replacement"])
+def test_max_pooling_keeps_exactly_the_one_tumour_tile(absence):
+    clf = slide_classifier()
+    result = mc.explain(toy_slide([(3, 2)]), clf, absence=absence)
+    assert result.target_name == "tumour"
+    assert result.n_tiles == 6 * 8 - 2  # the two glass tiles are not in the bag
+    assert result.n_kept == 1
+    assert result.kept_windows.tolist() == [[3 * TILE, 2 * TILE, 4 * TILE, 3 * TILE]]
+    assert result.meets_goal and result.necessary is True
+    assert result.sentence.startswith("1 of 46 tiles suffice for 'tumour';")
+    assert result.sentence.endswith("the slide reads 'normal'.")
+    assert result.tile_labels()[3, 2] == 2 and result.tile_labels()[0, 7] == 0
+
+
+def test_the_sentence_is_true_of_the_returned_set():
+    clf = slide_classifier(GatedRed())
+    image = toy_slide([(1, 1), (1, 2), (2, 1), (2, 2)])
+    result = mc.explain(image, clf)
+    bag = np.stack([clf.embed(image[y0:y1, x0:x1][None])[0] for y0, x0, y1, x1 in result.windows])
+    kept, grid = result.kept, result.grid
+    # suffices: the kept tiles alone keep ≥ 95 % of the slide's confidence
+    p_all, p_alone = p_tumour(clf, bag, grid), p_tumour(clf, bag[kept], grid[kept])
+    assert result.meets_goal and p_alone >= 0.95 * p_all and p_alone > 0.5
+    # necessity as the sentence says it: without them the slide reads normal, or not
+    p_without = p_tumour(clf, bag[~kept], grid[~kept])
+    assert abs(p_without - 0.5) > 0.05  # the toy is not on the decision's edge
+    assert result.necessary is (p_without < 0.5)
+    said = "reads 'normal'" if p_without < 0.5 else "still reads 'tumour'"
+    assert said in result.sentence
+    # on the evidence, and in one piece (the four tumour tiles are a 2×2 block)
+    cells = sorted(tuple(rc) for rc in grid[kept].tolist())
+    assert set(cells) <= {(1, 1), (1, 2), (2, 1), (2, 2)}
+    assert (
+        all(any(abs(a[0] - b[0]) + abs(a[1] - b[1]) == 1 for b in cells) for a in cells)
+        or len(cells) == 1
+    )
+    assert result.attention is not None and result.attention.shape == (result.n_tiles,)
+
+
+def test_a_sufficient_but_unnecessary_set_says_so():
+    result = mc.explain(toy_slide([(0, 0), (5, 6)]), slide_classifier())
+    assert result.n_kept == 1 and result.meets_goal
+    assert result.necessary is False
+    assert "still reads 'tumour'" in result.sentence
+
+
+def test_replacement_with_given_counterfactual_tissue():
+    clf = slide_classifier()
+    e = np.full((20, 3), 0.8, np.float32)
+    e[7] = [2.5, 0.0, 0.5]
+    grid = np.stack(np.divmod(np.arange(20), 5), 1)
+    normal = np.full((4, 3), 0.7, np.float32)
+    result = explain_bag(e, grid, clf, absence="replacement", absence_embeddings=normal)
+    assert np.flatnonzero(result.kept).tolist() == [7] and result.necessary is True
+    assert result.provenance["counterfactual_tissue"] == "4 from given embeddings"
+
+
+def test_embeddings_are_cached_and_reused(tmp_path):
+    clf, image = slide_classifier(), toy_slide([(3, 2)])
+    cache = tmp_path / "slide.embeddings.zarr"
+    probed = clf.encoder.tiles_seen  # the probe when the classifier was made
+    first = mc.explain(image, clf, cache=cache)
+    seen = clf.encoder.tiles_seen
+    assert seen - probed == 46 and first.provenance["cache_used"] is False and cache.is_dir()
+    second = mc.explain(image, clf, cache=cache)
+    assert clf.encoder.tiles_seen == seen  # the encoder was not called again
+    assert second.provenance["cache_used"] is True
+    assert second.kept.tolist() == first.kept.tolist()
+
+
+def test_changed_encoder_or_tiling_invalidates_the_cache(tmp_path):
+    clf, image = slide_classifier(), toy_slide([(3, 2)])
+    cache = tmp_path / "slide.embeddings.zarr"
+    mc.explain(image, clf, cache=cache)
+    seen = clf.encoder.tiles_seen
+    with torch.no_grad():
+        clf.encoder.linear.bias.add_(0.01)  # new weights: new embeddings
+    assert mc.explain(image, clf, cache=cache).provenance["cache_used"] is False
+    assert clf.encoder.tiles_seen == seen + 46
+    retiled = mc.explain(image, clf, cache=cache, tile_overlap=8)
+    assert retiled.provenance["cache_used"] is False and retiled.n_tiles > 46
+    other = mc.explain(toy_slide([(0, 0)]), clf, cache=cache)  # same shape, other pixels
+    assert other.provenance["cache_used"] is False
+
+
+def test_a_failed_write_leaves_no_cache(tmp_path, monkeypatch):
+    bag = Bag(
+        np.ones((3, 2), np.float32),
+        np.zeros((3, 4), np.int64),
+        np.array([[0, 0], [0, 1], [1, 0]]),
+        (2, 2),
+    )
+    path = tmp_path / "c.zarr"
+    write_cache(path, "old", bag, {})
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("napari_medcam.engine.mil.cache._replace_folder", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_cache(path, "new", bag, {})
+    assert read_cache(path, "old") is not None and read_cache(path, "new") is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.zarr"]  # no temp left
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda clf: mc.explain("slide.svs", clf), "must be an array"),
+        (lambda clf: mc.explain(np.zeros((64, 64), np.uint8), clf), "H×W×3"),
+        (lambda clf: mc.explain(np.zeros((16, 64, 3), np.uint8), clf), "smaller than one"),
+        (lambda clf: mc.explain(toy_slide([]), clf, absence="blur"), "absence must be one of"),
+        (lambda clf: mc.explain(toy_slide([]), clf, target="cancer"), "unknown class name"),
+        (lambda clf: mc.explain(toy_slide([]), clf, tile_overlap=20), "tile_overlap"),
+        (lambda clf: mc.explain(np.full((64, 64, 3), 250, np.uint8), clf), "no tissue tile"),
+        (lambda clf: explain_bag(np.zeros((4, 5)), np.zeros((4, 2), int), clf), "(N ≥ 1, 3)"),
+        (lambda clf: explain_bag(np.zeros((2, 3)), np.zeros((2, 2), int), clf), "share a grid"),
+        (lambda clf: next(mc.iter_explain(toy_slide([]), clf)), "SlideClassifier is explained by"),
+    ],
+)
+def test_bad_input_is_refused_clearly(call, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        call(slide_classifier())
+
+
+def test_bad_models_are_refused_clearly():
+    with pytest.raises(ValueError, match="encoder must be a torch.nn.Module"):
+        mc.SlideClassifier(lambda x: x, MaxRed(), tile_size=TILE)
+    with pytest.raises(ValueError, match="logits \\(1, K ≥ 2\\)"):
+        mc.SlideClassifier(MeanColour(), nn.Linear(3, 1), tile_size=TILE)
+    with pytest.raises(ValueError, match="3 class names given but the aggregator outputs 2"):
+        mc.SlideClassifier(MeanColour(), MaxRed(), tile_size=TILE, class_names=["a", "b", "c"])
+    with pytest.raises(ValueError, match="level ≥ 0 or mpp"):
+        mc.SlideClassifier(MeanColour(), MaxRed(), tile_size=TILE, level=-1)
+
+
+def test_replacement_without_counterfactual_tissue_says_what_to_do():
+    e = np.full((6, 3), 2.5, np.float32)  # every tile reads tumour on its own
+    grid = np.stack(np.divmod(np.arange(6), 3), 1)
+    with pytest.raises(ValueError, match="no counterfactual tissue.*absence_embeddings="):
+        explain_bag(e, grid, slide_classifier(), absence="replacement")
+
+
+class Unsure(nn.Module):
+    """Three classes, none above 0.5: no set can keep the decision above the goal."""
+
+    def forward(self, bag: torch.Tensor) -> torch.Tensor:
+        return torch.stack([bag[:, 0].mean() * 0, torch.tensor(0.3), torch.tensor(0.5)])[None]
+
+
+def test_a_set_that_fails_the_goal_is_never_passed_off_as_sufficient():
+    clf = mc.SlideClassifier(MeanColour(), Unsure(), tile_size=TILE, class_names=["a", "b", "c"])
+    result = explain_bag(np.ones((6, 3), np.float32), np.stack(np.divmod(np.arange(6), 3), 1), clf)
+    assert result.target_name == "c" and result.p_original < 0.5
+    assert not result.meets_goal and result.n_kept == 6
+    assert result.sentence.startswith("No set of tiles meets the goal for 'c'")
