@@ -20,7 +20,8 @@ import pytest
 
 import napari_medcam as mc
 from napari_medcam.batch import run_cohort
-from napari_medcam.batch.manifest import FORMAT, MANIFEST, differences
+from napari_medcam.batch.changes import option_changes
+from napari_medcam.batch.manifest import FORMAT, MANIFEST
 from napari_medcam.batch.outputs import read_result, slide_outputs_valid
 from napari_medcam.batch.slides import resolve_slides
 from napari_medcam.cli import main
@@ -268,8 +269,8 @@ def test_slide_lists_and_setting_differences(tmp_path):
     listing.write_text("id,path\n1,a.tif\n2,more/b.svs\n")
     got = resolve_slides([sub, tmp_path / "a.tif"], listing)
     assert got == [(sub / "b.svs").resolve(), (tmp_path / "a.tif").resolve()]
-    diff = differences({"config": {"steps": 4, "lr": 1}}, {"config": {"steps": 7, "lr": 1}})
-    assert diff == ["config.steps: 4 → 7"]
+    diff = option_changes({"config": {"steps": 4, "lr": 1}}, {"config": {"steps": 7, "lr": 1}})
+    assert diff == ["--steps: the cohort was run with 4, now 7"]
     shutil.rmtree(sub)
 
 

@@ -38,25 +38,6 @@ def settings_hash(settings: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
-
-def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """'key: old → new' for every setting that differs (nested keys dotted)."""
-    a, b = _flat(jsonable(old)), _flat(jsonable(new))
-    return [
-        f"{k}: {a.get(k, '—')} → {b.get(k, '—')}"
-        for k in sorted(a.keys() | b.keys())
-        if a.get(k) != b.get(k)
-    ]
-
-
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 

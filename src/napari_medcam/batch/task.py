@@ -169,7 +169,7 @@ def _symlink_loop(path: Path) -> bool:
 def _found(exp: Any) -> str:
     """The classes with evidence (an explainer's labels), else the class explained ("" when
     no tissue tile showed it)."""
-    if getattr(exp, "labels", None) is not None and exp.label_classes:
+    if exp.labels is not None and exp.label_classes:
         return ", ".join(exp.label_classes[k] for k in sorted(exp.label_classes))
     return exp.class_name if exp.tile_verdicts or exp.tiles == 1 else ""
 
@@ -242,7 +242,7 @@ def _explain(
         "worker": str(getattr(worker, "address", "local")),
         "pid": os.getpid(),
     }
-    if getattr(exp, "labels", None) is not None and exp.label_classes:
+    if exp.labels is not None and exp.label_classes:
         row["label_classes"] = {str(k): v for k, v in exp.label_classes.items()}
     facts = {
         "slide": str(path),
