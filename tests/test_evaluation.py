@@ -83,7 +83,16 @@ def test_run_method_gives_map_mask_area_and_seconds():
     assert own.area == pytest.approx(own.info["own_area"]) and "valid" in own.info
     with pytest.raises(ValueError, match="unknown method"):
         run_method("lime", img, clf)
-    assert METHODS == ("medcam-fast", "medcam-paper", "gradcam", "rise", "occlusion")
+    assert METHODS == (
+        "medcam-fast",
+        "medcam-paper",
+        "gradcam",
+        "rise",
+        "occlusion",
+        "attention-rollout",
+    )
+    with pytest.raises(ValueError, match="attention probabilities"):  # a CNN has none
+        run_method("attention-rollout", img, clf)
 
 
 # ------------------------------------------------------------------ held-out cases

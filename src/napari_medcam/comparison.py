@@ -225,3 +225,72 @@ def occlusion(
         total += ((1 - keep[:, 0]) * drop).sum(0)
         count += (1 - keep[:, 0]).sum(0)
     return _to_image(total / count.clamp(min=1), spatial)
+
+
+def _attention_probabilities(classifier: Classifier, x: torch.Tensor, n: int) -> list[torch.Tensor]:
+    """Every (1, heads, n, n) row-stochastic module output of one forward pass, in call order:
+    the attention probabilities a timm-layout block passes through ``attn.attn_drop`` (or a
+    softmax module), each distinct tensor once."""
+    found: list[torch.Tensor] = []
+
+    def hook(_m: torch.nn.Module, _i: object, out: object) -> None:
+        if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[-2:] != (n, n):
+            return
+        if found and out.data_ptr() == found[-1].data_ptr():  # softmax → dropout: one tensor
+            return
+        if (out >= 0).all() and torch.allclose(out.sum(-1), torch.ones(()), atol=1e-4):
+            found.append(out.detach())
+
+    handles = [m.register_forward_hook(hook) for m in classifier.module.modules()]
+    try:
+        with torch.no_grad():
+            classifier.module(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return found
+
+
+def _class_token_pooled(module: torch.nn.Module) -> bool:
+    """Whether the model's decision reads a class token: it has a ``cls_token`` and, where
+    its owner says how it pools (timm's ``global_pool``), pools that token."""
+    for owner in module.modules():
+        if isinstance(getattr(owner, "cls_token", None), torch.Tensor):
+            return getattr(owner, "global_pool", "token") in ("token", "")
+    return False
+
+
+def attention_rollout(image: np.ndarray, classifier: Classifier) -> np.ndarray | None:
+    """Attention rollout (Abnar & Zuidema 2020), or None where it cannot be computed.
+
+    Each block's attention probabilities are averaged over heads, the identity added (the
+    residual path) and rows renormalised; the blocks' matrices are multiplied in order. The
+    map is the class token's row (a model pooling a class token), else the mean of the patch
+    tokens' rows (a mean-pooled head), over the patch tokens, laid out on the patch grid and
+    upsampled to the image. It needs the probabilities over the whole token grid, captured
+    from a module's output (timm's ``attn.attn_drop``): None for a model without tokens,
+    with attention inside windows (Swin) or with fused attention that outputs none — never
+    a made-up map. Class-agnostic, as the method is.
+    """
+    from napari_medcam.classifiers.tokens import TokenMap
+
+    view = classifier.layer_view(classifier.layers[-1]) if classifier.layers else None
+    tokens = view.reshape if view is not None else None
+    if not isinstance(tokens, TokenMap):
+        return None
+    x, spatial = _prepared(image, classifier, "attention rollout")
+    h, w = tokens.grid
+    n = tokens.prefix + h * w
+    probs = _attention_probabilities(classifier, x, n)
+    if not probs:
+        return None
+    eye = torch.eye(n, device=x.device)
+    rollout = eye
+    for attn in probs:
+        a = attn[0].mean(0) + eye
+        rollout = (a / a.sum(-1, keepdim=True)) @ rollout
+    if _class_token_pooled(classifier.module):
+        row = rollout[0, tokens.prefix :]
+    else:
+        row = rollout[tokens.prefix :, tokens.prefix :].mean(0)
+    return _to_image(row.reshape(h, w), spatial)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from napari_medcam.classifiers.classifier import Classifier
-from napari_medcam.comparison import gradcam, occlusion, rise
+from napari_medcam.comparison import attention_rollout, gradcam, occlusion, rise
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.metrics import threshold_to_area
 
@@ -27,6 +27,7 @@ LABELS = {
     "gradcam": "Grad-CAM",
     "rise": "RISE",
     "occlusion": "occlusion",
+    "attention-rollout": "attention rollout",
 }
 DEFAULT_AREA = 0.1
 
@@ -90,6 +91,17 @@ def _map_only(method):
     return run
 
 
+def _rollout(image: np.ndarray, classifier: Classifier, target: Any, opt: MethodOptions):
+    """Attention rollout, for models whose attention probabilities can be captured."""
+    heat = attention_rollout(image, classifier)
+    if heat is None:
+        raise ValueError(
+            "attention rollout needs a transformer whose attention probabilities over the "
+            "whole token grid a hook can read (timm's attn.attn_drop); this model has none"
+        )
+    return heat, None, {}
+
+
 # every method: (image, classifier, target, options) -> (map, own mask or None, info)
 _RUNNERS = {
     "medcam-fast": _medcam(lambda opt: opt.fast),
@@ -115,6 +127,7 @@ _RUNNERS = {
             baseline=opt.baseline,
         )
     ),
+    "attention-rollout": _rollout,
 }
 METHODS = tuple(_RUNNERS)
 

@@ -11,10 +11,15 @@ against the entry's evidence reference:
 - **precision**: share of the mask on the reference drawn at the detail scale (closed by
   the scale's radius, `napari_medcam.evaluation.readability`) and dilated `DILATE` px;
 - **pointing**: the soft mask's maximum on that dilated reference;
-- **Grad-CAM** and **RISE** precision at the mask's own area (their top pixels);
+- **Grad-CAM** and **RISE** precision at the mask's own area (their top pixels); Grad-CAM
+  on the deepest discovered layer as the classifier reads it (a transformer's last block,
+  tokens reshaped to the patch grid: ``gradcam_layer`` in the record says which and how);
+- **attention rollout** precision at that area, where the model's attention probabilities
+  can be captured (`napari_medcam.comparison.attention_rollout`; "n/a" where they cannot);
 - **reference suffices**: whether the dilated reference alone, on the same absence,
   keeps the confidence the mask had to keep (the classifier may use more than it);
-- **seconds** per image (wall time of `explain`, this machine);
+- **seconds** per image (wall time of `explain`, this machine), and as a ratio to one
+  forward+backward pass of the classifier on one input (`forward_backward_seconds`);
 - readability (`napari_medcam.evaluation.readability`): **regions** per image,
   share of the mask in regions of at least the scale's minimum area, **stability**
   IoU (another seed, a JPEG round trip), **context keeps** (dilated by a radius).
@@ -35,8 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from napari_medcam.comparison import gradcam, rise
+from napari_medcam.comparison import attention_rollout, gradcam, rise
 from napari_medcam.engine.backgrounds import FLAT, IMAGE
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explain import explain
@@ -117,11 +123,30 @@ def score_case(case: Any, clf: Any, settings: ZooSettings) -> dict[str, Any]:
         rec["gradcam_precision"] = _precision(threshold_to_area(gc, area), near)
         rec["rise_precision"] = _precision(threshold_to_area(rs, area), near)
         rec["gradcam_pointing"] = pointing_game(gc, near)
+        layer = clf.layers[-1] if clf.layers else None
+        reshapes = exp.provenance.get("activation_reshapes", {})
+        rec["gradcam_layer"] = f"{layer}: {reshapes.get(layer, 'used as it is')}"
+        rollout = attention_rollout(case.image, clf)
+        if rollout is not None:
+            rec["rollout_precision"] = _precision(threshold_to_area(rollout, area), near)
         if settings.readability:
             rec.update(
                 readability(case.image, clf, case.target, settings.config, exp, settings.device)
             )
     return rec
+
+
+def forward_backward_seconds(clf: Any, device: str = "cpu", repeats: int = 5) -> float:
+    """Median wall time of one forward and backward pass of one input: the unit the
+    explanation's cost is measured in, so that machines and model sizes compare."""
+    x = torch.zeros((1, clf.channels, *clf.input_size), device=device)
+    times = []
+    for _ in range(repeats + 1):  # the first pass warms up
+        start = time.perf_counter()
+        xi = x.clone().requires_grad_(True)
+        clf.module(xi)[0].max().backward()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
 
 
 def demo_cases(n: int, split: str) -> list[ZooCase]:
@@ -157,8 +182,9 @@ def run_zoo(
         else:
             clf, cases = zoo.load(name), zoo.cases(name, n=settings.n, split=settings.split)
         records = []
+        fwd_bwd = forward_backward_seconds(clf, settings.device)
         for case in cases:
-            rec = score_case(case, clf, settings)
+            rec = {**score_case(case, clf, settings), "fwd_bwd_seconds": fwd_bwd}
             records.append(rec)
             if log:
                 log(f"{name} {case.name}: {_describe(rec)}")
@@ -181,6 +207,10 @@ def _describe(rec: dict[str, Any]) -> str:
             else ""
         )
     )
+
+
+def _or_na(value: float, fmt: str) -> str:
+    return fmt.format(value) if value == value else "n/a"
 
 
 def _nanmean(values: list[float]) -> float:
@@ -227,10 +257,12 @@ def summary_row(name: str, records: list[dict[str, Any]], split: str = "eval") -
         precision=_nanmean([r["precision"] for r in done]),
         gradcam=_nanmean([r.get("gradcam_precision", float("nan")) for r in done]),
         rise=_nanmean([r.get("rise_precision", float("nan")) for r in done]),
+        rollout=_nanmean([r.get("rollout_precision", float("nan")) for r in done]),
         pointing=pct("pointing"),
         reference_suffices=pct("reference_suffices"),
         gradcam_pointing=pct("gradcam_pointing"),
         seconds=float(np.mean([r["seconds"] for r in done])),
+        per_fwd_bwd=_nanmean([r["seconds"] / r.get("fwd_bwd_seconds", np.nan) for r in done]),
         absence=", ".join(sorted({r["absence"].split(" ")[0] for r in done})),
     )
     read = [r for r in done if "regions" in r]  # images with a mask to read
@@ -248,8 +280,9 @@ def render(results: dict[str, list[dict[str, Any]]], settings: ZooSettings, mach
     """The Markdown block: one row per classifier, then what each column means."""
     head = (
         "| classifier | split | explained | valid % | kept % | p orig → masked | area (ref) | "
-        "area / ref | precision | Grad-CAM | RISE | pointing (GC) | ref. suffices | s / image | "
-        "absence | regions | ≥ min area | stability IoU | context keeps |"
+        "area / ref | precision | Grad-CAM | RISE | rollout | pointing (GC) | ref. suffices | "
+        "s / image | × fwd+bwd | absence | regions | ≥ min area | stability IoU | "
+        "context keeps |"
     )
     lines = [
         f"Recipe `MedCAMConfig.fast()` with defaults; split `{settings.split}`, up to "
@@ -261,7 +294,7 @@ def render(results: dict[str, list[dict[str, Any]]], settings: ZooSettings, mach
     for name, records in results.items():
         r = summary_row(name, records, settings.split)
         if "valid" not in r:
-            lines.append(f"| {name} | {r['split']} | 0 / {r['images']} |" + " |" * 16)
+            lines.append(f"| {name} | {r['split']} | 0 / {r['images']} |" + " |" * 18)
             continue
         read = (
             f" {r['regions']:g} | {r['big_share']:.0f} % | {r['stability']:.2f} | "
@@ -273,9 +306,10 @@ def render(results: dict[str, list[dict[str, Any]]], settings: ZooSettings, mach
             f"| {name} | {r['split']} | {r['explained']} / {r['images']} | {r['valid']:.0f} | "
             f"{r['kept']:.0f} | {r['p0']:.3f} → {r['masked']:.3f} | {r['area']:.2f} % "
             f"({r['ref_area']:.2f} %) | {r['area_ratio']:.2f} | {r['precision']:.2f} | "
-            f"{r['gradcam']:.2f} | {r['rise']:.2f} | {r['pointing']:.0f} % "
-            f"({r['gradcam_pointing']:.0f} %) | {r['reference_suffices']:.0f} % | "
-            f"{r['seconds']:.1f} | {r['absence']} |" + read
+            f"{r['gradcam']:.2f} | {r['rise']:.2f} | {_or_na(r['rollout'], '{:.2f}')} | "
+            f"{r['pointing']:.0f} % ({r['gradcam_pointing']:.0f} %) | "
+            f"{r['reference_suffices']:.0f} % | {r['seconds']:.1f} | "
+            f"{_or_na(r['per_fwd_bwd'], '{:.0f}')} | {r['absence']} |" + read
         )
     lines += [
         "",
@@ -283,7 +317,10 @@ def render(results: dict[str, list[dict[str, Any]]], settings: ZooSettings, mach
         "explained); *area*: medians of the mask and of the reference evidence; "
         "*area*, *precision*: against the reference drawn at the detail scale (closed by "
         f"the scale's radius) — precision on it dilated {DILATE} px; *Grad-CAM*, "
-        "*RISE*: the same for their top pixels at the mask's own area; *pointing*: the soft "
+        "*RISE*, *rollout* (attention rollout; n/a: the model's attention over the whole token "
+        "grid cannot be captured, or no record has it): the same for their top pixels at the "
+        "mask's own area; *× fwd+bwd*: seconds per image over one forward+backward pass of "
+        "the classifier on one input, this machine; *pointing*: the soft "
         "mask's (Grad-CAM's) maximum on the dilated reference; *ref. suffices*: images where "
         "the dilated reference alone, on the same absence, keeps the confidence the mask must "
         "keep (where it does not, the classifier uses more than the reference and precision "
