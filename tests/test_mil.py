@@ -14,8 +14,10 @@ import torch
 from torch import nn
 
 import napari_medcam as mc
+from napari_medcam.engine.explanation import drive
 from napari_medcam.engine.mil import explain_bag
 from napari_medcam.engine.mil.cache import Bag, read_cache, write_cache
+from napari_medcam.engine.mil.embedding import iter_embed_slide
 
 TILE = 32
 PINK, RED, GLASS = (200, 150, 180), (250, 110, 150), (245, 245, 245)
@@ -240,3 +242,24 @@ def test_a_set_that_fails_the_goal_is_never_passed_off_as_sufficient():
     assert result.target_name == "c" and result.p_original < 0.5
     assert not result.meets_goal and result.n_kept == 6
     assert result.sentence.startswith("No set of tiles meets the goal for 'c'")
+
+
+def test_the_mil_zoo_loads_and_its_tuning_entry_is_explained_on_a_tune_slide():
+    from napari_medcam.zoo import mil
+
+    full = mil.synthetic_slide("tune", 2)  # positive, with mimic tiles
+    rows, cols = np.nonzero(full.positive)
+    crop = np.s_[max(0, rows.min() - 2) : rows.max() + 3, max(0, cols.min() - 2) : cols.max() + 3]
+    slide = mil.SyntheticSlide(  # the part around the positive tiles: fewer tiles to make
+        "tune", 2, full.layout[crop], full.positive[crop], full.mimic[crop], 1
+    )
+    image = slide.image()
+    models = {name: mil.load(name) for name in mil.MIL_ZOO}
+    bag, _ = drive(iter_embed_slide(image, models["mil-maxpool"]))
+    assert len(bag) == (slide.layout >= 0).sum()  # every tissue tile, no glass
+    for clf in models.values():  # every entry reads the slide as tumour
+        assert p_tumour(clf, bag.embeddings, bag.grid) > 0.9
+    result = mc.explain(image, models["mil-abmil"])  # the tuning entry only (docs/zoo.md)
+    truth = slide.positive[result.grid[:, 0], result.grid[:, 1]]
+    assert result.target_name == "tumour" and result.meets_goal
+    assert 1 <= result.n_kept <= truth.sum() and truth[result.kept].all()
