@@ -8,6 +8,8 @@ channel, so the minimal set is known: the tumour tile, alone.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -263,3 +265,48 @@ def test_the_mil_zoo_loads_and_its_tuning_entry_is_explained_on_a_tune_slide():
     truth = slide.positive[result.grid[:, 0], result.grid[:, 1]]
     assert result.target_name == "tumour" and result.meets_goal
     assert 1 <= result.n_kept <= truth.sum() and truth[result.kept].all()
+
+
+def toy_factory() -> mc.SlideClassifier:
+    """A `package.module:factory` for the command line: the max-pooling toy."""
+    return slide_classifier()
+
+
+def test_command_line_writes_the_evidence_tiles_for_qupath(tmp_path, capsys):
+    import tifffile
+
+    from napari_medcam.cli import main
+
+    tifffile.imwrite(tmp_path / "slide.tif", toy_slide([(3, 2)]), photometric="rgb")
+    out = tmp_path / "evidence.geojson"
+    args = [
+        "explain",
+        str(tmp_path / "slide.tif"),
+        "--slide-classifier",
+        "tests.test_mil:toy_factory",
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    assert "1 of 46 tiles suffice for 'tumour'" in capsys.readouterr().out
+    (feature,) = json.loads(out.read_text())["features"]
+    x0, y0 = 2 * TILE, 3 * TILE  # the tumour tile, in level-0 pixels
+    assert feature["geometry"]["coordinates"][0][:3] == [
+        [x0, y0],
+        [x0 + TILE, y0],
+        [x0 + TILE, y0 + TILE],
+    ]
+    assert feature["properties"]["classification"]["name"] == "tumour"
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["meets_goal"] and summary["necessary"] and summary["kept"] == 1
+    assert (tmp_path / "evidence.embeddings.zarr").is_dir()
+    assert main(args) == 2  # the outputs exist: refused without --overwrite
+    bad = [
+        "explain",
+        str(tmp_path / "slide.tif"),
+        "--slide-classifier",
+        "nope",
+        "--out",
+        str(tmp_path / "e.geojson"),
+    ]
+    assert main(bad) == 2 and "unknown slide classifier 'nope'" in capsys.readouterr().err

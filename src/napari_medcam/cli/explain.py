@@ -18,6 +18,7 @@ from napari_medcam.cli.common import (
     config_from_args,
     parse_target,
 )
+from napari_medcam.cli.slide import add_slide_options, run_slide_explain
 
 
 def _parse_region(value: str | None) -> tuple[int, int, int, int] | None:
@@ -75,6 +76,9 @@ def _absence_tiles(folder: str | None) -> list[Any] | None:
 def _run_explain(args: argparse.Namespace) -> int:
     import napari_medcam as mc
     from napari_medcam.io import write_mask
+
+    if args.slide_classifier:
+        return run_slide_explain(args, _parse_region(args.region))
 
     out = Path(args.out)
     outputs = [out, out.with_suffix(".geojson")] if args.geojson else [out]
@@ -170,6 +174,7 @@ def add_explain_parser(sub: Any) -> None:
     )
     e.add_argument("--region", help="Y,X,H,W of a slide region, in level-0 pixels")
     add_classifier_options(e)
+    add_slide_options(e)
     e.add_argument("--target", help="class index or name (default: the predicted class)")
     add_run_options(e)
     e.add_argument(
