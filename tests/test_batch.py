@@ -321,3 +321,56 @@ def test_a_manifest_whose_slide_key_leaves_the_folder_is_refused(tmp_path, capsy
     assert "not a napari-medcam cohort manifest" in err and "plain folder name" in err
     assert victim.read_text() == "keep me"
     assert sorted(p.name for p in (tmp_path / "cohort").iterdir()) == [".keep", "out"]
+
+
+def _annotation(path: Path, ring: list[list[float]], name: str = "Tumor") -> None:
+    feature = {
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+        "properties": {"objectType": "annotation", "classification": {"name": name}},
+    }
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
+
+
+def test_annotations_score_each_slide_in_the_summary_without_explaining_again(
+    slides, cluster, tmp_path, capsys
+):
+    """`batch --annotations DIR`: a slide's file by name (case0.geojson, case1.json) is
+    scored against the slide's written mask; one that does not fit the slide is refused
+    in its row (the slide stays done); a rerun with annotations explains nothing again."""
+    out, refs = tmp_path / "cohort", tmp_path / "refs"
+    three = slides[:3]
+    args = ["batch", *map(str, three), "--out", str(out), "--level", str(LEVEL), "--steps", "5"]
+    args += ["--scheduler", cluster.scheduler_address]
+    assert main(args) == 0
+    refs.mkdir()
+    (refs / "case0.geojson").write_bytes((out / "slides/case0/mask.geojson").read_bytes())
+    _annotation(refs / "case1.json", [[0, 0], [1200, 0], [1200, 1200], [0, 1200], [0, 0]])
+    _annotation(refs / "case2.geojson", [[0, 0], [5000, 0], [5000, 90], [0, 0]])  # another slide's
+    stamps = {p.stem: (out / "slides" / p.stem / "result.json").stat().st_mtime_ns for p in three}
+
+    args += ["--annotations", str(refs)]
+    assert main(args) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert stamps == {
+        p.stem: (out / "slides" / p.stem / "result.json").stat().st_mtime_ns for p in three
+    }
+    rows = _summary(out)
+    assert all(r["status"] == "done" for r in rows.values())
+
+    own = rows["case0"]  # its own evidence exported and read back: the same pixels
+    assert own["annotation"] == "case0.geojson" and not own["annotation_problem"]
+    if read_mask_tiff(out / "slides/case0/mask.tif")[0].any():
+        assert float(own["dice"]) == 1.0 and float(own["precision"]) == 1.0
+    whole = rows["case1"]  # the whole slide annotated: all evidence inside it
+    area = float(whole["evidence_area_fraction"])
+    assert float(whole["recall"]) == pytest.approx(area, abs=1e-4)
+    assert float(whole["precision"]) == (1.0 if area > 0 else 0.0)
+    assert whole["regions_touched"] == ("1/1" if area > 0 else "0/1")
+    other = rows["case2"]
+    assert other["dice"] == "" and "case2.geojson" in other["annotation_problem"]
+    page = (out / "summary.html").read_text()
+    assert "vs annotation" in page and "refused" in page and "case1.json" in page
+
+    assert main([*args[:-1], str(tmp_path / "missing")]) == 2  # refused before any work
+    assert "--annotations" in capsys.readouterr().err

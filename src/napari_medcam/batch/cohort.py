@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from napari_medcam.batch import agreement
 from napari_medcam.batch.manifest import DONE, FAILED, INTERRUPTED, RUNNING, open_manifest
 from napari_medcam.batch.outputs import RESULT, remove_outputs, slide_outputs_valid
 from napari_medcam.batch.slides import resolve_slides
@@ -144,6 +145,7 @@ def run_cohort(
     dashboard_address: str = ":8787",
     progress: bool = True,
     log: Callable[[str], None] = print,
+    annotations: str | Path | None = None,
 ) -> CohortReport:
     """Explain every slide into ``out`` (one folder per slide, manifest, summary).
 
@@ -155,7 +157,9 @@ def run_cohort(
     which redoes every slide. ``explainer``: an amortised explainer's file (or a
     packaged name, "demo") fitted for the classifier: one pass per tile batch instead
     of per-tile optimisation, with the explainer's own config (``config`` is not
-    used). Raises `CohortInterrupted` on Ctrl-C.
+    used). ``annotations``: a folder of QuPath GeoJSON files, one per slide by name:
+    summary.csv/html score each finished slide's evidence against its file (a rerun
+    adds them without explaining again). Raises `CohortInterrupted` on Ctrl-C.
     """
     from napari_medcam.classifiers import load_classifier
     from napari_medcam.classifiers.fingerprint import classifier_fingerprint
@@ -167,6 +171,7 @@ def run_cohort(
         raise ValueError(f"level must be ≥ 0, got {level}")
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be ≥ 1, got {workers}")
+    annotations = agreement.check_folder(annotations)
     paths = resolve_slides(slides, slide_list)
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
@@ -211,7 +216,7 @@ def run_cohort(
         todo.append(sid)
     manifest.save()
     if not todo:
-        report.summary = write_summary(manifest)
+        report.summary = write_summary(manifest, annotations)
         log(report.one_line())
         return report
     job = SlideJob(
@@ -226,7 +231,13 @@ def run_cohort(
         explainer=amortised["spec"] if amortised else None,
         tile_overlap=settings["tile_overlap"],
     )
-    _submit_all(manifest, todo, job, report, scheduler, workers, dashboard_address, progress, log)
+    try:
+        _submit_all(
+            manifest, todo, job, report, scheduler, workers, dashboard_address, progress, log
+        )
+    finally:  # interrupted too: the summary says what finished
+        report.summary = write_summary(manifest, annotations)
+    log(report.one_line())
     return report
 
 
@@ -314,15 +325,12 @@ def _submit_all(
             manifest.update(sid, status=INTERRUPTED, reason="run interrupted (Ctrl-C)")
             report.interrupted.append(sid)
         manifest.save()
-        report.summary = write_summary(manifest)
         raise CohortInterrupted(report) from None
     finally:
         bars.close()
         client.close()
         if cluster is not None:
             cluster.close()
-    report.summary = write_summary(manifest)
-    log(report.one_line())
 
 
 def _row(fut: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from napari_medcam.batch import agreement
 from napari_medcam.batch.manifest import DONE, Manifest
 from napari_medcam.batch.outputs import GEOJSON, MASK, OVERLAY, RESULT, THUMB, TILES, read_result
 from napari_medcam.io import write_files
@@ -34,6 +35,7 @@ COLUMNS = (
     "seconds",
     "path",
     "folder",
+    *agreement.COLUMNS,
 )
 
 
@@ -41,8 +43,10 @@ def _or_blank(value: Any) -> Any:
     return "" if value is None else value
 
 
-def summary_rows(manifest: Manifest) -> list[dict[str, Any]]:
-    """One dict per slide of the manifest (COLUMNS), finished ones from their result.json."""
+def summary_rows(manifest: Manifest, annotations: Path | None = None) -> list[dict[str, Any]]:
+    """One dict per slide of the manifest (COLUMNS), finished ones from their result.json;
+    with an ``annotations`` folder, each finished slide that has one scored against it
+    (`napari_medcam.batch.agreement`)."""
     rows = []
     for sid, rec in manifest.slides.items():
         row: dict[str, Any] = dict.fromkeys(COLUMNS, "")
@@ -63,6 +67,9 @@ def summary_rows(manifest: Manifest) -> list[dict[str, Any]]:
                 seconds=result["seconds"],
                 reason="" if result["valid"] else result["explanation_status"],
             )
+            reference = agreement.annotation_for(annotations, rec["path"]) if annotations else None
+            if reference is not None:
+                row.update(agreement.agreement_cells(manifest.folder(sid), reference))
         else:
             status = rec.get("status", "new")
             row.update(
@@ -103,8 +110,27 @@ def _status_cell(row: dict[str, Any]) -> str:
     return out
 
 
-def summary_html(manifest: Manifest, rows: list[dict[str, Any]]) -> str:
-    """The page a pathologist opens: per slide its thumbnail, its evidence, the numbers."""
+def _agreement_cell(row: dict[str, Any]) -> str:
+    """Scores against the slide's annotation, or why it was refused, or nothing."""
+    if not row["annotation"]:
+        return ""
+    name = f"<br><span class=small>vs {html.escape(str(row['annotation']))}</span>"
+    if row["annotation_problem"]:
+        return (
+            f"<span class=bad>refused</span>{name}<br><span class=small>"
+            + html.escape(str(row["annotation_problem"]))
+            + "</span>"
+        )
+    return (
+        f"Dice {float(row['dice']):.2f}<br><span class=small>precision "
+        f"{float(row['precision']):.2f}, recall {float(row['recall']):.2f}, "
+        f"{html.escape(str(row['regions_touched']))} annotated regions touched</span>{name}"
+    )
+
+
+def summary_html(manifest: Manifest, rows: list[dict[str, Any]], annotated: bool = False) -> str:
+    """The page a pathologist opens: per slide its thumbnail, its evidence, the numbers
+    (and, with ``annotated``, its agreement with the slide's reference annotation)."""
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -132,7 +158,8 @@ def summary_html(manifest: Manifest, rows: list[dict[str, Any]]) -> str:
         head,
         "<table><tr><th>slide</th><th>status</th><th>slide</th><th>evidence</th>"
         "<th>finding</th><th>tiles valid / explained</th><th>evidence area</th>"
-        "<th>seconds</th><th>files</th></tr>",
+        + ("<th>vs annotation</th>" if annotated else "")
+        + "<th>seconds</th><th>files</th></tr>",
     ]
     for r in rows:
         folder = f"slides/{html.escape(r['slide'])}"
@@ -165,16 +192,19 @@ def summary_html(manifest: Manifest, rows: list[dict[str, Any]]) -> str:
             f"{html.escape(str(r['path']))}</span></td><td>{_status_cell(r)}</td>"
             f"<td>{imgs[0]}</td><td>{imgs[1]}</td>"
             f"<td>{html.escape(str(r['class_found'] or ('none' if done else '')))}</td>"
-            f"<td>{tiles}</td><td>{area}</td><td>{seconds}</td><td>{files}</td></tr>"
+            f"<td>{tiles}</td><td>{area}</td>"
+            + (f"<td>{_agreement_cell(r)}</td>" if annotated else "")
+            + f"<td>{seconds}</td><td>{files}</td></tr>"
         )
     lines.append("</table></body></html>")
     return "\n".join(lines)
 
 
-def write_summary(manifest: Manifest) -> list[Path]:
-    """Write ``summary.csv`` and ``summary.html`` into the cohort folder (both, or neither)."""
-    rows = summary_rows(manifest)
-    csv_text, page = summary_csv(rows), summary_html(manifest, rows)
+def write_summary(manifest: Manifest, annotations: Path | None = None) -> list[Path]:
+    """Write ``summary.csv`` and ``summary.html`` into the cohort folder (both, or neither);
+    ``annotations``: a folder of reference annotations to score the evidence against."""
+    rows = summary_rows(manifest, annotations)
+    csv_text, page = summary_csv(rows), summary_html(manifest, rows, annotations is not None)
     return write_files(
         {
             manifest.out / "summary.csv": lambda tmp: tmp.write_text(csv_text),

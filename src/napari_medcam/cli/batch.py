@@ -40,6 +40,7 @@ def _run_batch(args: argparse.Namespace) -> int:
             explainer=args.explainer,
             force=args.overwrite,
             dashboard_address=args.dashboard_address,
+            annotations=args.annotations,
         )
     except CohortInterrupted as stop:
         rep = stop.report
@@ -95,6 +96,13 @@ def add_batch_parser(sub: Any) -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, help="at most this many optimisation steps per tile")
     b.add_argument("--tolerance", type=float, help="keep at least this share of the confidence")
     b.add_argument("--detail", help=DETAIL_HELP)
+    b.add_argument(
+        "--annotations",
+        metavar="DIR",
+        help="folder of reference annotations (QuPath GeoJSON), one per slide named like it "
+        "(case-07.svs → case-07.geojson): summary.csv/html add Dice, IoU, precision, recall "
+        "and annotated regions touched; a rerun adds them without explaining again",
+    )
     add_run_options(b)
     add_overwrite(
         b,
