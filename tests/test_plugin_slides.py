@@ -7,6 +7,8 @@ so that a misplaced result would show.
 
 from __future__ import annotations
 
+import json
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -49,7 +51,7 @@ def _mask_world_points(labels) -> np.ndarray:
     return np.asarray([labels.data_to_world(p) for p in rc])
 
 
-def test_whole_slide_at_level_1_lines_up_with_the_image(medcam, slide, qtbot):
+def test_whole_slide_at_level_1_lines_up_with_the_image(medcam, slide, qtbot, tmp_path):
     viewer, widget = medcam
     levels, ev1 = slide
     img = _add_slide(viewer, widget, levels)
@@ -97,6 +99,50 @@ def test_whole_slide_at_level_1_lines_up_with_the_image(medcam, slide, qtbot):
     on_lesion_tile = rc1[:, 1] >= 224
     assert on_lesion_tile.mean() > 0.8, on_lesion_tile.mean()
     assert ev1[rc1[:, 0], rc1[:, 1]].mean() > 0.3
+    # (the same explanation, to keep the suite short:) compared with a QuPath file
+    _compare_with_qupath_annotations(viewer, widget, tmp_path)
+
+
+def _compare_with_qupath_annotations(viewer, widget, tmp_path):
+    """A QuPath GeoJSON (level-0 pixels) opened as a layer and chosen under Compare is
+    scored from its file per class, at the mask's level and placement: the very numbers
+    `mc.compare` gives for the exported mask."""
+
+    def feature(x0, x1, name):
+        ring = [[x0, 0], [x1, 0], [x1, 448], [x0, 448], [x0, 0]]
+        props = {"objectType": "annotation", "classification": {"name": name}}
+        return {
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": [ring]},
+            "properties": props,
+        }
+
+    path = tmp_path / "slide.geojson"
+    features = [feature(448, 896, "Tumor"), feature(0, 448, "Stroma")]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    (ann,) = viewer.open(str(path), plugin="napari-medcam")
+    mask_layer = widget.review.result_combo.value
+    widget.review.reference_combo.value = ann
+    rows = widget.compare()
+    assert rows is not None
+    by = {r["method"]: r for r in rows}
+    assert {"Med-CAM · Tumor", "Med-CAM · Stroma", "Med-CAM · all classes"} <= set(by)
+    assert by["Med-CAM · Tumor"]["precision"] > by["Med-CAM · Stroma"]["precision"]
+    assert "Tumor" in widget.review.scores_label.text()
+    widget.review.result_combo.value = mask_layer
+    viewer.layers["slide"].metadata["mpp"] = 0.25  # as the reader records a scanner's
+    saved = widget.save_mask(tmp_path / "mask.tif", geojson=True)
+    regions = json.loads(saved[1].read_text())["features"]
+    assert regions
+    for region in regions:  # QuPath's area: level-1 pixels are 2 × 2 level-0 ones
+        props = region["properties"]
+        assert props["measurements"]["Area µm^2"] == pytest.approx(
+            props["area_pixels"] * (2 * 0.25) ** 2
+        )
+    expected = {r.name: r.scores() for r in mc.compare(saved[0], path).rows}
+    for name, scores in expected.items():
+        got = by[f"Med-CAM · {name}"]
+        assert all(got[k] == pytest.approx(v) for k, v in scores.items()), (name, got, scores)
 
 
 def worker_job_image(widget):

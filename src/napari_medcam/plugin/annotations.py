@@ -2,14 +2,20 @@
 
 One label value per class (names and colours in the layer's features and metadata), in
 level-0 pixels like the slide's layer, so the two line up. Each level is rasterised one
-chunk at a time as napari displays it (`Annotations.lazy`).
+chunk at a time as napari displays it (`Annotations.lazy`). Such a layer chosen under
+Compare is scored from its file, per class, tile by tile (`annotation_rows`): a slide's
+annotation layer is never loaded whole.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from napari_medcam.io.agreement import ALL_CLASSES, ClassAgreement, compare
 from napari_medcam.io.annotations import Annotations, looks_like_annotations, read_annotations
 
 #: the coarsest level of the layer's pyramid is at most this many pixels a side
@@ -54,3 +60,48 @@ def annotations_layer_data(ann: Annotations) -> tuple[Any, dict[str, Any], str]:
         },
     }
     return (levels if len(levels) > 1 else levels[0], kwargs, "labels")
+
+
+def annotation_path(layer: Any) -> Path | None:
+    """The GeoJSON file a Labels layer was read from by this reader, else None."""
+    meta = getattr(layer, "metadata", None) or {}
+    path = meta.get("path")
+    if "classes" not in meta or not path or not Path(path).is_file():
+        return None
+    return Path(path)
+
+
+def annotation_rows(
+    mask: Any,
+    gradcam: np.ndarray | None,
+    path: Path,
+    downsample: tuple[float, ...],
+    origin: tuple[float, ...],
+) -> list[dict[str, Any]]:
+    """Scores of the evidence (and of Grad-CAM at the same area) against the annotation
+    file, tile by tile at the mask's level (`napari_medcam.io.compare`): one row per class
+    when there are several, then all classes together — what `napari-medcam compare` says
+    of the exported mask."""
+    from napari_medcam.metrics import threshold_to_area
+
+    ann = read_annotations(path)
+    ours = compare(mask, ann, downsample=downsample, origin=origin)
+    pixels = float(np.prod(ours.shape))
+    area = ours.rows[-1].evidence / pixels
+    rows = [r for r in ours.rows if len(ours.rows) > 2 or r.name == ALL_CLASSES]
+    out = [_row("Med-CAM", r, area, len(rows) > 1) for r in rows]
+    if gradcam is not None:
+        top = threshold_to_area(gradcam, area)
+        theirs = compare(top, ann, downsample=downsample, origin=origin)
+        out.append(_row("Grad-CAM", theirs.rows[-1], theirs.rows[-1].evidence / pixels, False))
+    return out
+
+
+def _row(method: str, row: ClassAgreement, area: float, named: bool) -> dict[str, Any]:
+    return {
+        "method": f"{method} · {row.name}" if named else method,
+        "class": row.name,
+        "area_percent": 100 * area,
+        "regions_touched": f"{row.touched}/{row.regions}",
+        **row.scores(),
+    }

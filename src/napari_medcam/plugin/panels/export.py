@@ -11,7 +11,7 @@ from magicgui.widgets import CheckBox, Container, PushButton
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QFileDialog, QGroupBox, QMessageBox
 
-from napari_medcam.plugin.layers import META_KEY, region_of
+from napari_medcam.plugin.layers import META_KEY, microns_per_pixel, region_of
 from napari_medcam.plugin.panels.common import Notifier, add_rows
 from napari_medcam.plugin.results import ResultStore
 from napari_medcam.plugin.writer import pixel_size
@@ -96,16 +96,24 @@ class ExportPanel(QGroupBox):
                 "original_confidence": summary.get("original_confidence"),
                 "valid": summary.get("valid"),
             }
+        metadata = dict(layer.metadata)
+        if rec is not None and len(data.shape) == 2:
+            # where the TIFF's pixels lie on the slide: what `napari-medcam compare` and
+            # `mc.compare` place it by (a level region's TIFF holds just the region)
+            f, o = rec.region.level0_placement()
+            metadata.update(downsample=list(f), origin_level0=list(o))
         return write_mask(
             path,
             data,
-            dict(layer.metadata),
+            metadata,
             pixel_size=pixel_size(layer.scale),
             geojson=props,
             plane=plane,
             downsample=downsample,
             origin=origin,
             overwrite=overwrite,
+            # µm per level-0 pixel: QuPath's "Area µm^2" on each exported region
+            mpp=microns_per_pixel(rec.source()) if rec is not None and rec.source() else None,
             **({"classes": classes} if classes else {}),
         )
 

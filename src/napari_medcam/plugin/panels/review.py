@@ -15,6 +15,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, PushButton
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QApplication, QFileDialog, QGroupBox, QLabel
 
+from napari_medcam.plugin.annotations import annotation_path, annotation_rows
 from napari_medcam.plugin.layers import META_KEY, is_own_layer, region_of, region_pixels
 from napari_medcam.plugin.panels.common import Notifier, Session, add_rows, wrap
 from napari_medcam.plugin.panels.edits import content_hash
@@ -255,6 +256,18 @@ class ReviewPanel(QGroupBox):
         if ref is None:
             self.notify.info("Choose a reference Labels layer under 'Compare with'")
             return None
+        path = annotation_path(ref)
+        if path is not None:  # a QuPath file: scored from it, per class, tile by tile
+            data = layer.data[0] if layer.multiscale else layer.data
+            downsample, origin = rec.region.level0_placement()
+            try:
+                rows = annotation_rows(
+                    region_of(data, rec.region, copy=False), rec.gradcam, path, downsample, origin
+                )
+            except ValueError as err:
+                self.notify.error(f"Cannot compare with '{ref.name}': {err}")
+                return None
+            return self._show_scores(rows, layer, ref.name, rec.gradcam is not None)
         if layer.multiscale:
             self.notify.error(
                 f"'{layer.name}' is a mask too large for memory (kept on disk): "
@@ -294,12 +307,17 @@ class ReviewPanel(QGroupBox):
                     **overlap_scores(g, reference),
                 }
             )
+        return self._show_scores(rows, layer, ref.name, rec.gradcam is not None)
+
+    def _show_scores(
+        self, rows: list[dict[str, Any]], layer: Any, reference: str, gradcam: bool
+    ) -> list[dict[str, Any]]:
         for r in rows:
-            r.update(mask=layer.name, reference=ref.name)
+            r.update(mask=layer.name, reference=reference)
         self.last_scores = rows
         self.scores_label.setVisible(True)
         self._scored = (weakref.ref(layer), content_hash(layer))
-        self._scores_html = scores_text(rows, ref.name, rec.gradcam is not None)
+        self._scores_html = scores_text(rows, reference, gradcam)
         self.scores_label.setText(self._scores_html)
         self.changed.emit()
         return rows
