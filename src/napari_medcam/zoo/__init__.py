@@ -26,7 +26,15 @@ malaria-tiny (BLIND)       blood smear, one parasite ≤ 0.5 %   ModuleDict bloc
 dermo-pigment (BLIND)      dermoscopy, atypical lesion / mole  DenseNet layout, narrow       128²
 fish-her2 (BLIND)          FISH, one HER2-amplified nucleus    MobileNetV2-like, SE blocks   128²
 ct-nodule (BLIND)          grey chest CT slice, one nodule     GroupNorm ResNet, getattr     128²
+vit-cls (BLIND)            H&E, 3 classes (resnet's data)      ViT, class token (timm)       128²
+vit-registers (BLIND)      dermoscopy (dermo's data)           ViT, registers, mean pool     128²
+swin-like (BLIND)          dermoscopy (dermo's data)           Swin layout, channels-last    128²
+frozen-backbone-head       H&E, 3 classes (resnet's data)      Sequential(frozen ViT, head)  128²
+(BLIND)
 =========================  ==================================  ============================  =====
+
+The last four are the transformer zoo (issue 22; docs/zoo.md, round 5): plain-torch models
+in timm's layout (`napari_medcam.zoo._vit`), trained by ``scripts/train_zoo_transformers.py``.
 
 ``BLIND`` (a subset of ``HELD_OUT``) names the entries that were built without anyone
 on the engine side looking at them: nobody had seen their images or run an explanation
@@ -34,8 +42,8 @@ on them before their first held-out report (docs/zoo.md says when each came). ``
 names held-out entries whose failures have since led to recipe changes.
 
 Held-out accuracies (both classes, the "eval" split, as printed by the training script)
-are in each module's docstring and in ``ZOO[name].heldout_accuracy``; every entry
-classifies ≥ 97 % of its held-out images correctly.
+are in each module's docstring and in ``ZOO[name].heldout_accuracy``; every CNN entry
+classifies ≥ 97 % of its held-out images correctly, every transformer entry ≥ 95 %.
 
 API::
 
@@ -55,6 +63,7 @@ from napari_medcam.zoo import (
     dermo,
     fish,
     fluo,
+    frozen_head,
     fundus,
     hne,
     ihc,
@@ -62,6 +71,9 @@ from napari_medcam.zoo import (
     mitosis,
     phantom,
     resnet,
+    swin_like,
+    vit_cls,
+    vit_registers,
 )
 from napari_medcam.zoo._common import SEED0, SPLITS, ZooCase, ZooEntry, weights_loader
 
@@ -69,6 +81,7 @@ from napari_medcam.zoo._common import SEED0, SPLITS, ZooCase, ZooEntry, weights_
 MODULES = {
     m.ENTRY.name: m
     for m in (hne, fluo, ihc, phantom, mitosis, resnet, fundus, malaria, dermo, fish, ct)
+    + (vit_cls, vit_registers, swin_like, frozen_head)
 }
 
 #: entry name → `ZooEntry`
@@ -79,6 +92,9 @@ HELD_OUT: tuple[str, ...] = tuple(n for n in ZOO if n not in TUNING)
 #: held-out entries built blind: never looked at (images, explanations) by anyone on
 #: the engine side before their first held-out report
 BLIND: tuple[str, ...] = ("malaria-tiny", "dermo-pigment", "fish-her2", "ct-nodule")
+#: the transformer zoo (issue 22, docs/zoo.md round 5): held out and blind
+TRANSFORMERS: tuple[str, ...] = ("vit-cls", "vit-registers", "swin-like", "frozen-backbone-head")
+BLIND += TRANSFORMERS
 #: held-out entries whose failures led to recipe changes (docs/zoo.md) → the round in
 #: which they were seen; their numbers since are not held-out evidence
 SEEN: dict[str, int] = {"mitosis-tiny": 2, "fundus-microaneurysm": 2, "malaria-tiny": 3}
@@ -127,6 +143,7 @@ __all__ = [
     "BLIND",
     "HELD_OUT",
     "SEEN",
+    "TRANSFORMERS",
     "TUNING",
     "ZOO",
     "ZooCase",
