@@ -29,6 +29,7 @@ from napari_medcam.engine.regions import RegionReport, at_scale
 from napari_medcam.engine.saliency import gradcam_maps
 from napari_medcam.engine.steps import MaskRun, TileState
 from napari_medcam.engine.unet import UNet
+from napari_medcam.engine.verdict import ROBUST_MIN
 
 REFINE_LOGIT = 1.0  # how far from the threshold the refinement starts (logit units)
 
@@ -189,14 +190,21 @@ def optimise_masks(
         else:
             met = st.best is not None
             soft_i, hard_i, report = kept[1], kept[2], None
+            # a fallback (valid, goal not reached in the steps given: a capped run) is made
+            # regions under the test it passed — validity — instead of staying speckle
+            check = run.checks[i] if met else run.checks[i].with_goal(_valid)
             if classifier.spatial_dims == 2:  # the 3-D preset keeps its own tuned masks
-                soft_i, hard_i, report = at_scale(
-                    run.checks[i], soft_i, hard_i, cfg, classifier, cfg.prune and met
-                )
+                soft_i, hard_i, report = at_scale(check, soft_i, hard_i, cfg, classifier, cfg.prune)
             results.append(
                 MaskResult(soft_i, hard_i, True, len(st.history), st.history, met, report)
             )
     return results
+
+
+def _valid(p_masked: float, p_pool: float, held: bool) -> bool:
+    """The validity test (`napari_medcam.engine.verdict`) as a pool check's goal: the
+    decision held on the absence, p(target) ≥ 0.5 on average over the pool."""
+    return held and p_pool >= ROBUST_MIN
 
 
 def to_numpy_mask(t: torch.Tensor) -> np.ndarray:

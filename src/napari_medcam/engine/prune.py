@@ -45,6 +45,12 @@ class PoolCheck:
         self.baseline = absence.baseline
         self.pool = absence.backgrounds if len(absence.backgrounds) else absence.baseline
 
+    def with_goal(self, goal: Callable[[float, float, bool], bool]) -> PoolCheck:
+        """The same input, absence and pool held to another test (e.g. validity alone)."""
+        other = object.__new__(PoolCheck)
+        other.__dict__.update(self.__dict__, goal=goal)
+        return other
+
     def _batch(self, masks: torch.Tensor) -> torch.Tensor:
         """Each mask on the absence, then on every background: (B·(1+P), C, *spatial)."""
         on_pool = masks.repeat_interleave(len(self.pool), 0)

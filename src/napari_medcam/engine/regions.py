@@ -20,8 +20,10 @@ only, never on single pixels (`napari_medcam.engine.scale` fixes the structure s
 5. **grow** a region smaller than the scale's minimum area (a disk of diameter ``d``)
    that the goal needs, by dilating it, when the grown mask still meets the goal.
 
-Each step is checked with the same test the optimisation's mask passed; a step that
-fails it is skipped, so the mask returned meets the goal whenever the mask given did.
+Each step is checked with the same test the optimisation's mask passed — the goal, or,
+for a fallback (a capped run that never reached the goal kept its best *valid* mask),
+validity; a step that fails it is skipped, so the mask returned passes whatever test
+the mask given passed.
 Finally the result records whether adding context (dilating by ``d/2``) and removing
 a little (eroding by ``d/4``) keep the decision: evidence that stops working when a
 structure radius of context is added is an artefact, not a finding.
