@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import dask
+import numpy as np
 import pytest
 
 import napari_medcam as mc
@@ -374,3 +375,23 @@ def test_annotations_score_each_slide_in_the_summary_without_explaining_again(
 
     assert main([*args[:-1], str(tmp_path / "missing")]) == 2  # refused before any work
     assert "--annotations" in capsys.readouterr().err
+
+
+def test_a_dicom_wsi_folder_is_one_slide_of_the_cohort(slides, cluster, tmp_path):
+    """A DICOM WSI is a folder of files: named itself, or found inside a folder of
+    slides beside the TIFFs, it is explained as one slide (not "a folder, not a slide")."""
+    from tests.test_slide_formats import write_dicom
+
+    cohort = tmp_path / "cohort-slides"
+    cohort.mkdir()
+    shutil.copy(slides[0], cohort / "case0.tif")
+    lesion, _ = mc.synthetic_tile(seed=3, label=1)
+    write_dicom(cohort / "dicom-case", np.kron(lesion, np.ones((2, 2, 1), np.uint8)))
+    assert resolve_slides([cohort / "dicom-case"], None) == [(cohort / "dicom-case").resolve()]
+
+    out = tmp_path / "out"
+    report, _ = _run([cohort], out, scheduler=cluster.scheduler_address)
+    assert sorted(report.done) == ["case0", "dicom-case"] and not report.failed
+    assert slide_outputs_valid(out / "slides" / "dicom-case") == ""
+    result = read_result(out / "slides" / "dicom-case")
+    assert result["level"] == LEVEL and result["slide_shape"][:2] == [448, 448]

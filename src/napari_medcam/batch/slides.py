@@ -1,4 +1,5 @@
-"""Which slides a cohort run explains: files, folders of slides, and a CSV list."""
+"""Which slides a cohort run explains: files, DICOM WSI folders, folders of slides, and a
+CSV list."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from napari_medcam.io.slide_backends import is_dicom_folder
 from napari_medcam.io.slides import SLIDE_SUFFIXES
 
 
@@ -28,16 +30,21 @@ def _from_csv(path: Path) -> list[Path]:
 def resolve_slides(slides: Iterable[str | Path], slide_list: str | Path | None) -> list[Path]:
     """Absolute slide paths, in the order given, each once.
 
-    A folder stands for the slide files directly inside it. Files are not opened
-    here: a missing or unreadable slide is the worker's to report, as failed.
+    A DICOM WSI folder is one slide; any other folder stands for the slide files and
+    DICOM WSI folders directly inside it. Files are not opened here: a missing or
+    unreadable slide is the worker's to report, as failed.
     """
     paths: list[Path] = []
     for item in slides:
         p = Path(item)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.name.lower().endswith(SLIDE_SUFFIXES))
+        if is_dicom_folder(p):
+            paths.append(p)
+        elif p.is_dir():
+            found = sorted(q for q in p.iterdir() if _is_slide(q))
             if not found:
-                raise ValueError(f"no slides ({', '.join(SLIDE_SUFFIXES)}) in folder {p}")
+                raise ValueError(
+                    f"no slides ({', '.join(SLIDE_SUFFIXES)}, or DICOM WSI folders) in folder {p}"
+                )
             paths.extend(found)
         else:
             paths.append(p)
@@ -46,6 +53,12 @@ def resolve_slides(slides: Iterable[str | Path], slide_list: str | Path | None) 
     if not paths:
         raise ValueError("no slides given: name slide files or folders, or --list slides.csv")
     return list(dict.fromkeys(_absolute(p) for p in paths))
+
+
+def _is_slide(path: Path) -> bool:
+    if path.is_dir():
+        return is_dicom_folder(path)
+    return path.name.lower().endswith(SLIDE_SUFFIXES)
 
 
 def _absolute(path: Path) -> Path:

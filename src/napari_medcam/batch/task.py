@@ -22,6 +22,7 @@ from typing import Any
 
 from napari_medcam.batch.outputs import remove_partial, thumbnails, write_slide_outputs
 from napari_medcam.engine.config import MedCAMConfig
+from napari_medcam.io.slide_backends import is_dicom_folder
 
 #: Dask event topic on which workers report tiles of running slides
 PROGRESS_TOPIC = "napari-medcam-progress"
@@ -182,8 +183,8 @@ def _explain(
     import napari_medcam as mc
     from napari_medcam.io.slides import open_slide
 
-    if path.is_dir():  # open_slide would call it "not found"
-        raise ValueError(f"{path} is a folder, not a slide file")
+    if path.is_dir() and not is_dicom_folder(path):  # open_slide would call it "not found"
+        raise ValueError(f"{path} is a folder, not a slide file (nor a DICOM WSI folder)")
     if _symlink_loop(path):  # open_slide would call it missing too
         raise ValueError(f"{path} is a symbolic link loop")
     clf = _classifier(job)
