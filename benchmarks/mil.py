@@ -123,10 +123,11 @@ def timing(name: str, pool, folder: Path) -> dict:
     second = mc.explain(image, clf, cache=cache)
     cached_s = time.perf_counter() - t
     truth = positive[second.grid[:, 0], second.grid[:, 1]]
+    encoded = first.provenance["encoded"]  # 0 when an earlier entry (same encoder) cached it
     return {
         "entry": name,
         "tiles": second.n_tiles,
-        "embed_tiles_per_s": first.provenance["encoded"] / first.provenance["seconds_embed"],
+        "embed_tiles_per_s": encoded / first.provenance["seconds_embed"] if encoded else None,
         "first_call_s": first_s,
         "cached_call_s": cached_s,
         "cached_minimal_s": second.provenance["seconds_minimal"],
@@ -156,7 +157,7 @@ def main() -> None:
     print(record["machine"], flush=True)
     with tempfile.TemporaryDirectory(prefix="mil-bench-") as tmp:
         folder = Path(tmp)
-        for absence in args.absence.split(","):
+        for absence in [a for a in args.absence.split(",") if a]:
             runs = record["runs"].setdefault(absence, {})
             for name in [n for n in args.entries.split(",") if n]:
                 clf = mil.load(name)
