@@ -310,3 +310,13 @@ def test_command_line_writes_the_evidence_tiles_for_qupath(tmp_path, capsys):
         str(tmp_path / "e.geojson"),
     ]
     assert main(bad) == 2 and "unknown slide classifier 'nope'" in capsys.readouterr().err
+
+
+def test_removal_without_counterfactual_tissue_ranks_by_the_gradient():
+    e = np.full((6, 3), 2.0, np.float32)  # every tile reads tumour on its own
+    e[4, 0] = 3.0
+    grid = np.stack(np.divmod(np.arange(6), 3), 1)
+    result = explain_bag(e, grid, slide_classifier())
+    assert result.provenance["counterfactual_tissue"] == "0 from the slide's tiles"
+    assert np.flatnonzero(result.kept).tolist() == [4] and result.meets_goal
+    assert result.necessary is False  # the other tiles still read tumour

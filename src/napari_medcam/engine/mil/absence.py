@@ -90,9 +90,7 @@ class BagAbsence:
 
     def soft_fill(self, draw: int | None) -> torch.Tensor:
         """What a relaxed keep value mixes each tile towards: its nearest counterfactual
-        embedding, or a draw's (the tile itself when there is no counterfactual tissue)."""
-        if not len(self.counterfactual):
-            return torch.zeros(0)
+        embedding, or a draw's (there must be counterfactual tissue)."""
         return self.counterfactual[self.nearest if draw is None else self.draws[draw]]
 
 
