@@ -183,6 +183,7 @@ def iter_explain_slide(
     clf_checked.class_index(target)
     _tolerance(config)
     started = time.perf_counter()
+    home = clf_checked.device  # where the caller keeps the classifier: restored at the end
     bag: Bag
     bag, facts = yield from iter_embed_slide(
         image,
@@ -195,16 +196,19 @@ def iter_explain_slide(
     )
     clf_checked.to("cpu")  # the bag's passes are small: the CPU avoids per-call transfers
     seconds_embed = time.perf_counter() - started
-    result = explain_bag(
-        bag.embeddings,
-        bag.grid,
-        clf_checked,
-        target,
-        config,
-        absence=absence,
-        absence_embeddings=absence_embeddings,
-        windows=bag.windows,
-    )
+    try:
+        result = explain_bag(
+            bag.embeddings,
+            bag.grid,
+            clf_checked,
+            target,
+            config,
+            absence=absence,
+            absence_embeddings=absence_embeddings,
+            windows=bag.windows,
+        )
+    finally:
+        clf_checked.to(home)
     result.grid_shape = bag.grid_shape
     result.provenance.update(facts, seconds_embed=round(seconds_embed, 3))
     yield ProgressEvent(1, 1, {}, result.p_kept, result.n_kept / result.n_tiles, stage="optimise")
