@@ -320,3 +320,12 @@ def test_removal_without_counterfactual_tissue_ranks_by_the_gradient():
     assert result.provenance["counterfactual_tissue"] == "0 from the slide's tiles"
     assert np.flatnonzero(result.kept).tolist() == [4] and result.meets_goal
     assert result.necessary is False  # the other tiles still read tumour
+
+
+def test_bad_options_are_refused_before_the_embedding_pass():
+    clf = slide_classifier()
+    seen = clf.encoder.tiles_seen
+    for options in ({"absence": "blur"}, {"target": "cancer"}, {"config": "fast"}):
+        with pytest.raises(ValueError):
+            mc.explain(toy_slide([]), clf, **options)
+    assert clf.encoder.tiles_seen == seen

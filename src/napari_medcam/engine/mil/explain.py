@@ -21,7 +21,7 @@ from napari_medcam.classifiers.prepare import resolve_device
 from napari_medcam.classifiers.slide import SlideClassifier
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.explanation import ProgressEvent
-from napari_medcam.engine.mil.absence import REMOVAL, BagModel, bag_absence
+from napari_medcam.engine.mil.absence import MODES, REMOVAL, BagModel, bag_absence
 from napari_medcam.engine.mil.cache import Bag
 from napari_medcam.engine.mil.embedding import iter_embed_slide
 from napari_medcam.engine.mil.minimal import (
@@ -182,6 +182,8 @@ def iter_explain_slide(
     clf_checked = _check_classifier(clf)
     clf_checked.class_index(target)
     _tolerance(config)
+    if absence not in MODES:  # before the embedding pass, which may take minutes
+        raise ValueError(f"absence must be one of {MODES}, got {absence!r}")
     started = time.perf_counter()
     home = clf_checked.device  # where the caller keeps the classifier: restored at the end
     bag: Bag
