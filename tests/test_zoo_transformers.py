@@ -73,11 +73,13 @@ class FixedAttention(Attention):
         return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
 
 
-def vit_attending(rows: list[dict[int, int]], class_token: bool = True) -> mc.Classifier:
+def vit_attending(
+    rows: list[dict[int, int]], class_token: bool = True, pool: str | None = None
+) -> mc.Classifier:
     """A tiny ViT whose block ``i`` makes token ``q`` attend only to token ``rows[i][q]``
-    (every other token to itself)."""
+    (every other token to itself); ``pool`` defaults to the class token when there is one."""
     torch.manual_seed(0)
-    pool = "token" if class_token else "avg"
+    pool = pool or ("token" if class_token else "avg")
     vit = VisionTransformer(SIZE, PATCH, 16, len(rows), 2, 2, class_token, global_pool=pool)
     n = int(class_token) + GRID * GRID
     for block, row in zip(vit.blocks, rows):
@@ -123,8 +125,13 @@ def test_identity_attention_gives_a_uniform_map():
 
 def test_mean_pooled_rollout_reads_the_patch_rows():
     k, j = 3, 12
+    image = np.zeros((SIZE, SIZE, 3), np.uint8)
     clf = vit_attending([{k: j}], class_token=False)  # no prefix: token index = patch index
-    vals = patch_values(attention_rollout(np.zeros((SIZE, SIZE, 3), np.uint8), clf))
+    vals = patch_values(attention_rollout(image, clf))
+    assert int(np.argmax(vals)) == j and vals[j] > 0.8
+    # a class token the head does not read (global_pool="avg"): still the patch rows
+    clf = vit_attending([{1 + k: 1 + j}], class_token=True, pool="avg")
+    vals = patch_values(attention_rollout(image, clf))
     assert int(np.argmax(vals)) == j and vals[j] > 0.8
 
 

@@ -254,6 +254,7 @@ def _attention_probabilities(classifier: Classifier, x: torch.Tensor, n: int) ->
 def _class_token_pooled(module: torch.nn.Module) -> bool:
     """Whether the model's decision reads a class token: it has a ``cls_token`` and, where
     its owner says how it pools (timm's ``global_pool``), pools that token."""
+    module = getattr(module, "model", module)  # an AdaptedModel's own attributes are not shared
     for owner in module.modules():
         if isinstance(getattr(owner, "cls_token", None), torch.Tensor):
             return getattr(owner, "global_pool", "token") in ("token", "")
