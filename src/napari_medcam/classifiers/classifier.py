@@ -8,13 +8,20 @@ here, once, so every entry point (API, CLI, widget) prepares images identically.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from napari_medcam.classifiers.discovery import Call, discover_layers, layer_views, probe_calls
+from napari_medcam.classifiers.discovery import (
+    Call,
+    discover_layers,
+    layer_views,
+    probe_calls,
+    unheard,
+)
 from napari_medcam.classifiers.outputs import (
     AdaptedModel,
     BackboneHead,
@@ -106,7 +113,7 @@ class Classifier:
         self.class_names = [str(c) for c in class_names]
         calls = self._probe() if self.hookable else []
         if layers is None:
-            layers = discover_layers(calls)
+            layers = discover_layers(calls, partial(self._unheard, calls))
         elif layers and not self.hookable:
             raise ValueError("a TorchScript model cannot be hooked: pass layers=[]")
         known = dict(self.module.named_modules())
@@ -170,7 +177,16 @@ class Classifier:
         `napari_medcam.classifiers.discovery.discover_layers`. Pass ``layers=[...]`` to
         `Classifier` to choose them yourself.
         """
-        return discover_layers(self._probe())
+        calls = self._probe()
+        return discover_layers(calls, partial(self._unheard, calls))
+
+    def _unheard(self, calls: list[Call], names: list[str]) -> set[str]:
+        """Of ``names``, the layers no logit depends on (`discovery.unheard`), on a random
+        input: zeros can leave a gradient at zero by accident."""
+        x = torch.randn(
+            (1, self.channels, *self.input_size), generator=torch.Generator().manual_seed(0)
+        )
+        return unheard(self.module, x, calls, names, partial(logits_of, rule=self.output))
 
     def layer_view(self, name: str) -> LayerView | None:
         """How layer ``name``'s output becomes a (B, C, *spatial) map; None: it is one."""

@@ -8,8 +8,10 @@ shape and, when it is a map only after a reshape (transformer tokens, channels-l
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import torch
@@ -180,7 +182,51 @@ def _transformer_blocks(calls: list[Call]) -> list[Call] | None:
     return [runs[head][i] for i in sorted(runs[head])]
 
 
-def discover_layers(calls: list[Call]) -> list[str]:
+def unheard(
+    module: nn.Module,
+    x: torch.Tensor,
+    calls: list[Call],
+    names: list[str],
+    logits: Callable[[Any], torch.Tensor],
+) -> set[str]:
+    """The layers among ``names`` whose map (their output through its view) no logit
+    depends on: exactly zero gradient. A ViT whose head reads only the class token
+    leaves its last block's patch tokens unheard — Grad-CAM there is empty, matching
+    them is void — so the deepest block that reaches the decision is the one before."""
+    last = {c.name: c for c in calls}
+    modules = dict(module.named_modules())
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(name: str) -> Callable[..., None]:
+        def hook(_mod: nn.Module, _args: object, out: object) -> None:
+            tensor = primary_tensor(out)
+            if tensor is not None and tensor.requires_grad:
+                seen[name] = tensor
+
+        return hook
+
+    handles = [modules[n].register_forward_hook(keep(n)) for n in names if n in modules]
+    try:
+        with torch.enable_grad():
+            out = logits(module(x.requires_grad_(True)))
+            found = [n for n in names if n in seen]
+            grads = torch.autograd.grad(out.sum(), [seen[n] for n in found], allow_unused=True)
+    finally:
+        for h in handles:
+            h.remove()
+    silent = set(names) - set(found)
+    for name, grad in zip(found, grads):
+        view = last[name].view if name in last else None
+        if grad is not None and view is not None and view.reshape is not None:
+            grad = view.reshape(grad)
+        if grad is None or not bool(grad.abs().sum() > 0):
+            silent.add(name)
+    return silent
+
+
+def discover_layers(
+    calls: list[Call], silent: Callable[[list[str]], set[str]] | None = None
+) -> list[str]:
     """Feature-map layers from a probe (`probe_calls`), up to four, deepest included.
 
     **Transformers** (some output is tokens or a channels-last map): the blocks of the
@@ -188,6 +234,9 @@ def discover_layers(calls: list[Call]) -> list[str]:
     Hugging Face's ``encoder.layer.0…``, a Swin's stages ``layers.0…`` — four picked evenly
     in depth, the last block's output (before the final norm) always included: Grad-CAM's
     layer, as ViT users choose it by hand. The patch embedding (the stem) is left out.
+    With ``silent`` (`unheard` on the model), trailing blocks whose maps no logit
+    depends on are left out first: with a class-token head the last block's patch
+    tokens reach nothing, and the block before it is Grad-CAM's layer.
 
     **CNNs** (every other model):
 
@@ -220,6 +269,9 @@ def discover_layers(calls: list[Call]) -> list[str]:
         return []
     blocks = _transformer_blocks(calls)
     if blocks is not None:
+        mute = silent([c.name for c in blocks]) if silent is not None else set()
+        while len(blocks) > 1 and blocks[-1].name in mute:
+            blocks = blocks[:-1]
         return [c.name for c in _evenly(blocks)]
     units = _units(calls[0], force=True)
     while len(units) == 1 and len(units[0].resolutions) == 2:
