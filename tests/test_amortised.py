@@ -72,9 +72,13 @@ def colour_tile(seed: int, colour: int, side: int | None = None) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def clf() -> mc.Classifier:
+def clf():
+    """One torch thread for this module's fits (the same numbers on any machine); the
+    count is restored after it, so that the modules after it keep their threads."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    return colour_counter()
+    yield colour_counter()
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -28,9 +28,13 @@ COLOUR_FACTORY = "tests.test_amortised:colour_counter"
 def colour_explainer(folder: str) -> Path:
     """A small explainer for the colour counter, fitted once per test session (the live
     tests use it too): enough steps that the green tiles hold."""
-    torch.set_num_threads(1)
-    tiles = [colour_tile(i, 1 + i % 2) for i in range(18)]
-    exp = fit_explainer(colour_counter(), tiles, steps=120, device="cpu", batch=6, held_out=0.0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same fit on any machine; restored for what follows
+    try:
+        tiles = [colour_tile(i, 1 + i % 2) for i in range(18)]
+        exp = fit_explainer(colour_counter(), tiles, steps=120, device="cpu", batch=6, held_out=0.0)
+    finally:
+        torch.set_num_threads(before)
     return exp.save(Path(folder) / "colour-explainer.pt")
 
 

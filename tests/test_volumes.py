@@ -22,8 +22,11 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def clf3d():
+    """One torch thread for this module (its bars were measured so), restored after it."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    return demo_volume_classifier()
+    yield demo_volume_classifier()
+    torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------- data
