@@ -8,11 +8,14 @@ Run headless under Xvfb:
   planted evidence, explained with the demo classifier and the default preset, and
   compared with the evidence;
 - ``ihc`` → docs/screenshot-ihc.png: scikit-image's IHC sample with its own
-  classifier (ihc-dab), at most 40 steps per tile to keep the script short;
+  classifier (ihc-dab) and the default preset;
 - ``slide`` → docs/screenshot-slide.png: a 4,096² synthetic pyramidal slide written
   with ``make_slide.py --mpp 0.5`` (the synthetic tissue has no real pixel size; the
-  value is there to show the Level list), the visible region at level 0, at most
-  40 steps per tile.
+  value is there to show the Level list), the visible region at level 0, the default
+  preset.
+
+Default steps everywhere: a capped run shows what a user who caps it gets (fewer
+steps, larger and less readable masks), not what the product does.
 
 Each shows the mask as an outline on the tissue, the legend and the plain-language
 result. The whole window is saved at 1500 × 940.
@@ -52,7 +55,7 @@ def run(widget: Any, app: Any) -> bool:
     if worker is None:
         print("could not start:", widget.input.region_label.value, file=sys.stderr)
         return False
-    wait(app, lambda: widget.worker is None, 1800)
+    wait(app, lambda: widget.worker is None, 3600)
     result = widget.last_result
     if result is None or result.error:
         print("run failed:", result and result.error, file=sys.stderr)
@@ -92,7 +95,6 @@ def scene(name: str, out: Path) -> int:
         reference = viewer.layers["true evidence"]
     elif name == "ihc":
         viewer.open_sample("napari-medcam", "immunohistochemistry")
-        widget.set_settings("fast", steps=40)
     else:
         slide = Path(tempfile.mkdtemp()) / "synthetic-slide.tif"
         subprocess.run(
@@ -102,7 +104,6 @@ def scene(name: str, out: Path) -> int:
         )
         viewer.open(str(slide), plugin="napari-medcam")
         widget.classifier_panel.classifier_combo.value = ("registered", "demo")
-        widget.set_settings("fast", steps=40)
         widget.input.level_combo.value = 0
         widget.input.scope_combo.value = "visible"
         viewer.camera.center = (700, 700)
