@@ -108,3 +108,51 @@ def test_demo_writes_all_outputs_and_says_where(tmp_path):
         timeout=300,
     )
     assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+@pytest.fixture(scope="module")
+def slides_with_and_without_mpp(tmp_path_factory):
+    """1,200² synthetic slides of two levels: one recording 0.5 µm/px (0.5 and 1 µm/px by
+    level), one recording no pixel size."""
+    folder = tmp_path_factory.mktemp("mpp-slides")
+    made = {}
+    for name, extra in (("with", ["--mpp", "0.5"]), ("without", [])):
+        made[name] = folder / f"{name}.tif"
+        cmd = [sys.executable, "scripts/make_slide.py", str(made[name]), "--size", "1200"]
+        subprocess.run(cmd + extra, check=True, stdout=subprocess.DEVNULL)
+    return made
+
+
+@pytest.mark.parametrize(
+    ("mpp", "level", "said"),
+    [
+        ("1.0", 1, "level 1: 1 µm/px, nearest the classifier's 1 µm/px"),
+        ("3", 1, "warning: level 1: 1 µm/px, nearest the classifier's 3 µm/px — 0.33× off"),
+    ],
+)
+def test_the_level_nearest_the_classifiers_pixel_size_is_explained_and_said(
+    slides_with_and_without_mpp, tmp_path, capsys, mpp, level, said
+):
+    out = tmp_path / "mask.tif"
+    args = ["explain", str(slides_with_and_without_mpp["with"]), "--mpp", mpp]
+    args += ["--region", "0,0,600,600", "--steps", "2", "--out", str(out), "--json"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert said in captured.err
+    assert json.loads(captured.out)["level"] == level
+    assert read_mask_tiff(out)[1]["level"] == level
+
+
+def test_a_slide_without_pixel_size_is_read_by_size_with_a_warning(
+    slides_with_and_without_mpp, tmp_path, capsys
+):
+    out = tmp_path / "mask.tif"
+    args = ["explain", str(slides_with_and_without_mpp["without"]), "--mpp", "1"]
+    args += ["--region", "0,0,600,600", "--steps", "2", "--out", str(out), "--json"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "the slide records no pixel size" in captured.err and "pass --level" in captured.err
+    assert json.loads(captured.out)["level"] == 0  # the finest at most 4096 px a side
+    bad = ["explain", str(slides_with_and_without_mpp["with"]), "--mpp", "-1", "--out", str(out)]
+    assert main([*bad, "--overwrite"]) == 2
+    assert "--mpp must be a positive number" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,20 +32,45 @@ def _parse_region(value: str | None) -> tuple[int, int, int, int] | None:
     return y, x, h, w
 
 
-def _load_input(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
+def _slide_level(slide: Any, args: argparse.Namespace, clf: Any) -> tuple[int, str]:
+    """(level, what to tell the user): ``--level``; else the level whose µm/px is nearest
+    the classifier's (``--mpp``, else its card's) — a classifier sees tissue at the
+    magnification it was trained at; else the finest level at most 4096 px a side."""
+    if args.level is not None:
+        return args.level, ""
+    card = getattr(clf, "card", None)
+    want = args.mpp if args.mpp is not None else getattr(card, "microns_per_pixel", None)
+    if not want:
+        return slide.level_for_size(4096), ""
+    if not slide.mpp:
+        return slide.level_for_size(4096), (
+            f"warning: the slide records no pixel size, so the level cannot be matched to the "
+            f"classifier's {want:g} µm/px: level chosen by size; pass --level to choose"
+        )
+    mpps = slide.level_mpp
+    level = min(range(len(mpps)), key=lambda i: abs(math.log(mpps[i] / want)))
+    note = f"level {level}: {mpps[level]:.3g} µm/px, nearest the classifier's {want:g} µm/px"
+    if abs(math.log(mpps[level] / want)) > math.log(1.25):
+        note = f"warning: {note} — {mpps[level] / want:.2f}× off (the slide has no closer level)"
+    return level, note
+
+
+def _load_input(args: argparse.Namespace, clf: Any) -> tuple[Any, dict[str, Any], Any]:
     """The image to explain (lazy for slides), facts for the mask's metadata, a closer."""
     from napari_medcam.io import read_image
     from napari_medcam.io.slides import SLIDE_SUFFIXES, open_slide, opens_lazily
 
     path = Path(args.image)
     region = _parse_region(args.region)
-    wants_slide = args.level is not None or region is not None
+    wants_slide = args.level is not None or region is not None or args.mpp is not None
     # a folder is a DICOM WSI, or refused as 'a folder, not a slide file'
     if path.is_dir() or (
         path.suffix.lower() in SLIDE_SUFFIXES and (wants_slide or opens_lazily(path))
     ):
         slide = open_slide(path)
-        level = args.level if args.level is not None else slide.level_for_size(4096)
+        level, note = _slide_level(slide, args, clf)
+        if note:
+            print(note, file=sys.stderr)
         view, (y0, x0), f = slide.region(level, region)
         facts = {
             "level": level,
@@ -83,9 +109,11 @@ def _run_explain(args: argparse.Namespace) -> int:
     out = Path(args.out)
     outputs = [out, out.with_suffix(".geojson")] if args.geojson else [out]
     check_outputs(outputs, args.overwrite)
-    image, facts, close = _load_input(args)
+    if args.mpp is not None and not args.mpp > 0:
+        raise ValueError(f"--mpp must be a positive number of µm per pixel, got {args.mpp}")
+    clf = mc.load_classifier(args.classifier, weights=args.weights)
+    image, facts, close = _load_input(args, clf)
     try:
-        clf = mc.load_classifier(args.classifier, weights=args.weights)
         config = config_from_args(args)
         absence = _absence_tiles(args.absence_tiles)
         explainer = args.explainer
@@ -170,7 +198,14 @@ def add_explain_parser(sub: Any) -> None:
     e.add_argument(
         "--level",
         type=int,
-        help="pyramid level of a slide (default: the finest at most 4096 px a side)",
+        help="pyramid level of a slide (default: the level nearest the classifier's µm/px "
+        "when its card and the slide record one, else the finest at most 4096 px a side)",
+    )
+    e.add_argument(
+        "--mpp",
+        type=float,
+        help="µm per pixel the classifier reads (default: its card's): the slide level "
+        "nearest it is explained, and which is said",
     )
     e.add_argument("--region", help="Y,X,H,W of a slide region, in level-0 pixels")
     add_classifier_options(e)
