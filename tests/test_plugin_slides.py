@@ -227,3 +227,15 @@ def test_level_list_shows_microns_per_pixel_when_the_file_records_it(medcam, tmp
     viewer.add_image(levels, **meta)
     names = [widget.input.level_combo.native.itemText(i) for i in range(2)]
     assert "0.25 µm/px (≈ 40×)" in names[0] and "0.50 µm/px (≈ 20×)" in names[1], names
+    assert widget.input.level_combo.value == 0  # the demo's card records no pixel size
+
+    # a classifier whose card says 0.5 µm/px: the slide's 20× level is the default
+    import copy
+
+    from napari_medcam.classifiers.card import ClassifierCard
+
+    clf = copy.copy(widget.classifier_panel.classifier)  # the shared demo stays as it is
+    clf.card = ClassifierCard(description="trained at 20x", microns_per_pixel=0.5)
+    widget.classifier_panel.classifier = clf
+    viewer.add_image(levels, **{**meta, "name": "again"})
+    assert widget.input.level_combo.value == 1

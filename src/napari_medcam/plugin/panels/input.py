@@ -223,8 +223,20 @@ class InputPanel(QGroupBox):
             choices.append((text + (" (full resolution)" if i == 0 else ""), i))
         with self.level_combo.changed.blocked():
             self.level_combo.choices = choices
-            self.level_combo.value = default_level(layer)
+            matched = self._matched_level(mpp, shapes)
+            self.level_combo.value = default_level(layer) if matched is None else matched
         self._levels_of = weakref.ref(layer)
+
+    def _matched_level(self, mpp: Any, shapes: list[Any]) -> int | None:
+        """The level whose µm/px is nearest the one the loaded classifier's card records
+        (a classifier sees tissue at the magnification it was trained at); None when the
+        slide or the card records no pixel size."""
+        clf = self._classifier()
+        want = getattr(getattr(clf, "card", None), "microns_per_pixel", None)
+        if not want or not isinstance(mpp, (int, float)) or mpp <= 0:
+            return None
+        ums = [mpp * shapes[0][-1] / shp[-1] for shp in shapes]
+        return min(range(len(ums)), key=lambda i: abs(np.log(ums[i] / want)))
 
     def current_region(self) -> Region:
         """What Explain would explain now (`Region.problem` says why not, if it cannot)."""
