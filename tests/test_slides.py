@@ -150,7 +150,22 @@ def test_gradcam_of_a_large_image_is_tiled_and_points_at_the_lesions(clf, two_le
         assert cam[labels == region].max() > 0.5  # both lesions are hot, not only the strongest
 
 
-def test_stitched_mask_finds_evidence_at_known_places(clf, two_lesions):
+@pytest.fixture
+def one_thread():
+    """One torch thread, restored after: the stitched result below was measured so."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_stitched_mask_finds_evidence_at_known_places(clf, two_lesions, one_thread):
+    # One thread: with two, this canvas's mask lies 0.28 on the lesions instead of 0.79
+    # (float reductions in another order take the optimisation elsewhere; BENCHMARKS.md,
+    # *Test margins*). Until session 10 the suite ran it on one thread by accident (an
+    # earlier module pinned torch to one thread and never restored it).
     canvas, truth = two_lesions
     exp = mc.explain(canvas, clf, tile_batch=4)  # the default (fast) preset
     assert exp.mask.shape == (1024, 1024) and exp.class_name == "lesion"

@@ -184,7 +184,7 @@ def _explain(
     from napari_medcam.io.slides import open_slide
 
     if path.is_dir() and not is_dicom_folder(path):  # open_slide would call it "not found"
-        raise ValueError(f"{path} is a folder, not a slide file (nor a DICOM WSI folder)")
+        raise ValueError(f"{path} is a folder, not a slide file")
     if _symlink_loop(path):  # open_slide would call it missing too
         raise ValueError(f"{path} is a symbolic link loop")
     clf = _classifier(job)
