@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from napari_medcam.classifiers.classes import class_index
 from napari_medcam.classifiers.discovery import (
     Call,
     discover_layers,
@@ -202,25 +203,7 @@ class Classifier:
     # ----------------------------------------------------------------- preparation
     def class_index(self, target: int | str | None) -> int | None:
         """Resolve a class index or name; None stays None (= predicted class)."""
-        if target is None:
-            return None
-        if isinstance(target, str):
-            if target in self.class_names:
-                return self.class_names.index(target)
-            if target.lstrip("-").isdigit():
-                target = int(target)
-            else:
-                raise ValueError(
-                    f"unknown class name {target!r}; the classes are {self.class_names}"
-                )
-        if isinstance(target, (bool, float)) or not isinstance(target, (int, np.integer)):
-            raise ValueError(f"target must be a class index or name, got {target!r}")
-        if not 0 <= int(target) < self.num_classes:
-            raise ValueError(
-                f"target {int(target)} is out of range: the classifier has "
-                f"{self.num_classes} classes (0..{self.num_classes - 1})"
-            )
-        return int(target)
+        return class_index(target, self.class_names)
 
     def check_image(self, shape: Sequence[int], dtype: np.dtype) -> tuple[int, ...]:
         """Validate an image's shape and dtype without reading its pixels.

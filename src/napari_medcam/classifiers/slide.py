@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from napari_medcam.classifiers.classes import class_index
 from napari_medcam.classifiers.fingerprint import module_fingerprint
 from napari_medcam.classifiers.prepare import resize
 
@@ -171,17 +172,7 @@ class SlideClassifier:
 
     def class_index(self, target: int | str | None) -> int | None:
         """A class index or name → index; None stays None (= the slide's predicted class)."""
-        if target is None:
-            return None
-        if isinstance(target, str):
-            if target in self.class_names:
-                return self.class_names.index(target)
-            raise ValueError(f"unknown class name {target!r}; the classes are {self.class_names}")
-        if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
-            raise ValueError(f"target must be a class index or name, got {target!r}")
-        if not 0 <= int(target) < self.num_classes:
-            raise ValueError(f"target {int(target)} is out of range 0..{self.num_classes - 1}")
-        return int(target)
+        return class_index(target, self.class_names)
 
     def encoder_fingerprint(self) -> str:
         """What the embeddings depend on: the encoder's weights and the tile preparation."""
