@@ -329,3 +329,35 @@ def test_bad_options_are_refused_before_the_embedding_pass():
         with pytest.raises(ValueError):
             mc.explain(toy_slide([]), clf, **options)
     assert clf.encoder.tiles_seen == seen
+
+
+def test_tiles_lie_on_a_strict_grid_and_the_uncovered_margin_is_said():
+    """A slide that is not a whole number of tiles: tile (r, c) starts at (r·T, c·T) —
+    none is moved flush with the edge, so its grid cell says exactly where it lies."""
+    image = toy_slide([(3, 2)])[: 6 * TILE - 5, : 8 * TILE - 11]  # 5 and 11 px short
+    result = mc.explain(image, slide_classifier())
+    starts = result.windows[:, :2]
+    assert (starts == result.grid * TILE).all()
+    assert (result.windows[:, 2:] - starts == TILE).all()
+    assert result.grid_shape == (5, 7)  # the last, partial row and column are no tiles
+    assert result.provenance["margin"] == [TILE - 5, TILE - 11]
+
+
+def test_an_edited_set_is_checked_like_a_found_one():
+    clf = slide_classifier()
+    result = mc.explain(toy_slide([(3, 2)]), clf)
+    from napari_medcam.engine.mil import check_tiles
+
+    again = check_tiles(result, clf, result.kept)
+    assert again.chosen == "given" and again.meets_goal and again.necessary is True
+    assert again.p_kept == pytest.approx(result.p_kept)
+    assert again.sentence.startswith("These 1 of 46 tiles keep 'tumour' on their own")
+    # the tumour tile taken away and two pink ones kept: not enough, and said so
+    edited = np.zeros(result.n_tiles, bool)
+    edited[:2] = True
+    assert not result.kept[:2].any()
+    worse = check_tiles(result, clf, edited)
+    assert not worse.meets_goal and worse.p_kept < 0.5
+    assert worse.sentence.startswith("These 2 of 46 tiles do not keep 'tumour' on their own")
+    with pytest.raises(ValueError, match=r"\(46,\) boolean array"):
+        check_tiles(result, clf, edited[:5])

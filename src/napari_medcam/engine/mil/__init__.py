@@ -6,7 +6,12 @@ a bag of embeddings); the embeddings may be cached in a zarr store at a path it 
 
 from napari_medcam.engine.mil.absence import MODES, REMOVAL, REPLACEMENT
 from napari_medcam.engine.mil.cache import Bag
-from napari_medcam.engine.mil.explain import explain_bag, iter_explain_slide
+from napari_medcam.engine.mil.explain import (
+    check_bag_tiles,
+    check_tiles,
+    explain_bag,
+    iter_explain_slide,
+)
 from napari_medcam.engine.mil.result import SlideExplanation
 
 __all__ = [
@@ -15,6 +20,8 @@ __all__ = [
     "REPLACEMENT",
     "Bag",
     "SlideExplanation",
+    "check_bag_tiles",
+    "check_tiles",
     "explain_bag",
     "iter_explain_slide",
 ]

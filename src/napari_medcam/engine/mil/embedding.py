@@ -1,11 +1,14 @@
 """A slide array → its bag of tile embeddings: once, in batches, tissue tiles only, cached.
 
-The slide is cut into the classifier's tiles (`napari_medcam.tiling.axis_starts`, the
-grid every tiled explanation uses), glass tiles are skipped by the tile engine's
-tissue rule (`napari_medcam.tiling.tissue_fraction`), and the tissue tiles are encoded
-in batches. With a ``cache`` path, the bag is read back from its zarr store when the
-key matches (`napari_medcam.engine.mil.cache`), so a second explanation of the same
-slide never runs the encoder.
+The slide is cut into the classifier's tiles on a strict grid — tile (r, c) starts at
+(r·stride, c·stride), as MIL pipelines cut slides — so a tile's place on the grid says
+exactly where it lies (the result's tile-grid layers and GeoJSON rely on it); the strip
+of fewer than a tile's pixels at the bottom and right is not in any tile (``margin`` in
+the facts). Glass tiles are skipped by the tile engine's tissue rule
+(`napari_medcam.tiling.tissue_fraction`), and the tissue tiles are encoded in batches.
+With a ``cache`` path, the bag is read back from its zarr store when the key matches
+(`napari_medcam.engine.mil.cache`), so a second explanation of the same slide never runs
+the encoder.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 from napari_medcam.classifiers.slide import SlideClassifier
 from napari_medcam.engine.explanation import ProgressEvent
 from napari_medcam.engine.mil.cache import Bag, read_cache, write_cache
-from napari_medcam.tiling import MIN_TISSUE_FRACTION, axis_starts, tissue_fraction
+from napari_medcam.tiling import MIN_TISSUE_FRACTION, tissue_fraction
 
 SIGNATURE_WINDOWS = 8  # windows whose pixels sign the slide in the cache key
 
@@ -57,12 +60,17 @@ def check_slide(image: Any, clf: SlideClassifier) -> tuple[int, int]:
 def tile_layout(
     hw: tuple[int, int], tile: int, overlap: int
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """Every window (M, 4) ``(y0, x0, y1, x1)``, its (row, column) (M, 2), the grid's shape."""
+    """Every window (M, 4) ``(y0, x0, y1, x1)``, its (row, column) (M, 2), the grid's shape.
+
+    A strict grid: window (r, c) starts at (r·stride, c·stride); no window is moved to
+    end flush with the slide (the tile engine's `axis_starts` does that, MIL does not).
+    """
     if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)):
         raise ValueError(f"tile_overlap must be an integer number of pixels, got {overlap!r}")
     if not 0 <= overlap <= tile // 2:
         raise ValueError(f"tile_overlap must be from 0 to {tile // 2} pixels, got {overlap}")
-    ys, xs = axis_starts(hw[0], tile, overlap), axis_starts(hw[1], tile, overlap)
+    stride = tile - overlap
+    ys, xs = (list(range(0, n - tile + 1, stride)) for n in hw)
     rows, cols = np.meshgrid(np.arange(len(ys)), np.arange(len(xs)), indexing="ij")
     grid = np.stack([rows.ravel(), cols.ravel()], 1).astype(np.int64)
     y0, x0 = np.asarray(ys)[grid[:, 0]], np.asarray(xs)[grid[:, 1]]
@@ -91,6 +99,7 @@ def cache_key(
         "mpp": clf.mpp,
         "overlap": int(overlap),
         "stride": clf.tile_size - int(overlap),
+        "grid": "strict",  # windows at multiples of the stride (not flush with the edge)
         "slide_shape": [int(n) for n in image.shape],
         "tissue_rule": [MIN_TISSUE_FRACTION, bool(skip_background)],
         "slide_signature": sig.hexdigest(),
@@ -118,7 +127,13 @@ def iter_embed_slide(
         raise ValueError(f"tile_batch must be a positive integer, got {batch!r}")
     windows, grid, grid_shape = tile_layout(hw, clf.tile_size, overlap)
     key, parts = cache_key(image, clf, overlap, skip_background, windows)
-    facts: dict[str, Any] = {"cache_key": key, "cache_parts": parts, "windows": len(windows)}
+    facts: dict[str, Any] = {
+        "cache_key": key,
+        "cache_parts": parts,
+        "windows": len(windows),
+        # pixels at the bottom and right that no tile covers (less than a tile)
+        "margin": [int(hw[0] - windows[:, 2].max()), int(hw[1] - windows[:, 3].max())],
+    }
     if cache is not None and (bag := read_cache(cache, key)) is not None:
         facts.update(cache_used=True, encoded=0)
         return bag, facts

@@ -80,6 +80,71 @@ def check_bag(embeddings: Any, grid: Any, clf: SlideClassifier) -> tuple[np.ndar
     return e, g.astype(np.int64)
 
 
+class _BagSetup:
+    """What a search and a check of one bag share: the model, the decision explained,
+    its goal, and the absence (counterfactual tissue and random draws)."""
+
+    def __init__(
+        self,
+        embeddings: Any,
+        grid: Any,
+        clf: SlideClassifier,
+        target: int | str | None,
+        config: MedCAMConfig | None,
+        absence: str,
+        absence_embeddings: np.ndarray | None,
+    ) -> None:
+        e, g = check_bag(embeddings, grid, clf)
+        self.tolerance, self.seed = _tolerance(config)
+        target_given = clf.class_index(target)
+        self.clf, self.e, self.g, self.absence = clf, e, g, absence
+        self.model = BagModel(clf, e, g)
+        with torch.no_grad():
+            logits, attention = clf.aggregate(self.model.e, self.model.coords)
+        p_full = torch.softmax(logits[0], 0)
+        self.target = int(p_full.argmax()) if target_given is None else target_given
+        self.p0 = float(p_full[self.target])
+        self.goal = goal_for(self.p0, self.tolerance)
+        self.attention = None if attention is None else attention.detach().cpu().numpy().copy()
+        with _threads_for(e.size):
+            self.fill = bag_absence(self.model, self.target, absence, absence_embeddings, self.seed)
+        self.test = GoalTest(self.model, self.fill, self.target, self.goal)
+
+    def result(
+        self, keep: torch.Tensor, check: Any, windows: np.ndarray | None, chosen: str, **facts: Any
+    ) -> SlideExplanation:
+        with _threads_for(self.e.size):
+            necessary, without, p_without = _necessity(self.model, self.fill, keep, self.target)
+        n, g = len(self.e), self.g
+        return SlideExplanation(
+            target=self.target,
+            target_name=self.clf.class_names[self.target],
+            class_names=list(self.clf.class_names),
+            kept=keep.numpy().copy(),
+            windows=np.zeros((n, 4), np.int64) if windows is None else np.asarray(windows),
+            grid=g,
+            grid_shape=(int(g[:, 0].max()) + 1, int(g[:, 1].max()) + 1),
+            absence=self.absence,
+            tolerance=self.tolerance,
+            goal=self.goal,
+            p_original=self.p0,
+            p_kept=check.p_kept,
+            p_drawn=check.p_drawn,
+            meets_goal=check.meets,
+            necessary=necessary,
+            without_name=without,
+            p_without=p_without,
+            attention=self.attention,
+            chosen=chosen,
+            embeddings=self.e,
+            provenance={
+                "classifier": self.clf.name,
+                "counterfactual_tissue": f"{len(self.fill.counterfactual)} from {self.fill.source}",
+                **facts,
+            },
+        )
+
+
 def explain_bag(
     embeddings: Any,
     grid: Any,
@@ -98,51 +163,70 @@ def explain_bag(
     counterfactual tissue: the slide's own tiles that read as another class, or
     ``absence_embeddings``). ``config``: its ``tolerance`` (default 0.95) and ``seed``.
     """
-    e, g = check_bag(embeddings, grid, clf)
-    tolerance, seed = _tolerance(config)
-    target_given = clf.class_index(target)
     started = time.perf_counter()
-    model = BagModel(clf, e, g)
-    with torch.no_grad():
-        logits, attention = clf.aggregate(model.e, model.coords)
-    p_full = torch.softmax(logits[0], 0)
-    t = int(p_full.argmax()) if target_given is None else target_given
-    p0 = float(p_full[t])
-    goal = goal_for(p0, tolerance)
-    with _threads_for(e.size):
-        fill = bag_absence(model, t, absence, absence_embeddings, seed)
-        test = GoalTest(model, fill, t, goal)
-        scores = relaxed_scores(model, fill, t, goal, tolerance, seed)
-        keep, check = smallest_prefix(contiguous_order(scores, g), test)
-        keep, check = greedy_drop(keep, scores, g, test, check)
-        necessary, without, p_without = _necessity(model, fill, keep, t)
-    n = len(e)
-    grid_shape = (int(g[:, 0].max()) + 1, int(g[:, 1].max()) + 1)
-    return SlideExplanation(
-        target=t,
-        target_name=clf.class_names[t],
-        class_names=list(clf.class_names),
-        kept=keep.numpy().copy(),
-        windows=np.zeros((n, 4), np.int64) if windows is None else np.asarray(windows),
-        grid=g,
-        grid_shape=grid_shape,
-        absence=absence,
-        tolerance=tolerance,
-        goal=goal,
-        p_original=p0,
-        p_kept=check.p_kept,
-        p_drawn=check.p_drawn,
-        meets_goal=check.meets,
-        necessary=necessary,
-        without_name=without,
-        p_without=p_without,
-        attention=None if attention is None else attention.detach().cpu().numpy().copy(),
-        provenance={
-            "classifier": clf.name,
-            "counterfactual_tissue": f"{len(fill.counterfactual)} from {fill.source}",
-            "goal_checks": test.calls,
-            "seconds_minimal": round(time.perf_counter() - started, 3),
-        },
+    bag = _BagSetup(embeddings, grid, clf, target, config, absence, absence_embeddings)
+    with _threads_for(bag.e.size):
+        scores = relaxed_scores(bag.model, bag.fill, bag.target, bag.goal, bag.tolerance, bag.seed)
+        keep, check = smallest_prefix(contiguous_order(scores, bag.g), bag.test)
+        keep, check = greedy_drop(keep, scores, bag.g, bag.test, check)
+    return bag.result(
+        keep,
+        check,
+        windows,
+        "search",
+        goal_checks=bag.test.calls,
+        seconds_minimal=round(time.perf_counter() - started, 3),
+    )
+
+
+def check_bag_tiles(
+    embeddings: Any,
+    grid: Any,
+    clf: SlideClassifier,
+    keep: Any,
+    target: int | str | None = None,
+    config: MedCAMConfig | None = None,
+    *,
+    absence: str = REMOVAL,
+    absence_embeddings: np.ndarray | None = None,
+    windows: np.ndarray | None = None,
+) -> SlideExplanation:
+    """Score a set of tiles someone chose (``keep``: (N,) bool over the bag) exactly as a
+    found set is scored: does it alone keep the decision (the rest absent, and on the
+    random absences), and does the slide read otherwise without it? Same options and
+    seed as `explain_bag`, so a found set checked again gives the same answer."""
+    bag = _BagSetup(embeddings, grid, clf, target, config, absence, absence_embeddings)
+    k = np.asarray(keep)
+    if k.shape != (len(bag.e),) or k.dtype != bool:
+        raise ValueError(f"keep must be a ({len(bag.e)},) boolean array over the bag's tiles")
+    chosen = torch.from_numpy(k.copy())
+    with _threads_for(bag.e.size):
+        check = bag.test(chosen)
+    return bag.result(chosen, check, windows, "given")
+
+
+def check_tiles(
+    result: SlideExplanation,
+    clf: SlideClassifier,
+    keep: Any,
+    config: MedCAMConfig | None = None,
+    *,
+    absence_embeddings: np.ndarray | None = None,
+) -> SlideExplanation:
+    """`check_bag_tiles` on the bag, decision and absence of an earlier ``result`` (pass
+    the ``config`` and ``absence_embeddings`` it was made with for the same goal)."""
+    if result.embeddings is None:
+        raise ValueError("this explanation does not carry its bag's embeddings: explain again")
+    return check_bag_tiles(
+        result.embeddings,
+        result.grid,
+        clf,
+        keep,
+        result.target,
+        config,
+        absence=result.absence,
+        absence_embeddings=absence_embeddings,
+        windows=result.windows,
     )
 
 

@@ -23,7 +23,9 @@ class SlideExplanation:
     absences too (``p_drawn``). ``necessary``: with exactly the kept tiles absent the
     slide reads another class (``without_name``, p(target) ``p_without``); None when the
     kept set is the whole bag (nothing is left to read). ``attention``: the aggregator's
-    own weights on the full bag, where it has them, for comparison. `sentence` says it.
+    own weights on the full bag, where it has them, for comparison. ``chosen``: "search"
+    (the engine found the set) or "given" (someone chose it and the engine checked it:
+    `napari_medcam.engine.mil.check_bag_tiles`). `sentence` says it.
     """
 
     target: int
@@ -44,7 +46,11 @@ class SlideExplanation:
     without_name: str | None
     p_without: float | None
     attention: np.ndarray | None = None
+    chosen: str = "search"
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: the bag's embeddings (N, D), kept so that an edited set can be checked
+    #: (`napari_medcam.engine.mil.check_tiles`) without embedding the slide again
+    embeddings: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n_tiles(self) -> int:
@@ -67,6 +73,8 @@ class SlideExplanation:
             if self.absence == "removal"
             else "with them replaced by counterfactual tissue"
         )
+        if self.chosen == "given":
+            return self._checked_sentence(gone)
         if not self.meets_goal:
             return (
                 f"No set of tiles meets the goal for {t!r} (p ≥ {self.goal:.2f}: "
@@ -83,6 +91,21 @@ class SlideExplanation:
             "other tiles carry it too."
         )
 
+    def _checked_sentence(self, gone: str) -> str:
+        k, n, t = self.n_kept, self.n_tiles, self.target_name
+        if not self.meets_goal:
+            return (
+                f"These {k:,} of {n:,} tiles do not keep {t!r} on their own: p = "
+                f"{self.p_kept:.2f} (on random absences {self.p_drawn:.2f}); the goal is "
+                f"p ≥ {self.goal:.2f} ({self.tolerance:.0%} of the slide's {self.p_original:.2f})."
+            )
+        head = f"These {k:,} of {n:,} tiles keep {t!r} on their own (p = {self.p_kept:.2f})"
+        if self.necessary is None:
+            return f"{head}: they are the whole bag."
+        if self.necessary:
+            return f"{head}; {gone} the slide reads {self.without_name!r}."
+        return f"{head}; {gone} the slide still reads {t!r} (p = {self.p_without:.2f})."
+
     def tile_labels(self) -> np.ndarray:
         """The tile grid as labels: 0 glass (not in the bag), 1 tissue, 2 kept evidence."""
         out = np.full(self.grid_shape, GLASS, np.uint8)
@@ -97,6 +120,7 @@ class SlideExplanation:
             "sentence": self.sentence,
             "target": self.target_name,
             "absence": self.absence,
+            "chosen": self.chosen,
             "tiles": self.n_tiles,
             "kept": self.n_kept,
             "kept_windows": self.kept_windows.tolist(),
