@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -173,6 +174,25 @@ class SlideClassifier:
     def class_index(self, target: int | str | None) -> int | None:
         """A class index or name → index; None stays None (= the slide's predicted class)."""
         return class_index(target, self.class_names)
+
+    def level_among(self, level_mpp: Sequence[float | None]) -> int:
+        """The pyramid level this classifier reads, of a slide whose levels have these
+        µm/px: its ``level``, or the level nearest its ``mpp`` (by ratio). ValueError
+        when the slide has no such level or records no pixel size."""
+        n = len(level_mpp)
+        if self.mpp is None:
+            if self.level is None or self.level >= n:
+                raise ValueError(
+                    f"the classifier reads pyramid level {self.level}; this image has {n} level(s)"
+                )
+            return self.level
+        if not level_mpp or any(not m for m in level_mpp):
+            raise ValueError(
+                f"the image records no pixel size and the classifier reads tiles at {self.mpp} "
+                "µm/px: choose the level yourself"
+            )
+        mpps = [float(m) for m in level_mpp if m]
+        return min(range(n), key=lambda i: abs(math.log(mpps[i] / self.mpp)))
 
     def encoder_fingerprint(self) -> str:
         """What the embeddings depend on: the encoder's weights and the tile preparation."""

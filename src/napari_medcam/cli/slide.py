@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_medcam.cli.common import Progress, check_outputs, config_from_args, parse_target
+from napari_medcam.zoo.mil import load_any
 
 
 def add_slide_options(p: argparse.ArgumentParser) -> None:
@@ -42,26 +43,14 @@ def add_slide_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def load_any_slide_classifier(spec: str) -> Any:
-    """A MIL zoo entry by name, else `load_slide_classifier` (registered or factory)."""
-    from napari_medcam.classifiers.slide_loading import load_slide_classifier
-    from napari_medcam.zoo import mil
-
-    return mil.load(spec) if spec in mil.MIL_ZOO else load_slide_classifier(spec)
-
-
 def _level(slide: Any, clf: Any, asked: int | None) -> int:
-    """--level, else the classifier's level, else the level nearest its µm/px."""
+    """--level, else the level the classifier reads (its own, or nearest its µm/px)."""
     if asked is not None:
         return asked
-    if clf.mpp is None:
-        return clf.level
-    if not slide.mpp:
-        raise ValueError(
-            f"the slide records no pixel size and the classifier reads tiles at {clf.mpp} "
-            "µm/px: pass --level"
-        )
-    return min(range(len(slide.levels)), key=lambda i: abs(slide.level_mpp[i] - clf.mpp))
+    try:
+        return clf.level_among(slide.level_mpp)
+    except ValueError as err:
+        raise ValueError(f"{err} (--level)") from None
 
 
 def _open(
@@ -92,7 +81,7 @@ def run_slide_explain(
     if out.suffix.lower() != ".geojson":
         raise ValueError(f"--out must be a .geojson file with --slide-classifier, got {out}")
     check_outputs([out, out.with_suffix(".json")], args.overwrite)
-    clf = load_any_slide_classifier(args.slide_classifier)
+    clf = load_any(args.slide_classifier)
     image, facts, close = _open(args, clf, region)
     cache = Path(args.embeddings) if args.embeddings else out.with_suffix(".embeddings.zarr")
     progress = Progress(not args.json)

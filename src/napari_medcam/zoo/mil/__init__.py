@@ -26,6 +26,7 @@ from importlib import resources
 from torch import nn
 
 from napari_medcam.classifiers.slide import SlideClassifier
+from napari_medcam.classifiers.slide_loading import load_slide_classifier
 from napari_medcam.classifiers.torchfile import load_torch_file
 from napari_medcam.zoo import load as load_tile_classifier
 from napari_medcam.zoo.mil.models import (
@@ -119,6 +120,12 @@ def load(name: str) -> SlideClassifier:
     )
 
 
+def load_any(spec: str) -> SlideClassifier:
+    """A MIL zoo entry by name, else a registered slide classifier or
+    ``package.module:factory`` (`napari_medcam.classifiers.slide_loading`)."""
+    return load(spec) if spec in MIL_ZOO else load_slide_classifier(spec)
+
+
 __all__ = [
     "MIL_HELD_OUT",
     "MIL_SEED0",
@@ -129,6 +136,7 @@ __all__ = [
     "TilePool",
     "encoder",
     "load",
+    "load_any",
     "synthetic_slide",
     "tile_pool",
 ]
