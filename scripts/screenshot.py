@@ -9,6 +9,9 @@ Run headless under Xvfb:
   compared with the evidence;
 - ``ihc`` → docs/screenshot-ihc.png: scikit-image's IHC sample with its own
   classifier (ihc-dab) and the default preset;
+- ``mil`` → docs/screenshot-mil.png: the *Med-CAM slide decision* widget on a
+  synthetic MIL slide (``zoo.mil.synthetic_slide("eval", 0)``) with the ``mil-abmil``
+  slide classifier: the evidence tiles, the aggregator's weights beside them;
 - ``slide`` → docs/screenshot-slide.png: a 4,096² synthetic pyramidal slide written
   with ``make_slide.py --mpp 0.5`` (the synthetic tissue has no real pixel size; the
   value is there to show the Level list), the visible region at level 0, the default
@@ -137,10 +140,45 @@ def scene(name: str, out: Path) -> int:
     return 0
 
 
+def mil_scene(out: Path) -> int:
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_medcam.zoo import mil
+
+    viewer = napari.Viewer(title="napari · Med-CAM", show=True)
+    viewer.window._qt_window.resize(1500, 940)  # screenshot-only use of the main window
+    app = QApplication.instance()
+    slide = mil.synthetic_slide("eval", 0)
+    viewer.add_image(slide.image(mil.tile_pool("eval")), rgb=True, name="eval slide 0")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medcam", "Med-CAM slide decision")
+    widget.classifier_combo.value = "mil-abmil"
+    settle(app)
+    if widget.explain() is None:
+        print("could not start:", widget.status.value, file=sys.stderr)
+        return 1
+    wait(app, lambda: widget.worker is None, 600)
+    if widget.result is None:
+        print("failed:", widget.status.value, file=sys.stderr)
+        return 1
+    weights = [ly for ly in viewer.layers if ly.name.startswith("aggregator weights")]
+    for layer in weights:
+        layer.visible = True
+    widget.evidence_layer.opacity = 0.6
+    viewer.layers.selection.active = widget.evidence_layer
+    viewer.reset_view()
+    settle(app)
+    viewer.screenshot(str(out), canvas_only=False)
+    print(f"wrote {out}: {widget.result.sentence}")
+    viewer.close()
+    return 0
+
+
 TARGETS = {
     "tile": DOCS / "screenshot.png",
     "ihc": DOCS / "screenshot-ihc.png",
     "slide": DOCS / "screenshot-slide.png",
+    "mil": DOCS / "screenshot-mil.png",
 }
 
 
@@ -150,4 +188,4 @@ if __name__ == "__main__":
     unknown = [n for n in names if n not in TARGETS]
     if unknown:
         sys.exit(f"unknown scene(s) {unknown}; choose from {list(TARGETS)}")
-    sys.exit(max(scene(n, TARGETS[n]) for n in names))
+    sys.exit(max(mil_scene(TARGETS[n]) if n == "mil" else scene(n, TARGETS[n]) for n in names))

@@ -248,10 +248,21 @@ class SlideDecisionWidget(Container):
             if outcome.error:
                 self.status.value = f"Explanation failed: {outcome.error}"
             return
-        self.result, self.checked = outcome.explanation, None
-        self._add_layers(outcome.explanation)
-        self._busy(False, "")
-        self.sentence.value = outcome.explanation.sentence
+        result = self.result = outcome.explanation
+        self.checked = None
+        self._add_layers(result)
+        margin = result.provenance.get("margin")
+        self._busy(
+            False,
+            f"{result.n_tiles:,} tissue tiles of {self._place['clf'].tile_size} px at level "
+            f"{self._place['level']}"
+            + (
+                f"; the last {margin[0]} rows and {margin[1]} columns of pixels are in no tile"
+                if margin and any(margin)
+                else ""
+            ),
+        )
+        self.sentence.value = result.sentence
 
     def _add_layers(self, result: SlideExplanation) -> None:
         image = self._place["layer"]()
