@@ -361,3 +361,28 @@ def test_an_edited_set_is_checked_like_a_found_one():
     assert worse.sentence.startswith("These 2 of 46 tiles do not keep 'tumour' on their own")
     with pytest.raises(ValueError, match=r"\(46,\) boolean array"):
         check_tiles(result, clf, edited[:5])
+
+
+def test_the_search_yields_progress_and_a_cancel_stops_it():
+    from napari_medcam.engine.explanation import ExplanationCancelled, drive
+    from napari_medcam.engine.mil.explain import iter_explain_bag
+
+    clf = slide_classifier(GatedRed())
+    image = toy_slide([(1, 1), (1, 2)])
+    bag = np.stack(
+        [
+            clf.embed(image[r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE][None])[0]
+            for r in range(6)
+            for c in range(8)
+        ]
+    )
+    grid = np.stack(np.divmod(np.arange(48), 8), 1)
+    events = []
+    result = drive(iter_explain_bag(bag, grid, clf), events.append)
+    assert result.meets_goal and len(events) >= 10
+    assert {e.stage for e in events} == {"search"}
+    assert events[0].describe() == "searching the fewest tiles 10/100"
+    seen = []
+    with pytest.raises(ExplanationCancelled):
+        drive(iter_explain_bag(bag, grid, clf), seen.append, cancel=lambda: bool(seen))
+    assert len(seen) == 1  # stopped at the first event, long before the search ends

@@ -72,7 +72,8 @@ class ProgressEvent:
     tiles: int = 1
     # "optimise": a step of the mask's optimisation; "classify": tiles or slices
     # classified before any is explained; "gradcam": tiles of the comparison map;
-    # "embed": a slide's tiles encoded for a slide classifier
+    # "embed": a slide's tiles encoded for a slide classifier; "search": the search
+    # for a slide's minimal tiles (relaxed steps, then tiles tried one by one)
     stage: str = "optimise"
 
     @property
@@ -89,6 +90,8 @@ class ProgressEvent:
             return f"embedding tiles {self.step}/{self.total}"
         if self.stage == "gradcam":
             return f"Grad-CAM {self.step}/{self.total}"
+        if self.stage == "search":
+            return f"searching the fewest tiles {self.step}/{self.total}"
         return (
             f"{tile}step {self.step}/{self.total} · p(masked) {self.masked_confidence:.2f}"
             f" · area {100 * self.area_fraction:.1f} %"

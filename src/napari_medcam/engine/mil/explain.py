@@ -20,7 +20,7 @@ import torch
 from napari_medcam.classifiers.prepare import resolve_device
 from napari_medcam.classifiers.slide import SlideClassifier
 from napari_medcam.engine.config import MedCAMConfig
-from napari_medcam.engine.explanation import ProgressEvent
+from napari_medcam.engine.explanation import ProgressEvent, drive
 from napari_medcam.engine.mil.absence import MODES, REMOVAL, BagModel, bag_absence
 from napari_medcam.engine.mil.cache import Bag
 from napari_medcam.engine.mil.embedding import iter_embed_slide
@@ -162,13 +162,42 @@ def explain_bag(
     ``absence``: "removal" (absent tiles leave the bag) or "replacement" (they become
     counterfactual tissue: the slide's own tiles that read as another class, or
     ``absence_embeddings``). ``config``: its ``tolerance`` (default 0.95) and ``seed``.
+    `iter_explain_bag` is the same with progress.
     """
+    return drive(
+        iter_explain_bag(
+            embeddings,
+            grid,
+            clf,
+            target,
+            config,
+            absence=absence,
+            absence_embeddings=absence_embeddings,
+            windows=windows,
+        )
+    )
+
+
+def iter_explain_bag(
+    embeddings: Any,
+    grid: Any,
+    clf: SlideClassifier,
+    target: int | str | None = None,
+    config: MedCAMConfig | None = None,
+    *,
+    absence: str = REMOVAL,
+    absence_embeddings: np.ndarray | None = None,
+    windows: np.ndarray | None = None,
+) -> Generator[ProgressEvent, None, SlideExplanation]:
+    """`explain_bag`, yielding "search" events (a cancel acts at each)."""
     started = time.perf_counter()
     bag = _BagSetup(embeddings, grid, clf, target, config, absence, absence_embeddings)
     with _threads_for(bag.e.size):
-        scores = relaxed_scores(bag.model, bag.fill, bag.target, bag.goal, bag.tolerance, bag.seed)
+        scores = yield from relaxed_scores(
+            bag.model, bag.fill, bag.target, bag.goal, bag.tolerance, bag.seed
+        )
         keep, check = smallest_prefix(contiguous_order(scores, bag.g), bag.test)
-        keep, check = greedy_drop(keep, scores, bag.g, bag.test, check)
+        keep, check = yield from greedy_drop(keep, scores, bag.g, bag.test, check)
     return bag.result(
         keep,
         check,
@@ -256,7 +285,8 @@ def iter_explain_slide(
     tile_batch: int = 64,
     skip_background: bool = True,
 ) -> Generator[ProgressEvent, None, SlideExplanation]:
-    """Explain a slide array's decision (options as `explain_bag`); yields "embed" events.
+    """Explain a slide array's decision (options as `explain_bag`); yields "embed" events,
+    then "search" events.
 
     ``image``: the slide at the classifier's level (H×W×C NumPy, dask or zarr array; the
     engine never opens a slide file). ``cache``: a zarr store path for the embeddings
@@ -283,7 +313,7 @@ def iter_explain_slide(
     clf_checked.to("cpu")  # the bag's passes are small: the CPU avoids per-call transfers
     seconds_embed = time.perf_counter() - started
     try:
-        result = explain_bag(
+        result = yield from iter_explain_bag(
             bag.embeddings,
             bag.grid,
             clf_checked,

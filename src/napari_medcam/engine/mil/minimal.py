@@ -25,15 +25,17 @@ and the same GECO-style multipliers. Two stages:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from napari_medcam.engine.explanation import ProgressEvent
 from napari_medcam.engine.mil.absence import BagAbsence, BagModel
 from napari_medcam.engine.objective import DECAY, MULTIPLIER_RANGE
 
+YIELD_EVERY = 10  # relaxed steps between progress events
 STEPS = 100  # relaxed steps: Adam at LR moves θ by up to ~10, from keep 0.8 to ~0
 LR = 0.1
 INIT_FILL = 0.8  # every tile starts kept (as the tile engine's masks start full)
@@ -94,10 +96,15 @@ class GoalTest:
         return Check(held and p_t >= self.goal and p_d >= self.goal, p_t, p_d, held)
 
 
+def _search_event(step: int, total: int) -> ProgressEvent:
+    return ProgressEvent(step, total, {}, float("nan"), 0.0, stage="search")
+
+
 def relaxed_scores(
     model: BagModel, absence: BagAbsence, target: int, goal: float, tolerance: float, seed: int
-) -> np.ndarray:
-    """Each tile's keep score (mean θ over the last half of the steps): higher = needed."""
+) -> Generator[ProgressEvent, None, np.ndarray]:
+    """Each tile's keep score (mean θ over the last half of the steps): higher = needed.
+    Yields a "search" event every `YIELD_EVERY` steps (a cancel acts there)."""
     n = len(model)
     if not len(absence.counterfactual):  # nothing to mix towards: rank by the gradient
         return _gradient_scores(model, target)
@@ -134,6 +141,8 @@ def relaxed_scores(
             log_mu[k] = max(lo, min(hi, log_mu[k] + MULTIPLIER_RATE * c * (1 if c > 0 else DECAY)))
         if step >= STEPS // 2:
             total += theta.detach()
+        if (step + 1) % YIELD_EVERY == 0:
+            yield _search_event(step + 1, STEPS)
     return (total / (STEPS - STEPS // 2)).numpy()
 
 
@@ -209,9 +218,9 @@ def greedy_drop(
     grid: np.ndarray,
     test: Callable[[torch.Tensor], Check],
     check: Check,
-) -> tuple[torch.Tensor, Check]:
+) -> Generator[ProgressEvent, None, tuple[torch.Tensor, Check]]:
     """Drop, one at a time, every kept tile the goal does not need: those with the fewest
-    kept neighbours first, then the lowest scored."""
+    kept neighbours first, then the lowest scored. Yields a "search" event per tile tried."""
     kept = torch.nonzero(keep)[:, 0].tolist()
     if not check.meets or len(kept) > GREEDY_MAX or len(kept) < 2:
         return keep, check
@@ -221,9 +230,10 @@ def greedy_drop(
         r, c = int(grid[i, 0]), int(grid[i, 1])
         return sum((r + dr, c + dc) in cells for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1)))
 
-    for i in sorted(kept, key=lambda i: (touching(i), scores[i])):
+    for tried, i in enumerate(sorted(kept, key=lambda i: (touching(i), scores[i]))):
         if int(keep.sum()) <= 1:
             break
+        yield _search_event(tried + 1, len(kept))
         trial = keep.clone()
         trial[i] = False
         result = test(trial)
