@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,13 @@ def add_slide_options(p: argparse.ArgumentParser) -> None:
         default="removal",
         help="with --slide-classifier: tiles left out are removed from the bag (default) "
         "or replaced by tissue the classifier calls another class",
+    )
+    p.add_argument(
+        "--pixels",
+        action="store_true",
+        help="with --slide-classifier: also the pixels inside each kept tile that keep the "
+        "slide's decision (the tile engine, with the slide's decision as its classifier), "
+        "as more annotations in the GeoJSON and per tile in the summary",
     )
     p.add_argument(
         "--embeddings",
@@ -70,11 +78,26 @@ def _open(
     return view, facts, slide.close
 
 
+def _pixels_skipped(args: argparse.Namespace, result: Any) -> str:
+    """Why --pixels is not done for this result ("" when it is, or was not asked)."""
+    from napari_medcam.engine.mil.pixels import MAX_TILES
+
+    if not args.pixels:
+        return ""
+    if not result.meets_goal:
+        return "no set of tiles keeps the decision, so no pixels inside them do"
+    if result.n_kept > MAX_TILES:
+        return f"{result.n_kept} kept tiles; pixel evidence is computed for at most {MAX_TILES}"
+    return ""
+
+
 def run_slide_explain(
     args: argparse.Namespace, region: tuple[int, int, int, int] | None = None
 ) -> int:
     """Explain the slide with ``args.slide_classifier``; ``region``: (y, x, h, w) at level 0."""
     import napari_medcam as mc
+    from napari_medcam.engine.explanation import drive
+    from napari_medcam.engine.mil.pixels import iter_kept_pixels
     from napari_medcam.io.slide_evidence import write_slide_evidence
 
     out = Path(args.out)
@@ -82,6 +105,11 @@ def run_slide_explain(
         raise ValueError(f"--out must be a .geojson file with --slide-classifier, got {out}")
     check_outputs([out, out.with_suffix(".json")], args.overwrite)
     clf = load_any(args.slide_classifier)
+    if args.pixels and clf.input_size != clf.tile_size:  # before hours of embedding
+        raise ValueError(
+            f"--pixels needs tiles the encoder reads unresized ({clf.tile_size} px tiles, "
+            f"encoder input {clf.input_size} px)"
+        )
     image, facts, close = _open(args, clf, region)
     cache = Path(args.embeddings) if args.embeddings else out.with_suffix(".embeddings.zarr")
     progress = Progress(not args.json)
@@ -96,11 +124,17 @@ def run_slide_explain(
             device=args.device,
             progress=progress,
         )
+        pixels, skipped = None, _pixels_skipped(args, result)
+        if args.pixels and not skipped:
+            pixels = drive(iter_kept_pixels(image, result, clf, config_from_args(args)), progress)
     finally:
         progress.done()
         if close is not None:
             close()
     summary = {**facts, "image": str(args.image), "classifier": args.slide_classifier}
+    if skipped:
+        print(f"WARNING: pixel evidence skipped: {skipped}", file=sys.stderr)
+        summary["pixels_skipped"] = skipped
     written = write_slide_evidence(
         out,
         result,
@@ -109,6 +143,7 @@ def run_slide_explain(
         origin=facts["origin_level0"],
         mpp=facts.get("mpp"),
         overwrite=args.overwrite,
+        pixels=pixels,
     )
     if args.json:
         print(

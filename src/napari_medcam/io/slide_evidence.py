@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from napari_medcam.engine.mil.pixels import KeptTilePixels
 from napari_medcam.engine.mil.result import SlideExplanation
 from napari_medcam.io.atomic import write_files
-from napari_medcam.io.geojson import class_rgb
+from napari_medcam.io.geojson import class_rgb, mask_to_geojson
 from napari_medcam.io.jsonable import jsonable
 
 
@@ -61,6 +62,49 @@ def evidence_tiles_geojson(
     return {"type": "FeatureCollection", "features": features}
 
 
+def pixel_evidence_features(
+    result: SlideExplanation,
+    pixels: Sequence[KeptTilePixels],
+    downsample: float = 1.0,
+    origin: Sequence[float] = (0.0, 0.0),
+    mpp: float | None = None,
+) -> list[dict[str, Any]]:
+    """The pixel evidence inside each kept tile as QuPath annotations (one per region,
+    level-0 pixels, classified "<class> (pixels)"), placed as the tiles are."""
+    oy, ox = (float(v) for v in origin)
+    f = float(downsample)
+    features: list[dict[str, Any]] = []
+    for px in pixels:
+        y0, x0 = px.window[:2]
+        props = {
+            "class_name": f"{result.target_name} (pixels)",
+            "tile": [int(v) for v in result.grid[px.index]],
+            "evidence": "pixels",
+        }
+        one = mask_to_geojson(px.explanation.mask, props, f, (oy + y0 * f, ox + x0 * f), mpp=mpp)
+        for feat in one["features"]:
+            feat["properties"]["classification"]["color"] = class_rgb(result.target)
+        features += one["features"]
+    return features
+
+
+def pixel_summary(pixels: Sequence[KeptTilePixels]) -> list[dict[str, Any]]:
+    """What is true of each kept tile's pixel evidence, for the summary."""
+    return [
+        {
+            "tile_index": px.index,
+            "window": list(px.window),
+            "area_fraction": float(px.explanation.area_fraction),
+            "regions": px.explanation.regions,
+            "valid": bool(px.explanation.valid),
+            "p_tile_masked": float(px.explanation.masked_confidence),
+            "p_tile_whole": float(px.explanation.original_confidence),
+            "result": px.explanation.one_line(),
+        }
+        for px in pixels
+    ]
+
+
 def write_slide_evidence(
     path: str | Path,
     result: SlideExplanation,
@@ -70,11 +114,17 @@ def write_slide_evidence(
     origin: Sequence[float] = (0.0, 0.0),
     mpp: float | None = None,
     overwrite: bool = False,
+    pixels: Sequence[KeptTilePixels] | None = None,
 ) -> list[Path]:
-    """Write the evidence tiles' GeoJSON at ``path`` and the summary beside it (.json)."""
+    """Write the evidence tiles' GeoJSON at ``path`` and the summary beside it (.json);
+    with ``pixels``, each kept tile's pixel evidence too (features and summary)."""
     path = Path(path)
-    geo = json.dumps(jsonable(evidence_tiles_geojson(result, downsample, origin, mpp)))
+    collection = evidence_tiles_geojson(result, downsample, origin, mpp)
     facts = {**result.to_dict(), **(summary or {})}
+    if pixels is not None:
+        collection["features"] += pixel_evidence_features(result, pixels, downsample, origin, mpp)
+        facts["pixels"] = pixel_summary(pixels)
+    geo = json.dumps(jsonable(collection))
     text = json.dumps(jsonable(facts), indent=1)
     return write_files(
         {

@@ -12,6 +12,7 @@ from napari_medcam.engine.mil.explain import (
     explain_bag,
     iter_explain_slide,
 )
+from napari_medcam.engine.mil.pixels import KeptTilePixels, explain_kept_pixels, iter_kept_pixels
 from napari_medcam.engine.mil.result import SlideExplanation
 
 __all__ = [
@@ -19,9 +20,12 @@ __all__ = [
     "REMOVAL",
     "REPLACEMENT",
     "Bag",
+    "KeptTilePixels",
     "SlideExplanation",
     "check_bag_tiles",
     "check_tiles",
     "explain_bag",
+    "explain_kept_pixels",
+    "iter_kept_pixels",
     "iter_explain_slide",
 ]

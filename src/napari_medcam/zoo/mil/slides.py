@@ -55,12 +55,22 @@ def pool_kind(split: str, j: int) -> int:
 def pool_tile(split: str, j: int) -> np.ndarray:
     """Tile ``j`` of ``split``'s pool alone (seed ``MIL_SEED0[split] + j``; the contrast
     of a mimic or positive tile is fixed by ``j`` within its kind's range)."""
+    return _pool_tile_and_evidence(split, j)[0]
+
+
+def pool_evidence(split: str, j: int) -> np.ndarray:
+    """The planted evidence (128×128 bool) of pool tile ``j``: the cluster of enlarged
+    nuclei of a positive tile (faint on a mimic); all False on a normal tile."""
+    return _pool_tile_and_evidence(split, j)[1]
+
+
+def _pool_tile_and_evidence(split: str, j: int) -> tuple[np.ndarray, np.ndarray]:
     kind = pool_kind(split, j)
     if kind == NORMAL:
-        return synthetic_tile(MIL_SEED0[split] + j, 0, TILE)[0]
+        return synthetic_tile(MIL_SEED0[split] + j, 0, TILE)
     lo, hi = CONTRAST[kind]
     contrast = lo + (hi - lo) * ((j * 7919) % 101) / 100
-    return synthetic_tile(MIL_SEED0[split] + j, 1, TILE, contrast=contrast)[0]
+    return synthetic_tile(MIL_SEED0[split] + j, 1, TILE, contrast=contrast)
 
 
 @lru_cache(maxsize=3)
