@@ -79,7 +79,7 @@ def _explainer_change(old: Any, new: Any) -> str:
 def option_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """One line per option whose value differs between cohort settings ``old`` and ``new``."""
     old, new = _plain(old), _plain(new)
-    seen = {"classifier_fingerprint", "explainer", "config", "level", "target"}
+    seen = {"classifier_fingerprint", "explainer", "config", "level", "target", "mpp"}
     changes: list[str] = []
     if old.get("classifier_fingerprint") != new.get("classifier_fingerprint"):
         changes.append("--classifier/--weights: the cohort was run with another classifier")
@@ -88,7 +88,7 @@ def option_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         changes.append(_explainer_change(old.get("explainer"), new.get("explainer")))
     elif isinstance(old.get("config"), dict) and isinstance(new.get("config"), dict):
         changes += _config_changes(old["config"], new["config"])
-    for key in ("level", "target"):
+    for key in ("level", "target", "mpp"):
         if old.get(key) != new.get(key):
             changes.append(_was(f"--{key}", old.get(key), new.get(key)))
     changes += [

@@ -30,6 +30,7 @@ from napari_medcam.batch.slides import resolve_slides
 from napari_medcam.batch.summary import write_summary
 from napari_medcam.batch.task import PROGRESS_TOPIC, SlideJob, explain_slide
 from napari_medcam.engine.config import MedCAMConfig
+from napari_medcam.io.slides import check_mpp, wanted_mpp
 from napari_medcam.tiling import overlap_for
 
 
@@ -146,6 +147,7 @@ def run_cohort(
     progress: bool = True,
     log: Callable[[str], None] = print,
     annotations: str | Path | None = None,
+    mpp: float | None = None,
 ) -> CohortReport:
     """Explain every slide into ``out`` (one folder per slide, manifest, summary).
 
@@ -159,7 +161,12 @@ def run_cohort(
     of per-tile optimisation, with the explainer's own config (``config`` is not
     used). ``annotations``: a folder of QuPath GeoJSON files, one per slide by name:
     summary.csv/html score each finished slide's evidence against its file (a rerun
-    adds them without explaining again). Raises `CohortInterrupted` on Ctrl-C.
+    adds them without explaining again). ``level`` None: per slide, the level whose
+    µm/px is nearest ``mpp`` (else the classifier card's µm/px), as ``explain --mpp``
+    picks it (`Slide.level_for_mpp`); without either, or when a slide records no pixel
+    size, the finest level at most 4096 px a side — the slide's result then records a
+    warning, as it does when the nearest level is more than 1.25× off. Raises
+    `CohortInterrupted` on Ctrl-C.
     """
     from napari_medcam.classifiers import load_classifier
     from napari_medcam.classifiers.fingerprint import classifier_fingerprint
@@ -169,6 +176,7 @@ def run_cohort(
         raise ValueError(f"config must be a MedCAMConfig, got {type(config).__name__}")
     if level is not None and level < 0:
         raise ValueError(f"level must be ≥ 0, got {level}")
+    mpp = check_mpp(mpp)
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be ≥ 1, got {workers}")
     annotations = agreement.check_folder(annotations)
@@ -181,6 +189,9 @@ def run_cohort(
     if target is not None:
         clf.class_index(target)  # an unknown class is an error now, not on every worker
     amortised = _explainer_facts(explainer, clf)
+    # the µm/px the level is matched to (--level overrides it): part of the settings only
+    # when it chooses the level, so cohorts explained without one keep their hash
+    want = wanted_mpp(mpp, clf) if level is None else None
     settings = {
         "config": amortised["config"] if amortised else config.to_dict(),
         "explainer": amortised["fingerprint"] if amortised else None,
@@ -189,6 +200,7 @@ def run_cohort(
         "classifier_fingerprint": fingerprint,
         "tile_overlap": overlap_for(clf.input_size),  # the engine's, as explain uses it
         "tile_batch": None,
+        **({"mpp": want} if want else {}),
     }
     about = {
         "spec": str(classifier),
@@ -225,6 +237,7 @@ def run_cohort(
         fingerprint=fingerprint,
         config=None if amortised else config,
         level=level,
+        mpp=want,
         target=target,
         device=device,
         settings_hash=manifest.hash,

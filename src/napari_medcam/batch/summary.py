@@ -32,6 +32,7 @@ COLUMNS = (
     "evidence_level0_px",
     "evidence_regions",
     "level",
+    "level_mpp",
     "seconds",
     "path",
     "folder",
@@ -41,6 +42,16 @@ COLUMNS = (
 
 def _or_blank(value: Any) -> Any:
     return "" if value is None else value
+
+
+def _notes(result: dict[str, Any]) -> str:
+    """A finished slide's notes: why its explanation is not valid, and its warnings (the
+    level could not be matched to the classifier's µm/px)."""
+    notes = [] if result["valid"] else [str(result["explanation_status"])]
+    warnings = result.get("warnings")
+    if isinstance(warnings, list):
+        notes += [f"warning: {w}" for w in warnings]
+    return "; ".join(notes)
 
 
 def summary_rows(manifest: Manifest, annotations: Path | None = None) -> list[dict[str, Any]]:
@@ -64,8 +75,9 @@ def summary_rows(manifest: Manifest, annotations: Path | None = None) -> list[di
                 evidence_level0_px=result["evidence_level0_px"],
                 evidence_regions=_or_blank(result.get("regions")),
                 level=result["level"],
+                level_mpp=_or_blank(result.get("level_mpp")),
                 seconds=result["seconds"],
-                reason="" if result["valid"] else result["explanation_status"],
+                reason=_notes(result),
             )
             reference = agreement.annotation_for(annotations, rec["path"]) if annotations else None
             if reference is not None:
@@ -128,6 +140,12 @@ def _agreement_cell(row: dict[str, Any]) -> str:
     )
 
 
+def _level_words(settings: dict[str, Any]) -> str:
+    level = str(settings.get("level", "auto"))
+    mpp = settings.get("mpp")
+    return f"{level} (nearest {mpp:g} µm/px)" if isinstance(mpp, (int, float)) else level
+
+
 def summary_html(manifest: Manifest, rows: list[dict[str, Any]], annotated: bool = False) -> str:
     """The page a pathologist opens: per slide its thumbnail, its evidence, the numbers
     (and, with ``annotated``, its agreement with the slide's reference annotation)."""
@@ -140,7 +158,7 @@ def summary_html(manifest: Manifest, rows: list[dict[str, Any]], annotated: bool
         + ", ".join(f"{n} {html.escape(s)}" for s, n in sorted(counts.items()))
         + f"</p><p class=small>classifier <code>{html.escape(str(manifest.classifier['spec']))}"
         f"</code> (fingerprint <code>{manifest.settings['classifier_fingerprint'][:12]}</code>), "
-        f"level {html.escape(str(manifest.settings.get('level', 'auto')))}, target "
+        f"level {html.escape(_level_words(manifest.settings))}, target "
         f"{html.escape(str(manifest.settings.get('target') or 'predicted class'))}, "
         + (
             f"amortised explainer <code>{manifest.settings['explainer'][:12]}</code>, "

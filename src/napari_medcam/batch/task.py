@@ -23,6 +23,7 @@ from typing import Any
 from napari_medcam.batch.outputs import remove_partial, thumbnails, write_slide_outputs
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.io.slide_backends import is_dicom_folder
+from napari_medcam.io.slides import WARNING
 
 #: Dask event topic on which workers report tiles of running slides
 PROGRESS_TOPIC = "napari-medcam-progress"
@@ -42,13 +43,14 @@ class SlideJob:
     weights: str | None
     fingerprint: str
     config: MedCAMConfig | None  # None: an explainer's own
-    level: int | None
+    level: int | None  # None: per slide, by mpp (else by size)
     target: int | str | None
     device: str
     settings_hash: str
     tile_overlap: int | None = None  # None: the engine's (tiling.overlap_for)
     tile_batch: int | None = None  # None: the engine's (4; 16 with an explainer)
     explainer: str | None = None  # an amortised explainer's file, or a packaged name
+    mpp: float | None = None  # µm/px the classifier reads: the level nearest it (no --level)
 
 
 def _classifier(job: SlideJob) -> Any:
@@ -205,8 +207,13 @@ def _explain(
     # the slide's tiles are read here, on this worker's thread: inside a worker, dask's
     # default scheduler would be the cluster itself (a task per tile through the client)
     with dask.config.set(scheduler="synchronous"), open_slide(path) as slide:
-        level = job.level if job.level is not None else slide.level_for_size(AUTO_LEVEL_SIDE)
+        level, note = (
+            (job.level, "")
+            if job.level is not None
+            else slide.level_for_mpp(job.mpp, AUTO_LEVEL_SIDE)
+        )
         view, _, f = slide.region(level)
+        level_mpp = slide.level_mpp[level]
         exp = mc.explain(
             view,
             clf,
@@ -240,6 +247,12 @@ def _explain(
         "detail": exp.detail,
         "level": level,
         "downsample": f,
+        # µm per pixel of the level explained (None: the slide records no pixel size),
+        # what the level was matched to, what was said about it, and its warnings
+        "level_mpp": level_mpp,
+        "classifier_mpp": job.mpp,
+        "level_note": note,
+        "warnings": [note.removeprefix(WARNING)] if note.startswith(WARNING) else [],
         "worker": str(getattr(worker, "address", "local")),
         "pid": os.getpid(),
     }
@@ -251,6 +264,7 @@ def _explain(
         "slide_shape": slide_shape,
         "level": level,
         "downsample": f,
+        "level_mpp": level_mpp,
         "level_shape": [int(n) for n in view.shape[:2]],
         "origin_level0": [0, 0],
         "settings_hash": job.settings_hash,

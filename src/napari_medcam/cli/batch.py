@@ -33,6 +33,7 @@ def _run_batch(args: argparse.Namespace) -> int:
             weights=args.weights,
             config=config,
             level=args.level,
+            mpp=args.mpp,
             target=parse_target(args.target),
             scheduler=args.scheduler,
             workers=args.workers,
@@ -83,7 +84,16 @@ def add_batch_parser(sub: Any) -> argparse.ArgumentParser:
     b.add_argument(
         "--level",
         type=int,
-        help="pyramid level to explain (default: per slide, the finest at most 4096 px a side)",
+        help="pyramid level to explain (default: per slide, the level nearest the "
+        "classifier's µm/px when --mpp or its card and the slide record one, else the finest "
+        "at most 4096 px a side)",
+    )
+    b.add_argument(
+        "--mpp",
+        type=float,
+        help="µm per pixel the classifier reads (default: its card's): each slide's level "
+        "nearest it is explained and recorded in its result.json; a slide without a pixel "
+        "size, or whose nearest level is over 1.25x off, gets a warning in the summary",
     )
     b.add_argument("--target", help="class index or name (default: each slide's finding)")
     add_classifier_options(b)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,25 +33,13 @@ def _parse_region(value: str | None) -> tuple[int, int, int, int] | None:
 
 def _slide_level(slide: Any, args: argparse.Namespace, clf: Any) -> tuple[int, str]:
     """(level, what to tell the user): ``--level``; else the level whose µm/px is nearest
-    the classifier's (``--mpp``, else its card's) — a classifier sees tissue at the
-    magnification it was trained at; else the finest level at most 4096 px a side."""
+    the classifier's (``--mpp``, else its card's), `Slide.level_for_mpp`; else the finest
+    level at most 4096 px a side."""
     if args.level is not None:
         return args.level, ""
-    card = getattr(clf, "card", None)
-    want = args.mpp if args.mpp is not None else getattr(card, "microns_per_pixel", None)
-    if not want:
-        return slide.level_for_size(4096), ""
-    if not slide.mpp:
-        return slide.level_for_size(4096), (
-            f"warning: the slide records no pixel size, so the level cannot be matched to the "
-            f"classifier's {want:g} µm/px: level chosen by size; pass --level to choose"
-        )
-    mpps = slide.level_mpp
-    level = min(range(len(mpps)), key=lambda i: abs(math.log(mpps[i] / want)))
-    note = f"level {level}: {mpps[level]:.3g} µm/px, nearest the classifier's {want:g} µm/px"
-    if abs(math.log(mpps[level] / want)) > math.log(1.25):
-        note = f"warning: {note} — {mpps[level] / want:.2f}× off (the slide has no closer level)"
-    return level, note
+    from napari_medcam.io.slides import wanted_mpp
+
+    return slide.level_for_mpp(wanted_mpp(args.mpp, clf), 4096)
 
 
 def _load_input(args: argparse.Namespace, clf: Any) -> tuple[Any, dict[str, Any], Any]:
@@ -102,6 +89,7 @@ def _absence_tiles(folder: str | None) -> list[Any] | None:
 def _run_explain(args: argparse.Namespace) -> int:
     import napari_medcam as mc
     from napari_medcam.io import write_mask
+    from napari_medcam.io.slides import check_mpp
 
     if args.slide_classifier:
         return run_slide_explain(args, _parse_region(args.region))
@@ -109,8 +97,7 @@ def _run_explain(args: argparse.Namespace) -> int:
     out = Path(args.out)
     outputs = [out, out.with_suffix(".geojson")] if args.geojson else [out]
     check_outputs(outputs, args.overwrite)
-    if args.mpp is not None and not args.mpp > 0:
-        raise ValueError(f"--mpp must be a positive number of µm per pixel, got {args.mpp}")
+    check_mpp(args.mpp)
     clf = mc.load_classifier(args.classifier, weights=args.weights)
     image, facts, close = _load_input(args, clf)
     try:

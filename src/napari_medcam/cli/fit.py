@@ -125,7 +125,8 @@ def add_fit_parser(sub: Any) -> None:
         "--tiles",
         nargs="+",
         required=True,
-        help="image folders, image files or slides (tissue tiles sampled at --level)",
+        help="image folders, image files or slides, a DICOM WSI given as its folder "
+        "(tissue tiles sampled at --level)",
     )
     f.add_argument("--level", type=int, default=0, help="slide level to sample tiles at")
     f.add_argument("--per-slide", type=int, default=256, help="tiles sampled per slide")

@@ -8,6 +8,7 @@ comes out as the same `Slide`. Writing (mask pyramids) stays with tifffile.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +35,34 @@ SLIDE_SUFFIXES = (
     ".bif",
     ".svslide",
 )
+#: a slide level whose µm/px is further than this factor from the classifier's is warned of
+MPP_TOLERANCE = 1.25
+#: how a note about the level chosen begins when it is a warning (`Slide.level_for_mpp`)
+WARNING = "warning: "
 #: a stored block (strip or tile) larger than this is never read whole to reach a region:
 #: an uncompressed one is memory-mapped, a compressed one refused with the remedy
 MAX_BLOCK_BYTES = 256 * 2**20
 #: the chunks of a memory-mapped level: a region reads only the rows and columns it needs
 MEMMAP_CHUNK = 2048
+
+
+def check_mpp(mpp: Any) -> float | None:
+    """``mpp`` (µm per pixel asked for, ``--mpp``) as a float, None if not given; a
+    ValueError, in one line, unless it is a positive number."""
+    if mpp is None:
+        return None
+    if isinstance(mpp, bool) or not isinstance(mpp, (int, float)) or not 0 < mpp < math.inf:
+        raise ValueError(f"--mpp must be a positive number of µm per pixel, got {mpp}")
+    return float(mpp)
+
+
+def wanted_mpp(asked: Any, classifier: Any) -> float | None:
+    """The µm/px a classifier reads: ``asked`` (``--mpp``, checked) when given, else what
+    its card records; None when neither says."""
+    if asked is not None:
+        return check_mpp(asked)
+    card = getattr(classifier, "card", None)
+    return getattr(card, "microns_per_pixel", None) or None
 
 
 @dataclass
@@ -75,6 +99,29 @@ class Slide:
             if max(arr.shape[:2]) <= max_side:
                 return i
         return len(self.levels) - 1
+
+    def level_for_mpp(self, want: float | None, max_side: int = 4096) -> tuple[int, str]:
+        """(level, what to tell the user; "" for nothing): the level whose µm/px is nearest
+        ``want`` by ratio (the µm/px a classifier reads: it sees tissue at the magnification
+        it was trained at). Without ``want``, or when the slide records no pixel size, the
+        finest level at most ``max_side`` a side (`level_for_size`). The note starts with
+        `WARNING` when the slide records no pixel size or the nearest level is more than
+        `MPP_TOLERANCE` times off: ``explain`` prints it, ``batch`` records it in the
+        slide's result and summary."""
+        if not want:
+            return self.level_for_size(max_side), ""
+        if not self.mpp:
+            return self.level_for_size(max_side), (
+                f"{WARNING}the slide records no pixel size, so the level cannot be matched to "
+                f"the classifier's {want:g} µm/px: level chosen by size; pass --level to choose"
+            )
+        mpps = self.level_mpp
+        level = min(range(len(mpps)), key=lambda i: abs(math.log(mpps[i] / want)))
+        note = f"level {level}: {mpps[level]:.3g} µm/px, nearest the classifier's {want:g} µm/px"
+        if abs(math.log(mpps[level] / want)) > math.log(MPP_TOLERANCE):
+            off = mpps[level] / want
+            note = f"{WARNING}{note} — {off:.2f}× off (the slide has no closer level)"
+        return level, note
 
     def region(self, level: int, region: tuple[int, int, int, int] | None = None):
         """A lazy (dask) view of ``region`` = (y, x, h, w) in level-0 pixels, at ``level``.

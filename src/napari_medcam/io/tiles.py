@@ -14,6 +14,7 @@ import numpy as np
 from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.classifiers.prepare import unit_tensor
 from napari_medcam.io.images import IMAGE_SUFFIXES, read_image
+from napari_medcam.io.slide_backends import is_dicom_folder
 from napari_medcam.io.slides import SLIDE_SUFFIXES, is_pyramidal, open_slide
 from napari_medcam.tiling import MIN_TISSUE_FRACTION, tile_grid, tissue_fraction
 
@@ -40,8 +41,9 @@ def read_tiles(
 ) -> list[np.ndarray]:
     """Images from ``sources``: an iterable of arrays, folders of images, or slide files.
 
-    Folders give every image in them (sorted); slides (``.svs``, pyramidal TIFF) give
-    up to ``per_slide`` tissue tiles at ``level``; arrays are taken as they are.
+    Folders give every image in them (sorted); slides (``.svs``, pyramidal TIFF, a DICOM
+    WSI's folder) give up to ``per_slide`` tissue tiles at ``level``; arrays are taken as
+    they are.
     """
     if isinstance(sources, (str, Path, np.ndarray)):
         sources = [sources]
@@ -51,7 +53,9 @@ def read_tiles(
             out.append(np.asarray(src))
             continue
         path = Path(src)
-        if path.is_dir():
+        if is_dicom_folder(path):  # a DICOM WSI is a folder of .dcm files: one slide
+            out += _slide_tiles(path, classifier, level, per_slide)
+        elif path.is_dir():
             files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
                 raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
