@@ -22,7 +22,6 @@ from torch import nn
 from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.classifiers.slide import SlideClassifier
 from napari_medcam.engine.config import MedCAMConfig
-from napari_medcam.engine.explain import iter_explain
 from napari_medcam.engine.explanation import Explanation, ProgressEvent, drive
 from napari_medcam.engine.mil.absence import BagModel, bag_absence
 from napari_medcam.engine.mil.result import SlideExplanation
@@ -114,6 +113,9 @@ def iter_kept_pixels(
     kept = np.flatnonzero(result.kept)
     if len(kept) > MAX_TILES:
         raise ValueError(f"{len(kept)} kept tiles: pixel evidence is for at most {MAX_TILES}")
+    # the tile engine's verb imports this package (it dispatches slide classifiers here)
+    from napari_medcam.engine.explain import iter_explain
+
     out: list[KeptTilePixels] = []
     for k, i in enumerate(kept):
         y0, x0, y1, x1 = (int(v) for v in result.windows[i])
