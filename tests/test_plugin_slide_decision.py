@@ -144,3 +144,42 @@ def test_the_mil_zoo_classifier_explains_a_synthetic_slide_in_the_widget(make_na
     assert result is not None, widget.status.value
     assert widget.evidence_layer.data.shape == result.grid_shape
     assert widget.sentence.value == result.sentence
+
+
+def test_pixel_evidence_lies_in_its_tile_and_is_saved_only_while_it_is_current(
+    make_napari_viewer, qtbot, tmp_path
+):
+    from napari_medcam.zoo import mil
+
+    viewer = make_napari_viewer()
+    slide = mil.synthetic_slide("tune", 0)  # the tuning entry on its tuning split
+    image = viewer.add_image(
+        slide.image(mil.tile_pool("tune")),
+        rgb=True,
+        name="tune-0",
+        scale=SCALE,
+        translate=TRANSLATE,
+    )
+    widget = SlideDecisionWidget(viewer)
+    widget.classifier_combo.value = "mil-abmil"
+    widget.image_combo.value = image
+    _wait(qtbot, widget, widget.explain())
+    assert widget.result.n_kept == 1
+    _wait(qtbot, widget, widget.explain_pixels())
+    assert widget.status.value.startswith("Pixel evidence in 1 tile(s): 1 region"), (
+        widget.status.value
+    )
+    (layer,) = [ly for ly in viewer.layers if ly.name.startswith("slide evidence pixels")]
+    y0, x0, y1, x1 = (int(v) for v in widget.result.kept_windows[0])
+    assert layer.data.shape == (y1 - y0, x1 - x0)
+    # pixel (i, j) of the layer is pixel (y0 + i, x0 + j) of the slide, in the world
+    assert np.allclose(layer.data_to_world((5, 7)), image.data_to_world((y0 + 5, x0 + 7)))
+    out = tmp_path / "with-pixels.geojson"
+    assert widget.save(out) and "with the pixel evidence" in widget.status.value
+    kinds = [f["properties"].get("evidence") for f in json.loads(out.read_text())["features"]]
+    assert kinds.count("pixels") >= 1 and kinds.count(None) == 1
+    layer.data[:] = 0  # the pathologist erases the pixel evidence: it is no longer what was found
+    layer.refresh()
+    again = tmp_path / "tiles-only.geojson"
+    assert widget.save(again) and "tiles only" in widget.status.value
+    assert "pixels" not in json.loads(again.with_suffix(".json").read_text())

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import weakref
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,18 +32,15 @@ from magicgui.widgets import (
 from napari_medcam.classifiers.slide import SlideClassifier
 from napari_medcam.classifiers.slide_loading import registered_slide_classifiers
 from napari_medcam.engine.mil import MODES, SlideExplanation
-from napari_medcam.io.slide_evidence import write_slide_evidence
 from napari_medcam.plugin.slide_grid import (
-    SLIDE_META_KEY,
     SlideJob,
     SlideOutcome,
-    attention_data,
+    add_result_layers,
     edited_keep,
-    grid_layer_data,
-    grid_transform_kwargs,
     run_slide_job,
     run_tile_check,
 )
+from napari_medcam.plugin.slide_pixels import PixelEvidence, save_tile_set
 from napari_medcam.plugin.worker import default_threads
 from napari_medcam.zoo.mil import MIL_ZOO, load_any
 
@@ -83,6 +79,11 @@ class SlideDecisionWidget(Container):
         self.status = Label(value="")
         self.sentence = Label(value="")
         self.check_button = PushButton(text="Check edited tiles", enabled=False)
+        self.pixels_button = PushButton(text="Pixels inside the kept tiles", enabled=False)
+        self.pixels_button.tooltip = (
+            "the pixels of each kept tile that keep the slide's decision (the tile engine; "
+            "a few seconds per tile)"
+        )
         self.path_edit = FileEdit(label="Save as", mode="w", filter="*.geojson")
         self.save_button = PushButton(text="Save evidence tiles (GeoJSON + summary)")
         self.save_button.enabled = False
@@ -100,6 +101,7 @@ class SlideDecisionWidget(Container):
                 self.status,
                 self.sentence,
                 self.check_button,
+                self.pixels_button,
                 self.path_edit,
                 self.save_button,
             ]
@@ -117,6 +119,8 @@ class SlideDecisionWidget(Container):
         self.explain_button.changed.connect(self.explain)
         self.cancel_button.changed.connect(self.cancel)
         self.check_button.changed.connect(self.check_edited)
+        self.pixels_button.changed.connect(self.explain_pixels)
+        self.pixel_evidence = PixelEvidence(self.viewer)
         self.save_button.changed.connect(lambda: self.save(self.path_edit.value))
         self.classifier_combo.changed.connect(self._on_classifier)
         self.factory_edit.changed.connect(self._on_classifier)
@@ -165,12 +169,15 @@ class SlideDecisionWidget(Container):
         self.status.value = ""
 
     # ------------------------------------------------------------------ explain
-    def _level(self, layer: Any, clf: SlideClassifier) -> tuple[Any, int, float]:
-        """(the level's array, its index, its downsample) that ``clf`` reads."""
+    def _level(
+        self, layer: Any, clf: SlideClassifier, level: int | None = None
+    ) -> tuple[Any, int, float]:
+        """(the level's array, its index, its downsample) that ``clf`` reads (``level``,
+        else the form's choice, else the classifier's)."""
         if getattr(layer, "ndim", 0) != 2 or not getattr(layer, "rgb", False):
             raise ValueError(f"{layer.name!r} is not a 2-D RGB slide: a slide classifier reads RGB")
         levels = list(layer.data) if layer.multiscale else [layer.data]
-        level = self.level_combo.value
+        level = self.level_combo.value if level is None else level
         if level is None or level >= len(levels):
             meta = layer.metadata if isinstance(layer.metadata, dict) else {}
             level_mpp = meta.get("level_mpp")
@@ -231,8 +238,8 @@ class SlideDecisionWidget(Container):
         self.cancel_button.visible = busy
         self.progress.visible = busy
         self.progress.value = 0
-        self.check_button.enabled = not busy and self.result is not None
-        self.save_button.enabled = not busy and self.result is not None
+        for button in (self.check_button, self.pixels_button, self.save_button):
+            button.enabled = not busy and self.result is not None
         if text:
             self.status.value = text
 
@@ -250,7 +257,9 @@ class SlideDecisionWidget(Container):
             return
         result = self.result = outcome.explanation
         self.checked = None
-        self._add_layers(result)
+        self.pixel_evidence.clear()
+        layer = add_result_layers(self.viewer, result, self._place)
+        self._layer = None if layer is None else weakref.ref(layer)
         margin = result.provenance.get("margin")
         self._busy(
             False,
@@ -263,43 +272,8 @@ class SlideDecisionWidget(Container):
             ),
         )
         self.sentence.value = result.sentence
-
-    def _add_layers(self, result: SlideExplanation) -> None:
-        image = self._place["layer"]()
-        if image is None or image not in self.viewer.layers:
+        if layer is None:
             self.status.value = "The slide layer was closed: the result was not placed."
-            return
-        place = grid_transform_kwargs(image, self._place["downsample"], self._stride())
-        facts = {
-            "image": self._place["image"],
-            "level": self._place["level"],
-            "downsample": self._place["downsample"],
-            "tile_size": self._place["clf"].tile_size,
-        }
-        weights = attention_data(result)
-        if weights is not None:
-            self.viewer.add_image(
-                weights,
-                name=f"aggregator weights: {result.target_name}",
-                colormap="inferno",
-                opacity=0.5,
-                blending="additive",
-                contrast_limits=(0.0, 1.0),
-                visible=False,
-                metadata={SLIDE_META_KEY: facts},
-                **place,
-            )
-        layer = self.viewer.add_labels(
-            grid_layer_data(result),
-            name=f"slide evidence: {result.target_name}",
-            opacity=0.5,
-            metadata={SLIDE_META_KEY: facts},
-            **place,
-        )
-        self._layer = weakref.ref(layer)
-
-    def _stride(self) -> int:
-        return int(self._place["clf"].tile_size)  # the engine's MIL tiles do not overlap
 
     # ------------------------------------------------------------------ edits
     @property
@@ -361,32 +335,50 @@ class SlideDecisionWidget(Container):
         it (.json); [] with the reason in the status when it cannot."""
         try:
             keep, outside = self._current()
-            if outside:
-                raise ValueError(
-                    f"{outside} painted cell(s) lie outside the slide's tissue tiles; erase them "
-                    "so that the saved tiles are the ones you see"
-                )
-            described = self._described(keep)
-            if described is None:
-                raise ValueError(
-                    "the tiles were edited since they were last scored: Check edited tiles first, "
-                    "so that the summary saved beside them is true of them"
-                )
-            out = Path(path)
-            if out.suffix.lower() != ".geojson":
-                raise ValueError(f"save as a .geojson file, got {out.name!r}")
-            if out.is_dir() or not out.parent.is_dir():
-                raise ValueError(f"{out} is a folder or its folder does not exist")
-            written = write_slide_evidence(
-                out,
-                replace(described, embeddings=None),
-                {"image": self._place["image"], "level": self._place["level"]},
-                downsample=self._place["downsample"],
-                mpp=self._place["mpp"],
-                overwrite=overwrite,
+            written, self.status.value = save_tile_set(
+                path,
+                keep,
+                outside,
+                self._described(keep),
+                self._place,
+                self.pixel_evidence,
+                overwrite,
             )
-        except (ValueError, OSError) as err:
+        except ValueError as err:
             self.status.value = f"Not saved: {err}"
             return []
-        self.status.value = f"Saved {', '.join(p.name for p in written)}"
         return written
+
+    # ------------------------------------------------------------------ pixels
+    def explain_pixels(self) -> Any:
+        """Find the pixel evidence of the tiles shown (once their sentence is true of
+        them and they keep the decision); returns the worker (None if refused)."""
+        if self.worker is not None:
+            return None
+        try:
+            keep, outside = self._current()
+            described = self._described(keep)
+            if described is None or outside:
+                raise ValueError("the tiles were edited: Check edited tiles first")
+            if not described.meets_goal:
+                raise ValueError("these tiles do not keep the decision, so no pixels in them do")
+            image = self._place["layer"]()
+            if image is None or image not in self.viewer.layers:
+                raise ValueError("the slide layer was closed")
+            level_data, _, _ = self._level(image, self._place["clf"], self._place["level"])
+        except ValueError as err:
+            self.status.value = f"Cannot find pixels: {err}"
+            return None
+        self._job = SlideJob(level_data, self._place["clf"], None, described.absence)
+        self._job.threads = default_threads()
+        self.worker = self.pixel_evidence.start(
+            level_data, described, self._place, self._job, self._on_pixels
+        )
+        self.worker.yielded.connect(self._on_progress)
+        self._busy(True, f"Pixel evidence in {described.n_kept} tile(s)…")
+        return self.worker
+
+    def _on_pixels(self, text: str) -> None:
+        self.worker = None
+        self._job = None
+        self._busy(False, text)

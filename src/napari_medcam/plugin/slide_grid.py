@@ -102,6 +102,51 @@ def grid_transform_kwargs(layer: Any, downsample: float, stride: int) -> dict[st
     return out
 
 
+def window_transform_kwargs(
+    layer: Any, downsample: float, origin: tuple[int, int]
+) -> dict[str, Any]:
+    """Layer keyword arguments placing a tile-sized array over the tile whose first pixel
+    is ``origin`` (y, x) at the level of ``downsample`` (as napari draws that level)."""
+    from napari.utils.transforms import CompositeAffine
+
+    out = transform_kwargs(layer)
+    scale = np.asarray(layer.scale, dtype=float)
+    linear = CompositeAffine(
+        scale=scale, translate=np.zeros(2), rotate=layer.rotate, shear=layer.shear, ndim=2
+    ).linear_matrix
+    out["scale"] = scale * downsample
+    out["translate"] = np.asarray(layer.translate, dtype=float) + linear @ (
+        np.asarray(origin, dtype=float) * downsample
+    )
+    return out
+
+
+def run_pixels(
+    image: Any, result: SlideExplanation, clf: SlideClassifier, job: SlideJob
+) -> Generator[ProgressEvent, None, Any]:
+    """The pixel evidence of ``result``'s kept tiles in the background: yields the tile
+    engine's progress, returns the `KeptTilePixels` list (or a `SlideOutcome` with the
+    error, or cancelled)."""
+    from napari_medcam.engine.mil.pixels import iter_kept_pixels
+
+    try:
+        with torch_threads(job.threads):
+            steps = iter_kept_pixels(image, result, clf)
+            while True:
+                try:
+                    event = next(steps)
+                except StopIteration as done:
+                    return done.value
+                if job.cancel.is_set():
+                    steps.close()
+                    return SlideOutcome(cancelled=True)
+                yield event
+    except ValueError as err:
+        return SlideOutcome(error=str(err))
+    except Exception as err:  # noqa: BLE001 - shown to the user, never raised in the GUI
+        return SlideOutcome(error=f"{type(err).__name__}: {err}")
+
+
 def grid_layer_data(result: SlideExplanation) -> np.ndarray:
     """The evidence as a binary tile-grid array: 1 on each kept tile, 0 elsewhere."""
     out = np.zeros(result.grid_shape, np.uint8)
@@ -133,3 +178,41 @@ def edited_keep(result: SlideExplanation, data: Any) -> tuple[np.ndarray, int]:
     painted = arr != 0
     keep = painted[result.grid[:, 0], result.grid[:, 1]]
     return keep, int(painted.sum()) - int(keep.sum())
+
+
+def add_result_layers(viewer: Any, result: SlideExplanation, place: dict[str, Any]) -> Any:
+    """Add the evidence tiles (Labels, one pixel per tile) and the aggregator's weights
+    (hidden) over the slide layer ``place["layer"]`` (a weakref); the Labels layer, or
+    None when the slide layer is gone. Main thread only."""
+    image = place["layer"]()
+    if image is None or image not in viewer.layers:
+        return None
+    clf = place["clf"]
+    # the engine's MIL tiles do not overlap: the stride is the tile size
+    kwargs = grid_transform_kwargs(image, place["downsample"], clf.tile_size)
+    facts = {
+        "image": place["image"],
+        "level": place["level"],
+        "downsample": place["downsample"],
+        "tile_size": clf.tile_size,
+    }
+    weights = attention_data(result)
+    if weights is not None:
+        viewer.add_image(
+            weights,
+            name=f"aggregator weights: {result.target_name}",
+            colormap="inferno",
+            opacity=0.5,
+            blending="additive",
+            contrast_limits=(0.0, 1.0),
+            visible=False,
+            metadata={SLIDE_META_KEY: facts},
+            **kwargs,
+        )
+    return viewer.add_labels(
+        grid_layer_data(result),
+        name=f"slide evidence: {result.target_name}",
+        opacity=0.5,
+        metadata={SLIDE_META_KEY: facts},
+        **kwargs,
+    )
