@@ -76,21 +76,50 @@ def _explainer_change(old: Any, new: Any) -> str:
     return _was("--explainer", "one" if old else None, "one" if new else None)
 
 
+def _classifier_change(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """The classifier changed: a tile classifier's, a slide classifier's, or one for the other."""
+    before, after = old.get("slide_classifier"), new.get("slide_classifier")
+    if before is None and after is None:
+        return "--classifier/--weights: the cohort was run with another classifier"
+    if before == after:
+        return f"--slide-classifier: the cohort was run with other weights of {after}"
+    if before is None or after is None:
+        return (
+            "--slide-classifier: the cohort was run with "
+            + (f"a tile classifier (--classifier), now {after}" if before is None else before)
+            + ("" if before is None else ", now a tile classifier (--classifier)")
+        )
+    return _was("--slide-classifier", before, after)
+
+
 def option_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """One line per option whose value differs between cohort settings ``old`` and ``new``."""
     old, new = _plain(old), _plain(new)
     seen = {"classifier_fingerprint", "explainer", "config", "level", "target", "mpp"}
+    seen |= {"slide_classifier", "absence", "pixels"}
     changes: list[str] = []
-    if old.get("classifier_fingerprint") != new.get("classifier_fingerprint"):
-        changes.append("--classifier/--weights: the cohort was run with another classifier")
+    if old.get("classifier_fingerprint") != new.get("classifier_fingerprint") or old.get(
+        "slide_classifier"
+    ) != new.get("slide_classifier"):
+        changes.append(_classifier_change(old, new))
         seen.add("tile_overlap")  # follows from the classifier's input size
+        if (old.get("slide_classifier") is None) != (new.get("slide_classifier") is None):
+            return changes  # a tile cohort and a slide-decision cohort: nothing else compares
     if old.get("explainer") != new.get("explainer"):  # its config comes with it
         changes.append(_explainer_change(old.get("explainer"), new.get("explainer")))
     elif isinstance(old.get("config"), dict) and isinstance(new.get("config"), dict):
         changes += _config_changes(old["config"], new["config"])
-    for key in ("level", "target", "mpp"):
+    for key in ("level", "target", "mpp", "absence"):
         if old.get(key) != new.get(key):
             changes.append(_was(f"--{key}", old.get(key), new.get(key)))
+    if bool(old.get("pixels")) != bool(new.get("pixels")):
+        changes.append(
+            _was(
+                "--pixels",
+                "on" if old.get("pixels") else "off",
+                "on" if new.get("pixels") else "off",
+            )
+        )
     changes += [
         f"{k}: {old.get(k, '—')} → {new.get(k, '—')}"
         for k in sorted(old.keys() | new.keys())

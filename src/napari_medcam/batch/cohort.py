@@ -12,6 +12,10 @@ work: the scheduler reruns the task on another worker, up to
 ``distributed.scheduler.allowed-failures`` times (default 3); past that the slide
 is recorded as failed. Ctrl-C cancels what is running, records it as interrupted
 and raises `CohortInterrupted`; the same call (command) again resumes.
+
+With ``slide_classifier`` the cohort explains what a slide (MIL) classifier decided
+about each slide instead: the minimal tiles that keep the decision
+(`napari_medcam.batch.decision`), with the same manifest, resume and summary.
 """
 
 from __future__ import annotations
@@ -21,11 +25,16 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from napari_medcam.batch import agreement
+from napari_medcam.batch.decision import (
+    DecisionJob,
+    load_slide_classifier,
+    slide_classifier_fingerprint,
+)
 from napari_medcam.batch.manifest import DONE, FAILED, INTERRUPTED, RUNNING, open_manifest
-from napari_medcam.batch.outputs import RESULT, remove_outputs, slide_outputs_valid
+from napari_medcam.batch.outputs import DECISION, RESULT, remove_outputs, slide_outputs_valid
 from napari_medcam.batch.slides import resolve_slides
 from napari_medcam.batch.summary import write_summary
 from napari_medcam.batch.task import PROGRESS_TOPIC, SlideJob, explain_slide
@@ -120,6 +129,8 @@ class _Progress:
 def _line(slide_id: str, row: dict[str, Any]) -> str:
     if row["status"] != DONE:
         return f"  failed  {slide_id}: {row.get('reason', '')}"
+    if row.get("kind") == DECISION:
+        return f"  done    {slide_id}: {row['sentence']} {row['seconds']:.1f} s"
     verdict = "valid" if row["valid"] else "not valid"
     found = row["class_found"] or "no finding"
     return (
@@ -133,7 +144,7 @@ def run_cohort(
     out: str | Path = "medcam-cohort",
     *,
     slide_list: str | Path | None = None,
-    classifier: str = "demo",
+    classifier: str | None = None,
     weights: str | Path | None = None,
     config: MedCAMConfig | None = None,
     level: int | None = None,
@@ -148,6 +159,9 @@ def run_cohort(
     log: Callable[[str], None] = print,
     annotations: str | Path | None = None,
     mpp: float | None = None,
+    slide_classifier: str | None = None,
+    absence: str | None = None,
+    pixels: bool = False,
 ) -> CohortReport:
     """Explain every slide into ``out`` (one folder per slide, manifest, summary).
 
@@ -166,7 +180,16 @@ def run_cohort(
     picks it (`Slide.level_for_mpp`); without either, or when a slide records no pixel
     size, the finest level at most 4096 px a side — the slide's result then records a
     warning, as it does when the nearest level is more than 1.25× off. Raises
-    `CohortInterrupted` on Ctrl-C.
+    `CohortInterrupted` on Ctrl-C. ``classifier`` None: the demo classifier.
+
+    ``slide_classifier``: a slide (MIL) classifier's spec (a MIL zoo name, a registered
+    slide classifier or ``package.module:factory``) instead of a tile ``classifier``:
+    each slide's decision is explained by its minimal tiles (``absence`` "removal", the
+    default, or "replacement"; ``pixels``: the pixels inside them too), at the level the
+    classifier reads (``level`` overrides), the tile embeddings cached in the slide's
+    folder. ``config`` gives the tolerance and seed (and, with ``pixels``, the tile
+    engine's recipe). ``classifier``, ``weights``, ``explainer``, ``mpp`` and
+    ``annotations`` do not apply to it and are refused.
     """
     from napari_medcam.classifiers import load_classifier
     from napari_medcam.classifiers.fingerprint import classifier_fingerprint
@@ -174,6 +197,7 @@ def run_cohort(
     config = config if config is not None else MedCAMConfig.fast()
     if not isinstance(config, MedCAMConfig):
         raise ValueError(f"config must be a MedCAMConfig, got {type(config).__name__}")
+    _check_kind(slide_classifier, classifier, weights, explainer, mpp, annotations, absence, pixels)
     if level is not None and level < 0:
         raise ValueError(f"level must be ≥ 0, got {level}")
     mpp = check_mpp(mpp)
@@ -184,6 +208,21 @@ def run_cohort(
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
+    if slide_classifier is not None:
+        return _run_decisions(
+            paths,
+            out,
+            slide_classifier,
+            config,
+            level,
+            target,
+            absence or "removal",
+            pixels,
+            device,
+            force,
+            _Run(scheduler, workers, dashboard_address, progress, log),
+        )
+    classifier = classifier or "demo"
     clf = load_classifier(classifier, weights=weights)
     fingerprint = classifier_fingerprint(clf)
     if target is not None:
@@ -207,6 +246,53 @@ def run_cohort(
         "weights": str(weights) if weights else None,
         "name": clf.name,
     }
+    run = _Run(scheduler, workers, dashboard_address, progress, log)
+    manifest, report, todo = _open(out, paths, settings, about, force, log)
+    if not todo:
+        report.summary = write_summary(manifest, annotations)
+        log(report.one_line())
+        return report
+    job = SlideJob(
+        classifier=str(classifier),
+        weights=str(Path(weights).resolve()) if weights else None,
+        fingerprint=fingerprint,
+        config=None if amortised else config,
+        level=level,
+        mpp=want,
+        target=target,
+        device=device,
+        settings_hash=manifest.hash,
+        explainer=amortised["spec"] if amortised else None,
+        tile_overlap=settings["tile_overlap"],
+    )
+    try:
+        _submit_all(manifest, todo, job, report, *run)
+    finally:  # interrupted too: the summary says what finished
+        report.summary = write_summary(manifest, annotations)
+    log(report.one_line())
+    return report
+
+
+class _Run(NamedTuple):
+    """Where and how the slides' tasks run (`_submit_all`'s last arguments)."""
+
+    scheduler: str | None
+    workers: int | None
+    dashboard_address: str
+    progress: bool
+    log: Callable[[str], None]
+
+
+def _open(
+    out: Path,
+    paths: Sequence[Path],
+    settings: dict[str, Any],
+    about: dict[str, Any],
+    force: bool,
+    log: Callable[[str], None],
+) -> tuple[Any, CohortReport, list[str]]:
+    """The folder's manifest for these settings, a report of the slides already done
+    (skipped), and the slides to explain (their old outputs removed)."""
     out.mkdir(parents=True, exist_ok=True)
     manifest, started_over = open_manifest(out, settings, about, force)
     if started_over:
@@ -227,30 +313,104 @@ def run_cohort(
         remove_outputs(folder)  # a missing or broken file: none of the old ones is trusted
         todo.append(sid)
     manifest.save()
+    return manifest, report, todo
+
+
+def _check_kind(
+    slide_classifier: str | None,
+    classifier: str | None,
+    weights: Any,
+    explainer: Any,
+    mpp: float | None,
+    annotations: Any,
+    absence: str | None,
+    pixels: bool,
+) -> None:
+    """ValueError when options of a tile-classifier cohort and of a slide-classifier
+    cohort are mixed (before anything is loaded or written)."""
+    from napari_medcam.engine.mil import MODES
+
+    if slide_classifier is None:
+        if absence is not None or pixels:
+            raise ValueError("--absence and --pixels apply with --slide-classifier only")
+        return
+    if not isinstance(slide_classifier, str) or not slide_classifier:
+        raise ValueError(f"--slide-classifier must be a spec, got {slide_classifier!r}")
+    given = {
+        "--classifier": classifier is not None,
+        "--weights": weights is not None,
+        "--explainer": explainer is not None,
+        "--mpp": mpp is not None,
+        "--annotations": annotations is not None,
+    }
+    clash = [name for name, on in given.items() if on]
+    if clash:
+        raise ValueError(
+            f"{', '.join(clash)} do{'es' if len(clash) == 1 else ''} not apply with "
+            "--slide-classifier (it is the classifier, and reads its own level or µm/px; "
+            "--level overrides)"
+        )
+    if absence is not None and absence not in MODES:
+        raise ValueError(f"--absence must be one of {', '.join(MODES)}, got {absence!r}")
+
+
+def _run_decisions(
+    paths: Sequence[Path],
+    out: Path,
+    spec: str,
+    config: MedCAMConfig,
+    level: int | None,
+    target: int | str | None,
+    absence: str,
+    pixels: bool,
+    device: str,
+    force: bool,
+    run: _Run,
+) -> CohortReport:
+    """`run_cohort` with a slide classifier: its settings, manifest and tasks."""
+    clf = load_slide_classifier(spec)
+    if target is not None:
+        clf.class_index(target)  # an unknown class is an error now, not on every worker
+    if pixels and clf.input_size != clf.tile_size:  # before hours of embedding
+        raise ValueError(
+            f"--pixels needs tiles the encoder reads unresized ({clf.tile_size} px tiles, "
+            f"encoder input {clf.input_size} px)"
+        )
+    fingerprint = slide_classifier_fingerprint(clf)
+    settings = {
+        "config": config.to_dict(),
+        "explainer": None,
+        "level": "auto" if level is None else level,
+        "target": target,
+        "classifier_fingerprint": fingerprint,
+        "tile_overlap": 0,  # MIL tiles lie on a strict grid
+        "tile_batch": None,
+        "slide_classifier": spec,
+        "absence": absence,
+        "pixels": bool(pixels),
+    }
+    about = {"spec": spec, "weights": None, "name": clf.name, "kind": "slide classifier"}
+    manifest, report, todo = _open(out, paths, settings, about, force, run.log)
     if not todo:
-        report.summary = write_summary(manifest, annotations)
-        log(report.one_line())
+        report.summary = write_summary(manifest)
+        run.log(report.one_line())
         return report
-    job = SlideJob(
-        classifier=str(classifier),
-        weights=str(Path(weights).resolve()) if weights else None,
+    job = DecisionJob(
+        slide_classifier=spec,
         fingerprint=fingerprint,
-        config=None if amortised else config,
+        config=config,
         level=level,
-        mpp=want,
         target=target,
+        absence=absence,
+        pixels=bool(pixels),
         device=device,
         settings_hash=manifest.hash,
-        explainer=amortised["spec"] if amortised else None,
-        tile_overlap=settings["tile_overlap"],
     )
     try:
-        _submit_all(
-            manifest, todo, job, report, scheduler, workers, dashboard_address, progress, log
-        )
+        _submit_all(manifest, todo, job, report, *run)
     finally:  # interrupted too: the summary says what finished
-        report.summary = write_summary(manifest, annotations)
-    log(report.one_line())
+        report.summary = write_summary(manifest)
+    run.log(report.one_line())
     return report
 
 
@@ -272,7 +432,7 @@ def _explainer_facts(explainer: str | Path | None, clf: Any) -> dict[str, Any] |
 def _submit_all(
     manifest: Any,
     todo: Sequence[str],
-    job: SlideJob,
+    job: SlideJob | DecisionJob,
     report: CohortReport,
     scheduler: str | None,
     workers: int | None,

@@ -10,6 +10,14 @@ the run's settings and every other file is there and readable (`slide_outputs_va
 a resume redoes any other slide, its old outputs removed first (`remove_outputs`). A
 worker killed while writing leaves at most hidden temporary files
 (``.mask.tif.1a2b3c4d.tif``), which the next attempt removes.
+
+A cohort explained with a slide (MIL) classifier (``batch --slide-classifier``) has no
+mask: its slide folders hold ``evidence.geojson`` (the kept tiles, and with --pixels
+the pixels in them, as QuPath annotations), ``evidence.json`` (the decision's summary:
+`napari_medcam.io.slide_evidence.write_slide_evidence`), the thumbnails and
+``result.json`` (its ``kind`` is `DECISION`), and the tile embeddings' cache
+``embeddings.zarr``, which is not an output: a redo reuses it while the encoder and the
+tiling are unchanged.
 """
 
 from __future__ import annotations
@@ -32,6 +40,9 @@ MASK, GEOJSON, TILES, THUMB, OVERLAY, RESULT = (
     "overlay.png",
     "result.json",
 )
+EVIDENCE_GEOJSON, EVIDENCE_JSON, EMBEDDINGS = "evidence.geojson", "evidence.json", "embeddings.zarr"
+#: ``result.json``'s ``kind`` of a slide explained with a slide (MIL) classifier
+DECISION = "slide decision"
 #: larger side of the summary's thumbnails, in pixels
 THUMB_SIDE = 320
 TILE_COLUMNS = (
@@ -69,6 +80,17 @@ RESULT_KEYS = (
     "area_fraction",
     "evidence_level0_px",
     "seconds",
+)
+#: what a slide-decision result.json holds instead of the tile counts (`DECISION`)
+DECISION_KEYS = (
+    *(k for k in RESULT_KEYS if k not in ("tiles_explained", "tiles_valid")),
+    "kind",
+    "sentence",
+    "kept",
+    "meets_goal",
+    "necessary",
+    "p_original",
+    "p_kept",
 )
 EVIDENCE = (0, 229, 255)  # the mask's cyan, as in napari and QuPath
 FAILED_TILE = (240, 173, 78)  # the plugin's orange for tiles whose mask failed
@@ -249,7 +271,7 @@ def remove_outputs(folder: Path) -> None:
     Only the files a slide's run writes, in its own folder: a reader's notes stay, and
     a link is removed, never what it points to.
     """
-    for name in (RESULT, MASK, GEOJSON, TILES, THUMB, OVERLAY):
+    for name in (RESULT, MASK, GEOJSON, TILES, THUMB, OVERLAY, EVIDENCE_GEOJSON, EVIDENCE_JSON):
         path = folder / name
         if path.is_symlink() or path.is_file():
             path.unlink()
@@ -267,18 +289,28 @@ def slide_outputs_valid(folder: Path, settings_hash: str | None = None) -> str:
     result = read_result(folder)
     if result is None:
         return f"{RESULT} missing, unreadable or not a JSON object"
-    lacking = [k for k in RESULT_KEYS if k not in result]
+    decision = result.get("kind") == DECISION
+    lacking = [k for k in (DECISION_KEYS if decision else RESULT_KEYS) if k not in result]
     if lacking:
         return f"{RESULT} lacks {', '.join(lacking)}"
     if settings_hash is not None and result["settings_hash"] != settings_hash:
         return f"{RESULT} was made with other settings"
-    checks = {
-        MASK: _mask_problem,
-        GEOJSON: _geojson_problem,
-        TILES: _tiles_problem,
-        THUMB: _png_problem,
-        OVERLAY: _png_problem,
-    }
+    checks = (
+        {
+            EVIDENCE_GEOJSON: _geojson_problem,
+            EVIDENCE_JSON: _evidence_problem,
+            THUMB: _png_problem,
+            OVERLAY: _png_problem,
+        }
+        if decision
+        else {
+            MASK: _mask_problem,
+            GEOJSON: _geojson_problem,
+            TILES: _tiles_problem,
+            THUMB: _png_problem,
+            OVERLAY: _png_problem,
+        }
+    )
     for name, check in checks.items():
         if not (folder / name).is_file():
             return f"{name} missing"
@@ -313,6 +345,15 @@ def _geojson_problem(path: Path, result: dict[str, Any]) -> str:
     if not isinstance(gj, dict) or gj.get("type") != "FeatureCollection":
         return "not a GeoJSON FeatureCollection"
     return "" if isinstance(gj.get("features"), list) else "no list of features"
+
+
+def _evidence_problem(path: Path, result: dict[str, Any]) -> str:
+    facts = json.loads(path.read_text())
+    if not isinstance(facts, dict):
+        return "not a JSON object"
+    if facts.get("kept") != result["kept"] or facts.get("tiles") != result["tiles"]:
+        return f"its tiles do not match {RESULT}"
+    return ""
 
 
 def _tiles_problem(path: Path, result: dict[str, Any]) -> str:

@@ -18,12 +18,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from napari_medcam.batch.outputs import remove_partial, thumbnails, write_slide_outputs
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.io.slide_backends import is_dicom_folder
 from napari_medcam.io.slides import WARNING
+
+if TYPE_CHECKING:
+    from napari_medcam.batch.decision import DecisionJob
 
 #: Dask event topic on which workers report tiles of running slides
 PROGRESS_TOPIC = "napari-medcam-progress"
@@ -92,7 +95,7 @@ def _worker() -> Any:
         return None
 
 
-def _device(job: SlideJob, worker: Any) -> str:
+def _device(job: SlideJob | DecisionJob, worker: Any) -> str:
     """``auto`` spreads a local cluster's workers over the GPUs (by worker name)."""
     import torch
 
@@ -136,14 +139,23 @@ def _peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
-def explain_slide(path: str, folder: str, slide_id: str, job: SlideJob) -> dict[str, Any]:
-    """Explain one slide into ``folder`` (see the module docstring); a small result row."""
+def explain_slide(
+    path: str, folder: str, slide_id: str, job: SlideJob | DecisionJob
+) -> dict[str, Any]:
+    """Explain one slide into ``folder`` (see the module docstring); a small result row.
+    A `napari_medcam.batch.decision.DecisionJob` explains the slide's decision by a slide
+    (MIL) classifier instead (`napari_medcam.batch.decision.explain_decision`)."""
     start, cpu = time.perf_counter(), _cpu_seconds()
     worker = _worker()
     if worker is not None:
         _tune_malloc()
     try:
-        row = _explain(Path(path), Path(folder), slide_id, job, worker, start)
+        if isinstance(job, SlideJob):
+            row = _explain(Path(path), Path(folder), slide_id, job, worker, start)
+        else:
+            from napari_medcam.batch.decision import explain_decision
+
+            row = explain_decision(Path(path), Path(folder), slide_id, job, worker, start)
     except Exception as err:  # any failure of this slide is recorded; the others go on
         reason = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
         row = {"status": "failed", "reason": reason or type(err).__name__}

@@ -42,6 +42,9 @@ def _run_batch(args: argparse.Namespace) -> int:
             force=args.overwrite,
             dashboard_address=args.dashboard_address,
             annotations=args.annotations,
+            slide_classifier=args.slide_classifier,
+            absence=args.absence,
+            pixels=args.pixels,
         )
     except CohortInterrupted as stop:
         rep = stop.report
@@ -97,6 +100,29 @@ def add_batch_parser(sub: Any) -> argparse.ArgumentParser:
     )
     b.add_argument("--target", help="class index or name (default: each slide's finding)")
     add_classifier_options(b)
+    b.set_defaults(classifier=None)  # None: demo, and --slide-classifier can tell it was not given
+    b.add_argument(
+        "--slide-classifier",
+        metavar="SPEC",
+        help="explain each slide's slide-level (MIL) decision instead: a MIL zoo name "
+        "(mil-abmil, mil-transmil, mil-maxpool), a registered slide classifier or "
+        "package.module:factory returning a napari_medcam.SlideClassifier; each slide's "
+        "folder then holds the evidence tiles (evidence.geojson, evidence.json) and its tile "
+        "embeddings' cache (embeddings.zarr); not with --classifier, --weights, --explainer, "
+        "--mpp or --annotations",
+    )
+    b.add_argument(
+        "--absence",
+        choices=["removal", "replacement"],
+        help="with --slide-classifier: tiles left out are removed from the bag (default) "
+        "or replaced by tissue the classifier calls another class",
+    )
+    b.add_argument(
+        "--pixels",
+        action="store_true",
+        help="with --slide-classifier: also the pixels inside each kept tile that keep the "
+        "slide's decision (at most 16 kept tiles a slide)",
+    )
     b.add_argument(
         "--explainer",
         metavar="FILE",
