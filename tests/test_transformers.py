@@ -167,8 +167,9 @@ def blocks(prefix: str, n: int = 4) -> list[str]:
 @pytest.mark.parametrize(
     ("make", "layers", "reshape"),
     [
-        # a class-token head: the last block's patch tokens reach no logit (below)
-        (TinyViT, blocks("blocks", 3), "1 prefix dropped, 4×4 grid"),
+        # a class-token head: the last block's patch tokens reach no logit, its input
+        # normalisation does (below)
+        (TinyViT, [*blocks("blocks", 3), "blocks.3.norm1"], "1 prefix dropped, 4×4 grid"),
         (lambda: TinyViT(registers=4, pool="mean"), blocks("blocks"), "5 prefix dropped"),
         (lambda: TinyViT(cls=False, pool="mean"), blocks("blocks"), "0 prefix dropped"),
         (TinySwin, blocks("layers", 3), "channels-last"),
@@ -180,7 +181,8 @@ def test_discovery_on_each_layout(make, layers, reshape):
     model = make()
     if layers == "hf":  # `encoder.layer.N` before transformers 5, `layers.N` since
         lists = [n for n, m in model.named_modules() if isinstance(m, nn.ModuleList)]
-        layers = blocks(lists[0], 3)  # its head reads the class token
+        # its head reads the class token: the last layer's input normalisation
+        layers = [*blocks(lists[0], 3), f"{lists[0]}.3.layernorm_before"]
     clf = classifier(model)
     assert clf.layers == layers  # the blocks, not the patch embedding (the stem)
     assert reshape in clf.adaptation["activation_reshapes"][layers[-1]]
@@ -198,11 +200,12 @@ def test_blocks_picked_evenly_in_depth_last_block_is_gradcams():
     assert clf.layer_view("blocks.7").reshape == TokenMap(1, (4, 4))
 
 
-def test_a_class_token_head_moves_gradcam_to_the_last_block_that_reaches_it():
+def test_a_class_token_head_moves_gradcam_to_the_last_blocks_input():
     """With a head that reads only the class token, the last block's patch tokens feed
     nothing: their gradient is exactly zero and Grad-CAM there is an empty map (what the
     widget showed as the comparison, and the engine used as its prior). Discovery leaves
-    that block out; Grad-CAM on the one before has a real map."""
+    that block out and takes its input normalisation (``norm1``, which reaches the class
+    token through attention: the layer ViT users pick), where Grad-CAM has a real map."""
     from napari_medcam.classifiers.discovery import probe_calls, unheard
 
     model = TinyViT(depth=8)
@@ -210,7 +213,7 @@ def test_a_class_token_head_moves_gradcam_to_the_last_block_that_reaches_it():
     calls = probe_calls(model, torch.zeros_like(x), (SIZE, SIZE))
     assert unheard(model, x, calls, blocks("blocks", 8), lambda out: out) == {"blocks.7"}
     clf = classifier(model)
-    assert clf.layers == ["blocks.0", "blocks.2", "blocks.4", "blocks.6"]
+    assert clf.layers == ["blocks.0", "blocks.2", "blocks.5", "blocks.7.norm1"]
     cams, _ = gradcam_maps(clf.normalise(torch.rand((1, 3, SIZE, SIZE))), clf)
     assert float(cams.std()) > 0  # on blocks.7 every value was the same (zero gradient)
     mean_pooled = TinyViT(depth=8, pool="mean")
@@ -244,7 +247,8 @@ def test_model_outputs_are_found(kind):
     clf = classifier(Returns(kind))
     assert isinstance(clf.module, AdaptedModel) and clf.num_classes == 3
     assert clf.module(torch.zeros((1, 3, SIZE, SIZE))).shape == (1, 3)
-    assert clf.layers == blocks("vit.blocks", 3)  # a class-token head: the last is unheard
+    # a class-token head: the last block is unheard, its input normalisation is not
+    assert clf.layers == [*blocks("vit.blocks", 3), "vit.blocks.3.norm1"]
     assert "logits" in clf.adaptation["model_output"] or kind == "tuple"
 
 
@@ -295,9 +299,11 @@ def test_hugging_face_backbone_and_a_separate_head():
     )
     backbone = transformers.ViTModel(config)  # returns an object with pooler_output
     clf = classifier(backbone, head=nn.Linear(DIM, 3))
-    # its pooler reads the class token: the last layer's patch tokens reach no logit
-    assert clf.num_classes == 3 and len(clf.layers) == 1
-    assert clf.layers[-1].startswith("backbone.") and clf.layers[-1].endswith(".0")
+    # its pooler reads the class token: the last layer's patch tokens reach no logit,
+    # its input normalisation does
+    assert clf.num_classes == 3 and len(clf.layers) == 2
+    assert clf.layers[0].startswith("backbone.") and clf.layers[0].endswith(".0")
+    assert clf.layers[-1].endswith(".1.layernorm_before")
 
 
 def test_cnns_are_not_adapted():

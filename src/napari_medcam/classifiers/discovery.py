@@ -182,6 +182,34 @@ def _transformer_blocks(calls: list[Call]) -> list[Call] | None:
     return [runs[head][i] for i in sorted(runs[head])]
 
 
+def _entry(block: Call) -> Call | None:
+    """The first map a block makes of its input (a ViT block's ``norm1``), if any."""
+    return next((c for c in block.children if c.spatial is not None), None)
+
+
+def _transformer_layers(
+    blocks: list[Call], silent: Callable[[list[str]], set[str]] | None
+) -> list[Call]:
+    """Up to four blocks evenly in depth, after the trailing blocks no logit hears.
+
+    With a class-token head the last block's patch tokens reach nothing (`unheard`),
+    but its input does — through its attention to the class token. So the deepest layer
+    (Grad-CAM's) is the first map the first unheard block makes of its input (timm's
+    ``blocks[-1].norm1``, the layer pytorch-grad-cam documents for ViTs) when it is
+    heard, else the last heard block."""
+    entries = {b.name: _entry(b) for b in blocks}
+    names = [b.name for b in blocks] + [e.name for e in entries.values() if e is not None]
+    mute = silent(names) if silent is not None else set()
+    kept = list(blocks)
+    while len(kept) > 1 and kept[-1].name in mute:
+        kept.pop()
+    if len(kept) < len(blocks):
+        entry = entries[blocks[len(kept)].name]
+        if entry is not None and entry.name not in mute:
+            return _evenly([*kept, entry])
+    return _evenly(kept)
+
+
 def unheard(
     module: nn.Module,
     x: torch.Tensor,
@@ -236,7 +264,8 @@ def discover_layers(
     layer, as ViT users choose it by hand. The patch embedding (the stem) is left out.
     With ``silent`` (`unheard` on the model), trailing blocks whose maps no logit
     depends on are left out first: with a class-token head the last block's patch
-    tokens reach nothing, and the block before it is Grad-CAM's layer.
+    tokens reach nothing; its input normalisation (``norm1``) does, and is Grad-CAM's
+    layer (`_transformer_layers`).
 
     **CNNs** (every other model):
 
@@ -269,10 +298,7 @@ def discover_layers(
         return []
     blocks = _transformer_blocks(calls)
     if blocks is not None:
-        mute = silent([c.name for c in blocks]) if silent is not None else set()
-        while len(blocks) > 1 and blocks[-1].name in mute:
-            blocks = blocks[:-1]
-        return [c.name for c in _evenly(blocks)]
+        return [c.name for c in _transformer_layers(blocks, silent)]
     units = _units(calls[0], force=True)
     while len(units) == 1 and len(units[0].resolutions) == 2:
         units = _units(units[0], force=True)
