@@ -12,6 +12,10 @@ Run headless under Xvfb:
 - ``mil`` → docs/screenshot-mil.png: the *Med-CAM slide decision* widget on a
   synthetic MIL slide (``zoo.mil.synthetic_slide("eval", 0)``) with the ``mil-abmil``
   slide classifier: the evidence tiles, the aggregator's weights beside them;
+- ``qupath`` → docs/screenshot-qupath.png: the synthetic sample tile beside a QuPath
+  GeoJSON annotation of its lesion (a hand-drawn-like polygon around the planted
+  nuclei, written here as QuPath exports it) opened with File ▸ Open, and the evidence
+  compared with it;
 - ``slide`` → docs/screenshot-slide.png: a 4,096² synthetic pyramidal slide written
   with ``make_slide.py --mpp 0.5`` (the synthetic tissue has no real pixel size; the
   value is there to show the Level list), the visible region at level 0, the default
@@ -33,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -96,6 +102,13 @@ def scene(name: str, out: Path) -> int:
     if name == "tile":
         viewer.open_sample("napari-medcam", "synthetic_tile")
         reference = viewer.layers["true evidence"]
+    elif name == "qupath":
+        viewer.open_sample("napari-medcam", "synthetic_tile")
+        truth = viewer.layers["true evidence"]
+        annotation = Path(tempfile.mkdtemp()) / "qupath-annotation.geojson"
+        write_qupath_annotation(np.asarray(truth.data) > 0, annotation)
+        viewer.layers.remove(truth)
+        (reference,) = viewer.open(str(annotation), plugin="napari-medcam")
     elif name == "ihc":
         viewer.open_sample("napari-medcam", "immunohistochemistry")
     else:
@@ -121,9 +134,10 @@ def scene(name: str, out: Path) -> int:
     if reference is not None:
         widget.review.reference_combo.value = reference
         widget.compare()
-        reference.visible = False  # the outline is the mask's; the scores say the rest
+        # the outline is the mask's; the scores say the rest (a QuPath annotation stays)
+        reference.visible = name == "qupath"
     viewer.layers.selection.active = mask
-    if name == "tile":
+    if name in ("tile", "qupath"):
         frame(viewer, mask)  # close enough to read the outline on the nuclei
     elif name == "ihc":
         viewer.reset_view()
@@ -138,6 +152,27 @@ def scene(name: str, out: Path) -> int:
     print(f"wrote {out}")
     viewer.close()
     return 0
+
+
+def write_qupath_annotation(evidence: np.ndarray, path: Path) -> None:
+    """A pathologist's polygon around the lesion, as QuPath exports it: the convex hull
+    of the planted nuclei, a little outside them, class "Tumor", level-0 pixels."""
+    import json
+
+    import shapely
+
+    ys, xs = np.nonzero(evidence)
+    hull = shapely.MultiPoint(np.stack([xs + 0.5, ys + 0.5], 1)).convex_hull.buffer(3)
+    hull = hull.intersection(shapely.box(0, 0, evidence.shape[1], evidence.shape[0]))
+    feature = {
+        "type": "Feature",
+        "geometry": shapely.geometry.mapping(shapely.simplify(hull, 1.5)),
+        "properties": {
+            "objectType": "annotation",
+            "classification": {"name": "Tumor", "color": [200, 0, 0]},
+        },
+    }
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
 
 
 def mil_scene(out: Path) -> int:
@@ -178,6 +213,7 @@ TARGETS = {
     "tile": DOCS / "screenshot.png",
     "ihc": DOCS / "screenshot-ihc.png",
     "slide": DOCS / "screenshot-slide.png",
+    "qupath": DOCS / "screenshot-qupath.png",
     "mil": DOCS / "screenshot-mil.png",
 }
 
