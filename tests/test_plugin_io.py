@@ -16,7 +16,10 @@ def test_manifest_is_valid_and_contributes_the_widget():
     pm = npe2.PluginManager.instance()
     pm.discover()
     manifest = pm.get_manifest("napari-medcam")
-    assert [w.display_name for w in manifest.contributions.widgets] == ["Med-CAM"]
+    assert [w.display_name for w in manifest.contributions.widgets] == [
+        "Med-CAM",
+        "Med-CAM slide decision",
+    ]
     menus = manifest.contributions.menus
     from napari._app_model.constants import MenuId
 
