@@ -185,7 +185,7 @@ def mil_scene(out: Path) -> int:
     viewer.window._qt_window.resize(1500, 940)  # screenshot-only use of the main window
     app = QApplication.instance()
     slide = mil.synthetic_slide("eval", 0)
-    viewer.add_image(slide.image(mil.tile_pool("eval")), rgb=True, name="eval slide 0")
+    viewer.add_image(slide.image(), rgb=True, name="eval slide 0")
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-medcam", "Med-CAM slide decision")
     widget.classifier_combo.value = "mil-abmil"
     settle(app)

@@ -35,7 +35,7 @@ def one_thread():
 def test_the_pixels_inside_the_kept_tile_lie_on_its_evidence(tmp_path, capsys, one_thread):
     slide = mil.synthetic_slide("tune", SLIDE)
     assert slide.label == 1
-    tifffile.imwrite(tmp_path / "slide.tif", slide.image(mil.tile_pool("tune")), photometric="rgb")
+    tifffile.imwrite(tmp_path / "slide.tif", slide.image(), photometric="rgb")
     out = tmp_path / "evidence.geojson"
     args = ["explain", str(tmp_path / "slide.tif"), "--slide-classifier", "mil-abmil"]
     assert main([*args, "--pixels", "--out", str(out)]) == 0

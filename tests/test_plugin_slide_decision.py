@@ -135,7 +135,7 @@ def test_the_mil_zoo_classifier_explains_a_synthetic_slide_in_the_widget(make_na
 
     viewer = make_napari_viewer()
     slide = mil.synthetic_slide("eval", 0)
-    image = viewer.add_image(slide.image(mil.tile_pool("eval")), rgb=True, name="eval-0")
+    image = viewer.add_image(slide.image(), rgb=True, name="eval-0")
     widget = SlideDecisionWidget(viewer)
     widget.classifier_combo.value = "mil-abmil"
     widget.image_combo.value = image
@@ -154,7 +154,7 @@ def test_pixel_evidence_lies_in_its_tile_and_is_saved_only_while_it_is_current(
     viewer = make_napari_viewer()
     slide = mil.synthetic_slide("tune", 0)  # the tuning entry on its tuning split
     image = viewer.add_image(
-        slide.image(mil.tile_pool("tune")),
+        slide.image(),
         rgb=True,
         name="tune-0",
         scale=SCALE,
