@@ -14,6 +14,8 @@ weights, made by ``scripts/make_cards.py``; any classifier may carry one as
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +89,13 @@ class ClassifierCard:
     @classmethod
     def load(cls, path: str | Path) -> ClassifierCard:
         return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
+
+def nearest_mpp_level(level_mpp: Sequence[float], want: float) -> int:
+    """The index of the level whose µm/px is nearest ``want``, by ratio (a classifier
+    sees tissue at the magnification it was trained at: 0.5 is as far from 1 as 2 is).
+    The one rule for slides, slide layers and slide classifiers."""
+    return min(range(len(level_mpp)), key=lambda i: abs(math.log(level_mpp[i] / want)))
 
 
 def unit_channels(image: np.ndarray) -> np.ndarray:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from napari_medcam.classifiers.card import nearest_mpp_level
 from napari_medcam.classifiers.classes import class_index
 from napari_medcam.classifiers.fingerprint import module_fingerprint
 from napari_medcam.classifiers.prepare import resize
@@ -191,8 +191,7 @@ class SlideClassifier:
                 f"the image records no pixel size and the classifier reads tiles at {self.mpp} "
                 "µm/px: choose the level yourself"
             )
-        mpps = [float(m) for m in level_mpp if m]
-        return min(range(n), key=lambda i: abs(math.log(mpps[i] / self.mpp)))
+        return nearest_mpp_level([float(m) for m in level_mpp if m], self.mpp)
 
     def encoder_fingerprint(self) -> str:
         """What the embeddings depend on: the encoder's weights and the tile preparation."""

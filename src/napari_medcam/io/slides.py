@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_medcam.classifiers.card import nearest_mpp_level
 from napari_medcam.io import slide_backends as backends
 from napari_medcam.io.atomic import write_atomic
 from napari_medcam.io.jsonable import jsonable
@@ -116,7 +117,7 @@ class Slide:
                 f"the classifier's {want:g} µm/px: level chosen by size; pass --level to choose"
             )
         mpps = self.level_mpp
-        level = min(range(len(mpps)), key=lambda i: abs(math.log(mpps[i] / want)))
+        level = nearest_mpp_level(mpps, want)
         note = f"level {level}: {mpps[level]:.3g} µm/px, nearest the classifier's {want:g} µm/px"
         if abs(math.log(mpps[level] / want)) > math.log(MPP_TOLERANCE):
             off = mpps[level] / want

@@ -11,6 +11,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, Label
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QGroupBox
 
+from napari_medcam.classifiers.card import nearest_mpp_level
 from napari_medcam.plugin.layers import is_own_layer
 from napari_medcam.plugin.panels.common import Session, add_rows, wrap
 from napari_medcam.plugin.region import (
@@ -235,8 +236,7 @@ class InputPanel(QGroupBox):
         want = getattr(getattr(clf, "card", None), "microns_per_pixel", None)
         if not want or not isinstance(mpp, (int, float)) or mpp <= 0:
             return None
-        ums = [mpp * shapes[0][-1] / shp[-1] for shp in shapes]
-        return min(range(len(ums)), key=lambda i: abs(np.log(ums[i] / want)))
+        return nearest_mpp_level([mpp * shapes[0][-1] / shp[-1] for shp in shapes], want)
 
     def current_region(self) -> Region:
         """What Explain would explain now (`Region.problem` says why not, if it cannot)."""
