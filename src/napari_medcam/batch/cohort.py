@@ -21,122 +21,33 @@ about each slide instead: the minimal tiles that keep the decision
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from napari_medcam.batch import agreement
 from napari_medcam.batch.decision import (
     DecisionJob,
+    check_options,
     load_slide_classifier,
     slide_classifier_fingerprint,
 )
 from napari_medcam.batch.manifest import DONE, FAILED, INTERRUPTED, RUNNING, open_manifest
-from napari_medcam.batch.outputs import DECISION, RESULT, remove_outputs, slide_outputs_valid
+from napari_medcam.batch.outputs import RESULT, remove_outputs, slide_outputs_valid
+from napari_medcam.batch.report import CohortInterrupted, CohortReport, Progress, line_of
 from napari_medcam.batch.slides import resolve_slides
 from napari_medcam.batch.summary import write_summary
-from napari_medcam.batch.task import PROGRESS_TOPIC, SlideJob, explain_slide
+from napari_medcam.batch.task import SlideJob, explain_slide
+from napari_medcam.batch.worker_env import PROGRESS_TOPIC
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.io.slides import check_mpp, wanted_mpp
 from napari_medcam.tiling import overlap_for
-
-
-@dataclass
-class CohortReport:
-    """What a run did: slide ids by outcome, where the summary is, the dashboard."""
-
-    out: Path
-    done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    interrupted: list[str] = field(default_factory=list)
-    dashboard: str | None = None
-    summary: list[Path] = field(default_factory=list)
-
-    def one_line(self) -> str:
-        if not self.done and not self.failed and not self.interrupted:
-            return f"nothing to do: all {len(self.skipped)} slides already explained in {self.out}"
-        parts = [f"{len(self.done)} explained"]
-        if self.skipped:
-            parts.append(f"{len(self.skipped)} already done (skipped)")
-        if self.failed:
-            parts.append(f"{len(self.failed)} failed")
-        if self.interrupted:
-            parts.append(f"{len(self.interrupted)} interrupted")
-        return ", ".join(parts)
-
-
-class CohortInterrupted(KeyboardInterrupt):
-    """Ctrl-C during `run_cohort`: running slides were cancelled and recorded; rerun to resume."""
-
-    def __init__(self, report: CohortReport) -> None:
-        super().__init__("cohort run interrupted")
-        self.report = report
 
 
 def _default_workers() -> int:
     import torch
 
     return torch.cuda.device_count() or os.cpu_count() or 1
-
-
-class _Progress:
-    """Terminal bars: slides finished, and tiles of the slides running now (tqdm).
-
-    Tile events arrive on the client's event-loop thread; lines about finished
-    slides are printed through tqdm so the bars stay whole. Without a terminal
-    there are no bars, only the lines.
-    """
-
-    def __init__(self, total: int, enabled: bool, log: Callable[[str], None]) -> None:
-        from tqdm import tqdm
-
-        self.log = log
-        self.lock = threading.Lock()
-        self.running: dict[str, tuple[int, int]] = {}
-        on = enabled and os.isatty(2)
-        self.slides = tqdm(total=total, desc="slides", unit="slide", disable=not on, position=0)
-        self.tiles = tqdm(total=0, desc="tiles of running slides", disable=not on, position=1)
-
-    def event(self, event: tuple[float, dict[str, Any]]) -> None:
-        msg = event[1]
-        with self.lock:
-            self.running[msg["slide"]] = (int(msg["tile"]), int(msg["tiles"]))
-            self._tiles()
-
-    def _tiles(self) -> None:
-        self.tiles.total = sum(n for _, n in self.running.values())
-        self.tiles.n = sum(t for t, _ in self.running.values())
-        self.tiles.refresh()
-
-    def finished(self, slide_id: str, line: str) -> None:
-        with self.lock:
-            self.running.pop(slide_id, None)
-            self._tiles()
-            self.slides.update(1)
-            if self.slides.disable:
-                self.log(line)
-            else:
-                self.slides.write(line)
-
-    def close(self) -> None:
-        self.tiles.close()
-        self.slides.close()
-
-
-def _line(slide_id: str, row: dict[str, Any]) -> str:
-    if row["status"] != DONE:
-        return f"  failed  {slide_id}: {row.get('reason', '')}"
-    if row.get("kind") == DECISION:
-        return f"  done    {slide_id}: {row['sentence']} {row['seconds']:.1f} s"
-    verdict = "valid" if row["valid"] else "not valid"
-    found = row["class_found"] or "no finding"
-    return (
-        f"  done    {slide_id}: {found}, {row['tiles_valid']}/{row['tiles_explained']} tiles "
-        f"valid, {verdict}, {row['seconds']:.1f} s"
-    )
 
 
 def run_cohort(
@@ -197,7 +108,9 @@ def run_cohort(
     config = config if config is not None else MedCAMConfig.fast()
     if not isinstance(config, MedCAMConfig):
         raise ValueError(f"config must be a MedCAMConfig, got {type(config).__name__}")
-    _check_kind(slide_classifier, classifier, weights, explainer, mpp, annotations, absence, pixels)
+    check_options(
+        slide_classifier, classifier, weights, explainer, mpp, annotations, absence, pixels
+    )
     if level is not None and level < 0:
         raise ValueError(f"level must be ≥ 0, got {level}")
     mpp = check_mpp(mpp)
@@ -316,44 +229,6 @@ def _open(
     return manifest, report, todo
 
 
-def _check_kind(
-    slide_classifier: str | None,
-    classifier: str | None,
-    weights: Any,
-    explainer: Any,
-    mpp: float | None,
-    annotations: Any,
-    absence: str | None,
-    pixels: bool,
-) -> None:
-    """ValueError when options of a tile-classifier cohort and of a slide-classifier
-    cohort are mixed (before anything is loaded or written)."""
-    from napari_medcam.engine.mil import MODES
-
-    if slide_classifier is None:
-        if absence is not None or pixels:
-            raise ValueError("--absence and --pixels apply with --slide-classifier only")
-        return
-    if not isinstance(slide_classifier, str) or not slide_classifier:
-        raise ValueError(f"--slide-classifier must be a spec, got {slide_classifier!r}")
-    given = {
-        "--classifier": classifier is not None,
-        "--weights": weights is not None,
-        "--explainer": explainer is not None,
-        "--mpp": mpp is not None,
-        "--annotations": annotations is not None,
-    }
-    clash = [name for name, on in given.items() if on]
-    if clash:
-        raise ValueError(
-            f"{', '.join(clash)} do{'es' if len(clash) == 1 else ''} not apply with "
-            "--slide-classifier (it is the classifier, and reads its own level or µm/px; "
-            "--level overrides)"
-        )
-    if absence is not None and absence not in MODES:
-        raise ValueError(f"--absence must be one of {', '.join(MODES)}, got {absence!r}")
-
-
 def _run_decisions(
     paths: Sequence[Path],
     out: Path,
@@ -464,7 +339,7 @@ def _submit_all(
         log(f"Dask scheduler {scheduler}: {len(client.scheduler_info()['workers'])} workers")
     report.dashboard = client.dashboard_link
     log(f"Dask dashboard: {report.dashboard}")
-    bars = _Progress(len(todo), progress, log)
+    bars = Progress(len(todo), progress, log)
     futures: dict[Any, str] = {}
     try:
         client.subscribe_topic(PROGRESS_TOPIC, bars.event)
@@ -491,7 +366,7 @@ def _submit_all(
                 report.done.append(sid)
             else:
                 report.failed[sid] = row["reason"]
-            bars.finished(sid, _line(sid, row))
+            bars.finished(sid, line_of(sid, row))
     except KeyboardInterrupt:
         client.cancel(list(futures))
         for sid in futures.values():

@@ -141,7 +141,12 @@ def explain_decision(
     import dask
 
     import napari_medcam as mc
-    from napari_medcam.batch.task import PROGRESS_TOPIC, _device, _peak_rss_mb, _symlink_loop
+    from napari_medcam.batch.worker_env import (
+        PROGRESS_TOPIC,
+        device_for,
+        peak_rss_mb,
+        symlink_loop,
+    )
     from napari_medcam.engine.explanation import drive
     from napari_medcam.engine.mil.pixels import iter_kept_pixels
     from napari_medcam.io.slide_evidence import write_slide_evidence
@@ -149,7 +154,7 @@ def explain_decision(
 
     if path.is_dir() and not is_dicom_folder(path):
         raise ValueError(f"{path} is a folder, not a slide file")
-    if _symlink_loop(path):
+    if symlink_loop(path):
         raise ValueError(f"{path} is a symbolic link loop")
     clf = _classifier(job)
     remove_partial(folder)
@@ -179,7 +184,7 @@ def explain_decision(
             job.config,
             cache=folder / EMBEDDINGS,
             absence=job.absence,
-            device=_device(job, worker),
+            device=device_for(job, worker),
             progress=progress,
         )
         skipped = _pixels_skipped(job, result)
@@ -239,7 +244,7 @@ def explain_decision(
         pixels=pixels,
     )
     row["seconds"] = round(time.perf_counter() - start, 3)
-    record = {**facts, **row, "peak_rss_mb": round(_peak_rss_mb(), 1)}
+    record = {**facts, **row, "peak_rss_mb": round(peak_rss_mb(), 1)}
     record["explanation"] = {k: v for k, v in result.to_dict().items() if k != "kept_windows"}
     write_files(
         {
@@ -253,3 +258,41 @@ def explain_decision(
     if worker is not None:
         worker.log_event(PROGRESS_TOPIC, {"slide": slide_id, "tile": 1, "tiles": 1})
     return row
+
+
+def check_options(
+    slide_classifier: str | None,
+    classifier: str | None,
+    weights: Any,
+    explainer: Any,
+    mpp: float | None,
+    annotations: Any,
+    absence: str | None,
+    pixels: bool,
+) -> None:
+    """ValueError when options of a tile-classifier cohort and of a slide-classifier
+    cohort are mixed (before anything is loaded or written)."""
+    from napari_medcam.engine.mil import MODES
+
+    if slide_classifier is None:
+        if absence is not None or pixels:
+            raise ValueError("--absence and --pixels apply with --slide-classifier only")
+        return
+    if not isinstance(slide_classifier, str) or not slide_classifier:
+        raise ValueError(f"--slide-classifier must be a spec, got {slide_classifier!r}")
+    given = {
+        "--classifier": classifier is not None,
+        "--weights": weights is not None,
+        "--explainer": explainer is not None,
+        "--mpp": mpp is not None,
+        "--annotations": annotations is not None,
+    }
+    clash = [name for name, on in given.items() if on]
+    if clash:
+        raise ValueError(
+            f"{', '.join(clash)} do{'es' if len(clash) == 1 else ''} not apply with "
+            "--slide-classifier (it is the classifier, and reads its own level or µm/px; "
+            "--level overrides)"
+        )
+    if absence is not None and absence not in MODES:
+        raise ValueError(f"--absence must be one of {', '.join(MODES)}, got {absence!r}")

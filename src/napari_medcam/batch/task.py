@@ -11,7 +11,6 @@ the worker process itself escapes, and the scheduler reruns the task elsewhere.
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 import resource
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari_medcam.batch.outputs import remove_partial, thumbnails, write_slide_outputs
+from napari_medcam.batch.worker_env import PROGRESS_TOPIC, device_for, peak_rss_mb, symlink_loop
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.io.slide_backends import is_dicom_folder
 from napari_medcam.io.slides import WARNING
@@ -28,8 +28,6 @@ from napari_medcam.io.slides import WARNING
 if TYPE_CHECKING:
     from napari_medcam.batch.decision import DecisionJob
 
-#: Dask event topic on which workers report tiles of running slides
-PROGRESS_TOPIC = "napari-medcam-progress"
 #: level chosen when none is given: the finest at most this many pixels a side
 AUTO_LEVEL_SIDE = 4096
 
@@ -95,16 +93,6 @@ def _worker() -> Any:
         return None
 
 
-def _device(job: SlideJob | DecisionJob, worker: Any) -> str:
-    """``auto`` spreads a local cluster's workers over the GPUs (by worker name)."""
-    import torch
-
-    n = torch.cuda.device_count()
-    if job.device == "auto" and n > 1 and worker is not None and isinstance(worker.name, int):
-        return f"cuda:{worker.name % n}"
-    return job.device
-
-
 def _tune_malloc() -> None:
     """Undo what dask's nanny environment does to glibc malloc for torch (once per process).
 
@@ -134,11 +122,6 @@ def _cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
-
-
 def explain_slide(
     path: str, folder: str, slide_id: str, job: SlideJob | DecisionJob
 ) -> dict[str, Any]:
@@ -165,20 +148,9 @@ def explain_slide(
     row.setdefault("seconds", round(time.perf_counter() - start, 3))
     row.update(
         cpu_seconds=round(_cpu_seconds() - cpu, 3),
-        peak_rss_mb=round(_peak_rss_mb(), 1),
+        peak_rss_mb=round(peak_rss_mb(), 1),
     )
     return row
-
-
-def _symlink_loop(path: Path) -> bool:
-    """Whether ``path`` is a symbolic link loop (a.tif -> b.tif -> a.tif)."""
-    try:
-        path.resolve(strict=True)
-    except RuntimeError:  # Python < 3.13
-        return True
-    except OSError as err:
-        return err.errno == errno.ELOOP
-    return False
 
 
 def _found(exp: Any) -> str:
@@ -199,7 +171,7 @@ def _explain(
 
     if path.is_dir() and not is_dicom_folder(path):  # open_slide would call it "not found"
         raise ValueError(f"{path} is a folder, not a slide file")
-    if _symlink_loop(path):  # open_slide would call it missing too
+    if symlink_loop(path):  # open_slide would call it missing too
         raise ValueError(f"{path} is a symbolic link loop")
     clf = _classifier(job)
     explainer = _explainer(job, clf)
@@ -231,7 +203,7 @@ def _explain(
             clf,
             job.target,
             job.config,
-            device=_device(job, worker),
+            device=device_for(job, worker),
             progress=progress,
             tile_overlap=job.tile_overlap,
             tile_batch=job.tile_batch,
@@ -283,7 +255,7 @@ def _explain(
         "classifier_fingerprint": job.fingerprint,
     }
     row["seconds"] = round(time.perf_counter() - start, 3)
-    facts["result"] = {**facts, **row, "peak_rss_mb": round(_peak_rss_mb(), 1)}
+    facts["result"] = {**facts, **row, "peak_rss_mb": round(peak_rss_mb(), 1)}
     folder.mkdir(parents=True, exist_ok=True)
     write_slide_outputs(folder, exp, facts, thumbs, clf.class_names)
     return row
