@@ -205,3 +205,38 @@ def test_run_cohort_refuses_options_of_the_other_kind(slides, tmp_path):
     with pytest.raises(ValueError, match="--absence must be one of"):
         run_cohort([slides["left"]], out, slide_classifier=TOY, absence="blur")
     assert not out.exists()
+
+
+def test_the_cohort_opens_in_napari_with_each_slides_evidence_tiles_over_its_tiles(
+    slides, cluster, tmp_path, make_napari_viewer
+):
+    import numpy as np
+
+    from napari_medcam.plugin.cohort import CohortBrowser
+
+    out = tmp_path / "cohort"
+    assert (
+        _cli(
+            cluster,
+            *[str(p) for p in slides.values()],
+            "--slide-classifier",
+            TOY,
+            "--out",
+            str(out),
+        )
+        == 0
+    )
+    viewer = make_napari_viewer()
+    browser = CohortBrowser(viewer, out)
+    lines = [browser.list.item(i).text() for i in range(browser.list.count())]
+    assert lines == [
+        "left — 1 of 46 tiles suffice for 'tumour'; without them the slide reads 'normal'.",
+        "right — 1 of 46 tiles suffice for 'tumour'; without them the slide reads 'normal'.",
+    ]
+    browser.select("right")
+    image, tiles = viewer.layers
+    assert tiles.name == "right · Med-CAM slide evidence · tumour"
+    row, col = TUMOUR["right"]
+    assert np.argwhere(tiles.data == 1).tolist() == [[row, col]]
+    centre = (row * TILE + (TILE - 1) / 2, col * TILE + (TILE - 1) / 2)
+    assert np.allclose(tiles.data_to_world((row, col)), image.data_to_world(centre))

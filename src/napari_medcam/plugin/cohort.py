@@ -5,6 +5,8 @@ opens the first finished one; choosing another replaces it. A slide opens as its
 pyramid (lazy, level 0 at scale 1), the tile map of its explained tiles (valid
 green, failed orange) and its evidence mask on top, both at the explained level's
 downsample, each of their pixels exactly over the level-0 pixels it stands for.
+A slide-classifier cohort (``--slide-classifier``) lists each slide's sentence and
+opens its evidence tiles as a Labels layer with one pixel per tile, over the tiles.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 from qtpy.QtWidgets import QLabel, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
 
 from napari_medcam.batch.manifest import DONE, MANIFEST, Manifest
-from napari_medcam.batch.outputs import MASK, TILES, read_result, read_tiles_csv
+from napari_medcam.batch.outputs import DECISION, MASK, TILES, read_result, read_tiles_csv
 from napari_medcam.batch.summary import summary_rows
 from napari_medcam.io.slides import open_slide
 from napari_medcam.plugin.tile_map import TILE_COLORS, TILE_INVALID, TILE_VALID
@@ -55,6 +57,13 @@ def slide_layers(cohort: Path, slide_id: str) -> list[tuple[Any, dict[str, Any],
         raise ValueError(f"slide {slide_id} has no finished result in {cohort}")
     marker = {COHORT_KEY: {"folder": str(cohort), "slide": slide_id}}
     slide = open_slide(result["slide"])
+    image = (
+        slide.levels,
+        {"name": slide_id, "multiscale": True, "rgb": slide.rgb, "metadata": dict(marker)},
+        "image",
+    )
+    if result.get("kind") == DECISION:
+        return [image, _decision_tiles(folder, slide_id, result, marker)]
     f = float(result["downsample"])
     # mask pixel (r, c) covers level-0 pixels [r·f, (r+1)·f): its centre lies (f − 1)/2
     # past the centre of the first of them, where napari puts level-0 pixel r·f
@@ -63,11 +72,7 @@ def slide_layers(cohort: Path, slide_id: str) -> list[tuple[Any, dict[str, Any],
     name = result["class_found"] or "no finding"
     tiles = _tile_map(read_tiles_csv(folder / TILES), tuple(result["level_shape"]))
     return [
-        (
-            slide.levels,
-            {"name": slide_id, "multiscale": True, "rgb": slide.rgb, "metadata": dict(marker)},
-            "image",
-        ),
+        image,
         (
             tiles,
             {
@@ -95,6 +100,47 @@ def slide_layers(cohort: Path, slide_id: str) -> list[tuple[Any, dict[str, Any],
     ]
 
 
+def _decision_tiles(
+    folder: Path, slide_id: str, result: dict[str, Any], marker: dict[str, Any]
+) -> tuple[Any, dict[str, Any], str]:
+    """The kept tiles of a slide-decision result as Labels, one pixel per tile: the
+    windows in evidence.json lie on a strict grid of the tile size at the explained
+    level, so cell (r, c) is exactly the tile at (r·S, c·S) (napari draws level-0 pixel
+    i at i, so the cell's centre is at f·(r·S + (S − 1)/2))."""
+    import json
+
+    evidence = json.loads((folder / "evidence.json").read_text())
+    windows = np.asarray(evidence["kept_windows"], np.int64).reshape(-1, 4)
+    f = float(result["downsample"])
+    size = int(windows[0, 2] - windows[0, 0]) if len(windows) else 1
+    rows, cols = (int(n) // size for n in result["level_shape"][:2])
+    grid = np.zeros((max(rows, 1), max(cols, 1)), np.uint8)
+    grid[windows[:, 0] // size, windows[:, 1] // size] = 1
+    return (
+        grid,
+        {
+            "name": f"{slide_id} · Med-CAM slide evidence · {evidence['target']}",
+            "colormap": dict(MASK_COLORS),
+            "opacity": 0.5,
+            "scale": (f * size, f * size),
+            "translate": (f * (size - 1) / 2,) * 2,
+            "metadata": {**marker, "medcam_result": result},
+        },
+        "labels",
+    )
+
+
+def _list_line(slide_id: str, r: dict[str, Any]) -> str:
+    if r["status"] != DONE:
+        return f"{slide_id} — {r['status']}: {r['reason']}"
+    if r.get("sentence"):  # a slide-classifier cohort
+        return f"{slide_id} — {r['sentence']}"
+    return (
+        f"{slide_id} — {r['class_found'] or 'no finding'}, {r['tiles_valid']}/"
+        f"{r['tiles_explained']} tiles valid" + ("" if r["valid"] else " (not valid)")
+    )
+
+
 class CohortBrowser(QWidget):
     """The cohort's slides; choosing one shows it (and removes the one shown before)."""
 
@@ -106,14 +152,7 @@ class CohortBrowser(QWidget):
         self.rows = {r["slide"]: r for r in summary_rows(manifest)} if manifest else {}
         self.list = QListWidget()
         for sid, r in self.rows.items():
-            if r["status"] == DONE:
-                text = (
-                    f"{sid} — {r['class_found'] or 'no finding'}, {r['tiles_valid']}/"
-                    f"{r['tiles_explained']} tiles valid" + ("" if r["valid"] else " (not valid)")
-                )
-            else:
-                text = f"{sid} — {r['status']}: {r['reason']}"
-            QListWidgetItem(text, self.list).setData(256, sid)  # 256: Qt.UserRole
+            QListWidgetItem(_list_line(sid, r), self.list).setData(256, sid)  # Qt.UserRole
         self.info = QLabel(f"{len(self.rows)} slides in {cohort.name}")
         self.info.setWordWrap(True)
         layout = QVBoxLayout(self)
