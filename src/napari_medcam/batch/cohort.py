@@ -40,6 +40,7 @@ from napari_medcam.batch.summary import write_summary
 from napari_medcam.batch.task import SlideJob, explain_slide
 from napari_medcam.batch.worker_env import PROGRESS_TOPIC
 from napari_medcam.engine.config import MedCAMConfig
+from napari_medcam.engine.mil.pixels import check_pixels
 from napari_medcam.io.slides import check_mpp, wanted_mpp
 from napari_medcam.tiling import overlap_for
 
@@ -246,11 +247,8 @@ def _run_decisions(
     clf = load_slide_classifier(spec)
     if target is not None:
         clf.class_index(target)  # an unknown class is an error now, not on every worker
-    if pixels and clf.input_size != clf.tile_size:  # before hours of embedding
-        raise ValueError(
-            f"--pixels needs tiles the encoder reads unresized ({clf.tile_size} px tiles, "
-            f"encoder input {clf.input_size} px)"
-        )
+    if pixels:
+        check_pixels(clf)  # before hours of embedding
     fingerprint = slide_classifier_fingerprint(clf)
     settings = {
         "config": config.to_dict(),

@@ -120,19 +120,6 @@ def _remove_stale_cache_temps(folder: Path) -> None:
                 shutil.rmtree(p, ignore_errors=True)
 
 
-def _pixels_skipped(job: DecisionJob, result: Any) -> str:
-    """Why --pixels is not done for this slide ("" when it is, or was not asked)."""
-    from napari_medcam.engine.mil.pixels import MAX_TILES
-
-    if not job.pixels:
-        return ""
-    if not result.meets_goal:
-        return "no set of tiles keeps the decision, so no pixels inside them do"
-    if result.n_kept > MAX_TILES:
-        return f"{result.n_kept} kept tiles; pixel evidence is computed for at most {MAX_TILES}"
-    return ""
-
-
 def explain_decision(
     path: Path, folder: Path, slide_id: str, job: DecisionJob, worker: Any, start: float
 ) -> dict[str, Any]:
@@ -148,7 +135,7 @@ def explain_decision(
         symlink_loop,
     )
     from napari_medcam.engine.explanation import drive
-    from napari_medcam.engine.mil.pixels import iter_kept_pixels
+    from napari_medcam.engine.mil.pixels import iter_kept_pixels, pixels_skipped
     from napari_medcam.io.slide_evidence import write_slide_evidence
     from napari_medcam.io.slides import open_slide
 
@@ -187,7 +174,7 @@ def explain_decision(
             device=device_for(job, worker),
             progress=progress,
         )
-        skipped = _pixels_skipped(job, result)
+        skipped = pixels_skipped(result) if job.pixels else ""
         pixels = None
         if job.pixels and not skipped:
             pixels = drive(iter_kept_pixels(view, result, clf, job.config), progress)

@@ -78,26 +78,13 @@ def _open(
     return view, facts, slide.close
 
 
-def _pixels_skipped(args: argparse.Namespace, result: Any) -> str:
-    """Why --pixels is not done for this result ("" when it is, or was not asked)."""
-    from napari_medcam.engine.mil.pixels import MAX_TILES
-
-    if not args.pixels:
-        return ""
-    if not result.meets_goal:
-        return "no set of tiles keeps the decision, so no pixels inside them do"
-    if result.n_kept > MAX_TILES:
-        return f"{result.n_kept} kept tiles; pixel evidence is computed for at most {MAX_TILES}"
-    return ""
-
-
 def run_slide_explain(
     args: argparse.Namespace, region: tuple[int, int, int, int] | None = None
 ) -> int:
     """Explain the slide with ``args.slide_classifier``; ``region``: (y, x, h, w) at level 0."""
     import napari_medcam as mc
     from napari_medcam.engine.explanation import drive
-    from napari_medcam.engine.mil.pixels import iter_kept_pixels
+    from napari_medcam.engine.mil.pixels import check_pixels, iter_kept_pixels, pixels_skipped
     from napari_medcam.io.slide_evidence import write_slide_evidence
 
     out = Path(args.out)
@@ -105,11 +92,8 @@ def run_slide_explain(
         raise ValueError(f"--out must be a .geojson file with --slide-classifier, got {out}")
     check_outputs([out, out.with_suffix(".json")], args.overwrite)
     clf = load_any(args.slide_classifier)
-    if args.pixels and clf.input_size != clf.tile_size:  # before hours of embedding
-        raise ValueError(
-            f"--pixels needs tiles the encoder reads unresized ({clf.tile_size} px tiles, "
-            f"encoder input {clf.input_size} px)"
-        )
+    if args.pixels:
+        check_pixels(clf)  # before hours of embedding
     image, facts, close = _open(args, clf, region)
     cache = Path(args.embeddings) if args.embeddings else out.with_suffix(".embeddings.zarr")
     progress = Progress(not args.json)
@@ -124,7 +108,7 @@ def run_slide_explain(
             device=args.device,
             progress=progress,
         )
-        pixels, skipped = None, _pixels_skipped(args, result)
+        pixels, skipped = None, pixels_skipped(result) if args.pixels else ""
         if args.pixels and not skipped:
             pixels = drive(iter_kept_pixels(image, result, clf, config_from_args(args)), progress)
     finally:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from napari_medcam.classifiers.slide import SlideClassifier
-from napari_medcam.engine.explanation import ProgressEvent
+from napari_medcam.engine.explanation import ExplanationCancelled, ProgressEvent, relay
 from napari_medcam.engine.mil import SlideExplanation, check_tiles, iter_explain_slide
 from napari_medcam.plugin.layers import transform_kwargs
 from napari_medcam.plugin.worker import torch_threads
@@ -49,25 +49,26 @@ class SlideOutcome:
     cancelled: bool = False
 
 
-def run_slide_job(job: SlideJob) -> Generator[ProgressEvent, None, SlideOutcome]:
-    """Embed the slide and find its minimal tiles, yielding progress; a cancel takes
-    effect at the next batch of tiles. Errors come back as the outcome's ``error``."""
+def _relayed(steps: Generator[ProgressEvent, None, Any], job: SlideJob) -> Generator:
+    """``steps``' events re-yielded (a cancel acts before the next one) and its result;
+    a cancel or an error comes back as a `SlideOutcome`, never raised in the GUI."""
     try:
         with torch_threads(job.threads):
-            steps = iter_explain_slide(job.image, job.classifier, job.target, absence=job.absence)
-            while True:
-                try:
-                    event = next(steps)
-                except StopIteration as done:
-                    return SlideOutcome(done.value)
-                if job.cancel.is_set():
-                    steps.close()
-                    return SlideOutcome(cancelled=True)
-                yield event
+            return (yield from relay(steps, job.cancel))
+    except ExplanationCancelled:
+        return SlideOutcome(cancelled=True)
     except ValueError as err:
         return SlideOutcome(error=str(err))
     except Exception as err:  # noqa: BLE001 - shown to the user, never raised in the GUI
         return SlideOutcome(error=f"{type(err).__name__}: {err}")
+
+
+def run_slide_job(job: SlideJob) -> Generator[ProgressEvent, None, SlideOutcome]:
+    """Embed the slide and find its minimal tiles, yielding progress; a cancel takes
+    effect at the next batch of tiles or search step."""
+    steps = iter_explain_slide(job.image, job.classifier, job.target, absence=job.absence)
+    out = yield from _relayed(steps, job)
+    return out if isinstance(out, SlideOutcome) else SlideOutcome(out)
 
 
 def run_tile_check(
@@ -129,22 +130,7 @@ def run_pixels(
     error, or cancelled)."""
     from napari_medcam.engine.mil.pixels import iter_kept_pixels
 
-    try:
-        with torch_threads(job.threads):
-            steps = iter_kept_pixels(image, result, clf)
-            while True:
-                try:
-                    event = next(steps)
-                except StopIteration as done:
-                    return done.value
-                if job.cancel.is_set():
-                    steps.close()
-                    return SlideOutcome(cancelled=True)
-                yield event
-    except ValueError as err:
-        return SlideOutcome(error=str(err))
-    except Exception as err:  # noqa: BLE001 - shown to the user, never raised in the GUI
-        return SlideOutcome(error=f"{type(err).__name__}: {err}")
+    return (yield from _relayed(iter_kept_pixels(image, result, clf), job))
 
 
 def grid_layer_data(result: SlideExplanation) -> np.ndarray:

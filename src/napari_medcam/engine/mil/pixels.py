@@ -66,6 +66,26 @@ class KeptTilePixels:
     explanation: Explanation
 
 
+def check_pixels(clf: SlideClassifier) -> None:
+    """ValueError when pixel evidence cannot be made for this classifier's tiles (ask
+    before the embedding pass, which may take hours): the encoder must read tiles
+    unresized, so that a mask on the tile is a mask on what the encoder sees."""
+    if clf.input_size != clf.tile_size:
+        raise ValueError(
+            f"--pixels needs tiles the encoder reads unresized ({clf.tile_size} px tiles, "
+            f"encoder input {clf.input_size} px)"
+        )
+
+
+def pixels_skipped(result: SlideExplanation) -> str:
+    """Why the kept tiles of ``result`` get no pixel evidence ("" when they can)."""
+    if not result.meets_goal:
+        return "no set of tiles keeps the decision, so no pixels inside them do"
+    if result.n_kept > MAX_TILES:
+        return f"{result.n_kept} kept tiles; pixel evidence is computed for at most {MAX_TILES}"
+    return ""
+
+
 def tile_classifier(
     result: SlideExplanation,
     clf: SlideClassifier,
@@ -75,11 +95,7 @@ def tile_classifier(
     """A tile classifier whose decision is the slide's, for kept tile ``index``."""
     if result.embeddings is None:
         raise ValueError("this explanation does not carry its bag's embeddings: explain again")
-    if clf.input_size != clf.tile_size:
-        raise ValueError(
-            f"pixel evidence needs tiles the encoder reads unresized ({clf.tile_size} px tiles, "
-            f"encoder input {clf.input_size} px)"
-        )
+    check_pixels(clf)
     model = BagModel(clf, result.embeddings, result.grid)
     fill = bag_absence(model, result.target, result.absence, absence_embeddings, 0)
     keep = torch.from_numpy(result.kept.copy())
@@ -108,11 +124,10 @@ def iter_kept_pixels(
     """Explain the pixels of every kept tile of ``result`` (``image``: the slide array
     it was made on), yielding the tile engine's progress. Only for a set that meets its
     goal, and at most `MAX_TILES` tiles."""
-    if not result.meets_goal:
-        raise ValueError("the kept tiles do not keep the decision: there is no pixel evidence")
+    reason = pixels_skipped(result)
+    if reason:
+        raise ValueError(reason)
     kept = np.flatnonzero(result.kept)
-    if len(kept) > MAX_TILES:
-        raise ValueError(f"{len(kept)} kept tiles: pixel evidence is for at most {MAX_TILES}")
     # the tile engine's verb imports this package (it dispatches slide classifiers here)
     from napari_medcam.engine.explain import iter_explain
 
