@@ -132,6 +132,7 @@ def explain_decision(
         PROGRESS_TOPIC,
         device_for,
         peak_rss_mb,
+        slide_facts,
         symlink_loop,
     )
     from napari_medcam.engine.explanation import drive
@@ -206,19 +207,8 @@ def explain_decision(
         "worker": str(getattr(worker, "address", "local")),
         "pid": os.getpid(),
     }
-    facts = {
-        "slide": str(path),
-        "slide_id": slide_id,
-        "slide_shape": slide_shape,
-        "level": level,
-        "downsample": f,
-        "level_mpp": level_mpp,
-        "level_shape": list(shape),
-        "origin_level0": [0, 0],
-        "settings_hash": job.settings_hash,
-        "slide_classifier": job.slide_classifier,
-        "classifier_fingerprint": job.fingerprint,
-    }
+    facts = slide_facts(path, slide_id, slide_shape, level, f, level_mpp, shape, job)
+    facts["slide_classifier"] = job.slide_classifier
     summary = {**facts, **({"pixels_skipped": skipped} if skipped else {})}
     write_slide_evidence(
         folder / EVIDENCE_GEOJSON,

@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari_medcam.batch.outputs import remove_partial, thumbnails, write_slide_outputs
-from napari_medcam.batch.worker_env import PROGRESS_TOPIC, device_for, peak_rss_mb, symlink_loop
+from napari_medcam.batch.worker_env import (
+    PROGRESS_TOPIC,
+    device_for,
+    peak_rss_mb,
+    slide_facts,
+    symlink_loop,
+)
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.io.slide_backends import is_dicom_folder
 from napari_medcam.io.slides import WARNING
@@ -242,18 +248,7 @@ def _explain(
     }
     if exp.labels is not None and exp.label_classes:
         row["label_classes"] = {str(k): v for k, v in exp.label_classes.items()}
-    facts = {
-        "slide": str(path),
-        "slide_id": slide_id,
-        "slide_shape": slide_shape,
-        "level": level,
-        "downsample": f,
-        "level_mpp": level_mpp,
-        "level_shape": [int(n) for n in view.shape[:2]],
-        "origin_level0": [0, 0],
-        "settings_hash": job.settings_hash,
-        "classifier_fingerprint": job.fingerprint,
-    }
+    facts = slide_facts(path, slide_id, slide_shape, level, f, level_mpp, view.shape[:2], job)
     row["seconds"] = round(time.perf_counter() - start, 3)
     facts["result"] = {**facts, **row, "peak_rss_mb": round(peak_rss_mb(), 1)}
     folder.mkdir(parents=True, exist_ok=True)

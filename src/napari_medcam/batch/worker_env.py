@@ -1,5 +1,6 @@
 """What every slide task shares, whatever explains the slide: the progress topic, the
-worker's device, its memory peak, and the symlink-loop check (`task` and `decision`)."""
+worker's device, its memory peak, the symlink-loop check, and the facts that place a
+slide's outputs (`task` and `decision`)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,29 @@ def symlink_loop(path: Path) -> bool:
     except OSError as err:
         return err.errno == errno.ELOOP
     return False
+
+
+def slide_facts(
+    path: Path,
+    slide_id: str,
+    slide_shape: Any,
+    level: int,
+    downsample: float,
+    level_mpp: float | None,
+    level_shape: Any,
+    job: Any,
+) -> dict[str, Any]:
+    """Where a slide's outputs lie (the level, its downsample and shape; level-0 origin
+    0, 0) and the run they belong to (settings hash, classifier fingerprint)."""
+    return {
+        "slide": str(path),
+        "slide_id": slide_id,
+        "slide_shape": slide_shape,
+        "level": level,
+        "downsample": downsample,
+        "level_mpp": level_mpp,
+        "level_shape": [int(n) for n in level_shape],
+        "origin_level0": [0, 0],
+        "settings_hash": job.settings_hash,
+        "classifier_fingerprint": job.fingerprint,
+    }
