@@ -77,6 +77,15 @@ def test_the_level_nearest_the_cards_mpp_is_explained_and_a_slide_without_one_wa
     assert "warning: the slide records no pixel size" in rows["plain"]["reason"]
     assert "warning" not in rows["scaled"]["reason"]
     assert float(rows["scaled"]["level_mpp"]) == 1.0 and rows["plain"]["level_mpp"] == ""
+    # the regions carry QuPath's area in µm² where the slide records its pixel size
+    regions = json.loads((out / "slides/scaled/mask.geojson").read_text())["features"]
+    assert regions, "the scaled slide's mask has no region to measure"
+    for feature in regions:
+        props = feature["properties"]
+        area = props["measurements"]["Area µm^2"]
+        assert area == pytest.approx(props["area_level0_pixels"] * 0.5**2)
+    plain_regions = json.loads((out / "slides/plain/mask.geojson").read_text())["features"]
+    assert all("measurements" not in f["properties"] for f in plain_regions)
     page = (out / "summary.html").read_text()
     assert "records no pixel size" in page and "nearest 1 µm/px" in page
     assert json.loads((out / MANIFEST).read_text())["settings"]["mpp"] == 1.0

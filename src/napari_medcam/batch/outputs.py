@@ -209,12 +209,15 @@ def write_slide_outputs(
         "original_confidence": exp.original_confidence,
     }
     result = {**facts["result"], "explanation": summary}
+    # µm per level-0 pixel, when the slide records it: QuPath's "Area µm^2" per region
+    mpp = facts["level_mpp"] / f if facts.get("level_mpp") else None
     labels = exp.labels
     if labels is not None and exp.label_classes:
         # an explainer's classes: class index + 1 per pixel, polygons per class
-        mask, geo = labels, _labels_geojson(labels, exp.label_classes, props, f)
+        mask, geo = labels, _labels_geojson(labels, exp.label_classes, props, f, mpp)
     else:
-        mask, geo = exp.mask, geojson_writer(exp.mask, props, downsample=f, origin=(0.0, 0.0))
+        mask = exp.mask
+        geo = geojson_writer(mask, props, downsample=f, origin=(0.0, 0.0), mpp=mpp)
     writers = {
         folder / MASK: pyramid_writer(mask, meta),
         folder / GEOJSON: geo,
@@ -227,14 +230,16 @@ def write_slide_outputs(
     return write_files(writers, overwrite=True)
 
 
-def _labels_geojson(labels: Any, classes: dict[int, str], props: dict[str, Any], f: float):
+def _labels_geojson(
+    labels: Any, classes: dict[int, str], props: dict[str, Any], f: float, mpp: float | None
+):
     """One FeatureCollection with every class's polygons, each named by its class."""
     from napari_medcam.io import mask_to_geojson
 
     features = []
     for value, name in sorted(classes.items()):
         plane = _Equals(labels, int(value))
-        gj = mask_to_geojson(plane, {**props, "class_name": name}, downsample=f)
+        gj = mask_to_geojson(plane, {**props, "class_name": name}, downsample=f, mpp=mpp)
         features.extend(gj["features"])
     text = json.dumps(jsonable({"type": "FeatureCollection", "features": features}))
     return _text_writer(text)
