@@ -47,3 +47,15 @@ def run_explanation(qtbot, widget, timeout: int = 120_000):
     result = widget.last_result
     assert result is not None and not result.error, result and result.error
     return result
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for a test whose figure was measured so, restored after (a tiled
+    or pixel-evidence result moves with the thread count: BENCHMARKS, test margins)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

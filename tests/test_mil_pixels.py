@@ -11,25 +11,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 import scipy.ndimage as ndi
 import shapely
 import tifffile
-import torch
 
 from napari_medcam.cli import main
 from napari_medcam.zoo import mil
 from napari_medcam.zoo.mil.slides import pool_evidence
 
 SLIDE = 0  # tune slide 0 is positive
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_the_pixels_inside_the_kept_tile_lie_on_its_evidence(tmp_path, capsys, one_thread):

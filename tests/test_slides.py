@@ -150,17 +150,6 @@ def test_gradcam_of_a_large_image_is_tiled_and_points_at_the_lesions(clf, two_le
         assert cam[labels == region].max() > 0.5  # both lesions are hot, not only the strongest
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread, restored after: the stitched result below was measured so."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_stitched_mask_finds_evidence_at_known_places(clf, two_lesions, one_thread):
     # One thread: with two, this canvas's mask lies 0.28 on the lesions instead of 0.79
     # (float reductions in another order take the optimisation elsewhere; BENCHMARKS.md,
