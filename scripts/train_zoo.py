@@ -1,6 +1,6 @@
 """Train the classifiers of the zoo (`napari_medcam.zoo`) and write their weights.
 
-    OMP_NUM_THREADS=1 python scripts/train_zoo.py [--only NAME ...] [--epochs N]
+    OMP_NUM_THREADS=1 python scripts/train_zoo.py [--only/--entries NAME ...] [--epochs N]
 
 For every entry: the training set is regenerated from the entry's own generator
 (``sample(seed, label, "train")``, seeds 100 000+, labels taking turns; real-image
@@ -173,7 +173,9 @@ def train_one(name: str, epochs: int | None, out_dir: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", nargs="+", choices=sorted(MODULES), help="entries to train")
+    ap.add_argument(
+        "--only", "--entries", nargs="+", choices=sorted(MODULES), help="entries to train"
+    )
     ap.add_argument("--epochs", type=int, default=None, help="override every entry's epochs")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()

@@ -18,11 +18,11 @@ import torch
 
 import napari_medcam
 from napari_medcam import Classifier, zoo
-from napari_medcam.zoo import ct, fish
+from napari_medcam.zoo import ct, cyto, fish, hne_multifocal
 
 N_CASES = 12
 #: entries whose data are checked here without the explanation engine ever running
-ENTRIES = ("fish-her2", "ct-nodule")
+ENTRIES = ("fish-her2", "ct-nodule", *zoo.ROUND6)
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +61,7 @@ def test_entries_are_blind_and_held_out():
     assert set(ENTRIES) <= set(zoo.BLIND) and not set(ENTRIES) & set(zoo.SEEN)
     for name in ENTRIES:
         assert name in zoo.HELD_OUT and name not in zoo.TUNING
-        assert zoo.MODULES[name] in (fish, ct)
+        assert zoo.MODULES[name] in (fish, ct, hne_multifocal, cyto)
         entry = zoo.ZOO[name]
         assert not entry.tuning
         assert entry.heldout_accuracy is not None and entry.heldout_accuracy >= 0.97
@@ -69,7 +69,7 @@ def test_entries_are_blind_and_held_out():
         assert name in zoo.__doc__
 
 
-@pytest.mark.parametrize("module", [fish, ct])
+@pytest.mark.parametrize("module", [fish, ct, hne_multifocal, cyto])
 def test_modules_do_not_touch_the_engine(module):
     assert napari_medcam.explain.__name__ == "refuse"  # the guard above is in place
     tree = ast.parse(
@@ -131,3 +131,46 @@ def test_ct_nodule_is_a_bright_spot_in_a_dark_lung(eval_cases):
         # the ring around it is dark parenchyma (the rest may be the vessels it touches)
         assert img[case.reference].mean() > 180
         assert np.percentile(img[ring], 25) < img[case.reference].mean() - 60
+
+
+# ----------------------------------------- round 6 (docs/zoo.md): issue 20's stability test
+
+
+def test_round6_discovery_finds_conv_feature_maps(classifiers):
+    """Layer discovery (no explanation) picks feature maps inside each layout."""
+    layers = classifiers["hne-multifocal"].layers
+    assert len(layers) >= 2 and all(name.startswith("stages.") for name in layers)
+    layers = classifiers["cyto-atypia"].layers
+    assert len(layers) >= 2 and all(
+        name.startswith(("blocks.", "conv_head", "bn2")) for name in layers
+    )
+    assert sum(name.startswith("blocks.") for name in layers) >= 2
+
+
+def _foci(reference: np.ndarray) -> int:
+    from scipy import ndimage
+
+    return ndimage.label(ndimage.binary_dilation(reference, iterations=6))[1]
+
+
+def test_hne_multifocal_has_two_to_four_separate_dark_foci(eval_cases):
+    assert zoo.ZOO["hne-multifocal"].max_reference_fraction == hne_multifocal.MAX_FRACTION
+    for case in eval_cases["hne-multifocal"]:
+        assert 2 <= _foci(case.reference) <= 4
+        grey = case.image.astype(float).mean(-1)
+        assert grey[case.reference].mean() < np.median(grey[~case.reference]) - 70
+    # training positives may hold a single focus: one focus alone is enough
+    train = [hne_multifocal.sample(100_000 + i, 1, "train")[1] for i in range(12)]
+    assert min(_foci(ref) for ref in train) == 1
+
+
+def test_cyto_atypical_nuclei_are_large_and_dark(eval_cases):
+    from scipy import ndimage
+
+    assert zoo.ZOO["cyto-atypia"].max_reference_fraction == cyto.MAX_FRACTION
+    for case in eval_cases["cyto-atypia"]:
+        labels, n = ndimage.label(case.reference)
+        assert 1 <= n <= 3
+        assert np.bincount(labels.ravel())[1:].min() >= 50  # radius ≥ 4.5 px
+        grey = case.image.astype(float).mean(-1)
+        assert grey[case.reference].mean() < np.median(grey[~case.reference]) - 100

@@ -31,10 +31,16 @@ vit-registers (BLIND)      dermoscopy (dermo's data)           ViT, registers, m
 swin-like (BLIND)          dermoscopy (dermo's data)           Swin layout, channels-last    128²
 frozen-backbone-head       H&E, 3 classes (resnet's data)      Sequential(frozen ViT, head)  128²
 (BLIND)
+hne-multifocal (BLIND)     H&E, 2–4 separate tumour foci       ConvNeXt layout, narrow       128²
+cyto-atypia (BLIND)        Pap-smear cytology, atypical cells  EfficientNet-B0-like, SE      128²
 =========================  ==================================  ============================  =====
 
-The last four are the transformer zoo (issue 22; docs/zoo.md, round 5): plain-torch models
-in timm's layout (`napari_medcam.zoo._vit`), trained by ``scripts/train_zoo_transformers.py``.
+``vit-cls`` … ``frozen-backbone-head`` are the transformer zoo (issue 22; docs/zoo.md,
+round 5): plain-torch models in timm's layout (`napari_medcam.zoo._vit`), trained by
+``scripts/train_zoo_transformers.py``.
+
+The last two (``ROUND6``; docs/zoo.md, round 6) were built blind on 2026-12-08 as the
+held-out test of issue 20's stability change; trained by ``scripts/train_zoo.py``.
 
 ``BLIND`` (a subset of ``HELD_OUT``) names the entries that were built without anyone
 on the engine side looking at them: nobody had seen their images or run an explanation
@@ -60,12 +66,14 @@ import numpy as np
 from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.zoo import (
     ct,
+    cyto,
     dermo,
     fish,
     fluo,
     frozen_head,
     fundus,
     hne,
+    hne_multifocal,
     ihc,
     malaria,
     mitosis,
@@ -82,6 +90,7 @@ MODULES = {
     m.ENTRY.name: m
     for m in (hne, fluo, ihc, phantom, mitosis, resnet, fundus, malaria, dermo, fish, ct)
     + (vit_cls, vit_registers, swin_like, frozen_head)
+    + (hne_multifocal, cyto)
 }
 
 #: entry name → `ZooEntry`
@@ -95,6 +104,9 @@ BLIND: tuple[str, ...] = ("malaria-tiny", "dermo-pigment", "fish-her2", "ct-nodu
 #: the transformer zoo (issue 22, docs/zoo.md round 5): held out and blind
 TRANSFORMERS: tuple[str, ...] = ("vit-cls", "vit-registers", "swin-like", "frozen-backbone-head")
 BLIND += TRANSFORMERS
+#: round 6 (docs/zoo.md): built blind on 2026-12-08 for issue 20's stability report
+ROUND6: tuple[str, ...] = ("hne-multifocal", "cyto-atypia")
+BLIND += ROUND6
 #: held-out entries whose failures led to recipe changes (docs/zoo.md) → the round in
 #: which they were seen; their numbers since are not held-out evidence
 SEEN: dict[str, int] = {
@@ -149,6 +161,7 @@ def cases(name: str, n: int = 12, split: str = "eval") -> list[ZooCase]:
 __all__ = [
     "BLIND",
     "HELD_OUT",
+    "ROUND6",
     "SEEN",
     "TRANSFORMERS",
     "TUNING",
