@@ -22,7 +22,7 @@ from napari_medcam.zoo import ct, cyto, fish, hne_multifocal
 
 N_CASES = 12
 #: entries whose data are checked here without the explanation engine ever running
-ENTRIES = ("fish-her2", "ct-nodule", *zoo.ROUND6)
+ENTRIES = ("fish-her2", "ct-nodule", *zoo.REDUNDANT)
 
 
 @pytest.fixture(autouse=True)
