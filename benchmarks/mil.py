@@ -1,6 +1,6 @@
 """Slide-level decisions (issue 24): minimal tiles vs the aggregator's attention.
 
-    python benchmarks/mil.py [--entries mil-transmil,mil-maxpool] [--split eval]
+    python benchmarks/mil.py [--entries mil-transmil,mil-maxpool] [--split eval] [--hard]
                              [--slides 30] [--absence removal,replacement]
                              [--timing mil-abmil]
                              [--out benchmarks/records/mil_eval.json]
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -133,7 +134,10 @@ def timing(name: str, pool, folder: Path) -> dict:
         "cached_minimal_s": second.provenance["seconds_minimal"],
         "cache_used": second.provenance["cache_used"],
         "kept": second.n_kept,
+        "kept_tiles": np.flatnonzero(second.kept).tolist(),
         "kept_positive": int(truth[second.kept].sum()),
+        "relaxed_steps": second.provenance.get("relaxed_steps", 100),  # 100 before the stop
+        "load_average": [round(v, 2) for v in os.getloadavg()],
         "sentence": second.sentence,
     }
 
@@ -143,6 +147,7 @@ def main() -> None:
     ap.add_argument("--entries", default=",".join(mil.MIL_HELD_OUT))
     ap.add_argument("--split", default="eval", choices=["tune", "eval"])
     ap.add_argument("--slides", type=int, default=30, help="positive slides per entry")
+    ap.add_argument("--hard", action="store_true", help="hard slides (mil.hard_slide)")
     ap.add_argument("--absence", default="removal,replacement", help="absences, in turn")
     ap.add_argument("--timing", default="", help="entries to time on a 7,056-tile slide")
     ap.add_argument("--out", type=Path, default=None)
@@ -151,6 +156,7 @@ def main() -> None:
     record: dict = {
         "machine": machine_line(torch.device("cpu")),
         "split": args.split,
+        "slides": "hard" if args.hard else "standard",
         "runs": {},
         "timing": [],
     }
@@ -161,7 +167,8 @@ def main() -> None:
             runs = record["runs"].setdefault(absence, {})
             for name in [n for n in args.entries.split(",") if n]:
                 clf = mil.load(name)
-                slides = [mil.synthetic_slide(args.split, 2 * i) for i in range(args.slides)]
+                make = mil.hard_slide if args.hard else mil.synthetic_slide
+                slides = [make(args.split, 2 * i) for i in range(args.slides)]
                 rows = [r for s in slides if (r := one_slide(clf, s, pool, folder, absence))]
                 runs[name] = {"summary": summary(rows, len(slides)), "slides": rows}
                 print(absence, name, json.dumps(runs[name]["summary"]), flush=True)

@@ -83,6 +83,18 @@ def slide_classifier(aggregator: nn.Module | None = None) -> mc.SlideClassifier:
     )
 
 
+def toy_bag(clf: mc.SlideClassifier, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every tile of a 6×8 toy slide embedded (glass too): (48, 3) and their grid."""
+    bag = np.stack(
+        [
+            clf.embed(image[r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE][None])[0]
+            for r in range(6)
+            for c in range(8)
+        ]
+    )
+    return bag, np.stack(np.divmod(np.arange(48), 8), 1)
+
+
 def p_tumour(clf: mc.SlideClassifier, bag: np.ndarray, grid: np.ndarray) -> float:
     logits, _ = clf.aggregate(torch.from_numpy(bag), torch.from_numpy(grid).float())
     return float(torch.softmax(logits[0], 0)[1])
@@ -368,21 +380,45 @@ def test_the_search_yields_progress_and_a_cancel_stops_it():
     from napari_medcam.engine.mil.explain import iter_explain_bag
 
     clf = slide_classifier(GatedRed())
-    image = toy_slide([(1, 1), (1, 2)])
-    bag = np.stack(
-        [
-            clf.embed(image[r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE][None])[0]
-            for r in range(6)
-            for c in range(8)
-        ]
-    )
-    grid = np.stack(np.divmod(np.arange(48), 8), 1)
+    bag, grid = toy_bag(clf, toy_slide([(1, 1), (1, 2)]))
     events = []
     result = drive(iter_explain_bag(bag, grid, clf), events.append)
-    assert result.meets_goal and len(events) >= 10
+    steps = result.provenance["relaxed_steps"]
+    assert result.meets_goal and len(events) >= steps // 10 >= 3  # one per 10 relaxed steps
     assert {e.stage for e in events} == {"search"}
     assert events[0].describe() == "searching the fewest tiles 10/100"
     seen = []
     with pytest.raises(ExplanationCancelled):
         drive(iter_explain_bag(bag, grid, clf), seen.append, cancel=lambda: bool(seen))
     assert len(seen) == 1  # stopped at the first event, long before the search ends
+
+
+@pytest.mark.parametrize("absence", ["removal", "replacement"])
+def test_a_converged_relaxed_stage_stops_early_with_the_full_search_s_set(absence, monkeypatch):
+    from napari_medcam.engine.mil import minimal
+
+    clf = slide_classifier()
+    bag, grid = toy_bag(clf, toy_slide([(2, 3)]))
+    early = explain_bag(bag, grid, clf, absence=absence)
+    assert minimal.MIN_STEPS <= early.provenance["relaxed_steps"] < minimal.STEPS
+    monkeypatch.setattr(minimal, "MIN_STEPS", minimal.STEPS + 1)  # never converged: all steps
+    full = explain_bag(bag, grid, clf, absence=absence)
+    assert full.provenance["relaxed_steps"] == minimal.STEPS
+    assert early.meets_goal and np.array_equal(early.kept, full.kept)
+    assert np.flatnonzero(early.kept).tolist() == [2 * 8 + 3]  # the tumour tile, alone
+
+
+def test_hard_slides_hold_several_weak_positives_among_many_strong_mimics():
+    from napari_medcam.zoo.mil import slides
+
+    for i in range(0, 12, 2):
+        hard, plain = slides.hard_slide("tune", i), slides.synthetic_slide("tune", i)
+        assert not np.array_equal(hard.layout, plain.layout)  # its own seeds
+        assert 3 <= hard.positive.sum() <= 8 and 8 <= hard.mimic.sum() <= 16
+        rank = {
+            kind: [slides._contrast_rank(int(j)) for j in hard.layout[where]]
+            for kind, where in ((slides.POSITIVE, hard.positive), (slides.MIMIC, hard.mimic))
+        }
+        assert max(rank[slides.POSITIVE]) <= slides.HARD_SHARE  # the weakest positives only
+        assert min(rank[slides.MIMIC]) >= 1 - slides.HARD_SHARE  # the strongest mimics only
+    assert slides.hard_slide("tune", 1).positive.sum() == 0

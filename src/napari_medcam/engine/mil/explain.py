@@ -193,7 +193,7 @@ def iter_explain_bag(
     started = time.perf_counter()
     bag = _BagSetup(embeddings, grid, clf, target, config, absence, absence_embeddings)
     with _threads_for(bag.e.size):
-        scores = yield from relaxed_scores(
+        scores, steps = yield from relaxed_scores(
             bag.model, bag.fill, bag.target, bag.goal, bag.tolerance, bag.seed
         )
         keep, check = smallest_prefix(contiguous_order(scores, bag.g), bag.test)
@@ -203,6 +203,7 @@ def iter_explain_bag(
         check,
         windows,
         "search",
+        relaxed_steps=steps,
         goal_checks=bag.test.calls,
         seconds_minimal=round(time.perf_counter() - started, 3),
     )

@@ -13,7 +13,10 @@ and the same GECO-style multipliers. Two stages:
    embeddings; each tile's embedding is mixed towards its absence,
    ``m·e + (1 − m)·fill`` (its nearest counterfactual tissue; a random one for the
    robustness term). The mix is the relaxation for both absences — removal cannot be
-   made fractional for an arbitrary aggregator — and only ranks the tiles.
+   made fractional for an arbitrary aggregator — and only ranks the tiles. It stops
+   before `STEPS` once converged: the relaxed goal met and the best-ranked tiles the
+   same as `YIELD_EVERY` steps before (each step is two passes of the aggregator over
+   the whole bag: 100 of them took 23 s on a 7,056-tile TransMIL-like bag).
 2. **Exact**: whole tiles, best ranked first: the smallest prefix that passes the binary
    goal (`napari_medcam.engine.mil.absence`, the real removal or replacement, on the
    absence and every random draw), found by galloping then bisection, then a greedy
@@ -37,6 +40,10 @@ from napari_medcam.engine.objective import DECAY, MULTIPLIER_RANGE
 
 YIELD_EVERY = 10  # relaxed steps between progress events
 STEPS = 100  # relaxed steps: Adam at LR moves θ by up to ~10, from keep 0.8 to ~0
+# no stop before this: Adam moves θ by ≤ ~LR a step, so the unneeded tiles take ~14 steps
+# to fall below keep 0.5, and the score's window (the last half) is then past the fall
+MIN_STEPS = 30
+STABLE_HEAD = 4  # converged: these best-ranked tiles unchanged for YIELD_EVERY steps
 LR = 0.1
 INIT_FILL = 0.8  # every tile starts kept (as the tile engine's masks start full)
 WEIGHT_TV = 0.5  # contiguity on the tile grid, relative to the count
@@ -100,14 +107,24 @@ def _search_event(step: int, total: int) -> ProgressEvent:
     return ProgressEvent(step, total, {}, float("nan"), 0.0, stage="search")
 
 
+def _window_mean(thetas: list[torch.Tensor]) -> torch.Tensor:
+    """The mean θ over the last half of the steps so far (summed in step order)."""
+    window = thetas[len(thetas) // 2 :]
+    total = torch.zeros_like(window[0])
+    for theta in window:
+        total += theta
+    return total / len(window)
+
+
 def relaxed_scores(
     model: BagModel, absence: BagAbsence, target: int, goal: float, tolerance: float, seed: int
-) -> Generator[ProgressEvent, None, np.ndarray]:
-    """Each tile's keep score (mean θ over the last half of the steps): higher = needed.
-    Yields a "search" event every `YIELD_EVERY` steps (a cancel acts there)."""
+) -> Generator[ProgressEvent, None, tuple[np.ndarray, int]]:
+    """Each tile's keep score (mean θ over the last half of the steps): higher = needed,
+    and the steps taken (0: ranked by the gradient). Yields a "search" event every
+    `YIELD_EVERY` steps (a cancel acts there); stops there once converged (module doc)."""
     n = len(model)
     if not len(absence.counterfactual):  # nothing to mix towards: rank by the gradient
-        return _gradient_scores(model, target)
+        return _gradient_scores(model, target), 0
     pairs = neighbour_pairs(model.coords.numpy().astype(np.int64))
     theta = torch.full((n,), math.log(INIT_FILL / (1 - INIT_FILL)), requires_grad=True)
     opt = torch.optim.Adam([theta], lr=LR)
@@ -116,7 +133,8 @@ def relaxed_scores(
     lo, hi = (math.log(v) for v in MULTIPLIER_RANGE)
     g = torch.Generator().manual_seed(int(seed))
     near = absence.soft_fill(None)
-    total = torch.zeros(n)
+    thetas: list[torch.Tensor] = []
+    head: np.ndarray | None = None
     for step in range(STEPS):
         m = torch.sigmoid(theta)[:, None]
         draw = int(torch.randint(0, len(absence.draws), (1,), generator=g))
@@ -139,11 +157,15 @@ def relaxed_scores(
         for k, lp in enumerate(logps):  # GECO: quick to defend, slow to relax
             c = max(-1.0, min(1.0, (log_goal - float(lp.detach())) / unit))
             log_mu[k] = max(lo, min(hi, log_mu[k] + MULTIPLIER_RATE * c * (1 if c > 0 else DECAY)))
-        if step >= STEPS // 2:
-            total += theta.detach()
-        if (step + 1) % YIELD_EVERY == 0:
-            yield _search_event(step + 1, STEPS)
-    return (total / (STEPS - STEPS // 2)).numpy()
+        thetas.append(theta.detach().clone())
+        if (step + 1) % YIELD_EVERY:
+            continue
+        yield _search_event(step + 1, STEPS)
+        last, head = head, np.argsort(-_window_mean(thetas).numpy(), kind="stable")[:STABLE_HEAD]
+        met = all(float(lp.detach()) >= log_goal for lp in logps)
+        if step + 1 >= MIN_STEPS and met and last is not None and np.array_equal(last, head):
+            break
+    return _window_mean(thetas).numpy(), len(thetas)
 
 
 def _gradient_scores(model: BagModel, target: int) -> np.ndarray:

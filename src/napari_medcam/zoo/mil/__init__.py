@@ -14,6 +14,7 @@ API::
     from napari_medcam.zoo import mil
     clf = mil.load("mil-transmil")                  # napari_medcam.SlideClassifier
     slide = mil.synthetic_slide("eval", 0)          # layout + positive tiles
+    hard = mil.hard_slide("eval", 0)                # weak, spread evidence; many mimics
     image = slide.image(mil.tile_pool("eval"))      # H×W×3 uint8
 """
 
@@ -40,6 +41,7 @@ from napari_medcam.zoo.mil.slides import (
     TILE,
     SyntheticSlide,
     TilePool,
+    hard_slide,
     synthetic_slide,
     tile_pool,
 )
@@ -135,6 +137,7 @@ __all__ = [
     "SyntheticSlide",
     "TilePool",
     "encoder",
+    "hard_slide",
     "load",
     "load_any",
     "synthetic_slide",

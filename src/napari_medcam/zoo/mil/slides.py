@@ -12,7 +12,9 @@ tissue tile, all from `synthetic_tile`:
 
 A slide is positive when it holds a positive tile. The tiles come from a pool per split
 (`TilePool`), so that thousands of slides cost a few thousand tiles; a slide never uses
-a pool tile twice.
+a pool tile twice. `hard_slide` draws from the same pool a slide whose evidence is weak
+and spread: only the weakest positives, several of them, among many of the strongest
+mimics (docs/zoo.md, *Hard slides*).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ CONTRAST = {MIMIC: (0.1, 0.3), POSITIVE: (0.5, 0.9)}
 GRID = (8, 13)  # rows and columns of a slide are drawn from this range
 POSITIVES = (1, 8)  # positive tiles on a positive slide
 MIMICS = (0, 6)  # mimic tiles on any slide
+HARD_POSITIVES, HARD_MIMICS = (3, 8), (8, 16)  # per hard slide
+HARD_SHARE = 0.25  # hard slides: the weakest quarter of positives, the strongest of mimics
 GLASS = 242.0
 
 
@@ -64,12 +68,17 @@ def pool_evidence(split: str, j: int) -> np.ndarray:
     return _pool_tile_and_evidence(split, j)[1]
 
 
+def _contrast_rank(j: int) -> float:
+    """Where pool tile ``j``'s contrast lies in its kind's range (0: lowest, 1: highest)."""
+    return ((j * 7919) % 101) / 100
+
+
 def _pool_tile_and_evidence(split: str, j: int) -> tuple[np.ndarray, np.ndarray]:
     kind = pool_kind(split, j)
     if kind == NORMAL:
         return synthetic_tile(MIL_SEED0[split] + j, 0, TILE)
     lo, hi = CONTRAST[kind]
-    contrast = lo + (hi - lo) * ((j * 7919) % 101) / 100
+    contrast = lo + (hi - lo) * _contrast_rank(j)
     return synthetic_tile(MIL_SEED0[split] + j, 1, TILE, contrast=contrast)
 
 
@@ -156,25 +165,44 @@ def _clusters(rng: np.random.Generator, tissue: np.ndarray, k: int) -> np.ndarra
     return out
 
 
-def _pick(rng: np.random.Generator, split: str, kind: int, n: int) -> np.ndarray:
-    """``n`` distinct pool indices of ``kind``."""
+def _pick(
+    rng: np.random.Generator, split: str, kind: int, n: int, hard: bool = False
+) -> np.ndarray:
+    """``n`` distinct pool indices of ``kind`` (``hard``: only the weakest positives and
+    the strongest mimics, `HARD_SHARE` of each)."""
     sizes = POOL_SIZE[split]
     start = sum(sizes[:kind])
-    return start + rng.choice(sizes[kind], n, replace=False)
+    pick = np.arange(start, start + sizes[kind])
+    if hard and kind != NORMAL:
+        rank = np.asarray([_contrast_rank(int(j)) for j in pick])
+        pick = pick[rank <= HARD_SHARE if kind == POSITIVE else rank >= 1 - HARD_SHARE]
+    return rng.choice(pick, n, replace=False)
 
 
 def synthetic_slide(split: str, index: int, label: int | None = None) -> SyntheticSlide:
     """Slide ``index`` of ``split``: positive when ``index`` is even (or as ``label``)."""
+    return _slide(split, index, label, hard=False)
+
+
+def hard_slide(split: str, index: int, label: int | None = None) -> SyntheticSlide:
+    """Hard slide ``index`` of ``split`` (module doc): 3–8 of the weakest positive tiles
+    when positive, 8–16 of the strongest mimics; its own seeds."""
+    return _slide(split, index, label, hard=True)
+
+
+def _slide(split: str, index: int, label: int | None, hard: bool) -> SyntheticSlide:
     if split not in MIL_SEED0:
         raise ValueError(f"split must be one of {sorted(MIL_SEED0)}, got {split!r}")
     label = int(index % 2 == 0) if label is None else int(label)
-    rng = np.random.default_rng([MIL_SEED0[split], index, label])
+    seeds = [MIL_SEED0[split], index, label, 2] if hard else [MIL_SEED0[split], index, label]
+    positives, mimics = (HARD_POSITIVES, HARD_MIMICS) if hard else (POSITIVES, MIMICS)
+    rng = np.random.default_rng(seeds)
     rows, cols = (int(rng.integers(GRID[0], GRID[1] + 1)) for _ in range(2))
     tissue = _tissue(rng, rows, cols)
-    k = int(rng.integers(POSITIVES[0], POSITIVES[1] + 1)) if label else 0
+    k = int(rng.integers(positives[0], positives[1] + 1)) if label else 0
     positive = _clusters(rng, tissue, k) if k else np.zeros_like(tissue)
     free = np.argwhere(tissue & ~positive)
-    m = min(len(free), int(rng.integers(MIMICS[0], MIMICS[1] + 1)))
+    m = min(len(free), int(rng.integers(mimics[0], mimics[1] + 1)))
     mimic = np.zeros_like(tissue)
     picked = free[rng.choice(len(free), m, replace=False)]
     mimic[picked[:, 0], picked[:, 1]] = True
@@ -184,5 +212,5 @@ def synthetic_slide(split: str, index: int, label: int | None = None) -> Synthet
         (MIMIC, mimic),
         (POSITIVE, positive),
     ):
-        layout[where] = _pick(rng, split, kind, int(where.sum()))
+        layout[where] = _pick(rng, split, kind, int(where.sum()), hard)
     return SyntheticSlide(split, index, layout, positive, mimic, int(positive.any()))
