@@ -25,13 +25,15 @@ def cohort(tmp_path_factory) -> Path:
     """Two explained slides and one that failed, made without a cluster (same task code)."""
     base = tmp_path_factory.mktemp("cohort")
     paths = [base / "first.tif", base / "second.tif"]
-    for i, p in enumerate(paths):
-        subprocess.run(
+    procs = [  # both at once
+        subprocess.Popen(
             [sys.executable, str(ROOT / "scripts/make_slide.py"), str(p), "--size", "1200"]
             + ["--seed", str(i)],
-            check=True,
-            capture_output=True,
+            stdout=subprocess.DEVNULL,
         )
+        for i, p in enumerate(paths)
+    ]
+    assert all(p.wait() == 0 for p in procs)
     (base / "broken.tif").write_bytes(b"no")
     out = base / "out"
     out.mkdir()
