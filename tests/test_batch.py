@@ -77,9 +77,6 @@ def _summary(out: Path) -> dict[str, dict[str, str]]:
 
 
 def test_every_slide_is_explained_and_a_rerun_does_nothing(slides, tmp_path):
-    # two slides, one per worker of its own cluster: more slides than workers (queued
-    # tasks) are run by the killed-worker, annotation and Ctrl-C tests on the shared one
-    slides = slides[:2]
     out = tmp_path / "cohort"
     report, lines = _run(slides, out, workers=2)  # its own LocalCluster
     ids = [p.stem for p in slides]
@@ -118,7 +115,7 @@ def test_every_slide_is_explained_and_a_rerun_does_nothing(slides, tmp_path):
     stamps = {sid: (out / "slides" / sid / "result.json").stat().st_mtime_ns for sid in ids}
     again, lines = _run(slides, out, workers=2)
     assert again.done == [] and sorted(again.skipped) == sorted(ids)
-    assert lines == [f"nothing to do: all {len(slides)} slides already explained in {out}"]
+    assert lines == [f"nothing to do: all {N_SLIDES} slides already explained in {out}"]
     assert stamps == {sid: (out / "slides" / sid / "result.json").stat().st_mtime_ns for sid in ids}
 
 
@@ -210,14 +207,11 @@ def test_other_settings_are_refused_unless_forced(slides, cluster, tmp_path, cap
 
 
 def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(slides, cluster, tmp_path):
-    # more slides than the cluster's 4 task slots (2 running, 2 queued on the workers):
-    # with 4 slides all could finish together, between the first "done" and the
-    # interrupt (seen on a loaded machine); with 6, three rounds of slides (each a few
-    # seconds on one core) would have to end in that moment. Not 8: every slide left
-    # at the interrupt is explained again by the rerun (~40 s for 7 on 2 cores).
+    # twice the cluster's 4 task slots: with 4 slides all could finish together,
+    # between the first "done" and the interrupt (seen on a loaded machine)
     copies = tmp_path / "more"
     copies.mkdir()
-    for p in slides[:2]:
+    for p in slides:
         shutil.copy(p, copies / f"{p.stem}-copy{p.suffix}")
     slides = [*slides, *sorted(copies.iterdir())]
     out = tmp_path / "cohort"
