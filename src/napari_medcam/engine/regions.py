@@ -20,10 +20,7 @@ only, never on single pixels (`napari_medcam.engine.scale` fixes the structure s
    depend on the seed; the need map over the whole neighbourhood does not, so another
    seed or a JPEG round trip gives nearly the same regions (the selection replaced
    removing whole regions and then eroding the rim until the goal broke, whose
-   stopping point moved with every small change of the image). Where the selection
-   finds no candidate, or only one larger than the mask (a flat need map: its order is
-   noise), the rim is **trimmed** instead: the mask eroded evenly by the most whole
-   pixels (≤ one radius) that still meet the goal;
+   stopping point moved with every small change of the image);
 4. **grow** a region smaller than the scale's minimum area (a disk of diameter ``d``)
    that the goal needs, by dilating it, when the grown mask still meets the goal.
 
@@ -142,35 +139,12 @@ def extent(given: np.ndarray, soft: np.ndarray, threshold: float, radius: float)
     return given | (np.isin(labels, hit) & low)
 
 
-def drop_small(mask: np.ndarray, min_area: int) -> np.ndarray:
-    labels, n = label(mask)
-    if not n:
-        return mask
-    big = np.bincount(labels.ravel()) >= min_area
-    big[0] = False
-    return big[labels]
-
-
-def trim(mask: np.ndarray, detail: Detail, meets: Any) -> np.ndarray:
-    """``mask`` eroded by the most whole pixels (≤ one structure radius) that still meets
-    the goal, pieces below the minimum area dropped: the rim the extent and the closing
-    added, taken off evenly all round (never pixel by pixel). The selection's fallback
-    where the need map cannot order the neighbourhood."""
-    cands = [drop_small(erode(mask, k), detail.min_area) for k in range(1, int(detail.radius) + 1)]
-    cands = [c for c in cands if c.any()]
-    if not cands:
-        return mask
-    passed = [c for c, ok in zip(cands, meets(cands)) if ok]
-    return passed[-1] if passed else mask
-
-
 def select(
     mask: np.ndarray, log_p: Any, detail: Detail, meets: Any, tensor: Any
 ) -> tuple[np.ndarray, int]:
     """The smallest superlevel set of the smoothed need map around ``mask`` that meets
     the goal, and how many of ``mask``'s regions it no longer touches (module docstring,
-    step 3). `trim` of ``mask`` when no candidate meets the goal or the one found is
-    larger."""
+    step 3). ``mask`` itself when no candidate meets the goal."""
     r = detail.radius
     near = dilate(mask, NEIGHBOURHOOD * r)
     need = importance(tensor([near]), log_p)[0, 0].detach().cpu().numpy()
@@ -190,12 +164,8 @@ def select(
     n = len(order)
     dropped = largest_prefix(n - 1, lambda ks: meets([top(n - k) for k in ks]))
     chosen = top(n - dropped)
-    if chosen.sum() > mask.sum() or (dropped == 0 and not meets([chosen])[0]):
-        # never trade the mask in hand for a larger one: where the need map is flat
-        # (a saturated classifier, an absence the image barely differs from) its order
-        # is noise and its smallest passing superlevel set can be most of the
-        # neighbourhood; the rim is then taken off evenly instead
-        return trim(mask, detail, meets), 0
+    if dropped == 0 and not meets([chosen])[0]:
+        return mask, 0
     labels, n_regions = label(mask)
     touched = np.unique(labels[chosen & (labels > 0)])
     return chosen, n_regions - len(touched)
