@@ -70,7 +70,7 @@ class MedCAMConfig:
     # the scale of evidence (engine/scale.py): "auto", "cells", "cell groups", "regions",
     # a structure size in pixels, or "N um"; the final mask is closed at that scale
     detail: str | float = "auto"
-    # select the needed regions of the final mask canonically (engine/regions.py, step 3)
+    # remove the whole regions the goal does not need from the final mask (engine/regions.py)
     prune: bool = False
     # robustness and absence (engine/absence.py)
     n_backgrounds: int = 4

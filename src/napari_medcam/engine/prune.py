@@ -2,11 +2,9 @@
 
 `PoolCheck` answers, for a batch of binary masks, whether each still meets one input's
 goal (`Objective.meets`) on its absence and its whole background pool — the test the
-optimisation's best mask passed. `largest_prefix` finds how many items (pixels of a
-neighbourhood, ranked least needed first by `importance`) can go while that test still
-passes;
-`napari_medcam.engine.regions` uses both to select the evidence at a scale, never
-single pixels.
+optimisation's best mask passed. `largest_prefix` finds how many items (regions, ranked
+least needed first by `importance`) can go while that test still passes;
+`napari_medcam.engine.regions` uses both to remove whole regions, never single pixels.
 """
 
 from __future__ import annotations

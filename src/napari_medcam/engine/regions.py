@@ -10,18 +10,14 @@ only, never on single pixels (`napari_medcam.engine.scale` fixes the structure s
    map (`extent`), so that another seed gives the same regions;
 2. **close** the mask with a disk of radius ``d/2``: pieces closer than ``d`` become one
    region and holes narrower than ``d`` fill (context is added, nothing is removed);
-3. **select** the evidence canonically: in the neighbourhood of the mask (four
-   structure radii around it), the *need* of every pixel — the gradient of the mean
-   log p(target), over the absence and the perturbation pool, with respect to the mask
-   with the whole neighbourhood kept — smoothed at three structure radii; the mask becomes
-   the smallest superlevel set of that map (closed at the scale, regions below the
-   minimum area grown to it) that still meets the goal. Which few of several
-   redundant pieces the optimisation happened to keep, and how far its rim reached,
-   depend on the seed; the need map over the whole neighbourhood does not, so another
-   seed or a JPEG round trip gives nearly the same regions (the selection replaced
-   removing whole regions and then eroding the rim until the goal broke, whose
-   stopping point moved with every small change of the image);
-4. **grow** a region smaller than the scale's minimum area (a disk of diameter ``d``)
+3. **prune whole regions**: regions are ranked by the first-order cost of removing them
+   (the gradient of the mean log p(target) over the absence and the background pool,
+   summed over the region) and the largest number of the least needed is removed for
+   which the binary mask still meets the goal (`Objective.meets` on the absence and the
+   tile's whole pool) — a removal that breaks the goal is never kept;
+4. **trim** the rim evenly: the mask eroded by the most whole pixels (up to ``d/2``)
+   that still meets the goal, pieces under the minimum area dropped;
+5. **grow** a region smaller than the scale's minimum area (a disk of diameter ``d``)
    that the goal needs, by dilating it, when the grown mask still meets the goal.
 
 Each step is checked with the same test the optimisation's mask passed — the goal, or,
@@ -46,13 +42,6 @@ from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.prune import PoolCheck, importance, largest_prefix
 from napari_medcam.engine.scale import Detail, resolve_detail
 
-# the selection's neighbourhood and the smoothing of its need map, in structure radii:
-# chosen on the tuning entries (docs/zoo.md, round 6) — a neighbourhood wide enough to
-# hold the whole structure a piece belongs to, a smoothing wide enough that the need
-# map's order does not change with a seed or a JPEG round trip
-NEIGHBOURHOOD = 4.0
-SMOOTH = 3.0
-
 
 @dataclass
 class RegionReport:
@@ -60,7 +49,7 @@ class RegionReport:
 
     regions: int  # connected regions of the final mask
     small: int  # of them, smaller than the scale's minimum area (the goal needs them)
-    removed: int  # regions of the closed mask the selection left out
+    removed: int  # regions pruned
     dilated_keeps: bool  # the mask dilated by one structure radius keeps the decision
     eroded_keeps: bool  # ... eroded by half a radius
 
@@ -139,36 +128,25 @@ def extent(given: np.ndarray, soft: np.ndarray, threshold: float, radius: float)
     return given | (np.isin(labels, hit) & low)
 
 
-def select(
-    mask: np.ndarray, log_p: Any, detail: Detail, meets: Any, tensor: Any
-) -> tuple[np.ndarray, int]:
-    """The smallest superlevel set of the smoothed need map around ``mask`` that meets
-    the goal, and how many of ``mask``'s regions it no longer touches (module docstring,
-    step 3). ``mask`` itself when no candidate meets the goal."""
-    r = detail.radius
-    near = dilate(mask, NEIGHBOURHOOD * r)
-    need = importance(tensor([near]), log_p)[0, 0].detach().cpu().numpy()
-    need = ndimage.gaussian_filter(need.astype(np.float64), SMOOTH * r)
-    order = np.flatnonzero(near.ravel())
-    order = order[np.argsort(-need.ravel()[order], kind="stable")]  # most needed first
+def drop_small(mask: np.ndarray, min_area: int) -> np.ndarray:
+    labels, n = label(mask)
+    if not n:
+        return mask
+    big = np.bincount(labels.ravel()) >= min_area
+    big[0] = False
+    return big[labels]
 
-    def top(k: int) -> np.ndarray:
-        chosen = np.zeros(mask.size, bool)
-        chosen[order[:k]] = True
-        chosen = fill_small_holes(close(chosen.reshape(mask.shape), r), detail.min_area)
-        labels, _ = label(chosen)
-        sizes = np.bincount(labels.ravel())
-        small = np.flatnonzero(sizes[1:] < detail.min_area) + 1
-        return chosen | (dilate(np.isin(labels, small), r) & near) if len(small) else chosen
 
-    n = len(order)
-    dropped = largest_prefix(n - 1, lambda ks: meets([top(n - k) for k in ks]))
-    chosen = top(n - dropped)
-    if dropped == 0 and not meets([chosen])[0]:
-        return mask, 0
-    labels, n_regions = label(mask)
-    touched = np.unique(labels[chosen & (labels > 0)])
-    return chosen, n_regions - len(touched)
+def trim(mask: np.ndarray, detail: Detail, meets: Any) -> np.ndarray:
+    """``mask`` eroded by the most whole pixels (≤ one structure radius) that still meets
+    the goal, pieces below the minimum area dropped: the rim the extent and the closing
+    added, taken off evenly all round (never pixel by pixel)."""
+    cands = [drop_small(erode(mask, k), detail.min_area) for k in range(1, int(detail.radius) + 1)]
+    cands = [c for c in cands if c.any()]
+    if not cands:
+        return mask
+    passed = [c for c, ok in zip(cands, meets(cands)) if ok]
+    return passed[-1] if passed else mask
 
 
 def regionalise(
@@ -204,8 +182,19 @@ def regionalise(
     mask = closed if meets([closed])[0] else given
 
     removed = 0
+    labels, n = label(mask)
+    if prune and n > 1:
+        need = importance(tensor([mask]), check.log_p)[0, 0].detach().cpu().numpy()
+        per_region = ndimage.sum_labels(need, labels, np.arange(1, n + 1))
+        order = np.argsort(per_region, kind="stable") + 1  # least needed first
+
+        def without(k: int) -> np.ndarray:
+            return mask & ~np.isin(labels, order[:k])
+
+        removed = largest_prefix(n - 1, lambda ks: meets([without(k) for k in ks]))
+        mask = without(removed)
     if prune:
-        mask, removed = select(mask, check.log_p, detail, meets, tensor)
+        mask = trim(mask, detail, meets)
     labels, n = label(mask)
 
     sizes = np.bincount(labels.ravel())[1:]
