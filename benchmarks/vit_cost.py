@@ -11,7 +11,7 @@ default recipe (`MedCAMConfig.fast()`), or with at most ``--steps`` optimisation
 seconds per step and the run says so.
 
 Measured in one process: one forward+backward pass of one input and of the recipe's batch
-per step (the masked input on the absence plus ``n_backgrounds`` random backgrounds); the
+per step (the masked input on the absence plus ``n_perturbations`` perturbations); the
 activations torch keeps for the backward pass of that batch (summed over the tensors saved
 by autograd: what grows with the batch); the parameters; the peak resident memory of the
 process during the explanation (sampled every 20 ms, and the kernel's ``ru_maxrss``); the
@@ -119,7 +119,7 @@ def main() -> None:
     config = mc.MedCAMConfig.fast()
     if args.steps:
         config = config.capped(args.steps)
-    per_step = 1 + config.n_backgrounds
+    per_step = 1 + config.n_perturbations
     x = prepare_input(image, clf).to(dev)
 
     def fwd_bwd(batch: int) -> None:

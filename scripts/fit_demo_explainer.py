@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint=ckpt,
             network=None if args.mask_scale is None else {"mask_scale": args.mask_scale},
             # a randomised model's classes mean nothing: every class is fitted then
-            background_class=None if args.randomise_top else "normal",
+            empty_class=None if args.randomise_top else "normal",
         )
     fit = exp.metadata["fit"]
     fit["command"] = "python scripts/fit_demo_explainer.py " + " ".join(

@@ -5,8 +5,8 @@
 
 Fitting tiles: the entry's own generator on the ``tune`` seeds (40 000+), every class
 in turn (labels only choose how tiles are made; each tile's target is the classifier's
-own prediction); the entry's negative class (its first) is the background class unless
-``--background-class`` says otherwise. The amortised benchmark
+own prediction); the entry's negative class (its first) is the empty class unless
+``--empty-class`` says otherwise. The amortised benchmark
 (``benchmarks/amortised.py --classifier NAME``) measures on the ``eval`` split
 (50 000+), which the fit never sees. Killed, it resumes
 from ``<out>.ckpt``; writes ``<out>.report.json`` and ``<out>.losses.png`` beside the file.
@@ -24,7 +24,7 @@ import torch
 
 import napari_medcam as mc
 from napari_medcam import zoo
-from napari_medcam.cli.common import Progress
+from napari_medcam.cli.common import Progress, add_renamed_option
 from napari_medcam.cli.fit import report_paths, write_report
 from napari_medcam.engine.amortised.fit import fit_explainer
 from napari_medcam.metrics import randomise_top_layers
@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--wrong-weight", type=float, default=None, help="default: the fit's own")
-    p.add_argument(
+    add_renamed_option(
+        p,
+        "--empty-class",
         "--background-class",
         help="class of 'nothing found', left out of the fit (default: the entry's negative "
         "class, its first; 'none' fits every class)",
@@ -64,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     clf = zoo.load(args.entry)
-    background = args.background_class or clf.class_names[0]
+    empty = args.empty_class or clf.class_names[0]
     if args.randomise_top:
-        clf, background = randomise_top_layers(clf, args.randomise_top), "none"
+        clf, empty = randomise_top_layers(clf, args.randomise_top), "none"
     _, _, ckpt = report_paths(out)
     exp = fit_explainer(
         clf,
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         batch=args.batch,
         lr=args.lr,
         checkpoint=ckpt,
-        background_class=None if background == "none" else background,
+        empty_class=None if empty == "none" else empty,
         **({} if args.wrong_weight is None else {"wrong_weight": args.wrong_weight}),
     )
     exp.metadata["fit"]["command"] = "python scripts/fit_zoo_explainer.py " + " ".join(

@@ -42,8 +42,8 @@ def test_glass_is_the_absence_when_mean_black_and_noise_read_positive():
     cands = _candidates(exp)
     assert not cands["mean"]["neutral"] and not cands["black"]["neutral"]
     assert cands["glass"]["neutral"]
-    assert exp.baseline in ("glass", "background")  # background = this image's glass
-    if exp.baseline == "background":
+    assert exp.absence in ("glass", "background")  # background = this image's glass
+    if exp.absence == "background":
         assert cands["background"]["distance"] <= cands["glass"]["distance"]
     assert exp.valid, exp.status
     assert exp.masked_confidence > 0.5
@@ -55,7 +55,7 @@ def test_robustness_never_uses_a_background_the_classifier_calls_the_target(kind
     clf = stain_on_glass()
     img, _ = stained_glass_image()
     x = prepare_input(img, clf)
-    cfg = mc.MedCAMConfig.fast(noises=kinds)
+    cfg = mc.MedCAMConfig.fast(perturbations=kinds)
     absence = choose_absence(x, clf, 1, cfg)
     drawn = [absence.backgrounds, absence.draw(x, clf, 1, 32, seed=3)]
     for pool in drawn:
@@ -65,7 +65,7 @@ def test_robustness_never_uses_a_background_the_classifier_calls_the_target(kind
             assert (p.argmax(1) != 1).all() and (p[:, 1] < NEUTRAL_P).all()
     if kinds == ("zeros", "normal", "uniform"):  # all of them read positive: none kept
         assert not len(absence.backgrounds)
-        assert "no neutral random background" in absence.problem
+        assert "no neutral perturbation" in absence.problem
 
 
 def test_refusal_names_every_replacement_and_each_really_reads_positive():
@@ -96,7 +96,7 @@ def test_counterfactual_tissue_gives_an_answer_where_every_flat_fill_is_the_targ
         img, clf, config=mc.MedCAMConfig.fast(**QUICK), device="cpu", absence_tiles=normal
     )
     assert exp.valid, exp.status
-    assert exp.baseline.startswith("tissue")
+    assert exp.absence.startswith("tissue")
     assert (exp.mask & square).sum() / exp.mask.sum() >= 0.8
 
 
@@ -139,10 +139,10 @@ def test_a_looser_tolerance_gives_a_smaller_mask():
 
 def test_paper_preset_keeps_the_published_weights_and_absence():
     cfg = mc.MedCAMConfig.paper()
-    assert cfg.tolerance is None and cfg.baseline == "mean"
+    assert cfg.tolerance is None and cfg.absence == "mean"
     assert (cfg.lambda_act, cfg.lambda_ce, cfg.lambda_kl) == (10.0, 15.0, 5.0)
     assert (cfg.lambda_area, cfg.lambda_bin, cfg.lambda_tv, cfg.lambda_rob) == (100, 1, 500, 100)
-    assert cfg.noises == ("zeros", "normal", "uniform", "blur")
+    assert cfg.perturbations == ("zeros", "normal", "uniform", "blur")
 
 
 @pytest.mark.parametrize("bad", [0.0, 1.5, -0.1])
@@ -172,7 +172,7 @@ def test_cli_absence_tiles_and_tolerance(tmp_path, capsys):
     out = ["--out", str(tmp_path / "b.tif"), "--absence-tiles", str(normal), "--tolerance", "0.9"]
     assert main([*args, *out]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["valid"] and summary["baseline"].startswith("tissue")
+    assert summary["valid"] and summary["absence"].startswith("tissue")
     assert summary["config"]["tolerance"] == 0.9
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -218,5 +218,5 @@ def test_counterfactual_tissue_is_not_used_when_a_fill_is_neutral():
     )
     report = {c["name"]: c for c in exp.provenance["absence_candidates"]}
     assert report["tissue 1"]["neutral"]  # offered and neutral...
-    assert not exp.baseline.startswith("tissue")  # ...but a neutral fill is used
-    assert report[exp.baseline]["neutral"]
+    assert not exp.absence.startswith("tissue")  # ...but a neutral fill is used
+    assert report[exp.absence]["neutral"]

@@ -191,21 +191,21 @@ def test_fail_closed_and_refine_repairs(explainer, clf):
     assert facts["tiles_fixed_by_refine"] == sum(v["valid"] for v in fixed.tile_verdicts) >= 1
 
 
-def test_background_class_is_left_out_of_the_fit_and_never_shown(clf):
+def test_empty_class_is_left_out_of_the_fit_and_never_shown(clf):
     """A class of "nothing found" teaches no evidence: its tiles are left out of the
     fit, a tile of that class gets a verdict that says why it shows nothing, and on a
     tiled image it is not explained at all (only the other classes are)."""
     tiles = [colour_tile(500 + i, 1 + i % 2) for i in range(12)]
     opts = dict(steps=20, device="cpu", batch=4, held_out=0.0, warmup_steps=4, ramp_steps=8)
     with pytest.raises(ValueError, match="not one of the classes"):
-        fit_explainer(clf, tiles, background_class="blue", **opts)
-    exp = fit_explainer(clf, tiles, background_class="green", **opts)
+        fit_explainer(clf, tiles, empty_class="blue", **opts)
+    exp = fit_explainer(clf, tiles, empty_class="green", **opts)
     fit = exp.metadata["fit"]
-    assert fit["background_class"] == "green" and exp.background_class == 2
-    assert fit["tiles_background_class"] == 6 and fit["classes_fitted"] == {"red": 6}
+    assert fit["empty_class"] == "green" and exp.empty_class == 2
+    assert fit["tiles_empty_class"] == 6 and fit["classes_fitted"] == {"red": 6}
     one = mc.explain(colour_tile(600, 2, 16), clf, explainer=exp, device="cpu")
     assert not one.valid and not one.mask.any()
-    assert "background class" in one.tile_verdicts[0]["status"]
+    assert "empty class" in one.tile_verdicts[0]["status"]
     assert one.label_classes == {}  # no pixel of any class: no class listed
     image = np.concatenate([colour_tile(601, 1, 16), colour_tile(602, 2, 16)], 1)
     both = mc.explain(image, clf, explainer=exp, tile_overlap=0, device="cpu")
@@ -222,8 +222,7 @@ def test_background_class_is_left_out_of_the_fit_and_never_shown(clf):
     none = mc.explain(greens, clf, explainer=exp, tile_overlap=0, device="cpu")
     assert not none.valid and not none.tile_verdicts and not none.label_classes
     assert none.status == (
-        "every tissue tile is classified 'green', this explainer's background class: "
-        "nothing to explain"
+        "every tissue tile is classified 'green', this explainer's empty class: nothing to explain"
     )
     red = mc.explain(colour_tile(605, 1, 16), clf, explainer=exp, device="cpu", target="green")
     assert red.status.startswith("the image is classified 'red', not 'green'")
@@ -232,7 +231,7 @@ def test_background_class_is_left_out_of_the_fit_and_never_shown(clf):
 def test_a_class_that_failed_its_set_aside_tiles_is_a_warning(explainer):
     """The first demo explainer's report said 'normal': 0 % of 19 set-aside tiles valid
     (whole-tile masks) and nobody was told: the CLI and the widget now say it, and
-    suggest the background class when none was set."""
+    suggest the empty class when none was set."""
     meta = json.loads(json.dumps(explainer.metadata))
     meta["fit"]["held_out_quality"]["by_class"] = {
         "red": {"tiles": 5, "valid_share": 1.0, "median_area": 0.05},
@@ -242,9 +241,9 @@ def test_a_class_that_failed_its_set_aside_tiles_is_a_warning(explainer):
     exp = type(explainer)(explainer.net, meta)
     (warning,) = exp.warnings()
     assert warning.startswith("'green' tiles: 0 % of 19 set-aside tiles valid")
-    assert "fit again with it as the background class" in warning
-    meta["fit"]["background_class"] = "grey"
-    assert "background class" not in type(explainer)(explainer.net, meta).warnings()[0]
+    assert "fit again with it as the empty class" in warning
+    meta["fit"]["empty_class"] = "grey"
+    assert "empty class" not in type(explainer)(explainer.net, meta).warnings()[0]
 
 
 def test_killed_fit_resumes_from_its_checkpoint(clf, tmp_path):

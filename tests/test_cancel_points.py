@@ -53,7 +53,7 @@ def test_tile_selection_reports_progress_and_stops_when_cancelled(clf, mosaic):
                 device="cpu",
                 tile_overlap=0,
                 tile_batch=2,
-                skip_background=False,
+                skip_glass=False,
                 progress=events.append,
                 cancel=lambda: len(events) >= 1,
             )

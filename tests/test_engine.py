@@ -137,7 +137,7 @@ def test_non_neutral_baseline_is_replaced(clf):
     )
     img, _ = mc.synthetic_tile(7400, 1)
     exp = mc.explain(img, biased, config=SHORT)
-    assert exp.baseline == "blur"  # mean colour, dominant colour and black all read 'lesion'
+    assert exp.absence == "blur"  # mean colour, dominant colour and black all read 'lesion'
     assert exp.target == 1
 
 

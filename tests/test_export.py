@@ -215,7 +215,7 @@ def _planted(shape_yx: tuple[int, int]) -> mc.Explanation:
         status="valid",
         probabilities=[0.1, 0.9],
         masked_probabilities=[0.1, 0.9],
-        baseline="glass",
+        absence="glass",
         steps=0,
     )
 

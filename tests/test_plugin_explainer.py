@@ -155,8 +155,8 @@ def test_fit_on_the_image_with_cancel_then_resume(medcam, qtbot, tmp_path):
     viewer.add_image(image, name="six", rgb=True)
     out = tmp_path / "six.pt"
     steps = []
-    assert panel.fit_background.choices == (None, "grey", "red", "green")
-    panel.fit_background.value = "grey"  # the colour counter's class of nothing found
+    assert panel.fit_empty.choices == (None, "grey", "red", "green")
+    panel.fit_empty.value = "grey"  # the colour counter's class of nothing found
 
     def cancel_once_fitting(event):
         if event.phase == "fit":
@@ -185,7 +185,7 @@ def test_fit_on_the_image_with_cancel_then_resume(medcam, qtbot, tmp_path):
     assert any(line.startswith("fitting: step") and " left" in line for line in lines), lines
     assert panel.choice_combo.value == FILE and panel.explainer is not None
     assert "colour counter" in panel.facts.value and "30 steps" in panel.facts.value
-    assert panel.explainer.background_class == 0  # "grey": chosen in the form
+    assert panel.explainer.empty_class == 0  # "grey": chosen in the form
     # the same file written again (a new fit) is read again, not taken from the cache
     panel.explainer.metadata["fit"]["steps"] = 7
     panel.explainer.save(out)

@@ -182,8 +182,8 @@ def test_explain_a_chosen_class_with_extra_layers(medcam, qtbot, lesion_tile):
     assert "normal" in text and "lesion" in text and "% of the image" in text
     # what the engine chose for this classifier is shown: the layers it matched
     assert "layers" in text and all(name in text for name in exp.provenance["activation_layers"])
-    if exp.baseline:
-        assert exp.baseline in text
+    if exp.absence:
+        assert exp.absence in text
     assert widget.run.run_button.text == "Explain" and widget.run.run_button.enabled
     assert not widget.run.progress.visible
     assert widget.run._pbar is None
@@ -331,7 +331,7 @@ def test_the_result_reads_as_a_sentence_with_tooltips(medcam):
         steps=40,
         tiles=1,
         provenance={},
-        baseline="glass",
+        absence="glass",
         probabilities=[0.01, 0.99],
         masked_probabilities=[0.03, 0.97],
         target=1,

@@ -194,5 +194,5 @@ def test_a_capped_run_that_never_reached_the_goal_still_shows_regions(monkeypatc
     # before: 938 regions, 930 of them specks below the minimum area (same image, seed)
     assert n <= 20 and big_share == 1.0, f"{n} regions, {big_share:.0%} in regions ≥ min area"
     with torch.no_grad():  # and it is still valid: the decision held on the absence
-        p = torch.softmax(clf.module(res.hard * x + (1 - res.hard) * absence.baseline), 1)
+        p = torch.softmax(clf.module(res.hard * x + (1 - res.hard) * absence.image), 1)
     assert int(p.argmax()) == 1

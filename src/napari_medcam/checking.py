@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_medcam.engine.renamed import renamed_keywords
 from napari_medcam.tiling import (
     MIN_TISSUE_FRACTION,
     needs_tiling,
@@ -75,6 +76,7 @@ def area_fraction(mask: Any) -> float:
     return float((arr > 0).mean().compute())
 
 
+@renamed_keywords("skip_background")
 def iter_check(
     image: Any,
     mask: Any,
@@ -84,7 +86,7 @@ def iter_check(
     *,
     slice_axis: int | None = None,
     tile_overlap: int | None = None,
-    skip_background: bool = True,
+    skip_glass: bool = True,
 ) -> Generator[CheckProgress, None, dict[str, Any]]:
     """Score ``mask`` on ``image`` tile by tile; yields `CheckProgress`, returns the facts.
 
@@ -128,7 +130,7 @@ def iter_check(
     for (index, plane, plane_mask), windows in zip(planes, grids):
         for w, window in enumerate(windows):
             unit = classifier.to_unit_range(np.asarray(plane[window]), vrange)
-            if len(windows) > 1 and not _explained(unit, classifier, target, skip_background):
+            if len(windows) > 1 and not _explained(unit, classifier, target, skip_glass):
                 done += 1
                 yield CheckProgress(done, total)
                 continue
@@ -175,6 +177,7 @@ def iter_check(
     return out
 
 
+@renamed_keywords("skip_background")
 def check_mask(
     image: Any, mask: Any, classifier: Any, target: int, config: Any, **kwargs: Any
 ) -> dict[str, Any]:
@@ -198,8 +201,8 @@ def _windows(spatial: tuple[int, ...], size: tuple[int, ...], overlap: int | Non
     return [tuple(slice(0, n) for n in spatial)]
 
 
-def _explained(unit: np.ndarray, classifier: Any, target: int, skip_background: bool) -> bool:
+def _explained(unit: np.ndarray, classifier: Any, target: int, skip_glass: bool) -> bool:
     """Would ``explain`` have explained this window? Tissue, and classified ``target``."""
-    if skip_background and tissue_fraction(unit) < MIN_TISSUE_FRACTION:
+    if skip_glass and tissue_fraction(unit) < MIN_TISSUE_FRACTION:
         return False
     return int(np.argmax(classifier.predict_proba(unit))) == int(target)

@@ -128,7 +128,7 @@ class MaskScorer:
         rank[order] = np.arange(h.size)
         rank_t = torch.from_numpy(rank.reshape(self.classifier.input_size)).to(self.x.device)
         counts = np.round(np.linspace(0, h.size, steps + 1)).astype(np.int64)
-        b = self.absence.baseline
+        b = self.absence.image
         probs: list[torch.Tensor] = []
         items = [(kind, int(c)) for kind in ("deletion", "insertion") for c in counts]
         for i in range(0, len(items), batch):

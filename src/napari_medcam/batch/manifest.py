@@ -9,6 +9,10 @@ own files are all there and readable, its ``result.json`` with the same settings
 (the manifest may lag a crash by one slide, files may have been deleted or damaged);
 everything else is redone. Another settings hash is refused unless forced, and a
 manifest whose fields are not of their types is refused (it may be hand-edited).
+
+The config's fields were renamed to the glossary's words (issue 21): a manifest written
+before names them the old way and is read in the new words, and the hash is computed
+with the old names (`renamed.as_before`), so that such a cohort resumes unchanged.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 from napari_medcam.batch.changes import option_changes
 from napari_medcam.batch.outputs import slide_outputs_valid
+from napari_medcam.engine.renamed import as_before, upgraded
 from napari_medcam.io import jsonable, write_atomic
 
 MANIFEST = "manifest.json"
@@ -33,7 +38,11 @@ STATUSES = ("new", DONE, FAILED, RUNNING, INTERRUPTED)
 
 
 def settings_hash(settings: dict[str, Any]) -> str:
-    """Short stable hash of the run settings (sorted JSON)."""
+    """Short stable hash of the run settings (sorted JSON), the config's fields spelled
+    as before the glossary: renaming a field must not make a cohort look changed."""
+    config = settings.get("config")
+    if isinstance(config, dict):
+        settings = {**settings, "config": as_before(config)}
     text = json.dumps(jsonable(settings), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -101,7 +110,10 @@ class Manifest:
             for sid, rec in slides.items():
                 # a key is a folder name under --out: never a path that leaves it
                 check_record(check_slide_id(sid), rec)
-            return cls(out, data["settings"], data["classifier"], slides, data["created"])
+            settings = data["settings"]
+            if isinstance(settings.get("config"), dict):  # written before the glossary?
+                settings = {**settings, "config": upgraded(settings["config"])}
+            return cls(out, settings, data["classifier"], slides, data["created"])
         except (OSError, ValueError, KeyError, AttributeError, TypeError) as err:
             raise ValueError(
                 f"{path} is not a napari-medcam cohort manifest ({err}); "

@@ -2,7 +2,9 @@
 
 One definition per option, so a flag means the same in every verb: ``--overwrite``
 replaces what is already in the output, ``--preset`` lists the same recipes, ``--device``
-defaults to ``auto``, ``--json`` prints JSON (files are named ``--records``).
+defaults to ``auto``, ``--json`` prints JSON (files are named ``--records``). A flag
+renamed to the glossary's word (docs/glossary.md) keeps its old name, hidden and warning,
+for one release (`add_renamed_option`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Any
+
+from napari_medcam.engine.renamed import warn_renamed
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -55,6 +59,27 @@ def add_run_options(p: argparse.ArgumentParser, presets: bool = True) -> None:
         help="random seed of the optimisation: the same seed, image and settings give the "
         "same mask (default 0)",
     )
+
+
+class _OldFlag(argparse.Action):
+    """A flag's name before the glossary: stores into the new flag's destination, with a
+    FutureWarning naming the new flag."""
+
+    def __init__(self, *args: Any, new: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.new = new
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        warn_renamed(str(option), self.new, FutureWarning)
+        setattr(namespace, self.dest, values)
+
+
+def add_renamed_option(p: argparse.ArgumentParser, new: str, old: str, **kwargs: Any) -> None:
+    """Option ``new`` (``kwargs`` as `add_argument`'s) and ``old``, its deprecated name,
+    hidden from --help; giving both is an error."""
+    both = p.add_mutually_exclusive_group()
+    action = both.add_argument(new, **kwargs)
+    both.add_argument(old, dest=action.dest, action=_OldFlag, new=new, help=argparse.SUPPRESS)
 
 
 def add_overwrite(p: argparse.ArgumentParser, what: str, *aliases: str) -> None:

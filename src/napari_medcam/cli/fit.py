@@ -19,6 +19,7 @@ from napari_medcam.cli.common import (
     Progress,
     add_classifier_options,
     add_overwrite,
+    add_renamed_option,
     add_run_options,
     check_outputs,
 )
@@ -101,7 +102,7 @@ def run_fit(args: argparse.Namespace) -> int:
             batch=args.batch,
             checkpoint=ckpt,
             seed=args.seed,
-            background_class=args.background_class,
+            empty_class=args.empty_class,
         )
     finally:
         bar.done()
@@ -130,7 +131,9 @@ def add_fit_parser(sub: Any) -> None:
     )
     f.add_argument("--level", type=int, default=0, help="slide level to sample tiles at")
     f.add_argument("--per-slide", type=int, default=256, help="tiles sampled per slide")
-    f.add_argument(
+    add_renamed_option(
+        f,
+        "--empty-class",
         "--background-class",
         help="the class of 'nothing found' (e.g. normal): its tiles are left out and its "
         "masks taught to be empty; on slides it is never explained",

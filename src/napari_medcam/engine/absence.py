@@ -38,20 +38,20 @@ from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.hooks import record_activations
 
 NEUTRAL_P = 0.5  # a replacement counts as neutral below this p(target) (and argmax ≠ target)
-POOL = 8  # random backgrounds drawn (and checked) per tile for the optimisation
+POOL = 8  # perturbations drawn (and checked) per tile for the optimisation
 
 
 @dataclass
 class Absence:
-    """The chosen replacement image and the random backgrounds around it, for one input.
+    """The chosen replacement image and the perturbations around it, for one input.
 
-    ``baseline`` (1, C, *spatial) and ``backgrounds`` (K, C, *spatial) are normalised;
+    ``image`` (1, C, *spatial) and ``backgrounds`` (K, C, *spatial) are normalised;
     every background was checked neutral. ``problem`` is empty when a neutral absence
     exists. ``candidates`` records each candidate's p(target), neutrality and feature
     distance to the image, for the report.
     """
 
-    baseline: torch.Tensor
+    image: torch.Tensor
     name: str
     backgrounds: torch.Tensor
     kinds: tuple[str, ...]
@@ -69,7 +69,7 @@ class Absence:
     ) -> torch.Tensor:
         """``count`` fresh backgrounds around this absence, the target-looking ones dropped."""
         return _neutral_pool(
-            x, self.baseline, classifier, target, self.kinds, self.tissue, count, seed
+            x, self.image, classifier, target, self.kinds, self.tissue, count, seed
         )
 
 
@@ -134,8 +134,8 @@ def choose_absence(
 ) -> Absence:
     """Choose the absence for one normalised input ``x`` (1, C, *spatial) and ``target``.
 
-    ``config.baseline`` ``auto`` picks among all candidates (module docstring); a named
-    baseline is used when it is neutral, else the automatic choice replaces it and the
+    ``config.absence`` ``auto`` picks among all candidates (module docstring); a named
+    candidate is used when it is neutral, else the automatic choice replaces it and the
     candidates say why. ``tissue`` (T, C, *spatial), normalised, are counterfactual
     tissue tiles; those the classifier calls the target are not used.
     """
@@ -160,7 +160,7 @@ def choose_absence(
         )
     neutral = [r for r in report if r["neutral"]]
     target_name = classifier.class_names[target]
-    kinds = tuple(config.noises)
+    kinds = tuple(config.perturbations)
     neutral_tissue = None
     if tissue is not None and len(tissue):
         keep = [i for i, r in enumerate(report[len(FLAT + IMAGE) :]) if r["neutral"]]
@@ -178,8 +178,8 @@ def choose_absence(
             report,
             neutral_tissue,
         )
-    forced = next((r for r in neutral if r["name"] == config.baseline), None)
-    if config.baseline == "tissue":
+    forced = next((r for r in neutral if r["name"] == config.absence), None)
+    if config.absence == "tissue":
         forced = min(
             (r for r in neutral if str(r["name"]).startswith("tissue")),
             key=lambda r: r["distance"],
@@ -190,23 +190,23 @@ def choose_absence(
     # normal tissue* — on hne-modulelist (tuning tiles) precision fell from 0.98 to 0.57
     made = [r for r in neutral if not str(r["name"]).startswith("tissue")]
     pick = forced or min(made or neutral, key=lambda r: r["distance"])
-    baseline = cands[names.index(str(pick["name"]))]
+    image = cands[names.index(str(pick["name"]))]
     if neutral_tissue is None:
         kinds = tuple(k for k in kinds if k != "tissue")
     pool = _neutral_pool(
         x,
-        baseline,
+        image,
         classifier,
         target,
         kinds,
         neutral_tissue,
-        POOL * bool(config.n_backgrounds),
+        POOL * bool(config.n_perturbations),
         config.seed + 7919,
     )
     problem = ""
-    if config.n_backgrounds and not len(pool):
+    if config.n_perturbations and not len(pool):
         problem = (
-            f"no neutral random background: the classifier calls every background drawn "
+            f"no neutral perturbation: the classifier calls every perturbation drawn "
             f"around the absence ('{pick['name']}') '{target_name}'"
         )
-    return Absence(baseline, str(pick["name"]), pool, kinds, problem, report, neutral_tissue)
+    return Absence(image, str(pick["name"]), pool, kinds, problem, report, neutral_tissue)

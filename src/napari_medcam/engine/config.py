@@ -5,14 +5,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from napari_medcam.engine.renamed import new_names, renamed_fields
 from napari_medcam.engine.scale import check_detail
 
 # "auto": the neutral candidate closest to the image (engine/absence.py)
-BASELINES = ("auto", "mean", "glass", "black", "background", "blur", "tissue")
+ABSENCES = ("auto", "mean", "glass", "black", "background", "blur", "tissue")
 # drawn around the absence: jitter, blur, tissue; far from any data (opt-in): the rest
-NOISES = ("jitter", "blur", "tissue", "zeros", "normal", "uniform")
+PERTURBATIONS = ("jitter", "blur", "tissue", "zeros", "normal", "uniform")
 
 
+@renamed_fields
 @dataclass(frozen=True)
 class MedCAMConfig:
     """Loss weights, explainer size and optimisation schedule.
@@ -21,11 +23,14 @@ class MedCAMConfig:
     λ_ce·L_CE + λ_kl·L_KL + λ_area·L_area + λ_bin·L_bin + λ_tv·L_tv + λ_rob·L_rob``;
     with a ``tolerance`` the λ's are not used: the mask minimises area (+ ``weight_tv``
     TV, ``weight_bin`` binarisation) subject to keeping ≥ ``tolerance`` of the original
-    confidence on the absence and the backgrounds, with multipliers adapted per image
+    confidence on the absence and the perturbations, with multipliers adapted per image
     (`napari_medcam.engine.objective`).
 
     ``fast()`` is the default (constrained, coarse-to-fine, automatic absence);
     ``paper()`` is the authors' ImageNet recipe, exactly as published.
+
+    The names before the glossary (``baseline``, ``noises``, ``n_backgrounds``) still
+    work, with a DeprecationWarning (`napari_medcam.engine.renamed`).
     """
 
     # loss weights
@@ -73,9 +78,9 @@ class MedCAMConfig:
     # remove the whole regions the goal does not need from the final mask (engine/regions.py)
     prune: bool = False
     # robustness and absence (engine/absence.py)
-    n_backgrounds: int = 4
-    noises: tuple[str, ...] = ("zeros", "normal", "uniform", "blur")
-    baseline: str = "mean"
+    n_perturbations: int = 4  # drawn per step
+    perturbations: tuple[str, ...] = ("zeros", "normal", "uniform", "blur")  # their kinds
+    absence: str = "mean"  # "auto", or the candidate forced when it is neutral
     blur_sigma: float = 10.0
     # validity thresholds
     min_area: float = 0.001
@@ -104,19 +109,22 @@ class MedCAMConfig:
             problems.append("unet_channels must be a non-empty tuple of positive ints")
         if self.temperature <= 0:
             problems.append("temperature must be > 0")
-        if self.baseline not in BASELINES:
-            problems.append(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
-        bad = [n for n in self.noises if n not in NOISES]
-        if bad or not self.noises:
-            problems.append(f"noises must be a non-empty subset of {NOISES}, got {self.noises}")
+        if self.absence not in ABSENCES:
+            problems.append(f"absence must be one of {ABSENCES}, got {self.absence!r}")
+        bad = [n for n in self.perturbations if n not in PERTURBATIONS]
+        if bad or not self.perturbations:
+            problems.append(
+                f"perturbations must be a non-empty subset of {PERTURBATIONS}, "
+                f"got {self.perturbations}"
+            )
         if self.tolerance is not None and not 0 < self.tolerance <= 1:
             problems.append(f"tolerance must be in (0, 1] or None, got {self.tolerance}")
         if self.refine_steps < 0 or self.refine_lr <= 0:
             problems.append("refine_steps must be ≥ 0 and refine_lr > 0")
         if self.multiplier_init <= 0 or self.multiplier_rate <= 0:
             problems.append("multiplier_init and multiplier_rate must be > 0")
-        if self.n_backgrounds < 0:
-            problems.append("n_backgrounds must be ≥ 0")
+        if self.n_perturbations < 0:
+            problems.append("n_perturbations must be ≥ 0")
         if not isinstance(self.valid_share, (int, float)) or not 0 < self.valid_share <= 1:
             problems.append(f"valid_share must be in (0, 1], got {self.valid_share!r}")
         if (why := check_detail(self.detail)) is not None:
@@ -127,26 +135,28 @@ class MedCAMConfig:
     @classmethod
     def paper(cls, **overrides: Any) -> MedCAMConfig:
         """The authors' recipe (docs/method.md), from a full mask: minutes per image on a CPU."""
-        return replace(cls(), **overrides)
+        return cls().replace(**_renamed(overrides, "MedCAMConfig.paper()"))
 
     @classmethod
     def fast(cls, **overrides: Any) -> MedCAMConfig:
         """Interactive default: a small U-Net at quarter resolution, a few seconds on a CPU."""
-        return replace(cls(**FAST), **overrides)
+        return cls(**FAST).replace(**_renamed(overrides, "MedCAMConfig.fast()"))
 
     @classmethod
     def volume(cls, **overrides: Any) -> MedCAMConfig:
         """Volumes with a 3-D classifier: the fast recipe with a half-resolution 3-D mask."""
-        return replace(cls(**VOLUME), **overrides)
+        return cls(**VOLUME).replace(**_renamed(overrides, "MedCAMConfig.volume()"))
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> MedCAMConfig:
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-        return getattr(cls, name)(**overrides)
+        return getattr(cls, name)(**_renamed(overrides, "MedCAMConfig.preset()"))
 
     def replace(self, **changes: Any) -> MedCAMConfig:
-        return replace(self, **changes)
+        """A copy with ``changes``; an old field name (`renamed`) is mapped to its new one
+        here, since `dataclasses.replace` would pass both to the constructor."""
+        return replace(self, **_renamed(changes, "MedCAMConfig.replace()"))
 
     def capped(self, steps: int) -> MedCAMConfig:
         """At most ``steps`` optimisation steps per attempt, coarse and refinement together
@@ -178,7 +188,7 @@ FAST: dict[str, Any] = dict(
     warmup_steps=10,
     ramp_steps=30,
     patience=10,
-    n_backgrounds=2,  # two random backgrounds per step, rotating through the pool
+    n_perturbations=2,  # two perturbations per step, rotating through the pool
     retries=1,  # one new start when a mask fails or never shrinks below half the tile
     # issue 9: no λ to set per classifier — keep ≥ 95 % of the confidence, minimal area;
     # the absence is chosen per image among in-distribution candidates; the quarter-
@@ -188,11 +198,11 @@ FAST: dict[str, Any] = dict(
     # starting at 0.1 and relaxing at half the rate they rise (a fast fall let the whole
     # mask cross the threshold at once on fluo-stages)
     tolerance=0.95,
-    baseline="auto",
-    # counterfactual tissue is an absence candidate, but not a random background by
-    # default: block-shuffled / flipped normal tiles as backgrounds took the demo's
-    # two-lesion slide from 0.98 to 0.47 of the mask near the lesions (opt-in: "tissue")
-    noises=("jitter", "blur"),
+    absence="auto",
+    # counterfactual tissue is an absence candidate, but not a perturbation by default:
+    # block-shuffled / flipped normal tiles as perturbations took the demo's two-lesion
+    # slide from 0.98 to 0.47 of the mask near the lesions (opt-in: "tissue")
+    perturbations=("jitter", "blur"),
     refine_steps=20,
     # round 3 (docs/zoo.md): the final binary mask loses the pixels its goal does not
     # need (checked on the tuning entries only: hne 0.14 → 0.10, fluo 0.51 → 0.18 of the
@@ -220,10 +230,18 @@ VOLUME: dict[str, Any] = dict(
     warmup_steps=10,
     ramp_steps=30,
     patience=10,
-    n_backgrounds=2,
+    n_perturbations=2,
     retries=1,
     # the 3-D recipe keeps the fixed weights and absence it was tuned with
-    baseline="mean",
-    noises=("zeros", "normal", "uniform", "blur"),
+    absence="mean",
+    perturbations=("zeros", "normal", "uniform", "blur"),
 )
 PRESETS = ("fast", "paper", "volume")
+
+
+def _renamed(overrides: dict[str, Any], where: str) -> dict[str, Any]:
+    """``overrides`` in the new field names (a preset's or `replace`'s caller warned)."""
+    return new_names(overrides, _FIELDS, where, stacklevel=3)
+
+
+_FIELDS = frozenset(f.name for f in fields(MedCAMConfig))

@@ -27,10 +27,12 @@ from napari_medcam.engine.explanation import (
 from napari_medcam.engine.image import check_array
 from napari_medcam.engine.mil.explain import iter_explain_slide
 from napari_medcam.engine.mil.result import SlideExplanation
+from napari_medcam.engine.renamed import renamed_keywords
 from napari_medcam.engine.single import check_overlap, iter_explain_one
 from napari_medcam.engine.volumes import iter_explain_slices
 
 
+@renamed_keywords("skip_background")
 def iter_explain(
     image: np.ndarray,
     classifier: Classifier,
@@ -40,7 +42,7 @@ def iter_explain(
     device: str | torch.device = "auto",
     tile_overlap: int | None = None,
     tile_batch: int | None = None,
-    skip_background: bool = True,
+    skip_glass: bool = True,
     absence_tiles: Any = None,
     explainer: Any = None,
     refine: int = 0,
@@ -87,7 +89,7 @@ def iter_explain(
             device=device,
             tile_overlap=tile_overlap,
             tile_batch=tile_batch,
-            skip_background=skip_background,
+            skip_glass=skip_glass,
             absence_tiles=absence_tiles,
             explainer=explainer,
             refine=refine,
@@ -102,7 +104,7 @@ def iter_explain(
             device=device,
             tile_overlap=tile_overlap,
             tile_batch=tile_batch,
-            skip_background=skip_background,
+            skip_glass=skip_glass,
             absence_tiles=absence_tiles,
             explainer=explainer,
             refine=refine,
@@ -110,6 +112,7 @@ def iter_explain(
     )
 
 
+@renamed_keywords("skip_background")
 def explain(
     image: np.ndarray,
     classifier: Classifier,
@@ -125,13 +128,13 @@ def explain(
     ``progress`` is called with every `ProgressEvent`; ``cancel`` (an Event or a
     callable) is checked at every step and raises `ExplanationCancelled` when set.
     ``options`` are `iter_explain`'s (device, slice_axis, explainer, refine,
-    absence_tiles, tile_overlap, tile_batch, skip_background).
+    absence_tiles, tile_overlap, tile_batch, skip_glass).
 
     With a `napari_medcam.SlideClassifier` (a multiple-instance classifier of whole
     slides) it returns a `napari_medcam.engine.mil.SlideExplanation`: the smallest set
     of tiles that alone keeps the slide's decision; ``options`` are then
     `napari_medcam.engine.mil.iter_explain_slide`'s (cache, absence, absence_embeddings,
-    device, tile_overlap, tile_batch, skip_background).
+    device, tile_overlap, tile_batch, skip_glass).
     """
     if isinstance(classifier, SlideClassifier):
         slide = iter_explain_slide(image, classifier, target, config, **options)

@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from napari_medcam.engine.renamed import renamed_fields
+
 T = TypeVar("T")
 
 
@@ -98,14 +100,15 @@ class ProgressEvent:
         )
 
 
+@renamed_fields
 @dataclass
 class Explanation:
     """A Med-CAM explanation of one image.
 
     ``valid`` is False, with the reason in ``status``, when the mask should not be
     trusted (`napari_medcam.engine.verdict`): no mask passed the optimisation's test,
-    empty or near-full mask, decision lost on the binary mask or on random
-    backgrounds, or no neutral absence (the classifier already gives the class to a
+    empty or near-full mask, decision lost on the binary mask or on the
+    perturbations, or no neutral absence (the classifier already gives the class to a
     blank image). A tiled image (slide, region, volume) is valid when at least
     ``config.valid_share`` (default 0.9) of the tiles it explained are, never when
     it explained none; ``tile_verdicts`` has one dict per explained tile (window
@@ -134,7 +137,7 @@ class Explanation:
     status: str
     probabilities: list[float]
     masked_probabilities: list[float]
-    baseline: str
+    absence: str  # the absence used (docs/glossary.md); tiles' differing ones comma-joined
     steps: int
     history: list[dict[str, float]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
@@ -178,7 +181,7 @@ class Explanation:
             status=status,
             probabilities=list(probabilities),
             masked_probabilities=[0.0] * len(probabilities),
-            baseline="",
+            absence="",
             steps=0,
             **facts,
         )
@@ -198,7 +201,7 @@ class Explanation:
             "status": self.status,
             "probabilities": [round(p, 6) for p in self.probabilities],
             "masked_probabilities": [round(p, 6) for p in self.masked_probabilities],
-            "baseline": self.baseline,
+            "absence": self.absence,
             "steps_run": self.steps,  # every tile's steps, refinement and retries included
             "tiles": self.tiles,
             "tile_verdicts": [dict(v) for v in self.tile_verdicts],

@@ -115,7 +115,7 @@ def iter_explain_image(
     device: str | torch.device,
     tile_overlap: int | None,
     tile_batch: int,
-    skip_background: bool,
+    skip_glass: bool,
     absence_tiles: Any,
 ) -> Generator[ProgressEvent, None, Explanation]:
     """Explain ``image`` with the per-image optimisation (module docstring).
@@ -136,9 +136,7 @@ def iter_explain_image(
 
     own_tissue = None
     if tiles.tiled:
-        selection = yield from select_tiles(
-            tiles, classifier, target_idx, tile_batch, skip_background
-        )
+        selection = yield from select_tiles(tiles, classifier, target_idx, tile_batch, skip_glass)
         selected, mean_probs, target_idx, own_tissue, tile_classes = selection
     else:
         selected, mean_probs, tile_classes = [0], None, []

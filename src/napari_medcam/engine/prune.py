@@ -42,8 +42,8 @@ class PoolCheck:
         goal: Callable[[float, float, bool], bool],
     ) -> None:
         self.x, self.module, self.target, self.goal = x, module, int(target), goal
-        self.baseline = absence.baseline
-        self.pool = absence.backgrounds if len(absence.backgrounds) else absence.baseline
+        self.absence = absence.image
+        self.pool = absence.backgrounds if len(absence.backgrounds) else absence.image
 
     def with_goal(self, goal: Callable[[float, float, bool], bool]) -> PoolCheck:
         """The same input, absence and pool held to another test (e.g. validity alone)."""
@@ -56,7 +56,7 @@ class PoolCheck:
         on_pool = masks.repeat_interleave(len(self.pool), 0)
         pool = self.pool.repeat(len(masks), *[1] * (self.pool.dim() - 1))
         return torch.cat(
-            [masks * self.x + (1 - masks) * self.baseline, on_pool * self.x + (1 - on_pool) * pool]
+            [masks * self.x + (1 - masks) * self.absence, on_pool * self.x + (1 - on_pool) * pool]
         )
 
     def log_p(self, masks: torch.Tensor) -> torch.Tensor:
@@ -74,7 +74,7 @@ class PoolCheck:
     def decides(self, masks: torch.Tensor) -> torch.Tensor:
         """Whether the classifier still calls the target on each mask over the absence, (B,)."""
         with torch.no_grad():
-            logits = self.module(masks * self.x + (1 - masks) * self.baseline)
+            logits = self.module(masks * self.x + (1 - masks) * self.absence)
         return logits.argmax(1) == self.target
 
     def meets(self, masks: torch.Tensor) -> torch.Tensor:

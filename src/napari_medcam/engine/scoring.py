@@ -24,8 +24,8 @@ def evaluate_mask(
     around it (never those the optimisation saw), and with the mask's content deleted."""
     noise = absence.draw(x, classifier, target, EVAL_BACKGROUNDS, config.seed + 104729)
     if not len(noise):
-        noise = absence.baseline
-    b = absence.baseline
+        noise = absence.image
+    b = absence.image
     batch = torch.cat(
         [hard * x + (1 - hard) * b, hard * x + (1 - hard) * noise, (1 - hard) * x + hard * b]
     )

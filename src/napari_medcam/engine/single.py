@@ -53,7 +53,7 @@ def iter_explain_one(
     device: str | torch.device = "auto",
     tile_overlap: int | None = None,
     tile_batch: int | None = None,
-    skip_background: bool = True,
+    skip_glass: bool = True,
     absence_tiles: Any = None,
     explainer: Any = None,
     refine: int = 0,
@@ -70,7 +70,7 @@ def iter_explain_one(
                 device=device,
                 tile_overlap=tile_overlap,
                 tile_batch=16 if tile_batch is None else tile_batch,
-                skip_background=skip_background,
+                skip_glass=skip_glass,
                 refine=refine,
                 tissue=absence_tensor(absence_tiles, classifier),
             )
@@ -86,7 +86,7 @@ def iter_explain_one(
             device=device,
             tile_overlap=tile_overlap,
             tile_batch=4 if tile_batch is None else tile_batch,
-            skip_background=skip_background,
+            skip_glass=skip_glass,
             absence_tiles=absence_tiles,
         )
     )

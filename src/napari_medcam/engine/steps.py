@@ -97,7 +97,7 @@ class MaskRun:
         self.absences, self.logits_x, self.ref_feats = absences, logits_x, ref_feats
         self.objective = objective
         self.alphas = layer_weights(cfg, len(classifier.layers))
-        self.b = torch.cat([a.baseline for a in absences])
+        self.b = torch.cat([a.image for a in absences])
         #: each tile's goal on its absence and whole pool (the best-mask test, pruning)
         self.checks = [
             PoolCheck(x[i : i + 1], classifier.module, t, a, partial(objective.meets, i))
@@ -173,7 +173,7 @@ class MaskRun:
         """The step's masks over the absences and the random backgrounds, classified."""
         cfg, x = self.cfg, self.x
         model, layers = self.classifier.module, self.classifier.layers
-        n, k = x.shape[0], cfg.n_backgrounds
+        n, k = x.shape[0], cfg.n_perturbations
         soft_small = torch.sigmoid(logits_m)
         # the area term's pull on the logits: through the sigmoid it fades once the
         # mask is crisp; `linear_area` gives it a constant slope instead, same value
@@ -194,7 +194,7 @@ class MaskRun:
 
     def _terms(self, i: int, st: TileState, fwd: _Forward) -> dict[str, torch.Tensor]:
         """Tile ``i``'s loss terms (`napari_medcam.engine.losses`) and measured values."""
-        cfg, k, one = self.cfg, self.cfg.n_backgrounds, slice(i, i + 1)
+        cfg, k, one = self.cfg, self.cfg.n_perturbations, slice(i, i + 1)
         soft, hard, logits_e = fwd.soft, fwd.hard, fwd.logits_e
         rob = fwd.logits_r[i * k : (i + 1) * k]
         return {
@@ -217,7 +217,7 @@ class MaskRun:
     def _track(self, i: int, st: TileState, fwd: _Forward, rank: float) -> _Seen:
         """Measure tile ``i``'s mask; keep it as the best (or the fallback) when it is;
         step the tile's multipliers."""
-        cfg, k, obj, one = self.cfg, self.cfg.n_backgrounds, self.objective, slice(i, i + 1)
+        cfg, k, obj, one = self.cfg, self.cfg.n_perturbations, self.objective, slice(i, i + 1)
         soft, hard = fwd.soft, fwd.hard
         rob = fwd.logits_r[i * k : (i + 1) * k]
         logp_m = float(torch.log_softmax(fwd.logits_e[i], 0)[st.target])

@@ -98,7 +98,7 @@ def summarise(
         status=_status(per_tile, n_windows, name, classifier),
         probabilities=_mean([t.probabilities for t in used]),
         masked_probabilities=_mean([s.masked_probabilities for s in scores]),
-        baseline=",".join(dict.fromkeys(t.baseline for t in per_tile)),
+        absence=",".join(dict.fromkeys(t.absence_name for t in per_tile)),
         steps=int(sum(t.steps for t in per_tile)),
         history=per_tile[0].history if n_windows == 1 else [],
         tile_verdicts=[t.as_record() for t in per_tile],

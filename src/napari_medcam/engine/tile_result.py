@@ -58,7 +58,7 @@ class TileResult:
     target: int
     probabilities: list[float]
     absence: Absence | None = None
-    baseline: str = ""  # the absence's name
+    absence_name: str = ""  # which absence (its candidate name)
     absence_report: list[dict[str, Any]] = field(default_factory=list)  # its candidates
     problem: str = ""  # why no mask could be made (no neutral absence, ...)
     steps: int = 0
@@ -84,7 +84,7 @@ class TileResult:
             target=target,
             probabilities=probabilities,
             absence=absence,
-            baseline=absence.name,
+            absence_name=absence.name,
             absence_report=absence.candidates,
             problem=absence.problem,
         )

@@ -110,7 +110,7 @@ def select_tiles(
     classifier: Classifier,
     target: int | None,
     batch: int,
-    skip_background: bool,
+    skip_glass: bool,
 ) -> Generator[ProgressEvent, None, Selection]:
     """Classify every tissue tile; keep those assigned to the target (chosen if None).
 
@@ -126,7 +126,7 @@ def select_tiles(
         keep = [
             (start + j, x)
             for j, (x, tissue) in enumerate(inputs)
-            if not skip_background or tissue >= MIN_TISSUE_FRACTION
+            if not skip_glass or tissue >= MIN_TISSUE_FRACTION
         ]
         if keep:
             with torch.no_grad():

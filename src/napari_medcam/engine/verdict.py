@@ -4,10 +4,10 @@ A tile's mask is **valid** when all of these hold:
 
 - there was no problem before optimising (a neutral absence was found);
 - the optimisation found a mask that passed its own test (``MaskResult.found_valid``:
-  the decision held, on random backgrounds too, with a sane area) — a fallback mask
+  the decision held, on the perturbations too, with a sane area) — a fallback mask
   that never passed is invalid whatever it scores afterwards;
 - the decision holds on the binary mask over the absence (``masked_pred == target``);
-- the robust confidence (fresh random backgrounds around the absence) is ≥ 0.5;
+- the robust confidence (fresh perturbations around the absence) is ≥ 0.5;
 - the area is within ``config.min_area`` … ``config.max_area``.
 
 A tiled image (slide, region, volume) is valid when at least ``config.valid_share``
@@ -37,7 +37,7 @@ def _failure(tile: TileResult, config: MedCAMConfig, name: str) -> str:
         return f"decision lost on the binary mask (p({name}) = {scores.masked:.2f})"
     if scores.robust < ROBUST_MIN:
         return (
-            f"decision not robust: p({name}) = {scores.robust:.2f} on random backgrounds "
+            f"decision not robust: p({name}) = {scores.robust:.2f} on the perturbations "
             f"(< {ROBUST_MIN:g})"
         )
     return ""
@@ -55,7 +55,7 @@ def tile_verdict(tile: TileResult, config: MedCAMConfig, name: str) -> str:
     if not tile.found_valid:
         why = (
             "no mask passed the optimisation's test (decision held on the absence and on "
-            "random backgrounds, sane area): the mask is the last one tried, a fallback"
+            "its perturbations, sane area): the mask is the last one tried, a fallback"
         )
         return f"{why}; {failure}" if failure else why
     return failure

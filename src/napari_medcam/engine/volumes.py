@@ -117,7 +117,7 @@ class SliceExplanations:
             status=status,
             probabilities=mean([e.probabilities for e in used]),
             masked_probabilities=mean([e.masked_probabilities for e in used]),
-            baseline=",".join(dict.fromkeys(e.baseline for e in exps if e.baseline)),
+            absence=",".join(dict.fromkeys(e.absence for e in exps if e.absence)),
             steps=sum(e.steps for e in exps),
             config=exps[0].config if exps else {},
             provenance={**(exps[0].provenance if exps else {}), "slice_axis": self.axis},
@@ -226,7 +226,7 @@ def iter_explain_slices(
     by default the volume's most confident finding (the class some slice shows most
     confidently, other than the class of a blank image). Every slice gets its own
     `Explanation`: from `iter_explain_one` (``tiling`` goes to it: tile_overlap,
-    tile_batch, skip_background) when the classifier assigns the slice to the
+    tile_batch, skip_glass) when the classifier assigns the slice to the
     target — or when the slice is larger than the input and so tiled — and
     otherwise an invalid one saying what the slice shows, without optimisation
     (its part of the stacked mask stays empty), as tiles are selected in

@@ -74,7 +74,7 @@ def _medcam(config: MedCAMConfig):
             "valid": bool(exp.valid),
             "status": exp.status,
             "steps": int(exp.steps),
-            "baseline": exp.baseline,
+            "absence": exp.absence,
             "own_area": float(exp.area_fraction),
         }
         return np.asarray(exp.soft_mask, np.float32), np.asarray(exp.mask, bool), info

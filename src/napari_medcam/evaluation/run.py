@@ -214,7 +214,7 @@ def run_evaluation(
             fast=s.fast,
             paper=s.paper,
             rise_masks=s.rise_masks,
-            baseline=scorer.absence.baseline,
+            baseline=scorer.absence.image,
             device=s.device,
         )
         fast = run_method("medcam-fast", case.image, clf, case.target, options=opts)

@@ -103,7 +103,7 @@ def score_case(case: Any, clf: Any, settings: ZooSettings) -> dict[str, Any]:
         masked=float(exp.masked_confidence),
         robust=float(exp.robust_confidence),
         area=area,
-        absence=exp.baseline,
+        absence=exp.absence,
         precision=_precision(mask, near),
         pointing=pointing_game(np.asarray(exp.soft_mask), near) if mask.any() else False,
     )
@@ -118,7 +118,7 @@ def score_case(case: Any, clf: Any, settings: ZooSettings) -> dict[str, Any]:
     )
     if mask.any():
         gc = gradcam(case.image, clf, case.target)
-        baseline = exp.baseline if exp.baseline in FLAT + IMAGE else None
+        baseline = exp.absence if exp.absence in FLAT + IMAGE else None
         rs = rise(case.image, clf, case.target, n_masks=settings.rise_masks, baseline=baseline)
         rec["gradcam_precision"] = _precision(threshold_to_area(gc, area), near)
         rec["rise_precision"] = _precision(threshold_to_area(rs, area), near)

@@ -106,7 +106,7 @@ def estimate(classifier: Any, config: Any, tiles: int, device: str) -> Estimate:
     if last is not None:
         step, measured = last, f"a step took {1000 * last:.0f} ms in the last run here"
     else:
-        timed = step_seconds(classifier, device, int(getattr(config, "n_backgrounds", 2) or 0))
+        timed = step_seconds(classifier, device, int(getattr(config, "n_perturbations", 2) or 0))
         step = STEP_FACTOR * timed
         measured = (
             f"the classifier's pass timed at {1000 * timed:.0f} ms here, a step "

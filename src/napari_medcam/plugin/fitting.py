@@ -35,7 +35,7 @@ class FitJob:
     config: Any
     path: Path  # where the explainer is written
     steps: int
-    background_class: str | None = None  # the class of "nothing found", if any
+    empty_class: str | None = None  # the class of "nothing found", if any
     device: str = "auto"
     threads: int | None = None
     max_tiles: int = MAX_TILES
@@ -118,7 +118,7 @@ def run_fit(job: FitJob) -> Generator[Any, None, FitResult]:
                     job.steps,
                     device=job.device,
                     checkpoint=job.checkpoint,
-                    background_class=job.background_class,
+                    empty_class=job.empty_class,
                 )
                 while True:
                     if job.cancel.is_set():

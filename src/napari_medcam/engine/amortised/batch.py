@@ -2,14 +2,14 @@
 
 Each masked tile gets exactly the per-image engine's verdict
 (`napari_medcam.engine.verdict.tile_verdict` on `evaluate_mask`): the decision kept on
-the binary mask over the absence, robust on fresh random backgrounds, a sane area. The
+the binary mask over the absence, robust on fresh perturbations, a sane area. The
 amortised mask passed no optimisation's test, so the verdict alone decides. With
 ``refine=N`` every tile is held to the per-image goal (the tolerance, on the absence
-and the whole background pool): a mask that fails its verdict or misses the goal is
+and the whole pool of perturbations): a mask that fails its verdict or misses the goal is
 optimised per image for at most N full-resolution steps starting from the amortised
 mask (warm start), one that meets it is reduced to the regions the goal needs
 (`napari_medcam.engine.regions`); both are judged again, and a refinement never
-replaces a mask that passed with one that fails. A tile of the explainer's background
+replaces a mask that passed with one that fails. A tile of the explainer's empty
 class shows nothing and its verdict says why.
 """
 
@@ -76,17 +76,17 @@ def explain_batch(
     # its own backgrounds)
     absences = [
         choose_absence(
-            x[i : i + 1], classifier, t, cfg if refine else cfg.replace(n_backgrounds=0), tissue
+            x[i : i + 1], classifier, t, cfg if refine else cfg.replace(n_perturbations=0), tissue
         )
         for i, t in enumerate(targets)
     ]
     facts = []
     for i, t in enumerate(targets):
-        if t == explainer.background_class:  # fitted to show nothing for it: say so
+        if t == explainer.empty_class:  # fitted to show nothing for it: say so
             soft[i] = 0.0
             absences[i] = replace(
                 absences[i],
-                problem=f"'{classifier.class_names[t]}' is this explainer's background class: "
+                problem=f"'{classifier.class_names[t]}' is this explainer's empty class: "
                 "it was fitted to show no evidence for it (explain it per image instead)",
             )
     for i, (t, absence) in enumerate(zip(targets, absences)):

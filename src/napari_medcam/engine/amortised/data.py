@@ -28,13 +28,13 @@ class FitTiles:
     """Fitting tiles as classifier inputs, with targets and absences (stored as float16)."""
 
     x: torch.Tensor  # (N, C, *input) normalised
-    baseline: torch.Tensor  # (N, C, *input) the chosen absence of each tile
-    pool: torch.Tensor  # (N, POOL_KEPT, C, *input) neutral backgrounds around it
+    absence: torch.Tensor  # (N, C, *input) the chosen absence of each tile
+    pool: torch.Tensor  # (N, POOL_KEPT, C, *input) neutral perturbations around it
     targets: list[int]
     probabilities: list[list[float]]
     absence_names: list[str]
     skipped: int  # tiles with no neutral absence: nothing to learn from them
-    background: int = 0  # tiles of the background class: no evidence to learn
+    empty: int = 0  # tiles of the empty class: no evidence to learn
 
 
 def as_tiles(tiles: Any) -> list[np.ndarray]:
@@ -64,23 +64,23 @@ def prepare(
     classifier: Classifier,
     config: MedCAMConfig,
     device: torch.device,
-    background: int | None = None,
+    empty: int | None = None,
 ) -> Generator[int, None, FitTiles]:
     """Classify each image and choose its absence; yields the count done, returns `FitTiles`.
 
-    Tiles the classifier gives the ``background`` class ("nothing found") are left
+    Tiles the classifier gives the ``empty`` class ("nothing found") are left
     out: that class has no evidence to learn (its masks are taught to be empty by the
     wrong-class examples of the other tiles).
     """
     xs, bases, pools, targets, probs, names = [], [], [], [], [], []
-    skipped = n_background = 0
+    skipped = n_empty = 0
     for n, image in enumerate(images, start=1):
         x = prepare_input(np.asarray(image), classifier).to(device)
         with torch.no_grad():
             p = torch.softmax(classifier.module(x), 1)[0]
         t = int(p.argmax())
-        if t == background:
-            n_background += 1
+        if t == empty:
+            n_empty += 1
             yield n
             continue
         absence = choose_absence(x, classifier, t, config)
@@ -88,17 +88,17 @@ def prepare(
             skipped += 1
             yield n
             continue
-        pool = absence.backgrounds if len(absence.backgrounds) else absence.baseline
+        pool = absence.backgrounds if len(absence.backgrounds) else absence.image
         pool = pool[torch.arange(POOL_KEPT) % len(pool)]
         xs.append(x.half().cpu())
-        bases.append(absence.baseline.half().cpu())
+        bases.append(absence.image.half().cpu())
         pools.append(pool.half().cpu()[None])
         targets.append(t)
         probs.append(p.tolist())
         names.append(absence.name)
         yield n
     if not xs:
-        why = f" ({n_background} of the background class)" if n_background else ""
+        why = f" ({n_empty} of the empty class)" if n_empty else ""
         raise ValueError(
             f"no tile has evidence to learn and a neutral absence{why}: nothing to fit on"
         )
@@ -110,7 +110,7 @@ def prepare(
         probs,
         names,
         skipped,
-        n_background,
+        n_empty,
     )
 
 
@@ -123,4 +123,4 @@ def class_index(classifier: Classifier, cls: str | int | None) -> int | None:
         return names.index(cls)
     if isinstance(cls, int) and not isinstance(cls, bool) and 0 <= cls < len(names):
         return cls
-    raise ValueError(f"background_class {cls!r} is not one of the classes {names}")
+    raise ValueError(f"empty_class {cls!r} is not one of the classes {names}")

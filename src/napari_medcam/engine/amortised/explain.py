@@ -5,9 +5,9 @@ explainer pass per batch); each masked tile is then judged with exactly the per-
 engine's verdict and, with ``refine=N``, held to the per-image goal and repaired
 (`napari_medcam.engine.amortised.batch`). A tile that fails is **not shown**.
 Every class the classifier finds (except, on a tiled image, the explainer's
-background class, or the class the classifier gives a blank image when it has none)
+empty class, or the class the classifier gives a blank image when it has none)
 is explained in the same pass (``labels`` holds class index + 1 per pixel,
-`napari_medcam.engine.amortised.labels`); a tile of the background class shows
+`napari_medcam.engine.amortised.labels`); a tile of the empty class shows
 nothing and its verdict says why.
 """
 
@@ -55,7 +55,7 @@ def iter_explain_amortised(
     device: str | torch.device = "auto",
     tile_overlap: int | None = None,
     tile_batch: int = 16,
-    skip_background: bool = True,
+    skip_glass: bool = True,
     refine: int = 0,
     tissue: torch.Tensor | None = None,
 ) -> Generator[ProgressEvent, None, Explanation]:
@@ -78,10 +78,10 @@ def iter_explain_amortised(
         tissue = tissue.to(dev)
     blank = None
     if tiles.tiled and target is None:  # the class of "nothing here": not a finding
-        blank = exp.background_class
+        blank = exp.empty_class
         if blank is None:
             blank = blank_class(classifier, dev)
-    run = _Pass(tiles, classifier, exp, config, refine, tissue, target, blank, skip_background)
+    run = _Pass(tiles, classifier, exp, config, refine, tissue, target, blank, skip_glass)
     n = len(tiles.windows)
     try:
         for first in range(0, n, tile_batch):
@@ -118,12 +118,12 @@ class _Pass:
         tissue: torch.Tensor | None,
         target: int | None,
         blank: int | None,
-        skip_background: bool,
+        skip_glass: bool,
     ) -> None:
         self.tiles, self.classifier, self.explainer = tiles, classifier, explainer
         self.config, self.refine, self.tissue = config, refine, tissue
         #: the class to explain (None: every class found but ``blank``, "nothing here")
-        self.target, self.blank, self.skip_background = target, blank, skip_background
+        self.target, self.blank, self.skip_glass = target, blank, skip_glass
         self.stitchers: dict[int, Stitcher] = {}
         self.per_tile: list[TileResult] = []
         self.failed: list[tuple[slice, ...]] = []  # windows of invalid tiles
@@ -139,7 +139,7 @@ class _Pass:
         keep = [
             j
             for j, (_, frac) in enumerate(inputs)
-            if not (tiles.tiled and self.skip_background and frac < MIN_TISSUE_FRACTION)
+            if not (tiles.tiled and self.skip_glass and frac < MIN_TISSUE_FRACTION)
         ]
         if not keep:
             return []
@@ -292,7 +292,7 @@ def _none_explained(
     """Why a run explained no tile, in words that are true of this image."""
     names = classifier.class_names
     if tiled and not n_tissue:
-        return "no tissue tile: every window is background (glass)"
+        return "no tissue tile: every window is glass"
     if target is not None and tiled:
         return f"no tissue tile is classified '{names[target]}'"
     if target is not None:
@@ -301,8 +301,8 @@ def _none_explained(
             f"explainer explains an image's own class (explain '{names[target]}' per image)"
         )
     why = (
-        "this explainer's background class"
-        if blank is not None and blank == exp.background_class
+        "this explainer's empty class"
+        if blank is not None and blank == exp.empty_class
         else "the class the classifier gives a blank image"
     )
     cls = names[blank if blank is not None else predicted]

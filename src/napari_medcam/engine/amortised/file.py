@@ -5,7 +5,9 @@ loads with ``torch.load(weights_only=True)`` (no code runs on load). The metadat
 records the classifier's **fingerprint** (sha256 of its state_dict), class names,
 input size and channels, the absence model and the `MedCAMConfig` the explainer was
 fitted with; `Explainer.check` refuses any other classifier, because masks learnt for
-one model's decisions say nothing about another's.
+one model's decisions say nothing about another's. Files written before the glossary's
+words (docs/glossary.md) record ``baseline``, ``noises``, ``n_backgrounds`` and
+``background_class``: they are read in the new words (`napari_medcam.engine.renamed`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from napari_medcam.classifiers.prepare import resize
 from napari_medcam.classifiers.torchfile import load_torch_file
 from napari_medcam.engine.amortised.network import ExplainerNet
 from napari_medcam.engine.config import MedCAMConfig
+from napari_medcam.engine.renamed import old_attribute, upgraded
 
 FORMAT = "napari-medcam-explainer"
 VERSION = 1
@@ -51,24 +54,26 @@ class Explainer:
         self.net = net.eval()
         for p in self.net.parameters():
             p.requires_grad_(False)
-        self.metadata = metadata
+        self.metadata = upgraded_metadata(metadata)
 
     @property
     def class_names(self) -> list[str]:
         return list(self.metadata["classifier"]["class_names"])
 
     @property
-    def background_class(self) -> int | None:
+    def empty_class(self) -> int | None:
         """The class of "nothing found" it was fitted to show no evidence for, if any."""
-        name = self.metadata.get("fit", {}).get("background_class")
+        name = self.metadata.get("fit", {}).get("empty_class")
         return None if name is None else self.class_names.index(name)
+
+    background_class = old_attribute("background_class", "empty_class", "Explainer")
 
     @property
     def config(self) -> MedCAMConfig:
         """The configuration it was fitted with (tolerance, absence, thresholds); a knob
         added after the file was written takes the default recipe's (`MedCAMConfig.fast`)."""
         cfg = {**MedCAMConfig.fast().to_dict(), **self.metadata["config"]}
-        for key in ("unet_channels", "noises", "layer_weights"):
+        for key in ("unet_channels", "perturbations", "layer_weights"):
             if cfg.get(key) is not None:
                 cfg[key] = tuple(cfg[key])
         return MedCAMConfig(**cfg)
@@ -87,9 +92,9 @@ class Explainer:
                     "tiles to fail their check"
                     + (
                         ""
-                        if fit.get("background_class")
+                        if fit.get("empty_class")
                         else f"; if '{name}' means 'nothing found', fit again with it as the "
-                        "background class"
+                        "empty class"
                     )
                 )
         return out
@@ -126,6 +131,12 @@ class Explainer:
         torch.save(blob, tmp)
         tmp.replace(path)
         return path
+
+
+def upgraded_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """An explainer's (or a fit checkpoint's) metadata in the glossary's words: one
+    written before them names its config's fields and its empty class the old way."""
+    return {k: upgraded(v) if isinstance(v, dict) else v for k, v in upgraded(metadata).items()}
 
 
 def _short(value: Any) -> str:

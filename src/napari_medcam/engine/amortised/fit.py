@@ -4,7 +4,7 @@ Each step takes a batch of fitting tiles, asks the network for each tile's mask 
 the class the frozen classifier gives it, and minimises exactly the per-image loss
 (`napari_medcam.engine.objective.Objective`, `losses`): area + TV + binarisation
 subject to keeping ≥ ``tolerance`` of the confidence on the tile's absence and on
-random backgrounds around it, with one pair of GECO multipliers shared by every tile
+the perturbations around it, with one pair of GECO multipliers shared by every tile
 and stepped by each batch's mean violation (`Objective` with ``shared=True``). Each
 tile also gives a *wrong-class* example: the mask for a class the classifier did not
 give it is pushed to empty, so that a class absent from a tile gets no evidence.
@@ -30,12 +30,13 @@ from napari_medcam.classifiers.prepare import resolve_device
 from napari_medcam.classifiers.torchfile import load_torch_file
 from napari_medcam.engine.amortised.data import FitTiles, as_tiles, class_index, prepare
 from napari_medcam.engine.amortised.events import FitCancelled, FitEvent
-from napari_medcam.engine.amortised.file import Explainer, classifier_facts
+from napari_medcam.engine.amortised.file import Explainer, classifier_facts, upgraded_metadata
 from napari_medcam.engine.amortised.loss import batch_loss
 from napari_medcam.engine.amortised.network import ExplainerNet
 from napari_medcam.engine.amortised.quality import held_out_quality
 from napari_medcam.engine.config import MedCAMConfig
 from napari_medcam.engine.objective import Objective
+from napari_medcam.engine.renamed import renamed_keywords
 
 # wrong-class masks: their area, as heavy as a true mask's area term. 4× (demo, half the
 # tiles lesions) kept the wrong-class masks at ~50 % and the fit collapsed after 200 steps
@@ -65,6 +66,7 @@ def _checkpoint_state(net, opt, obj, step, history, meta) -> dict[str, Any]:
     }
 
 
+@renamed_keywords("background_class")
 def iter_fit(
     classifier: Classifier,
     tiles: Any,
@@ -82,7 +84,7 @@ def iter_fit(
     wrong_weight: float = WRONG_WEIGHT,
     warmup_steps: int = WARMUP_STEPS,
     ramp_steps: int = RAMP_STEPS,
-    background_class: str | int | None = None,
+    empty_class: str | int | None = None,
 ) -> Generator[FitEvent, None, Explainer]:
     """Fit step by step: yields `FitEvent`s, returns the `Explainer`.
 
@@ -91,7 +93,7 @@ def iter_fit(
     ``network``: the explainer's ``channels``, ``mask_scale``, ``init_fill``,
     ``prior_strength`` (default: the config's). ``wrong_weight``: weight of the
     wrong-class masks' area; ``warmup_steps``/``ramp_steps``: learning-rate warm-up and
-    area-term ramp. ``background_class`` (a class name or index, e.g. "normal"): the
+    area-term ramp. ``empty_class`` (a class name or index, e.g. "normal"): the
     class of "nothing found" — its tiles are left out and its masks are only taught
     to be empty (default: every class is fitted for evidence). A fraction
     ``held_out`` of them (at most 64) is set aside before training and only used for
@@ -101,12 +103,12 @@ def iter_fit(
     resumes from it. Stop iterating (``close()``) to cancel.
     """
     cfg = _checked(classifier, config, steps, batch, checkpoint_every, held_out)
-    background = class_index(classifier, background_class)
+    empty = class_index(classifier, empty_class)
     dev = resolve_device(device)
     classifier.to(dev)
     start = time.perf_counter()
     images = as_tiles(tiles)
-    data = yield from _prepared(images, classifier, cfg, dev, background)
+    data = yield from _prepared(images, classifier, cfg, dev, empty)
     fit_idx, held_idx = _split(len(data.targets), held_out, seed)
     if not fit_idx:
         raise ValueError("no fitting tiles left after setting the held-out ones aside")
@@ -119,7 +121,7 @@ def iter_fit(
         "classifier": classifier_facts(classifier),
         "tiles": len(data.targets),
         **asdict(run),
-        "background_class": background,
+        "empty_class": empty,
         "multipliers": "shared",
         "network": net_cfg,
         "config": cfg.to_dict(),
@@ -134,7 +136,7 @@ def iter_fit(
     quality = yield from held_out_quality(explainer, classifier, data, held_idx, cfg, dev)
     fit = {
         **{k: v for k, v in asdict(run).items() if k not in ("warmup_steps", "ramp_steps")},
-        **_tile_counts(data, classifier, background, fit_idx, held_idx),
+        **_tile_counts(data, classifier, empty, fit_idx, held_idx),
         "seconds": round(time.perf_counter() - start, 1),
         "device": str(dev),
         "held_out_quality": quality,
@@ -277,8 +279,8 @@ def _network(
 def _absences(cfg: MedCAMConfig, names: list[str]) -> dict[str, Any]:
     """What "absence" meant in the fit: the setting, and how often each was chosen."""
     return {
-        "baseline": cfg.baseline,
-        "noises": list(cfg.noises),
+        "absence": cfg.absence,
+        "perturbations": list(cfg.perturbations),
         "chosen": {n: names.count(n) for n in sorted(set(names))},
     }
 
@@ -299,7 +301,7 @@ def _resume(
     if ckpt is None or not ckpt.exists():
         return 0, []
     state = load_torch_file(ckpt, "a fit checkpoint", map_location=dev)
-    if {**state["meta"], "steps": meta["steps"]} != meta:
+    if {**upgraded_metadata(state["meta"]), "steps": meta["steps"]} != meta:
         raise ValueError(
             f"checkpoint {ckpt} is from another fit (classifier, tiles or settings "
             "differ): remove it to start afresh"
@@ -313,17 +315,17 @@ def _resume(
 def _tile_counts(
     data: FitTiles,
     classifier: Classifier,
-    background: int | None,
+    empty: int | None,
     fit_idx: list[int],
     held_idx: list[int],
 ) -> dict[str, Any]:
-    """The fit report's tile counts: read, left out (no absence, background class),
+    """The fit report's tile counts: read, left out (no absence, empty class),
     fitted, held out, and per class fitted."""
     return {
-        "tiles": len(data.targets) + data.skipped + data.background,
+        "tiles": len(data.targets) + data.skipped + data.empty,
         "tiles_without_absence": data.skipped,
-        "background_class": None if background is None else classifier.class_names[background],
-        "tiles_background_class": data.background,
+        "empty_class": None if empty is None else classifier.class_names[empty],
+        "tiles_empty_class": data.empty,
         "fitting_tiles": len(fit_idx),
         "held_out_tiles": held_idx,
         "classes_fitted": {
@@ -332,8 +334,8 @@ def _tile_counts(
     }
 
 
-def _prepared(images, classifier, cfg, dev, background) -> Generator[FitEvent, None, FitTiles]:
-    gen = prepare(images, classifier, cfg, dev, background)
+def _prepared(images, classifier, cfg, dev, empty) -> Generator[FitEvent, None, FitTiles]:
+    gen = prepare(images, classifier, cfg, dev, empty)
     try:
         while True:
             done = next(gen)
@@ -348,6 +350,7 @@ def _save(path: Path, state: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+@renamed_keywords("background_class")
 def fit_explainer(
     classifier: Classifier,
     tiles: Any,

@@ -43,8 +43,8 @@ def batch_loss(
     """
     model, layers = classifier.module, classifier.layers
     x = data.x[idx].float().to(device)
-    b = data.baseline[idx].float().to(device)
-    n, k = len(idx), cfg.n_backgrounds
+    b = data.absence[idx].float().to(device)
+    n, k = len(idx), cfg.n_perturbations
     targets = [data.targets[i] for i in idx]
     with torch.no_grad(), record_activations(model, layers) as acts:
         logits_x = model(x)

@@ -84,7 +84,7 @@ def _read(image: Any, window: np.ndarray) -> np.ndarray:
 
 
 def cache_key(
-    image: Any, clf: SlideClassifier, overlap: int, skip_background: bool, windows: np.ndarray
+    image: Any, clf: SlideClassifier, overlap: int, skip_glass: bool, windows: np.ndarray
 ) -> tuple[str, dict[str, Any]]:
     """(key, its parts): the encoder's fingerprint, the tiling, the tissue rule and a
     signature of the slide (shape, dtype, the pixels of a few evenly spaced windows)."""
@@ -101,7 +101,7 @@ def cache_key(
         "stride": clf.tile_size - int(overlap),
         "grid": "strict",  # windows at multiples of the stride (not flush with the edge)
         "slide_shape": [int(n) for n in image.shape],
-        "tissue_rule": [MIN_TISSUE_FRACTION, bool(skip_background)],
+        "tissue_rule": [MIN_TISSUE_FRACTION, bool(skip_glass)],
         "slide_signature": sig.hexdigest(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest(), parts
@@ -115,7 +115,7 @@ def iter_embed_slide(
     overlap: int = 0,
     batch: int = 64,
     device: torch.device | str = "cpu",
-    skip_background: bool = True,
+    skip_glass: bool = True,
 ) -> Generator[ProgressEvent, None, tuple[Bag, dict[str, Any]]]:
     """The slide's bag (from ``cache`` when its key matches), and facts for provenance.
 
@@ -126,7 +126,7 @@ def iter_embed_slide(
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"tile_batch must be a positive integer, got {batch!r}")
     windows, grid, grid_shape = tile_layout(hw, clf.tile_size, overlap)
-    key, parts = cache_key(image, clf, overlap, skip_background, windows)
+    key, parts = cache_key(image, clf, overlap, skip_glass, windows)
     facts: dict[str, Any] = {
         "cache_key": key,
         "cache_parts": parts,
@@ -145,7 +145,7 @@ def iter_embed_slide(
         tiles = np.stack([_read(image, windows[i]) for i in idx])
         if tiles.shape[-1] == 4 and clf.channels == 3:
             tiles = tiles[..., :3]
-        if skip_background:
+        if skip_glass:
             unit = tiles / float(np.iinfo(tiles.dtype).max) if tiles.dtype.kind in "ui" else tiles
             tissue = [tissue_fraction(t) >= MIN_TISSUE_FRACTION for t in unit]
         else:

@@ -33,6 +33,7 @@ from napari_medcam.engine.mil.minimal import (
     smallest_prefix,
 )
 from napari_medcam.engine.mil.result import SlideExplanation
+from napari_medcam.engine.renamed import renamed_keywords
 
 DEFAULT_TOLERANCE = 0.95  # the tile engine's (MedCAMConfig.fast)
 # a bag's passes are small products ((N, D) by (D, h)): below this many numbers, torch's
@@ -272,6 +273,7 @@ def _necessity(
     return read != target, model.clf.class_names[read], float(p[target])
 
 
+@renamed_keywords("skip_background")
 def iter_explain_slide(
     image: Any,
     clf: SlideClassifier,
@@ -284,7 +286,7 @@ def iter_explain_slide(
     device: str | torch.device = "auto",
     tile_overlap: int = 0,
     tile_batch: int = 64,
-    skip_background: bool = True,
+    skip_glass: bool = True,
 ) -> Generator[ProgressEvent, None, SlideExplanation]:
     """Explain a slide array's decision (options as `explain_bag`); yields "embed" events,
     then "search" events.
@@ -309,7 +311,7 @@ def iter_explain_slide(
         overlap=tile_overlap,
         batch=tile_batch,
         device=resolve_device(device),
-        skip_background=skip_background,
+        skip_glass=skip_glass,
     )
     clf_checked.to("cpu")  # the bag's passes are small: the CPU avoids per-call transfers
     seconds_embed = time.perf_counter() - started

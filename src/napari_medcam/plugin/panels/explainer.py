@@ -54,15 +54,13 @@ def explainer_facts(exp: Any) -> str:
     fit = meta.get("fit") or {}
     if fit:
         text = f"fitted on {fit.get('tiles', '?')} tiles, {fit.get('steps', '?')} steps"
-        if fit.get("tiles_background_class"):
-            text += (
-                f" ({fit['tiles_background_class']} of class {fit['background_class']} left out)"
-            )
+        if fit.get("tiles_empty_class"):
+            text += f" ({fit['tiles_empty_class']} of class {fit['empty_class']} left out)"
         quality = fit.get("held_out_quality") or {}
         if quality.get("tiles"):
             text += f" · held-out tiles valid: {100 * quality['valid_share']:.0f} %"
-        if fit.get("background_class"):
-            text += f" · background class: {fit['background_class']} (never explained)"
+        if fit.get("empty_class"):
+            text += f" · empty class: {fit['empty_class']} (never explained)"
         lines.append(text)
     lines += [f"⚠ {w}" for w in exp.warnings()]
     return "\n".join(lines)
@@ -131,9 +129,9 @@ class ExplainerPanel(QGroupBox):
         self.fit_steps = SpinBox(
             label="Fit steps", value=FIT_STEPS, min=1, max=100_000, tooltip="Steps of the fit"
         )
-        self.fit_background = ComboBox(
-            label="Background class",
-            choices=self._background_choices,
+        self.fit_empty = ComboBox(
+            label="Empty class",
+            choices=self._empty_choices,
             tooltip="The class of 'nothing found' (e.g. normal tissue): its tiles are left "
             "out of the fit, its masks learn to be empty, and it is never explained on a "
             "slide. 'none' fits every class.",
@@ -144,7 +142,7 @@ class ExplainerPanel(QGroupBox):
         wrap(self.fit_label)
         form = Container(widgets=[self.choice_combo, self.file_edit, self.refine])
         form.margins = (0, 0, 0, 0)
-        fit_form = Container(widgets=[self.fit_steps, self.fit_background])
+        fit_form = Container(widgets=[self.fit_steps, self.fit_empty])
         fit_form.margins = (0, 0, 0, 0)
         add_rows(
             self,
@@ -183,7 +181,7 @@ class ExplainerPanel(QGroupBox):
             out.append(("demo (for the demo classifier)", DEMO))
         return [*out, ("file…", FILE)]
 
-    def _background_choices(self, _w: Any = None) -> list[tuple[str, str | None]]:
+    def _empty_choices(self, _w: Any = None) -> list[tuple[str, str | None]]:
         clf = self.classifier_panel.classifier
         return [("none", None), *((n, n) for n in (clf.class_names if clf else []))]
 
@@ -193,7 +191,7 @@ class ExplainerPanel(QGroupBox):
             return
         with self.choice_combo.changed.blocked():
             self.choice_combo.reset_choices()
-        self.fit_background.reset_choices()
+        self.fit_empty.reset_choices()
         self.file_edit.visible = self.choice_combo.value == FILE
         self.load()
         if self.explainer is None and self.live.active:
@@ -313,7 +311,7 @@ class ExplainerPanel(QGroupBox):
             config=config,
             path=Path(path),
             steps=int(steps if steps is not None else self.fit_steps.value),
-            background_class=self.fit_background.value,
+            empty_class=self.fit_empty.value,
             device=self.settings.device,
             threads=self.settings.threads,
         )

@@ -100,13 +100,13 @@ def facts(exp: Any, where: str = "", regions: str = "") -> list[tuple[str, str]]
     rows.append(("time", f"{exp.seconds:.1f} s · {exp.steps} steps{tiles}"))
     if where:
         rows.append(("explained", esc(where)))
-    if exp.baseline:
+    if exp.absence:
         neutral = [
             c["name"] for c in exp.provenance.get("absence_candidates", []) if c.get("neutral")
         ]
-        others = [n for n in neutral if n != exp.baseline]
+        others = [n for n in neutral if n != exp.absence]
         also = f" (also neutral: {esc(', '.join(others))})" if others else ""
-        rows.append(("absence", f"{esc(exp.baseline)}{also}"))
+        rows.append(("absence", f"{esc(exp.absence)}{also}"))
     layers = exp.provenance.get("activation_layers")
     if layers is not None:
         rows.append(("layers", esc(", ".join(layers)) or "none (outputs only)"))
