@@ -139,7 +139,7 @@ def test_explain_skip_background_is_skip_glass(monkeypatch):
 
     monkeypatch.setattr(engine_explain, "iter_explain_one", fake)
     clf = mc.demo_classifier()
-    image = mc.synthetic_tile(0)
+    image = mc.synthetic_tile(0)[0]
     with pytest.warns(DeprecationWarning, match="skip_background=.*use skip_glass="):
         assert mc.explain(image, clf, skip_background=False) == "explained"
     assert seen["skip_glass"] is False
@@ -159,6 +159,14 @@ def test_slide_and_check_verbs_take_skip_background():
         iter_explain_slide(toy_slide([(1, 1)]), slide_classifier(), skip_background=False).close()
     with pytest.warns(DeprecationWarning, match="skip_background="):
         iter_check(np.zeros((8, 8, 3)), None, None, 0, None, skip_background=False).close()
+
+
+def test_mask_scorer_baseline_is_neutral_is_absence_is_neutral():
+    from napari_medcam.metrics import MaskScorer
+
+    scorer = MaskScorer.from_image(mc.synthetic_tile(0)[0], mc.demo_classifier())
+    with pytest.warns(DeprecationWarning, match="MaskScorer.baseline_is_neutral"):
+        assert scorer.baseline_is_neutral == scorer.absence_is_neutral
 
 
 # --------------------------------------------------------------- empty class

@@ -57,7 +57,7 @@ def score_window(
 
     ``image`` is the window as float32 channels-last in [0, 1] (the whole image's
     value range already applied), ``mask`` its part of the mask. The absence and
-    random backgrounds are chosen for this window as ``explain`` chooses them.
+    perturbations are chosen for this window as ``explain`` chooses them.
     Returns original, masked, robust and deletion confidence of ``target``, and
     ``held`` (the masked image is still classified ``target``).
     """

@@ -3,8 +3,8 @@
 Faithfulness (the classifier's view):
 
 - `mask_confidences` / `MaskScorer.confidences`: preservation (target probability on
-  the binary-masked image, baseline elsewhere), robust confidence (random backgrounds
-  elsewhere), deletion confidence (the mask's content replaced by the baseline).
+  the binary-masked image, the absence elsewhere), robust confidence (perturbations
+  elsewhere), deletion confidence (the mask's content replaced by the absence).
 - `MaskScorer.curves`: insertion and deletion curves over the ranking of a
   continuous map, and the area under each (Petsiuk et al. 2018).
 
@@ -34,6 +34,7 @@ from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.classifiers.prepare import prepare_input, resize
 from napari_medcam.engine.absence import Absence, choose_absence
 from napari_medcam.engine.config import MedCAMConfig
+from napari_medcam.engine.renamed import old_attribute
 from napari_medcam.engine.scoring import evaluate_mask
 
 # --------------------------------------------------------------------------- faithfulness
@@ -45,7 +46,7 @@ class MaskScorer:
 
     ``x`` is the normalised classifier input, ``target`` the explained class (the
     prediction unless given), ``original`` its probability on ``x``, and ``absence``
-    the absence (replacement image and random backgrounds), chosen exactly as `explain`
+    the absence (replacement image and perturbations), chosen exactly as `explain`
     chooses it (so scores are comparable with an `Explanation`'s confidences).
     """
 
@@ -76,8 +77,10 @@ class MaskScorer:
         return cls(classifier, x, t, float(probs[t]), absence, config, spatial)
 
     @property
-    def baseline_is_neutral(self) -> bool:
+    def absence_is_neutral(self) -> bool:
         return not self.absence.problem
+
+    baseline_is_neutral = old_attribute("baseline_is_neutral", "absence_is_neutral", "MaskScorer")
 
     def _check(self, arr: np.ndarray, what: str) -> np.ndarray:
         arr = np.asarray(arr)
@@ -114,8 +117,8 @@ class MaskScorer:
         Pixels (at the classifier's input resolution) are ranked by the map, highest
         first; ties are broken at random (``seed``), so a flat map scores like a random
         ranking. At each fraction ``k/steps`` of pixels, *deletion* replaces the top
-        pixels of the image with the baseline and *insertion* pastes them onto the
-        baseline; the curves are the target's probability. AUCs are trapezoid means over
+        pixels of the image with the absence and *insertion* pastes them onto the
+        absence; the curves are the target's probability. AUCs are trapezoid means over
         the fraction in [0, 1]: high insertion and low deletion are good.
         """
         if steps < 1:
@@ -168,10 +171,10 @@ def mask_confidences(
     """Does ``mask`` (e.g. after a user's edit) still carry the decision?
 
     Returns the target's probability on the original image (``original``), on the
-    binary-masked image with the baseline elsewhere (``masked``), averaged over
-    random backgrounds (``robust``), and with the mask's content removed
+    binary-masked image with the absence elsewhere (``masked``), averaged over
+    perturbations (``robust``), and with the mask's content removed
     (``deletion``), plus whether the masked image keeps the decision (``held``).
-    Baseline and backgrounds are chosen exactly as `explain` chooses them.
+    The absence and perturbations are chosen exactly as `explain` chooses them.
     """
     mask = np.asarray(mask)
     if mask.shape != np.asarray(image).shape[: mask.ndim] or mask.ndim != classifier.spatial_dims:

@@ -20,9 +20,9 @@ hookable) — counterfactual tissue only when no fill and nothing made from the 
 neutral (a classifier that calls every flat fill some class): tissue is always the
 closest, and pasting the evidence into normal tissue dilutes it, so masks grew and
 strayed (measured on the tuning classifiers) — and reports every candidate's verdict.
-Random backgrounds for the robustness term are then drawn
+Perturbations for the robustness term are then drawn
 *around* that absence (`backgrounds.draw_backgrounds`) and each is checked for
-neutrality: the robustness term never uses a background the classifier calls the
+neutrality: the robustness term never uses a perturbation the classifier calls the
 target. Only when no candidate is neutral does the engine refuse, with the reason.
 """
 

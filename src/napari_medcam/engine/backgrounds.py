@@ -2,7 +2,7 @@
 
 Everything here lives in the classifier's normalised space, where 0 is the
 dataset-mean colour. `make_baseline` builds one named candidate; `draw_backgrounds`
-draws random ones of named kinds. Which of them mean "nothing here" for a given
+draws perturbations of named kinds (docs/glossary.md). Which of them mean "nothing here" for a given
 classifier is decided in `napari_medcam.engine.absence`.
 """
 
@@ -98,7 +98,7 @@ def draw_backgrounds(
     tissue: torch.Tensor | None,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """``count`` random backgrounds of one ``kind``, shaped like ``x`` (1, C, *spatial).
+    """``count`` perturbations of one ``kind``, shaped like ``x`` (1, C, *spatial).
 
     Kinds drawn around an absence ``around`` (the chosen baseline):
     - ``jitter``: the absence with a random colour shift (σ 0.05) and pixel noise

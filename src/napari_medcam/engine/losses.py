@@ -91,7 +91,7 @@ def tv_loss(soft: torch.Tensor) -> torch.Tensor:
 
 
 def robustness_loss(logits_bg: torch.Tensor, target: int) -> torch.Tensor:
-    """L_rob = mean over random backgrounds of −log p(y | m⊙x + (1−m)⊙r)."""
+    """L_rob = mean over the perturbations of −log p(y | m⊙x + (1−m)⊙r)."""
     return ce_loss(logits_bg, target)
 
 

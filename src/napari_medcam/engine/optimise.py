@@ -3,7 +3,7 @@
 `optimise_masks` trains a fresh U-Net per classifier-sized input and returns (as the
 generator's return value) the best mask it saw: the best-ranked (`Objective`) among
 steps where the binary mask met the goal — the decision kept on the absence and on
-random backgrounds (with a tolerance: the confidence kept too) — and was neither empty
+the perturbations (with a tolerance: the confidence kept too) — and was neither empty
 nor near-full; failing that, the valid mask with the highest masked confidence.
 Stopping the generator (closing it, or a napari worker's quit) cancels at the next step.
 """

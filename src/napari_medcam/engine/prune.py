@@ -1,7 +1,7 @@
 """The goal test behind pruning, and the search for the largest removal that passes it.
 
 `PoolCheck` answers, for a batch of binary masks, whether each still meets one input's
-goal (`Objective.meets`) on its absence and its whole background pool — the test the
+goal (`Objective.meets`) on its absence and its whole pool of perturbations — the test the
 optimisation's best mask passed. `largest_prefix` finds how many items (regions, ranked
 least needed first by `importance`) can go while that test still passes;
 `napari_medcam.engine.regions` uses both to remove whole regions, never single pixels.
@@ -28,7 +28,7 @@ Meets = Callable[[torch.Tensor], torch.Tensor]
 
 
 class PoolCheck:
-    """One input's goal on its absence and its whole background pool, for batches of masks.
+    """One input's goal on its absence and its whole pool of perturbations, for masks.
 
     ``goal(p_masked, p_pool, held)`` is the test a mask must pass (`Objective.meets`).
     """
@@ -52,7 +52,7 @@ class PoolCheck:
         return other
 
     def _batch(self, masks: torch.Tensor) -> torch.Tensor:
-        """Each mask on the absence, then on every background: (B·(1+P), C, *spatial)."""
+        """Each mask on the absence, then on every perturbation: (B·(1+P), C, *spatial)."""
         on_pool = masks.repeat_interleave(len(self.pool), 0)
         pool = self.pool.repeat(len(masks), *[1] * (self.pool.dim() - 1))
         return torch.cat(

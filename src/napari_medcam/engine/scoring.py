@@ -9,7 +9,7 @@ from napari_medcam.classifiers.classifier import Classifier
 from napari_medcam.engine.absence import Absence
 from napari_medcam.engine.config import MedCAMConfig
 
-EVAL_BACKGROUNDS = 16  # random backgrounds used to report the robust confidence
+EVAL_BACKGROUNDS = 16  # perturbations used to report the robust confidence
 
 
 def evaluate_mask(

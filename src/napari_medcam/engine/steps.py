@@ -64,7 +64,7 @@ class _Forward(NamedTuple):
     hard: torch.Tensor  # binarised with a straight-through gradient
     area_map: torch.Tensor  # what the area term pulls on (mask resolution)
     logits_e: torch.Tensor  # (N, classes): the masks over the absences
-    logits_r: torch.Tensor  # (N·K, classes): over the random backgrounds
+    logits_r: torch.Tensor  # (N·K, classes): over the perturbations
     feats: dict[str, torch.Tensor]  # activations of the masked batch
 
 
@@ -170,7 +170,7 @@ class MaskRun:
                 break
 
     def _forward(self, logits_m: torch.Tensor, step: int) -> _Forward:
-        """The step's masks over the absences and the random backgrounds, classified."""
+        """The step's masks over the absences and the perturbations, classified."""
         cfg, x = self.cfg, self.x
         model, layers = self.classifier.module, self.classifier.layers
         n, k = x.shape[0], cfg.n_perturbations

@@ -25,7 +25,7 @@ class Scores:
 
     masked: float  # p(target) on the mask over the absence
     masked_probabilities: list[float]
-    robust: float  # mean p(target) on fresh random backgrounds around the absence
+    robust: float  # mean p(target) on fresh perturbations around the absence
     deletion: float  # p(target) with the mask's content replaced by the absence
     masked_pred: int  # the class the classifier gives the masked image
 

@@ -83,11 +83,11 @@ COLUMNS: tuple[Column, ...] = (
 LEGEND = f"""\
 Columns: **n** images; **area %** of the binary mask scored (Med-CAM: its own mask; the
 others: the top of their map at Med-CAM (fast)'s area on the same image, i.e. equal
-area); **kept %** masked image (baseline elsewhere) still classified as the target; **p
+area); **kept %** masked image (the absence elsewhere) still classified as the target; **p
 orig / p masked / Δp** target probability on the image / on the masked image / their
 mean difference; **≥ orig %** images where p masked ≥ p orig − {RAISE_TOLERANCE:g}; **p
-robust** mean over 16 random backgrounds; **p deleted** with the mask's content replaced
-by the baseline (low = the evidence was needed); **precision** share of the mask inside
+robust** mean over 16 perturbations; **p deleted** with the mask's content replaced
+by the absence (low = the evidence was needed); **precision** share of the mask inside
 the reference; **IoU@ref / Dice@ref** of the map's top pixels at the reference's area;
 **pointing %** map maximum inside the reference; **energy in** share of the map's mass
 inside the reference; **ins / del AUC** insertion (↑) and deletion (↓) curves over the

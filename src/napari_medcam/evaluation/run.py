@@ -9,7 +9,7 @@ Protocol (issue 4), per image:
    of their maps, so that every method is judged at the same area. Med-CAM (paper),
    run on a small subset only (it takes minutes per tile on a CPU), keeps its own mask.
 3. Each mask is scored for *sufficiency* (does the masked image keep the decision; the
-   target's confidence with the neutral baseline and with random backgrounds
+   target's confidence with the neutral absence and with perturbations
    elsewhere; deletion confidence) and *precision* (share of the mask inside the
    reference); each map for IoU and Dice at the reference's area, the pointing game,
    the share of its energy inside the reference, insertion and deletion AUCs,

@@ -2,7 +2,7 @@
 
 A step of the optimisation is, for each tile being explained, a classifier forward
 and backward pass over the masked tile and its perturbations, plus the U-Net,
-the check of a new best mask on the whole background pool and bookkeeping.
+the check of a new best mask on the whole pool of perturbations and bookkeeping.
 `step_seconds` times the classifier pass once per classifier and device (cached);
 a whole step took `STEP_FACTOR` times that in our runs. After a run the widget
 records what a step really took (`record_run`) and later estimates use that.

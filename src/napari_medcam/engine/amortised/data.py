@@ -20,7 +20,7 @@ from napari_medcam.classifiers.prepare import prepare_input
 from napari_medcam.engine.absence import choose_absence
 from napari_medcam.engine.config import MedCAMConfig
 
-POOL_KEPT = 4  # checked random backgrounds kept per fitting tile (memory: 6 images a tile)
+POOL_KEPT = 4  # checked perturbations kept per fitting tile (memory: 6 images a tile)
 
 
 @dataclass
