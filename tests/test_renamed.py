@@ -237,6 +237,19 @@ def test_background_class_flag_is_a_hidden_alias_of_empty_class(capsys):
     assert "--empty-class" in helptext and "--background-class" not in helptext
 
 
+def test_command_line_prints_the_deprecated_flag_as_one_line(tmp_path, capsys):
+    from napari_medcam.cli import main
+
+    missing = str(tmp_path / "none")
+    code = main(["fit", "--tiles", missing, "--out", "e.pt", "--background-class", "normal"])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2  # the missing tiles, after the warning
+    assert err[0] == (
+        "napari-medcam: warning: --background-class is deprecated, use --empty-class "
+        "(docs/glossary.md); the old name will be removed in a later release"
+    )
+
+
 # --------------------------------------------------------------- cohorts
 
 

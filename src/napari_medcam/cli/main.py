@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from napari_medcam.cli.batch import add_batch_parser
 from napari_medcam.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED
@@ -69,9 +70,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """The verb's arguments; a deprecated flag's FutureWarning is one line on stderr, as
+    an error is, not a warning pointing into argparse."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FutureWarning)
+        args = build_parser().parse_args(argv)
+    for w in caught:
+        if issubclass(w.category, FutureWarning):
+            print(f"napari-medcam: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one verb. Bad input is one line on stderr and exit 2, never a traceback."""
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     try:
         return args.run(args)
     except (ValueError, FileExistsError, FileNotFoundError) as err:
