@@ -128,16 +128,24 @@ def test_explanation_baseline_is_the_absence_used():
 # --------------------------------------------------------------- skip_background
 
 
-def test_explain_skip_background_is_skip_glass(monkeypatch):
-    engine_explain = importlib.import_module("napari_medcam.engine.explain")
-    seen = {}
+def _record_keywords(monkeypatch, module: str, name: str, result: str) -> dict:
+    """Replace generator ``module.name`` by one that records its keyword arguments and
+    returns ``result``: what the public verb passed on, after the renaming."""
+    seen: dict = {}
 
     def fake(*args, **kwargs):
         seen.update(kwargs)
         yield from ()
-        return "explained"
+        return result
 
-    monkeypatch.setattr(engine_explain, "iter_explain_one", fake)
+    monkeypatch.setattr(importlib.import_module(module), name, fake)
+    return seen
+
+
+def test_explain_skip_background_is_skip_glass(monkeypatch):
+    seen = _record_keywords(
+        monkeypatch, "napari_medcam.engine.explain", "iter_explain_one", "explained"
+    )
     clf = mc.demo_classifier()
     image = mc.synthetic_tile(0)[0]
     with pytest.warns(DeprecationWarning, match="skip_background=.*use skip_glass="):
@@ -173,15 +181,7 @@ def test_mask_scorer_baseline_is_neutral_is_absence_is_neutral():
 
 
 def test_fit_background_class_is_empty_class(monkeypatch):
-    fit = importlib.import_module("napari_medcam.engine.amortised.fit")
-    seen = {}
-
-    def fake(*args, **kwargs):
-        seen.update(kwargs)
-        yield from ()
-        return "fitted"
-
-    monkeypatch.setattr(fit, "iter_fit", fake)
+    seen = _record_keywords(monkeypatch, "napari_medcam.engine.amortised.fit", "iter_fit", "fitted")
     with pytest.warns(DeprecationWarning, match="background_class=.*use empty_class="):
         assert mc.fit_explainer(None, [], background_class="normal") == "fitted"
     assert seen["empty_class"] == "normal" and "background_class" not in seen
